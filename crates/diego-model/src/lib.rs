@@ -12,6 +12,7 @@
 //! - an injectable [`Clock`].
 
 pub mod action;
+pub mod api;
 pub mod actual_lrp;
 pub mod cell;
 pub mod check;

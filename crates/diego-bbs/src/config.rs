@@ -1,0 +1,43 @@
+//! BBS configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the BBS keeps its state.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded default: a SQLite database in this directory.
+    Sqlite { data_dir: PathBuf },
+    /// In memory; lost on exit. For tests and throwaway runs.
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct BbsConfig {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    /// Largest accepted request body, in bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// How many changes the event history retains for resuming subscribers.
+    pub event_retention: usize,
+    /// Placement retries before a rejected task fails.
+    pub max_task_retries: u32,
+}
+
+/// 1 MiB: room for the largest valid record (10 KiB annotation, 128 KiB routes, a big
+/// action tree) with a wide margin.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_EVENT_RETENTION: usize = 100_000;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8889";
+
+impl BbsConfig {
+    pub fn new(listen: SocketAddr, store: StoreConfig) -> Self {
+        Self {
+            listen,
+            store,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            event_retention: DEFAULT_EVENT_RETENTION,
+            max_task_retries: diego_model::task::DEFAULT_MAX_TASK_RETRIES,
+        }
+    }
+}

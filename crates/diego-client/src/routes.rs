@@ -1,0 +1,96 @@
+//! Route paths shared by servers and clients, so they cannot drift.
+//!
+//! Paths use axum's `{param}` syntax; [`path`] fills the parameters in for clients.
+
+pub mod bbs {
+    pub const PING: &str = "/v1/ping";
+    pub const OPENAPI: &str = "/openapi.json";
+    pub const METRICS: &str = "/metrics";
+
+    /// GET (list; `?domain=&cell_id=&state=`), POST (desire).
+    pub const TASKS: &str = "/v1/tasks";
+    /// GET, DELETE.
+    pub const TASK: &str = "/v1/tasks/{task_guid}";
+    pub const TASK_START: &str = "/v1/tasks/{task_guid}/start";
+    pub const TASK_COMPLETE: &str = "/v1/tasks/{task_guid}/complete";
+    pub const TASK_REJECT: &str = "/v1/tasks/{task_guid}/reject";
+    pub const TASK_FAIL: &str = "/v1/tasks/{task_guid}/fail";
+    pub const TASK_CANCEL: &str = "/v1/tasks/{task_guid}/cancel";
+    pub const TASK_RESOLVING: &str = "/v1/tasks/{task_guid}/resolving";
+
+    /// GET (list; `?domain=&process_guid=`), POST (desire).
+    pub const DESIRED_LRPS: &str = "/v1/desired_lrps";
+    /// GET, PATCH (update), DELETE.
+    pub const DESIRED_LRP: &str = "/v1/desired_lrps/{process_guid}";
+    /// GET (list; `?domain=&process_guid=`).
+    pub const SCHEDULING_INFOS: &str = "/v1/desired_lrp_scheduling_infos";
+    pub const SCHEDULING_INFO: &str = "/v1/desired_lrp_scheduling_infos/{process_guid}";
+
+    /// GET (list; `?domain=&cell_id=&process_guid=&index=&state=&presence=`).
+    pub const ACTUAL_LRPS: &str = "/v1/actual_lrps";
+    /// GET: every presence of one index.
+    pub const ACTUAL_LRP: &str = "/v1/actual_lrps/{process_guid}/{index}";
+    pub const ACTUAL_LRP_CLAIM: &str = "/v1/actual_lrps/{process_guid}/{index}/claim";
+    pub const ACTUAL_LRP_START: &str = "/v1/actual_lrps/{process_guid}/{index}/start";
+    pub const ACTUAL_LRP_CRASH: &str = "/v1/actual_lrps/{process_guid}/{index}/crash";
+    pub const ACTUAL_LRP_FAIL: &str = "/v1/actual_lrps/{process_guid}/{index}/fail";
+    pub const ACTUAL_LRP_REMOVE: &str = "/v1/actual_lrps/{process_guid}/{index}/remove";
+    pub const ACTUAL_LRP_RETIRE: &str = "/v1/actual_lrps/{process_guid}/{index}/retire";
+
+    /// GET (fresh domains), POST (upsert with TTL).
+    pub const DOMAINS: &str = "/v1/domains";
+    /// GET (live presences), POST (register/renew with TTL).
+    pub const CELLS: &str = "/v1/cells";
+    /// DELETE.
+    pub const CELL: &str = "/v1/cells/{cell_id}";
+
+    /// SSE streams.
+    pub const EVENTS_LRPS: &str = "/v1/events/lrps";
+    pub const EVENTS_TASKS: &str = "/v1/events/tasks";
+}
+
+pub mod rep {
+    /// The BBS asks a cell's rep to stop an instance (scale-down, retire, delete).
+    pub const STOP_LRP_INSTANCE: &str = "/v1/lrps/{process_guid}/instances/{instance_guid}/stop";
+    /// The BBS tells a cell's rep a task was cancelled.
+    pub const CANCEL_TASK: &str = "/v1/tasks/{task_guid}/cancel";
+}
+
+/// Fills `{name}` placeholders of `template` in order with `args`, percent-encoding each.
+pub fn path(template: &str, args: &[&str]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut args = args.iter();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').map(|e| start + e + 1).unwrap_or(rest.len());
+        if let Some(a) = args.next() {
+            encode_segment(a, &mut out);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn encode_segment(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_parameters() {
+        assert_eq!(path(bbs::ACTUAL_LRP_CLAIM, &["web", "2"]), "/v1/actual_lrps/web/2/claim");
+        assert_eq!(path(bbs::TASK, &["a b/c"]), "/v1/tasks/a%20b%2Fc");
+        assert_eq!(path(bbs::TASKS, &[]), "/v1/tasks");
+    }
+}

@@ -1,0 +1,135 @@
+//! Request and response bodies of the BBS API that are not records themselves.
+//!
+//! Records (`Task`, `DesiredLrp`, `ActualLrp`, …) travel as themselves; these are the
+//! bodies of lifecycle verbs. Route paths live in `diego-client` so servers and clients
+//! share one definition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::actual_lrp::{ActualLrpInstanceKey, ActualLrpNetInfo};
+use crate::validation::{FieldError, Validator};
+
+/// `POST /v1/tasks/{task_guid}/start`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTaskRequest {
+    pub cell_id: String,
+}
+
+/// Whether the cell should run the task (false when it already runs it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTaskResponse {
+    pub should_start: bool,
+}
+
+/// `POST /v1/tasks/{task_guid}/complete`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteTaskRequest {
+    pub cell_id: String,
+    #[serde(default)]
+    pub failed: bool,
+    #[serde(default)]
+    pub failure_reason: String,
+    #[serde(default)]
+    pub result: String,
+}
+
+/// `POST /v1/tasks/{task_guid}/reject`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectTaskRequest {
+    pub rejection_reason: String,
+}
+
+/// `POST /v1/tasks/{task_guid}/fail`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailTaskRequest {
+    pub failure_reason: String,
+}
+
+/// `POST /v1/actual_lrps/{process_guid}/{index}/claim`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimActualLrpRequest {
+    pub instance_key: ActualLrpInstanceKey,
+}
+
+/// `POST /v1/actual_lrps/{process_guid}/{index}/start`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartActualLrpRequest {
+    pub instance_key: ActualLrpInstanceKey,
+    pub net_info: ActualLrpNetInfo,
+    /// `None` when the instance has no readiness checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routable: Option<bool>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub availability_zone: String,
+}
+
+/// `POST /v1/actual_lrps/{process_guid}/{index}/crash`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashActualLrpRequest {
+    pub instance_key: ActualLrpInstanceKey,
+    pub error_message: String,
+}
+
+/// `POST /v1/actual_lrps/{process_guid}/{index}/fail`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailActualLrpRequest {
+    pub error_message: String,
+}
+
+/// `POST /v1/actual_lrps/{process_guid}/{index}/remove`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveActualLrpRequest {
+    /// When set, the stored instance must be this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_key: Option<ActualLrpInstanceKey>,
+}
+
+/// `GET /v1/ping`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResponse {
+    pub available: bool,
+}
+
+impl StartTaskRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        v.required("cell_id", &self.cell_id);
+        v.into_result()
+    }
+}
+
+impl CompleteTaskRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        v.required("cell_id", &self.cell_id);
+        if self.failed {
+            v.required("failure_reason", &self.failure_reason);
+        }
+        v.into_result()
+    }
+}
+
+impl ClaimActualLrpRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        self.instance_key.validate(&mut v, "instance_key");
+        v.into_result()
+    }
+}
+
+impl StartActualLrpRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        self.instance_key.validate(&mut v, "instance_key");
+        self.net_info.validate(&mut v, "net_info");
+        v.into_result()
+    }
+}
+
+impl CrashActualLrpRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        self.instance_key.validate(&mut v, "instance_key");
+        v.into_result()
+    }
+}

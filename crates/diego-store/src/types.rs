@@ -1,0 +1,282 @@
+//! Records, preconditions, filters and errors of the store interface.
+
+use diego_model::{
+    ActualLrp, ActualLrpState, CellPresence, DesiredLrp, ModificationTag, Presence, Task, TaskState, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+/// A stored record of one of the three kinds the change feed carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "snake_case")]
+pub enum Record {
+    Task(Task),
+    DesiredLrp(DesiredLrp),
+    ActualLrp(ActualLrp),
+}
+
+impl Record {
+    pub fn modification_tag(&self) -> &ModificationTag {
+        match self {
+            Record::Task(t) => &t.modification_tag,
+            Record::DesiredLrp(d) => &d.modification_tag,
+            Record::ActualLrp(a) => &a.modification_tag,
+        }
+    }
+
+    pub fn as_task(&self) -> Option<&Task> {
+        match self {
+            Record::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn as_desired_lrp(&self) -> Option<&DesiredLrp> {
+        match self {
+            Record::DesiredLrp(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_actual_lrp(&self) -> Option<&ActualLrp> {
+        match self {
+            Record::ActualLrp(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies one stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKey {
+    Task { task_guid: String },
+    DesiredLrp { process_guid: String },
+    ActualLrp { process_guid: String, index: i32, presence: Presence },
+}
+
+impl Record {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Task(t) => RecordKey::Task { task_guid: t.task_guid.clone() },
+            Record::DesiredLrp(d) => RecordKey::DesiredLrp { process_guid: d.process_guid.clone() },
+            Record::ActualLrp(a) => {
+                RecordKey::ActualLrp { process_guid: a.process_guid.clone(), index: a.index, presence: a.presence }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordKey::Task { task_guid } => write!(f, "task {task_guid:?}"),
+            RecordKey::DesiredLrp { process_guid } => write!(f, "desired LRP {process_guid:?}"),
+            RecordKey::ActualLrp { process_guid, index, presence } => {
+                write!(f, "actual LRP {process_guid:?} index {index} ({})", presence.as_str())
+            }
+        }
+    }
+}
+
+/// The precondition of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The record must not exist (an insert). It is stored with the tag it carries.
+    Absent,
+    /// The stored record must carry exactly this tag. It is stored with `tag.next()`.
+    Tag(ModificationTag),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Put { record: Record, expect: Expect },
+    /// Deletes the record if it carries `expect`.
+    Delete { key: RecordKey, expect: ModificationTag },
+}
+
+impl Write {
+    /// Insert a new record (fails with `Exists` if one is there).
+    pub fn insert(record: Record) -> Self {
+        Write::Put { record, expect: Expect::Absent }
+    }
+
+    /// Replace a record, compare-and-swap on the tag the new record carries (the tag that was
+    /// read). The store writes it with the next tag.
+    pub fn update(record: Record) -> Self {
+        let expect = Expect::Tag(record.modification_tag().clone());
+        Write::Put { record, expect }
+    }
+
+    /// Delete `record`, compare-and-swap on its tag.
+    pub fn delete(record: &Record) -> Self {
+        Write::Delete { key: record.key(), expect: record.modification_tag().clone() }
+    }
+
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Write::Put { record, .. } => record.key(),
+            Write::Delete { key, .. } => key.clone(),
+        }
+    }
+}
+
+/// An atomic group of writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Txn {
+    pub writes: Vec<Write>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn one(write: Write) -> Self {
+        Self { writes: vec![write] }
+    }
+
+    pub fn push(&mut self, write: Write) -> &mut Self {
+        self.writes.push(write);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// The outcome of a committed transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The stored record for each `Put` (with its new tag), `None` for each `Delete`, in
+    /// write order.
+    pub records: Vec<Option<Record>>,
+    /// Revision of the transaction's last change in the change feed.
+    pub revision: u64,
+}
+
+/// One entry of the change feed: a record created (`before` is `None`), changed, or removed
+/// (`after` is `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: u64,
+    /// When the change was committed (Unix ns).
+    pub at: Timestamp,
+    pub before: Option<Record>,
+    pub after: Option<Record>,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePage {
+    pub changes: Vec<Change>,
+    /// The oldest revision still retained (`head + 1` when none is). A reader positioned
+    /// before `oldest - 1` has missed changes and must resync.
+    pub oldest: u64,
+    /// The newest committed revision (0 when nothing was ever written).
+    pub head: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+    pub state: Option<TaskState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredLrpFilter {
+    pub domain: Option<String>,
+    /// Empty = all.
+    pub process_guids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActualLrpFilter {
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+    pub process_guid: Option<String>,
+    pub index: Option<i32>,
+    pub state: Option<ActualLrpState>,
+    pub presence: Option<Presence>,
+}
+
+impl TaskFilter {
+    pub fn matches(&self, t: &Task) -> bool {
+        self.domain.as_ref().is_none_or(|d| *d == t.domain)
+            && self.cell_id.as_ref().is_none_or(|c| *c == t.cell_id)
+            && self.state.is_none_or(|s| s == t.state)
+    }
+}
+
+impl DesiredLrpFilter {
+    pub fn matches(&self, d: &DesiredLrp) -> bool {
+        self.domain.as_ref().is_none_or(|x| *x == d.domain)
+            && (self.process_guids.is_empty() || self.process_guids.contains(&d.process_guid))
+    }
+}
+
+impl ActualLrpFilter {
+    pub fn matches(&self, a: &ActualLrp) -> bool {
+        self.domain.as_ref().is_none_or(|d| *d == a.domain)
+            && self.cell_id.as_ref().is_none_or(|c| *c == a.cell_id)
+            && self.process_guid.as_ref().is_none_or(|p| *p == a.process_guid)
+            && self.index.is_none_or(|i| i == a.index)
+            && self.state.is_none_or(|s| s == a.state)
+            && self.presence.is_none_or(|p| p == a.presence)
+    }
+}
+
+/// A registered cell presence and when it lapses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    pub cell_presence: CellPresence,
+    /// Unix ns.
+    pub expires_at: Timestamp,
+}
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub key: String,
+    pub owner: String,
+    pub value: String,
+    /// Unix ns.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A `Put` with `Expect::Absent` found the record already there.
+    #[error("{key} already exists")]
+    Exists { write: usize, key: RecordKey },
+    /// A write's precondition named a record that is not there.
+    #[error("{key} not found")]
+    NotFound { write: usize, key: RecordKey },
+    /// The stored record's tag differs from the expected one: someone else wrote first.
+    #[error("{key} was modified concurrently (expected tag {expected:?}, found {found:?})")]
+    Conflict { write: usize, key: RecordKey, expected: ModificationTag, found: ModificationTag },
+    /// Another owner holds the lock.
+    #[error("lock {key:?} is held by {owner:?}")]
+    LockCollision { key: String, owner: String },
+    /// The request itself is malformed (e.g. two writes to one record in a transaction).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    /// The backend cannot serve (IO error, closed, corrupt data).
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable { message: message.into(), source: None }
+    }
+
+    pub fn unavailable_from(message: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable { message: message.into(), source: Some(Box::new(e)) }
+    }
+}
