@@ -7,13 +7,32 @@
 //! constants, rep client); never on `diego-cli`.
 
 pub mod config;
+pub mod controllers;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod handlers;
+pub mod metrics;
+pub mod openapi;
+pub mod rep_client;
+pub mod state;
 
 pub use config::{BbsConfig, StoreConfig};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use diego_client::routes::bbs as r;
+use diego_model::{Clock, SystemClock};
+use diego_store::DynStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::handlers::{actual_lrps, cells, desired_lrps, events as event_handlers, system, tasks};
+use crate::state::{AppState, Bbs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BbsError {
@@ -43,10 +62,114 @@ impl RunningBbs {
     }
 }
 
-/// Opens the store, binds `config.listen` and serves until `shutdown` is cancelled.
+/// Opens the store named by `config.store`, binds `config.listen` and serves until
+/// `shutdown` is cancelled.
 pub async fn start(config: BbsConfig, shutdown: CancellationToken) -> Result<RunningBbs, BbsError> {
-    let _ = (config, shutdown);
-    unimplemented!("BBS server is being written")
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config, clock.clone())?;
+    start_with_store(config, store, clock, shutdown).await
+}
+
+/// Opens the configured store backend.
+pub fn open_store(config: &BbsConfig, clock: Arc<dyn Clock>) -> Result<DynStore, BbsError> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite { data_dir } => {
+            let options = diego_store::sqlite::SqliteOptions {
+                change_retention: config.event_retention,
+                ..Default::default()
+            };
+            Arc::new(diego_store::sqlite::SqliteStore::open(data_dir, clock, options)?)
+        }
+        StoreConfig::Memory => Arc::new(diego_store::memory::MemoryStore::new(
+            clock,
+            config.event_retention,
+        )),
+    })
+}
+
+/// Serves over an already-open store with an injected clock (tests use a manual clock).
+pub async fn start_with_store(
+    config: BbsConfig,
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<RunningBbs, BbsError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| BbsError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| BbsError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state: AppState = Arc::new(Bbs {
+        store,
+        clock,
+        reps: rep_client::RepClient::new(),
+        metrics: Default::default(),
+        config,
+    });
+    let app = router(state);
+    tracing::info!(%addr, "BBS listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(BbsError::Serve)
+    });
+    Ok(RunningBbs { addr, task })
+}
+
+/// Every route of the BBS.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route(r::PING, get(system::ping))
+        .route(r::OPENAPI, get(system::openapi))
+        .route(r::METRICS, get(system::metrics))
+        .route(r::TASKS, get(tasks::list).post(tasks::desire))
+        .route(r::TASK, get(tasks::get).delete(tasks::delete))
+        .route(r::TASK_START, post(tasks::start))
+        .route(r::TASK_COMPLETE, post(tasks::complete))
+        .route(r::TASK_REJECT, post(tasks::reject))
+        .route(r::TASK_FAIL, post(tasks::fail))
+        .route(r::TASK_CANCEL, post(tasks::cancel))
+        .route(r::TASK_RESOLVING, post(tasks::resolving))
+        .route(
+            r::DESIRED_LRPS,
+            get(desired_lrps::list).post(desired_lrps::desire),
+        )
+        .route(
+            r::DESIRED_LRP,
+            get(desired_lrps::get)
+                .patch(desired_lrps::update)
+                .delete(desired_lrps::delete),
+        )
+        .route(r::SCHEDULING_INFOS, get(desired_lrps::scheduling_infos))
+        .route(r::SCHEDULING_INFO, get(desired_lrps::scheduling_info))
+        .route(r::ACTUAL_LRPS, get(actual_lrps::list))
+        .route(r::ACTUAL_LRP, get(actual_lrps::get))
+        .route(r::ACTUAL_LRP_CLAIM, post(actual_lrps::claim))
+        .route(r::ACTUAL_LRP_START, post(actual_lrps::start))
+        .route(r::ACTUAL_LRP_CRASH, post(actual_lrps::crash))
+        .route(r::ACTUAL_LRP_FAIL, post(actual_lrps::fail))
+        .route(r::ACTUAL_LRP_REMOVE, post(actual_lrps::remove))
+        .route(r::ACTUAL_LRP_RETIRE, post(actual_lrps::retire))
+        .route(r::DOMAINS, get(cells::list_domains).post(cells::upsert_domain))
+        .route(r::CELLS, get(cells::list_cells).post(cells::register_cell))
+        .route(r::CELL, axum::routing::delete(cells::remove_cell))
+        .route(r::EVENTS_LRPS, get(event_handlers::lrps))
+        .route(r::EVENTS_TASKS, get(event_handlers::tasks))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
 }
 
 /// [`start`], then wait for it to finish.

@@ -1,0 +1,227 @@
+//! Actual LRP lifecycle: what cells and the auctioneer do to instances (diego-spec §4.3–4.4).
+
+use diego_model::api::StartActualLrpRequest;
+use diego_model::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpState, Presence, RestartPolicy, TransitionError,
+};
+use diego_store::{ActualLrpFilter, Record, Txn, Write};
+
+use super::{contention, is_retryable, CAS_ATTEMPTS};
+use crate::error::{HandlerError, HandlerResult};
+use crate::state::Bbs;
+
+fn not_found(guid: &str, index: i32) -> HandlerError {
+    HandlerError::not_found(format!("actual LRP {guid:?} index {index} not found"))
+}
+
+pub async fn list(bbs: &Bbs, filter: &ActualLrpFilter) -> HandlerResult<Vec<ActualLrp>> {
+    Ok(bbs.store.list_actual_lrps(filter).await?)
+}
+
+/// Every presence of one index.
+pub async fn get_all(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<Vec<ActualLrp>> {
+    let all = bbs.store.get_actual_lrps(guid, index).await?;
+    if all.is_empty() {
+        return Err(not_found(guid, index));
+    }
+    Ok(all)
+}
+
+async fn ordinary(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<(ActualLrp, Vec<ActualLrp>)> {
+    let mut all = bbs.store.get_actual_lrps(guid, index).await?;
+    let pos = all
+        .iter()
+        .position(|a| a.presence == Presence::Ordinary)
+        .ok_or_else(|| not_found(guid, index))?;
+    let ordinary = all.remove(pos);
+    Ok((ordinary, all))
+}
+
+/// Read the ORDINARY instance, decide with `f`, commit with CAS (plus any extra writes `f`
+/// asks for), retrying on conflict. `Ok(None)` from `f` means no change.
+async fn transition(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    f: impl Fn(&ActualLrp, &[ActualLrp]) -> Result<Option<(ActualLrp, Vec<Write>)>, TransitionError>,
+) -> HandlerResult<(ActualLrp, Option<ActualLrp>)> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, others) = ordinary(bbs, guid, index).await?;
+        let Some((next, extra)) = f(&current, &others)? else {
+            return Ok((current, None));
+        };
+        let mut txn = Txn::one(Write::update(Record::ActualLrp(next)));
+        txn.writes.extend(extra);
+        match bbs.store.commit(txn).await {
+            Ok(c) => {
+                if let Some(Record::ActualLrp(a)) = c.records.into_iter().next().flatten() {
+                    return Ok((a, Some(current)));
+                }
+            }
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+}
+
+pub async fn claim(bbs: &Bbs, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> HandlerResult<ActualLrp> {
+    let now = bbs.now();
+    let (a, before) = transition(bbs, guid, index, |a, _| {
+        Ok(a.claim(ik, now)?.map(|n| (n, Vec::new())))
+    })
+    .await?;
+    if before.is_some() {
+        tracing::info!(process_guid = guid, index, cell_id = %ik.cell_id, "claimed actual LRP");
+    }
+    Ok(a)
+}
+
+/// RUNNING on the caller's cell. The replacement taking over also retires any SUSPECT or
+/// EVACUATING row of the index, in the same transaction.
+pub async fn start(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    req: &StartActualLrpRequest,
+) -> HandlerResult<ActualLrp> {
+    let now = bbs.now();
+    let (a, before) = transition(bbs, guid, index, |a, others| {
+        let next = a.start(
+            &req.instance_key,
+            &req.net_info,
+            req.routable,
+            &req.availability_zone,
+            now,
+        )?;
+        Ok(next.map(|n| {
+            let extra = others
+                .iter()
+                .map(|o| Write::delete(&Record::ActualLrp(o.clone())))
+                .collect();
+            (n, extra)
+        }))
+    })
+    .await?;
+    if before.is_some() {
+        tracing::info!(process_guid = guid, index, cell_id = %req.instance_key.cell_id, "started actual LRP");
+    }
+    Ok(a)
+}
+
+/// Crash per the restart policy: straight back to UNCLAIMED for the first few crashes,
+/// otherwise CRASHED until the backoff passes.
+pub async fn crash(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    ik: &ActualLrpInstanceKey,
+    reason: &str,
+) -> HandlerResult<ActualLrp> {
+    let override_ = bbs
+        .store
+        .get_desired_lrp(guid)
+        .await?
+        .and_then(|d| d.restart_policy);
+    let policy = RestartPolicy::with_override(override_.as_ref());
+    let now = bbs.now();
+    let (a, _) = transition(bbs, guid, index, |a, _| {
+        Ok(Some((a.crash(ik, reason, &policy, now)?.lrp, Vec::new())))
+    })
+    .await?;
+    tracing::info!(
+        process_guid = guid,
+        index,
+        crash_count = a.crash_count,
+        state = %a.state,
+        reason,
+        "crashed actual LRP"
+    );
+    Ok(a)
+}
+
+/// The auction could not place the instance.
+pub async fn fail(bbs: &Bbs, guid: &str, index: i32, placement_error: &str) -> HandlerResult<ActualLrp> {
+    let now = bbs.now();
+    let (a, _) = transition(bbs, guid, index, |a, _| {
+        Ok(Some((a.fail(placement_error, now)?, Vec::new())))
+    })
+    .await?;
+    Ok(a)
+}
+
+/// Deletes the ORDINARY row (its cell stopped the container, or has none).
+pub async fn remove(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    ik: Option<&ActualLrpInstanceKey>,
+) -> HandlerResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, _) = ordinary(bbs, guid, index).await?;
+        current.check_remove(ik)?;
+        match bbs
+            .store
+            .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(process_guid = guid, index, "removed actual LRP");
+                return Ok(());
+            }
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+}
+
+/// Stops an instance without changing what is desired: unheld instances are deleted; held
+/// ones are stopped by their cell.
+pub async fn retire(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, _) = ordinary(bbs, guid, index).await?;
+        if matches!(current.state, ActualLrpState::Claimed | ActualLrpState::Running) {
+            return retire_held(bbs, &current).await;
+        }
+        match bbs
+            .store
+            .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+}
+
+/// A CLAIMED or RUNNING instance: ask its cell to stop it; if the cell is gone, nothing can,
+/// so the record is deleted here.
+pub async fn retire_held(bbs: &Bbs, a: &ActualLrp) -> HandlerResult<()> {
+    let presences = bbs.store.list_presences().await?;
+    match presences.iter().find(|p| p.cell_presence.cell_id == a.cell_id) {
+        Some(p) => {
+            tracing::info!(process_guid = %a.process_guid, index = a.index, cell_id = %a.cell_id, "asking cell to stop instance");
+            bbs.reps
+                .stop_lrp_instance(&p.cell_presence.rep_url, &a.process_guid, &a.instance_guid);
+            Ok(())
+        }
+        None => {
+            match bbs
+                .store
+                .commit(Txn::one(Write::delete(&Record::ActualLrp(a.clone()))))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(process_guid = %a.process_guid, index = a.index, cell_id = %a.cell_id, "deleted instance of absent cell");
+                }
+                // Changed meanwhile (its cell reported in): the cell's own sync takes over.
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Task lifecycle (diego-spec §4.1).
+
+use diego_model::api::CompleteTaskRequest;
+use diego_model::{DesireTaskRequest, Task, TransitionError};
+use diego_store::{Record, StoreError, TaskFilter, Txn, Write};
+
+use super::{contention, is_retryable, CAS_ATTEMPTS};
+use crate::error::{HandlerError, HandlerResult};
+use crate::state::{new_guid, Bbs};
+
+fn not_found(guid: &str) -> HandlerError {
+    HandlerError::not_found(format!("task {guid:?} not found"))
+}
+
+pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> HandlerResult<Task> {
+    req.validate()
+        .map_err(|e| HandlerError::invalid_record(&format!("task {:?}", req.task_guid), e))?;
+    let guid = req.task_guid.clone();
+    let task = Task::desired(req, bbs.now(), new_guid());
+    match bbs
+        .store
+        .commit(Txn::one(Write::insert(Record::Task(task))))
+        .await
+    {
+        Ok(mut c) => match c.records.pop().flatten() {
+            Some(Record::Task(t)) => {
+                tracing::info!(task_guid = %t.task_guid, domain = %t.domain, "desired task");
+                Ok(t)
+            }
+            _ => Err(HandlerError::new(
+                diego_model::ErrorType::UnknownError,
+                "store returned no task",
+            )),
+        },
+        Err(StoreError::Exists { .. }) => Err(HandlerError::new(
+            diego_model::ErrorType::ResourceExists,
+            format!("task {guid:?} already exists"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+    bbs.store.get_task(guid).await?.ok_or_else(|| not_found(guid))
+}
+
+pub async fn list(bbs: &Bbs, filter: &TaskFilter) -> HandlerResult<Vec<Task>> {
+    Ok(bbs.store.list_tasks(filter).await?)
+}
+
+/// Reads the task, applies `f`, and commits the result with compare-and-swap, retrying on
+/// conflict. `f` returning `Ok(None)` means "no change"; the current task is returned.
+/// The boolean says whether a write happened.
+async fn transition(
+    bbs: &Bbs,
+    guid: &str,
+    f: impl Fn(&Task) -> Result<Option<Task>, TransitionError>,
+) -> HandlerResult<(Task, bool)> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current = get(bbs, guid).await?;
+        let Some(next) = f(&current)? else {
+            return Ok((current, false));
+        };
+        match bbs
+            .store
+            .commit(Txn::one(Write::update(Record::Task(next))))
+            .await
+        {
+            Ok(mut c) => {
+                if let Some(Record::Task(t)) = c.records.pop().flatten() {
+                    return Ok((t, true));
+                }
+            }
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(contention(&format!("task {guid:?}")))
+}
+
+/// Returns whether the cell should start the task (false if it already runs it there).
+pub async fn start(bbs: &Bbs, guid: &str, cell_id: &str) -> HandlerResult<bool> {
+    let now = bbs.now();
+    let (_, changed) = transition(bbs, guid, |t| t.start(cell_id, now)).await?;
+    if changed {
+        tracing::info!(task_guid = guid, cell_id, "started task");
+    }
+    Ok(changed)
+}
+
+pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> HandlerResult<Task> {
+    let now = bbs.now();
+    let (t, _) = transition(bbs, guid, |t| {
+        t.complete(&req.cell_id, req.failed, &req.failure_reason, &req.result, now)
+            .map(Some)
+    })
+    .await?;
+    tracing::info!(task_guid = guid, failed = t.failed, "completed task");
+    Ok(t)
+}
+
+pub async fn reject(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
+    let now = bbs.now();
+    let (t, _) = transition(bbs, guid, |t| {
+        let max = t
+            .task_definition
+            .max_retries
+            .unwrap_or(bbs.config.max_task_retries);
+        t.reject(reason, max, now).map(Some)
+    })
+    .await?;
+    tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");
+    Ok(t)
+}
+
+pub async fn fail(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
+    let now = bbs.now();
+    let (t, _) = transition(bbs, guid, |t| t.fail(reason, now).map(Some)).await?;
+    Ok(t)
+}
+
+/// Cancels the task; if a cell was running it, tells that cell's rep.
+pub async fn cancel(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+    let before = get(bbs, guid).await?;
+    let now = bbs.now();
+    let (t, _) = transition(bbs, guid, |t| t.cancel(now).map(Some)).await?;
+    if !before.cell_id.is_empty() {
+        let presences = bbs.store.list_presences().await?;
+        if let Some(p) = presences
+            .iter()
+            .find(|p| p.cell_presence.cell_id == before.cell_id)
+        {
+            bbs.reps.cancel_task(&p.cell_presence.rep_url, guid);
+        }
+    }
+    tracing::info!(task_guid = guid, "cancelled task");
+    Ok(t)
+}
+
+pub async fn resolving(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+    let now = bbs.now();
+    let (t, _) = transition(bbs, guid, |t| t.resolving(now).map(Some)).await?;
+    Ok(t)
+}
+
+pub async fn delete(bbs: &Bbs, guid: &str) -> HandlerResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current = get(bbs, guid).await?;
+        current.check_delete()?;
+        match bbs
+            .store
+            .commit(Txn::one(Write::delete(&Record::Task(current))))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(task_guid = guid, "deleted task");
+                return Ok(());
+            }
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(contention(&format!("task {guid:?}")))
+}

@@ -1,0 +1,73 @@
+//! Ping, OpenAPI, metrics, and JSON answers for unknown routes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::Json;
+use diego_model::api::PingResponse;
+use diego_model::{ActualLrpState, ErrorType, TaskState};
+use diego_store::{ActualLrpFilter, TaskFilter};
+
+use crate::error::{HandlerError, HandlerResult};
+use crate::state::AppState;
+
+pub async fn ping() -> Json<PingResponse> {
+    Json(PingResponse { available: true })
+}
+
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+pub async fn metrics(State(s): State<AppState>) -> HandlerResult<impl IntoResponse> {
+    let mut out = String::with_capacity(8 * 1024);
+    s.metrics.render_requests(&mut out);
+
+    let mut tasks: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+    for t in s.store.list_tasks(&TaskFilter::default()).await? {
+        *tasks.entry(t.state).or_default() += 1;
+    }
+    out.push_str("# HELP bbs_tasks Tasks by state.\n# TYPE bbs_tasks gauge\n");
+    for (state, n) in tasks {
+        let _ = writeln!(out, "bbs_tasks{{state=\"{state}\"}} {n}");
+    }
+
+    let mut actuals: BTreeMap<(ActualLrpState, &str), u64> = BTreeMap::new();
+    for st in ActualLrpState::ALL {
+        actuals.insert((st, "ORDINARY"), 0);
+    }
+    for a in s.store.list_actual_lrps(&ActualLrpFilter::default()).await? {
+        *actuals.entry((a.state, a.presence.as_str())).or_default() += 1;
+    }
+    out.push_str("# HELP bbs_actual_lrps Actual LRPs by state and presence.\n# TYPE bbs_actual_lrps gauge\n");
+    for ((state, presence), n) in actuals {
+        let _ = writeln!(
+            out,
+            "bbs_actual_lrps{{state=\"{state}\",presence=\"{presence}\"}} {n}"
+        );
+    }
+    let cells = s.store.list_presences().await?.len();
+    let _ = writeln!(
+        out,
+        "# HELP bbs_cells Live cell presences.\n# TYPE bbs_cells gauge\nbbs_cells {cells}"
+    );
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> HandlerError {
+    HandlerError::new(
+        ErrorType::ResourceNotFound,
+        format!("no such route: {}", uri.path()),
+    )
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    let body = diego_model::ApiError::new(
+        ErrorType::InvalidRequest,
+        format!("method {method} is not allowed on {}", uri.path()),
+    );
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body))
+}

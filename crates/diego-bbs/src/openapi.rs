@@ -1,0 +1,336 @@
+//! The OpenAPI document: every route the BBS serves, generated from one table.
+//!
+//! `tests/openapi.rs` checks the table against the router (every documented operation is
+//! routed) and against `diego_client::routes` (every route constant is documented).
+
+use diego_client::routes::bbs as r;
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, request body schema, success status, response schema)
+pub const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16, Option<&str>)] = &[
+    (
+        "get",
+        r::PING,
+        "Is the BBS serving?",
+        None,
+        200,
+        Some("PingResponse"),
+    ),
+    ("get", r::OPENAPI, "This document.", None, 200, None),
+    (
+        "get",
+        r::METRICS,
+        "Prometheus metrics (text format).",
+        None,
+        200,
+        None,
+    ),
+    (
+        "get",
+        r::TASKS,
+        "List tasks (filters: domain, cell_id, state).",
+        None,
+        200,
+        Some("Task[]"),
+    ),
+    (
+        "post",
+        r::TASKS,
+        "Desire a task; it starts PENDING.",
+        Some("DesireTaskRequest"),
+        201,
+        Some("Task"),
+    ),
+    ("get", r::TASK, "Get a task.", None, 200, Some("Task")),
+    ("delete", r::TASK, "Delete a RESOLVING task.", None, 204, None),
+    (
+        "post",
+        r::TASK_START,
+        "A cell starts a PENDING task (RUNNING).",
+        Some("StartTaskRequest"),
+        200,
+        Some("StartTaskResponse"),
+    ),
+    (
+        "post",
+        r::TASK_COMPLETE,
+        "The running cell completes a task.",
+        Some("CompleteTaskRequest"),
+        200,
+        Some("Task"),
+    ),
+    (
+        "post",
+        r::TASK_REJECT,
+        "Placement failed: back to PENDING, or failed after max retries.",
+        Some("RejectTaskRequest"),
+        200,
+        Some("Task"),
+    ),
+    (
+        "post",
+        r::TASK_FAIL,
+        "Fail a PENDING or RUNNING task.",
+        Some("FailTaskRequest"),
+        200,
+        Some("Task"),
+    ),
+    (
+        "post",
+        r::TASK_CANCEL,
+        "Cancel a PENDING or RUNNING task (COMPLETED, failed).",
+        None,
+        200,
+        Some("Task"),
+    ),
+    (
+        "post",
+        r::TASK_RESOLVING,
+        "COMPLETED → RESOLVING: claim the right to resolve.",
+        None,
+        200,
+        Some("Task"),
+    ),
+    (
+        "get",
+        r::DESIRED_LRPS,
+        "List desired LRPs (filters: domain, process_guid).",
+        None,
+        200,
+        Some("DesiredLrp[]"),
+    ),
+    (
+        "post",
+        r::DESIRED_LRPS,
+        "Desire an LRP; creates an UNCLAIMED instance per index.",
+        Some("DesiredLrp"),
+        201,
+        Some("DesiredLrp"),
+    ),
+    (
+        "get",
+        r::DESIRED_LRP,
+        "Get a desired LRP.",
+        None,
+        200,
+        Some("DesiredLrp"),
+    ),
+    (
+        "patch",
+        r::DESIRED_LRP,
+        "Update instances, routes, annotation or metric tags (scale up/down).",
+        Some("DesiredLrpUpdate"),
+        200,
+        Some("DesiredLrp"),
+    ),
+    (
+        "delete",
+        r::DESIRED_LRP,
+        "Delete a desired LRP and stop its instances.",
+        None,
+        204,
+        None,
+    ),
+    (
+        "get",
+        r::SCHEDULING_INFOS,
+        "List scheduling infos (filters: domain, process_guid).",
+        None,
+        200,
+        Some("DesiredLrpSchedulingInfo[]"),
+    ),
+    (
+        "get",
+        r::SCHEDULING_INFO,
+        "Get one scheduling info.",
+        None,
+        200,
+        Some("DesiredLrpSchedulingInfo"),
+    ),
+    (
+        "get",
+        r::ACTUAL_LRPS,
+        "List actual LRPs (filters: domain, cell_id, process_guid, index, state, presence).",
+        None,
+        200,
+        Some("ActualLrp[]"),
+    ),
+    (
+        "get",
+        r::ACTUAL_LRP,
+        "Every presence of one index.",
+        None,
+        200,
+        Some("ActualLrp[]"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_CLAIM,
+        "A cell claims an instance (CLAIMED).",
+        Some("ClaimActualLrpRequest"),
+        200,
+        Some("ActualLrp"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_START,
+        "A cell reports an instance RUNNING.",
+        Some("StartActualLrpRequest"),
+        200,
+        Some("ActualLrp"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_CRASH,
+        "A cell reports a crash; the restart policy decides what follows.",
+        Some("CrashActualLrpRequest"),
+        200,
+        Some("ActualLrp"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_FAIL,
+        "The auction could not place an UNCLAIMED instance.",
+        Some("FailActualLrpRequest"),
+        200,
+        Some("ActualLrp"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_REMOVE,
+        "A cell removes an instance record.",
+        Some("RemoveActualLrpRequest"),
+        204,
+        None,
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_RETIRE,
+        "Stop an instance without changing what is desired.",
+        None,
+        204,
+        None,
+    ),
+    (
+        "get",
+        r::DOMAINS,
+        "List fresh domains.",
+        None,
+        200,
+        Some("Domain[]"),
+    ),
+    (
+        "post",
+        r::DOMAINS,
+        "Mark a domain fresh for a TTL.",
+        Some("UpsertDomainRequest"),
+        204,
+        None,
+    ),
+    (
+        "get",
+        r::CELLS,
+        "List live cell presences.",
+        None,
+        200,
+        Some("PresenceRecord[]"),
+    ),
+    (
+        "post",
+        r::CELLS,
+        "Register or renew a cell presence with a TTL.",
+        Some("RegisterCellRequest"),
+        204,
+        None,
+    ),
+    ("delete", r::CELL, "Remove a cell presence.", None, 204, None),
+    (
+        "get",
+        r::EVENTS_LRPS,
+        "SSE stream of desired/actual LRP events; resumable with Last-Event-ID.",
+        None,
+        200,
+        None,
+    ),
+    (
+        "get",
+        r::EVENTS_TASKS,
+        "SSE stream of task events; resumable with Last-Event-ID.",
+        None,
+        200,
+        None,
+    ),
+];
+
+fn schema_ref(name: &str) -> Value {
+    match name.strip_suffix("[]") {
+        Some(item) => json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}),
+        None => json!({"$ref": format!("#/components/schemas/{name}")}),
+    }
+}
+
+fn params(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            let schema = if name == "index" {
+                json!({"type": "integer", "minimum": 0})
+            } else {
+                json!({"type": "string"})
+            };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
+        .collect()
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for (method, path, summary, request, status, response) in OPERATIONS {
+        let mut op = Map::new();
+        op.insert("summary".into(), json!(summary));
+        let p = params(path);
+        if !p.is_empty() {
+            op.insert("parameters".into(), json!(p));
+        }
+        if let Some(req) = request {
+            op.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": schema_ref(req)}}}),
+            );
+            schemas.insert(req.trim_end_matches("[]").to_string(), json!({"type": "object"}));
+        }
+        let mut ok = json!({"description": "success"});
+        if let Some(resp) = response {
+            ok["content"] = json!({"application/json": {"schema": schema_ref(resp)}});
+            schemas.insert(resp.trim_end_matches("[]").to_string(), json!({"type": "object"}));
+        }
+        op.insert(
+            "responses".into(),
+            json!({
+                status.to_string(): ok,
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }),
+        );
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method] = Value::Object(op);
+    }
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "description": "Diego error type, e.g. InvalidRecord, ResourceNotFound"},
+                "message": {"type": "string"},
+                "field_errors": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}
+            }
+        }),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Diego BBS", "version": env!("CARGO_PKG_VERSION"), "description": "Diego in Rust: the BBS API (JSON over HTTP)."},
+        "paths": paths,
+        "components": {"schemas": schemas}
+    })
+}

@@ -1,0 +1,31 @@
+//! What every handler and controller shares.
+
+use std::sync::Arc;
+
+use diego_model::Clock;
+use diego_store::DynStore;
+
+use crate::config::BbsConfig;
+use crate::metrics::Metrics;
+use crate::rep_client::RepClient;
+
+pub struct Bbs {
+    pub store: DynStore,
+    pub clock: Arc<dyn Clock>,
+    pub config: BbsConfig,
+    pub reps: RepClient,
+    pub metrics: Metrics,
+}
+
+pub type AppState = Arc<Bbs>;
+
+impl Bbs {
+    pub fn now(&self) -> diego_model::Timestamp {
+        self.clock.now()
+    }
+}
+
+/// A fresh guid for modification-tag epochs and instance guids.
+pub fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

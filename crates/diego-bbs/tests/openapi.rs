@@ -1,0 +1,125 @@
+//! The OpenAPI document covers every route, and every documented route is served.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn every_route_constant_is_documented_and_served() {
+    let s = start().await;
+    let (st, doc) = s.get("/openapi.json").await;
+    assert_eq!(st, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    use diego_client::routes::bbs as r;
+    let constants = [
+        r::PING,
+        r::OPENAPI,
+        r::METRICS,
+        r::TASKS,
+        r::TASK,
+        r::TASK_START,
+        r::TASK_COMPLETE,
+        r::TASK_REJECT,
+        r::TASK_FAIL,
+        r::TASK_CANCEL,
+        r::TASK_RESOLVING,
+        r::DESIRED_LRPS,
+        r::DESIRED_LRP,
+        r::SCHEDULING_INFOS,
+        r::SCHEDULING_INFO,
+        r::ACTUAL_LRPS,
+        r::ACTUAL_LRP,
+        r::ACTUAL_LRP_CLAIM,
+        r::ACTUAL_LRP_START,
+        r::ACTUAL_LRP_CRASH,
+        r::ACTUAL_LRP_FAIL,
+        r::ACTUAL_LRP_REMOVE,
+        r::ACTUAL_LRP_RETIRE,
+        r::DOMAINS,
+        r::CELLS,
+        r::CELL,
+        r::EVENTS_LRPS,
+        r::EVENTS_TASKS,
+    ];
+    for c in constants {
+        assert!(paths.contains_key(c), "{c} is not documented");
+    }
+    // Every documented operation is routed: it never falls through to the unknown-route or
+    // wrong-method answers.
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            if path.starts_with("/v1/events") {
+                continue;
+            }
+            let concrete = path
+                .replace("{task_guid}", "x")
+                .replace("{process_guid}", "x")
+                .replace("{index}", "0")
+                .replace("{cell_id}", "x");
+            let (st, body) = s.raw(&method.to_uppercase(), &concrete, b"{}".to_vec()).await;
+            assert_ne!(st, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!body.contains("no such route"), "{method} {path} is not routed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_records_by_state() {
+    let s = start().await;
+    s.desire_task("m1").await;
+    s.desire_lrp("m2", 2).await;
+    let resp = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("bbs_requests_total{method=\"POST\",route=\"/v1/tasks\",status=\"201\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("bbs_tasks{state=\"PENDING\"} 1"), "{text}");
+    assert!(
+        text.contains("bbs_actual_lrps{state=\"UNCLAIMED\",presence=\"ORDINARY\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bbs_request_duration_seconds_count{method=\"POST\",route=\"/v1/tasks\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn domains_and_cells() {
+    let s = start().await;
+    let (st, _) = s
+        .post(
+            "/v1/domains",
+            serde_json::json!({"domain": "cf-apps", "ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, d) = s.get("/v1/domains").await;
+    assert_eq!(d[0]["domain"], "cf-apps");
+    s.clock.advance_ms(61_000);
+    assert_eq!(
+        s.get("/v1/domains").await.1,
+        serde_json::json!([]),
+        "expired domains are not fresh"
+    );
+
+    s.register_cell("cell-1", "http://127.0.0.1:1801").await;
+    let (_, c) = s.get("/v1/cells").await;
+    assert_eq!(c[0]["cell_presence"]["cell_id"], "cell-1");
+    s.clock.advance_ms(31_000);
+    assert_eq!(
+        s.get("/v1/cells").await.1,
+        serde_json::json!([]),
+        "presence lapses after its TTL"
+    );
+    s.register_cell("cell-1", "http://127.0.0.1:1801").await;
+    let (st, _) = s.call("DELETE", "/v1/cells/cell-1", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, r) = s.call("DELETE", "/v1/cells/cell-1", None).await;
+    assert_eq!((st, error_type(&r)), (StatusCode::NOT_FOUND, "ResourceNotFound"));
+    let (st, r) = s.post("/v1/cells", serde_json::json!({"cell_presence": {"cell_id": "", "rep_url": "x", "capacity": {"memory_mb": -1, "disk_mb": 0, "containers": 0}}, "ttl_seconds": 0})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(r["field_errors"].as_array().unwrap().len(), 4, "{r}");
+}

@@ -1,0 +1,271 @@
+//! Bad input: named field errors, and no panic or 5xx whatever is thrown at the API.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn several_bad_fields_get_one_400_naming_each() {
+    let s = start().await;
+    let body = json!({
+        "process_guid": "bad guid!",
+        "domain": "",
+        "rootfs": "no-scheme",
+        "instances": -1,
+        "memory_mb": -5,
+        "ports": [70000],
+        "annotation": "x".repeat(10 * 1024 + 1),
+        "action": {"run": {"path": ""}, "try": {"action": {"run": {"path": "a"}}}}
+    });
+    let (st, r) = s.post("/v1/desired_lrps", body).await;
+    assert_eq!(
+        (st, error_type(&r)),
+        (StatusCode::BAD_REQUEST, "InvalidRecord"),
+        "{r}"
+    );
+    let fields: Vec<&str> = r["field_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "process_guid",
+            "domain",
+            "rootfs",
+            "instances",
+            "action",
+            "memory_mb",
+            "ports[0]",
+            "annotation"
+        ]
+    );
+    for name in ["process_guid", "instances", "memory_mb", "annotation"] {
+        assert!(
+            r["message"].as_str().unwrap().contains(name),
+            "message names {name}: {}",
+            r["message"]
+        );
+    }
+    // Nothing about an invalid request is stored.
+    assert_eq!(s.get("/v1/desired_lrps").await.1, json!([]));
+    assert_eq!(s.get("/v1/actual_lrps").await.1, json!([]));
+
+    let (st, r) = s
+        .post(
+            "/v1/tasks",
+            json!({"task_guid": "ok", "domain": "d", "task_definition": {
+                "rootfs": "preloaded:busybox", "cpu_weight": 101, "disk_mb": -1,
+                "action": {"timeout": {"timeout_ms": 0, "action": {"run": {"path": "x"}}}}}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let fields: Vec<&str> = r["field_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "task_definition.action.timeout.timeout_ms",
+            "task_definition.disk_mb",
+            "task_definition.cpu_weight"
+        ]
+    );
+    assert_eq!(s.get("/v1/tasks").await.1, json!([]));
+}
+
+#[tokio::test]
+async fn wrong_types_name_the_field() {
+    let s = start().await;
+    let (st, r) = s
+        .post(
+            "/v1/desired_lrps",
+            json!({"process_guid": "a", "instances": "three"}),
+        )
+        .await;
+    assert_eq!((st, error_type(&r)), (StatusCode::BAD_REQUEST, "InvalidRequest"));
+    assert_eq!(r["field_errors"][0]["field"], "instances");
+}
+
+#[tokio::test]
+async fn malformed_json_oversized_bodies_and_unknown_routes() {
+    let s = start_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let (st, body) = s.raw("POST", "/v1/tasks", b"{\"task_guid\":".to_vec()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        "InvalidJSON"
+    );
+
+    let huge = format!("{{\"task_guid\":\"{}\"}}", "a".repeat(100 * 1024));
+    let (st, body) = s.raw("POST", "/v1/tasks", huge.into_bytes()).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        "PayloadTooLarge"
+    );
+
+    let (st, r) = s.get("/v1/nope").await;
+    assert_eq!((st, error_type(&r)), (StatusCode::NOT_FOUND, "ResourceNotFound"));
+    let (st, r) = s.call("PUT", "/v1/tasks", None).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_type(&r), "InvalidRequest");
+    let (st, r) = s.get("/v1/actual_lrps/web/notanumber").await;
+    assert_eq!((st, error_type(&r)), (StatusCode::BAD_REQUEST, "InvalidRequest"));
+}
+
+/// Field names the generator favours, so random JSON reaches past the top level.
+const KEYS: &[&str] = &[
+    "task_guid",
+    "domain",
+    "task_definition",
+    "rootfs",
+    "action",
+    "run",
+    "path",
+    "args",
+    "serial",
+    "actions",
+    "timeout",
+    "timeout_ms",
+    "try",
+    "parallel",
+    "codependent",
+    "emit_progress",
+    "download",
+    "from",
+    "to",
+    "process_guid",
+    "instances",
+    "memory_mb",
+    "disk_mb",
+    "ports",
+    "routes",
+    "annotation",
+    "check_definition",
+    "checks",
+    "tcp_check",
+    "port",
+    "instance_key",
+    "instance_guid",
+    "cell_id",
+    "net_info",
+    "address",
+    "error_message",
+    "rejection_reason",
+    "failure_reason",
+    "result",
+    "failed",
+    "cell_presence",
+    "rep_url",
+    "capacity",
+    "ttl_seconds",
+    "metric_tags",
+    "restart_policy",
+    "env",
+    "name",
+    "value",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[a-z0-9_:/ -]{0,12}".prop_map(Value::from),
+        Just(Value::from("preloaded:busybox")),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+/// Random bytes and random JSON at every documented endpoint never produce a 5xx or a
+/// dropped connection, and every error has Diego's error shape.
+#[test]
+fn random_input_never_breaks_an_endpoint() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(start());
+    let s = &s;
+    let mut endpoints: Vec<(String, String)> = diego_bbs::openapi::OPERATIONS
+        .iter()
+        .filter(|op| !op.1.starts_with("/v1/events"))
+        .map(|(m, p, ..)| {
+            (
+                m.to_uppercase(),
+                p.replace("{task_guid}", "t")
+                    .replace("{process_guid}", "p")
+                    .replace("{index}", "0")
+                    .replace("{cell_id}", "c"),
+            )
+        })
+        .collect();
+    endpoints.dedup();
+    // Some records to act on, so lifecycle verbs reach their controllers.
+    rt.block_on(async {
+        s.desire_task("t").await;
+        s.desire_lrp("p", 1).await;
+    });
+
+    let sent = std::cell::Cell::new(0usize);
+    let check = |method: &str, path: &str, body: Vec<u8>| -> Result<(), TestCaseError> {
+        sent.set(sent.get() + 1);
+        let (st, text) = rt.block_on(s.raw(method, path, body));
+        prop_assert!(st.as_u16() < 500, "{method} {path} → {st}: {text}");
+        if !st.is_success() {
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("{method} {path}: non-JSON error {text:?}: {e}")))?;
+            prop_assert!(
+                v["type"].is_string() && v["message"].is_string(),
+                "{method} {path}: {v}"
+            );
+        }
+        Ok(())
+    };
+
+    // A fresh runner per run: a runner counts cases across runs.
+    let runner = || {
+        TestRunner::new(Config {
+            cases: 48,
+            failure_persistence: None,
+            ..Config::default()
+        })
+    };
+    for (method, path) in &endpoints {
+        runner()
+            .run(&prop::collection::vec(any::<u8>(), 0..256), |bytes| {
+                check(method, path, bytes)
+            })
+            .unwrap();
+        runner()
+            .run(&json_value(), |v| {
+                check(method, path, serde_json::to_vec(&v).unwrap())
+            })
+            .unwrap();
+    }
+    assert!(
+        sent.get() >= endpoints.len() * 96,
+        "sent {} requests to {} endpoints",
+        sent.get(),
+        endpoints.len()
+    );
+    // The server is still healthy.
+    let (st, _) = rt.block_on(s.get("/v1/ping"));
+    assert_eq!(st, StatusCode::OK);
+}
