@@ -418,3 +418,32 @@ async fn actual_lrp_filters() {
     let (st, r) = s.get("/v1/actual_lrps?index=abc").await;
     assert_eq!((st, error_type(&r)), (StatusCode::BAD_REQUEST, "InvalidRequest"));
 }
+
+#[tokio::test]
+async fn an_update_with_a_stale_modification_tag_is_refused() {
+    let s = start().await;
+    let (_, d) = s.desire_lrp("tagged", 1).await;
+    let read_tag = d["modification_tag"].clone();
+    assert_eq!(read_tag["index"], 0);
+    let (st, d2) = s
+        .call(
+            "PATCH",
+            "/v1/desired_lrps/tagged",
+            Some(json!({"instances": 2, "modification_tag": read_tag})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{d2}");
+    assert_eq!(d2["modification_tag"]["index"], 1);
+    // A second writer still holding the old tag loses, and nothing changes.
+    let (st, r) = s
+        .call(
+            "PATCH",
+            "/v1/desired_lrps/tagged",
+            Some(json!({"instances": 5, "modification_tag": read_tag})),
+        )
+        .await;
+    assert_eq!((st, error_type(&r)), (StatusCode::CONFLICT, "ResourceConflict"));
+    let (_, now) = s.get("/v1/desired_lrps/tagged").await;
+    assert_eq!(now["instances"], 2);
+    assert_eq!(actuals(&s, "tagged").await.len(), 2);
+}

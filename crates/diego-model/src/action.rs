@@ -170,19 +170,40 @@ pub const MAX_ACTION_DEPTH: usize = 64;
 
 impl Action {
     pub fn run(run: RunAction) -> Self {
-        Self { run: Some(run), ..Self::default() }
+        Self {
+            run: Some(run),
+            ..Self::default()
+        }
     }
 
     pub fn serial(actions: Vec<Action>) -> Self {
-        Self { serial: Some(SerialAction { actions, log_source: String::new() }), ..Self::default() }
+        Self {
+            serial: Some(SerialAction {
+                actions,
+                log_source: String::new(),
+            }),
+            ..Self::default()
+        }
     }
 
     pub fn parallel(actions: Vec<Action>) -> Self {
-        Self { parallel: Some(ParallelAction { actions, log_source: String::new() }), ..Self::default() }
+        Self {
+            parallel: Some(ParallelAction {
+                actions,
+                log_source: String::new(),
+            }),
+            ..Self::default()
+        }
     }
 
     pub fn codependent(actions: Vec<Action>) -> Self {
-        Self { codependent: Some(CodependentAction { actions, log_source: String::new() }), ..Self::default() }
+        Self {
+            codependent: Some(CodependentAction {
+                actions,
+                log_source: String::new(),
+            }),
+            ..Self::default()
+        }
     }
 
     pub fn timeout(action: Action, timeout_ms: i64) -> Self {
@@ -197,7 +218,13 @@ impl Action {
     }
 
     pub fn try_(action: Action) -> Self {
-        Self { try_: Some(TryAction { action: Some(Box::new(action)), log_source: String::new() }), ..Self::default() }
+        Self {
+            try_: Some(TryAction {
+                action: Some(Box::new(action)),
+                log_source: String::new(),
+            }),
+            ..Self::default()
+        }
     }
 
     /// Number of members set; a valid action has exactly one.
@@ -256,7 +283,10 @@ impl Action {
 
     fn validate_at_depth(&self, v: &mut Validator, path: &str, depth: usize) {
         if depth > MAX_ACTION_DEPTH {
-            v.error(path, format!("action tree is nested deeper than {MAX_ACTION_DEPTH} levels"));
+            v.error(
+                path,
+                format!("action tree is nested deeper than {MAX_ACTION_DEPTH} levels"),
+            );
             return;
         }
         let count = self.member_count();
@@ -296,7 +326,10 @@ impl Action {
                     if !CHECKSUM_ALGORITHMS.contains(&alg.as_str()) {
                         v.error(
                             join(&p, "checksum_algorithm"),
-                            format!("must be one of md5, sha1, sha256 (got {:?})", d.checksum_algorithm),
+                            format!(
+                                "must be one of md5, sha1, sha256 (got {:?})",
+                                d.checksum_algorithm
+                            ),
                         );
                     }
                     v.required(&join(&p, "checksum_value"), &d.checksum_value);
@@ -340,7 +373,10 @@ mod tests {
 
     #[test]
     fn wire_format_is_member_keyed() {
-        let a = Action::serial(vec![Action::run(RunAction { path: "/bin/true".into(), ..Default::default() })]);
+        let a = Action::serial(vec![Action::run(RunAction {
+            path: "/bin/true".into(),
+            ..Default::default()
+        })]);
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(json, r#"{"serial":{"actions":[{"run":{"path":"/bin/true"}}]}}"#);
         let back: Action = serde_json::from_str(&json).unwrap();
@@ -352,7 +388,8 @@ mod tests {
     #[test]
     fn exactly_one_member() {
         assert_eq!(errors(&Action::default()), ["action"]);
-        let two: Action = serde_json::from_str(r#"{"run":{"path":"a"},"try":{"action":{"run":{"path":"b"}}}}"#).unwrap();
+        let two: Action =
+            serde_json::from_str(r#"{"run":{"path":"a"},"try":{"action":{"run":{"path":"b"}}}}"#).unwrap();
         assert_eq!(errors(&two), ["action"]);
     }
 
@@ -391,7 +428,10 @@ mod tests {
 
     #[test]
     fn overly_deep_trees_are_refused() {
-        let mut a = Action::run(RunAction { path: "x".into(), ..Default::default() });
+        let mut a = Action::run(RunAction {
+            path: "x".into(),
+            ..Default::default()
+        });
         for _ in 0..(MAX_ACTION_DEPTH + 2) {
             a = Action::try_(a);
         }

@@ -37,7 +37,9 @@ impl ActualLrpState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -91,7 +93,10 @@ pub struct ActualLrpInstanceKey {
 
 impl ActualLrpInstanceKey {
     pub fn new(instance_guid: impl Into<String>, cell_id: impl Into<String>) -> Self {
-        Self { instance_guid: instance_guid.into(), cell_id: cell_id.into() }
+        Self {
+            instance_guid: instance_guid.into(),
+            cell_id: cell_id.into(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,7 +140,10 @@ impl ActualLrpNetInfo {
     pub fn validate(&self, v: &mut Validator, path: &str) {
         v.required(&join(path, "address"), &self.address);
         for (i, p) in self.ports.iter().enumerate() {
-            v.port(&format!("{}[{i}].container_port", join(path, "ports")), p.container_port);
+            v.port(
+                &format!("{}[{i}].container_port", join(path, "ports")),
+                p.container_port,
+            );
             v.port(&format!("{}[{i}].host_port", join(path, "ports")), p.host_port);
         }
     }
@@ -243,11 +251,18 @@ impl ActualLrp {
     }
 
     pub fn key(&self) -> ActualLrpKey {
-        ActualLrpKey { process_guid: self.process_guid.clone(), index: self.index, domain: self.domain.clone() }
+        ActualLrpKey {
+            process_guid: self.process_guid.clone(),
+            index: self.index,
+            domain: self.domain.clone(),
+        }
     }
 
     pub fn instance_key(&self) -> ActualLrpInstanceKey {
-        ActualLrpInstanceKey { instance_guid: self.instance_guid.clone(), cell_id: self.cell_id.clone() }
+        ActualLrpInstanceKey {
+            instance_guid: self.instance_guid.clone(),
+            cell_id: self.cell_id.clone(),
+        }
     }
 
     pub fn net_info(&self) -> ActualLrpNetInfo {
@@ -259,7 +274,10 @@ impl ActualLrp {
     }
 
     fn describe(&self) -> String {
-        format!("actual LRP {:?} index {} ({})", self.process_guid, self.index, self.state)
+        format!(
+            "actual LRP {:?} index {} ({})",
+            self.process_guid, self.index, self.state
+        )
     }
 
     fn set_instance(&mut self, ik: &ActualLrpInstanceKey) {
@@ -285,7 +303,11 @@ impl ActualLrp {
     }
 
     /// → CLAIMED by `ik`. `Ok(None)` if already claimed by `ik` (idempotent).
-    pub fn claim(&self, ik: &ActualLrpInstanceKey, now: Timestamp) -> Result<Option<ActualLrp>, TransitionError> {
+    pub fn claim(
+        &self,
+        ik: &ActualLrpInstanceKey,
+        now: Timestamp,
+    ) -> Result<Option<ActualLrp>, TransitionError> {
         if self.state == ActualLrpState::Claimed && self.instance_key() == *ik {
             return Ok(None);
         }
@@ -349,12 +371,20 @@ impl ActualLrp {
             ));
         }
         let mut a = self.clone();
-        a.crash_count =
-            RestartPolicy::next_crash_count(self.crash_count, self.state == ActualLrpState::Running, self.since, now);
+        a.crash_count = RestartPolicy::next_crash_count(
+            self.crash_count,
+            self.state == ActualLrpState::Running,
+            self.since,
+            now,
+        );
         a.crash_reason = truncate(reason, MAX_REASON_BYTES);
         a.clear_instance();
         let restart_now = policy.decide(a.crash_count) == RestartDecision::Immediately;
-        a.state = if restart_now { ActualLrpState::Unclaimed } else { ActualLrpState::Crashed };
+        a.state = if restart_now {
+            ActualLrpState::Unclaimed
+        } else {
+            ActualLrpState::Crashed
+        };
         a.since = now;
         Ok(CrashOutcome { lrp: a, restart_now })
     }
@@ -364,7 +394,10 @@ impl ActualLrp {
         if self.state != ActualLrpState::Unclaimed {
             return Err(TransitionError::new(
                 ErrorType::ActualLrpCannotBeFailed,
-                format!("{} cannot be failed: only UNCLAIMED instances take a placement error", self.describe()),
+                format!(
+                    "{} cannot be failed: only UNCLAIMED instances take a placement error",
+                    self.describe()
+                ),
             ));
         }
         let mut a = self.clone();
@@ -378,7 +411,12 @@ impl ActualLrp {
         if self.state == ActualLrpState::Unclaimed {
             return Ok(None);
         }
-        if !allows_transition(self.state, ActualLrpState::Unclaimed, &self.instance_key(), &Default::default()) {
+        if !allows_transition(
+            self.state,
+            ActualLrpState::Unclaimed,
+            &self.instance_key(),
+            &Default::default(),
+        ) {
             return Err(TransitionError::new(
                 ErrorType::ActualLrpCannotBeUnclaimed,
                 format!("{} cannot be unclaimed", self.describe()),
@@ -417,24 +455,42 @@ impl ActualLrp {
         let ik = self.instance_key();
         match self.state {
             ActualLrpState::Unclaimed => {
-                v.check(ik.is_empty(), "instance_guid", || "must be empty when UNCLAIMED".into());
-                v.check(self.address.is_empty(), "address", || "must be empty when UNCLAIMED".into());
-                v.check(self.presence == Presence::Ordinary, "presence", || "must be ORDINARY when UNCLAIMED".into());
+                v.check(ik.is_empty(), "instance_guid", || {
+                    "must be empty when UNCLAIMED".into()
+                });
+                v.check(self.address.is_empty(), "address", || {
+                    "must be empty when UNCLAIMED".into()
+                });
+                v.check(self.presence == Presence::Ordinary, "presence", || {
+                    "must be ORDINARY when UNCLAIMED".into()
+                });
             }
             ActualLrpState::Claimed => {
                 ik.validate(&mut v, "");
-                v.check(self.address.is_empty(), "address", || "must be empty when CLAIMED".into());
-                v.check(self.placement_error.is_empty(), "placement_error", || "must be empty when CLAIMED".into());
+                v.check(self.address.is_empty(), "address", || {
+                    "must be empty when CLAIMED".into()
+                });
+                v.check(self.placement_error.is_empty(), "placement_error", || {
+                    "must be empty when CLAIMED".into()
+                });
             }
             ActualLrpState::Running => {
                 ik.validate(&mut v, "");
                 self.net_info().validate(&mut v, "");
-                v.check(self.placement_error.is_empty(), "placement_error", || "must be empty when RUNNING".into());
+                v.check(self.placement_error.is_empty(), "placement_error", || {
+                    "must be empty when RUNNING".into()
+                });
             }
             ActualLrpState::Crashed => {
-                v.check(ik.is_empty(), "instance_guid", || "must be empty when CRASHED".into());
-                v.check(self.address.is_empty(), "address", || "must be empty when CRASHED".into());
-                v.check(self.placement_error.is_empty(), "placement_error", || "must be empty when CRASHED".into());
+                v.check(ik.is_empty(), "instance_guid", || {
+                    "must be empty when CRASHED".into()
+                });
+                v.check(self.address.is_empty(), "address", || {
+                    "must be empty when CRASHED".into()
+                });
+                v.check(self.placement_error.is_empty(), "placement_error", || {
+                    "must be empty when CRASHED".into()
+                });
             }
         }
         v.into_result()
@@ -447,7 +503,11 @@ mod tests {
     use ActualLrpState::*;
 
     fn key() -> ActualLrpKey {
-        ActualLrpKey { process_guid: "web".into(), index: 0, domain: "apps".into() }
+        ActualLrpKey {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "apps".into(),
+        }
     }
 
     fn a_key() -> ActualLrpInstanceKey {
@@ -461,7 +521,11 @@ mod tests {
     fn net() -> ActualLrpNetInfo {
         ActualLrpNetInfo {
             address: "127.0.0.1".into(),
-            ports: vec![PortMapping { container_port: 8080, host_port: 61000, ..Default::default() }],
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: 61000,
+                ..Default::default()
+            }],
             instance_address: String::new(),
         }
     }
@@ -476,7 +540,10 @@ mod tests {
             Crashed => {
                 a = a.start(&a_key(), &net(), None, "z1", 20).unwrap().unwrap();
                 a.crash_count = 3;
-                a = a.crash(&a_key(), "boom", &RestartPolicy::default(), 30).unwrap().lrp;
+                a = a
+                    .crash(&a_key(), "boom", &RestartPolicy::default(), 30)
+                    .unwrap()
+                    .lrp;
                 assert_eq!(a.state, Crashed);
             }
         }
@@ -511,9 +578,21 @@ mod tests {
         assert_eq!(table.len(), 16);
         for (from, to, same, other, empty_ok) in table {
             let stored = a_key();
-            assert_eq!(allows_transition(from, to, &stored, &a_key()), same, "{from}->{to} same key");
-            assert_eq!(allows_transition(from, to, &stored, &b_key()), other, "{from}->{to} other key");
-            assert_eq!(allows_transition(from, to, &stored, &empty), empty_ok, "{from}->{to} empty key");
+            assert_eq!(
+                allows_transition(from, to, &stored, &a_key()),
+                same,
+                "{from}->{to} same key"
+            );
+            assert_eq!(
+                allows_transition(from, to, &stored, &b_key()),
+                other,
+                "{from}->{to} other key"
+            );
+            assert_eq!(
+                allows_transition(from, to, &stored, &empty),
+                empty_ok,
+                "{from}->{to} empty key"
+            );
         }
     }
 
@@ -563,8 +642,15 @@ mod tests {
                 Running => {
                     assert_eq!(by_a.unwrap(), None, "same start twice is a no-op");
                     assert_eq!(by_b.unwrap_err().kind, ErrorType::ActualLrpCannotBeStarted);
-                    let not_ready = a.start(&a_key(), &net(), Some(false), "z1", 200).unwrap().unwrap();
-                    assert_eq!((not_ready.routable, not_ready.since), (Some(false), 20), "since moves only on state change");
+                    let not_ready = a
+                        .start(&a_key(), &net(), Some(false), "z1", 200)
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(
+                        (not_ready.routable, not_ready.since),
+                        (Some(false), 20),
+                        "since moves only on state change"
+                    );
                 }
                 Crashed => {
                     assert_eq!(by_a.unwrap_err().kind, ErrorType::ActualLrpCannotBeStarted);
@@ -590,7 +676,9 @@ mod tests {
                     assert_eq!(o.lrp.crash_reason, "Exit status 1");
                     o.lrp.validate().unwrap();
                 }
-                Unclaimed | Crashed => assert_eq!(by_a.unwrap_err().kind, ErrorType::ActualLrpCannotBeCrashed),
+                Unclaimed | Crashed => {
+                    assert_eq!(by_a.unwrap_err().kind, ErrorType::ActualLrpCannotBeCrashed)
+                }
             }
         }
     }
@@ -609,7 +697,10 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(states, [(1, Unclaimed), (2, Unclaimed), (3, Unclaimed), (4, Crashed)]);
+        assert_eq!(
+            states,
+            [(1, Unclaimed), (2, Unclaimed), (3, Unclaimed), (4, Crashed)]
+        );
     }
 
     #[test]
@@ -633,7 +724,12 @@ mod tests {
         }
         let claimed = in_state(Claimed).claim(&a_key(), 1).unwrap();
         assert_eq!(claimed, None);
-        let c = in_state(Unclaimed).fail("x", 5).unwrap().claim(&a_key(), 6).unwrap().unwrap();
+        let c = in_state(Unclaimed)
+            .fail("x", 5)
+            .unwrap()
+            .claim(&a_key(), 6)
+            .unwrap()
+            .unwrap();
         assert!(c.placement_error.is_empty(), "claim clears the placement error");
     }
 
@@ -642,7 +738,10 @@ mod tests {
         let a = in_state(Running);
         assert!(a.check_remove(None).is_ok());
         assert!(a.check_remove(Some(&a_key())).is_ok());
-        assert_eq!(a.check_remove(Some(&b_key())).unwrap_err().kind, ErrorType::ActualLrpCannotBeRemoved);
+        assert_eq!(
+            a.check_remove(Some(&b_key())).unwrap_err().kind,
+            ErrorType::ActualLrpCannotBeRemoved
+        );
     }
 
     #[test]

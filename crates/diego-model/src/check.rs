@@ -53,11 +53,24 @@ pub struct HttpCheck {
 
 impl Check {
     pub fn tcp(port: u32) -> Self {
-        Self { tcp_check: Some(TcpCheck { port, ..Default::default() }), http_check: None }
+        Self {
+            tcp_check: Some(TcpCheck {
+                port,
+                ..Default::default()
+            }),
+            http_check: None,
+        }
     }
 
     pub fn http(port: u32, path: &str) -> Self {
-        Self { tcp_check: None, http_check: Some(HttpCheck { port, path: path.into(), ..Default::default() }) }
+        Self {
+            tcp_check: None,
+            http_check: Some(HttpCheck {
+                port,
+                path: path.into(),
+                ..Default::default()
+            }),
+        }
     }
 
     pub fn validate(&self, v: &mut Validator, path: &str) {
@@ -84,9 +97,11 @@ impl Check {
 
 impl CheckDefinition {
     pub fn validate(&self, v: &mut Validator, path: &str) {
-        for (name, checks) in
-            [("checks", &self.checks), ("readiness_checks", &self.readiness_checks), ("startup_checks", &self.startup_checks)]
-        {
+        for (name, checks) in [
+            ("checks", &self.checks),
+            ("readiness_checks", &self.readiness_checks),
+            ("startup_checks", &self.startup_checks),
+        ] {
             for (i, c) in checks.iter().enumerate() {
                 c.validate(v, &format!("{}[{i}]", join(path, name)));
             }

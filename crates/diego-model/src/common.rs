@@ -15,7 +15,10 @@ pub struct EnvironmentVariable {
 
 impl EnvironmentVariable {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     pub fn validate(&self, v: &mut Validator, path: &str) {
@@ -78,7 +81,9 @@ pub fn validate_rootfs(v: &mut Validator, field: &str, rootfs: &str) {
     match rootfs.split_once(':') {
         Some((scheme, rest))
             if !scheme.is_empty()
-                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
                 && !rest.is_empty() => {}
         _ => v.error(
             field,

@@ -142,13 +142,20 @@ pub struct DesiredLrpUpdate {
     pub annotation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_tags: Option<MetricTags>,
+    /// Optimistic concurrency: when set, the update applies only if the desired LRP still
+    /// carries this tag (the one the client read); otherwise it is refused as a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modification_tag: Option<ModificationTag>,
 }
 
 fn validate_instances(v: &mut Validator, instances: i32) {
     if instances < 0 {
         v.error("instances", format!("must be >= 0 (got {instances})"));
     } else if instances > MAX_INSTANCES {
-        v.error("instances", format!("must be <= {MAX_INSTANCES} (got {instances})"));
+        v.error(
+            "instances",
+            format!("must be <= {MAX_INSTANCES} (got {instances})"),
+        );
     }
 }
 
@@ -179,7 +186,10 @@ impl DesiredLrp {
         v.non_negative("disk_mb", self.disk_mb.into());
         v.non_negative("max_pids", self.max_pids.into());
         if !(0..=100).contains(&self.cpu_weight) {
-            v.error("cpu_weight", format!("must be between 0 and 100 (got {})", self.cpu_weight));
+            v.error(
+                "cpu_weight",
+                format!("must be between 0 and 100 (got {})", self.cpu_weight),
+            );
         }
         for (i, p) in self.ports.iter().enumerate() {
             v.port(&format!("ports[{i}]"), *p);
@@ -299,9 +309,15 @@ impl DesiredLrpUpdate {
         if let Some(m) = &self.metric_tags {
             validate_metric_tags(m, &mut v, "metric_tags");
         }
-        if self.instances.is_none() && self.routes.is_none() && self.annotation.is_none() && self.metric_tags.is_none()
+        if self.instances.is_none()
+            && self.routes.is_none()
+            && self.annotation.is_none()
+            && self.metric_tags.is_none()
         {
-            v.error("", "an update must set at least one of instances, routes, annotation, metric_tags");
+            v.error(
+                "",
+                "an update must set at least one of instances, routes, annotation, metric_tags",
+            );
         }
         v.into_result()
     }
@@ -318,7 +334,10 @@ mod tests {
             domain: "apps".into(),
             rootfs: "preloaded:busybox".into(),
             instances: 3,
-            action: Some(Action::run(RunAction { path: "httpd".into(), ..Default::default() })),
+            action: Some(Action::run(RunAction {
+                path: "httpd".into(),
+                ..Default::default()
+            })),
             memory_mb: 128,
             ports: vec![8080],
             annotation: "a".into(),
@@ -329,8 +348,14 @@ mod tests {
     #[test]
     fn split_and_join_round_trip() {
         let mut d = lrp();
-        d.routes.insert("cf-router".into(), serde_json::json!([{"hostnames": ["web.example"], "port": 8080}]));
-        d.restart_policy = Some(RestartPolicyOverride { immediate_restarts: Some(1), ..Default::default() });
+        d.routes.insert(
+            "cf-router".into(),
+            serde_json::json!([{"hostnames": ["web.example"], "port": 8080}]),
+        );
+        d.restart_policy = Some(RestartPolicyOverride {
+            immediate_restarts: Some(1),
+            ..Default::default()
+        });
         assert_eq!(DesiredLrp::from_parts(d.scheduling_info(), d.run_info()), d);
     }
 
@@ -343,16 +368,40 @@ mod tests {
         d.ports = vec![0];
         d.annotation = "x".repeat(MAX_ANNOTATION_BYTES + 1);
         d.rootfs = "busybox".into();
-        d.routes.insert("r".into(), serde_json::Value::String("y".repeat(MAX_ROUTES_BYTES)));
+        d.routes.insert(
+            "r".into(),
+            serde_json::Value::String("y".repeat(MAX_ROUTES_BYTES)),
+        );
         let errs = d.validate().unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["process_guid", "rootfs", "instances", "memory_mb", "ports[0]", "routes", "annotation"]);
+        assert_eq!(
+            fields,
+            [
+                "process_guid",
+                "rootfs",
+                "instances",
+                "memory_mb",
+                "ports[0]",
+                "routes",
+                "annotation"
+            ]
+        );
     }
 
     #[test]
     fn update_needs_a_field() {
         assert!(DesiredLrpUpdate::default().validate().is_err());
-        assert!(DesiredLrpUpdate { instances: Some(2), ..Default::default() }.validate().is_ok());
-        assert!(DesiredLrpUpdate { instances: Some(-2), ..Default::default() }.validate().is_err());
+        assert!(DesiredLrpUpdate {
+            instances: Some(2),
+            ..Default::default()
+        }
+        .validate()
+        .is_ok());
+        assert!(DesiredLrpUpdate {
+            instances: Some(-2),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

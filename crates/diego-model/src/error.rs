@@ -56,9 +56,17 @@ impl ErrorType {
         match self {
             InvalidRecord | InvalidRequest | InvalidJson | Deserialize => 400,
             ResourceNotFound => 404,
-            ResourceExists | ResourceConflict | InvalidStateTransition | ActualLrpCannotBeClaimed
-            | ActualLrpCannotBeStarted | ActualLrpCannotBeCrashed | ActualLrpCannotBeFailed
-            | ActualLrpCannotBeRemoved | ActualLrpCannotBeUnclaimed | RunningOnDifferentCell | LockCollision => 409,
+            ResourceExists
+            | ResourceConflict
+            | InvalidStateTransition
+            | ActualLrpCannotBeClaimed
+            | ActualLrpCannotBeStarted
+            | ActualLrpCannotBeCrashed
+            | ActualLrpCannotBeFailed
+            | ActualLrpCannotBeRemoved
+            | ActualLrpCannotBeUnclaimed
+            | RunningOnDifferentCell
+            | LockCollision => 409,
             PayloadTooLarge => 413,
             ServiceUnavailable | Deadlock => 503,
             Timeout => 504,
@@ -67,7 +75,10 @@ impl ErrorType {
     }
 
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -84,7 +95,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), field_errors: Vec::new() }
+        Self {
+            kind,
+            message: message.into(),
+            field_errors: Vec::new(),
+        }
     }
 
     /// A record failed validation: one message summarising every field error.
@@ -112,7 +127,10 @@ pub struct TransitionError {
 
 impl TransitionError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -129,7 +147,10 @@ mod tests {
     #[test]
     fn type_names_match_diego() {
         assert_eq!(ErrorType::InvalidJson.name(), "InvalidJSON");
-        assert_eq!(ErrorType::ActualLrpCannotBeClaimed.name(), "ActualLRPCannotBeClaimed");
+        assert_eq!(
+            ErrorType::ActualLrpCannotBeClaimed.name(),
+            "ActualLRPCannotBeClaimed"
+        );
         assert_eq!(ErrorType::RunningOnDifferentCell.name(), "RunningOnDifferentCell");
         let e: ApiError = serde_json::from_str(r#"{"type":"SomethingNew","message":"m"}"#).unwrap();
         assert_eq!(e.kind, ErrorType::Unknown);

@@ -12,19 +12,42 @@ use crate::task::Task;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    DesiredLrpCreated { desired_lrp: Box<DesiredLrp> },
-    DesiredLrpChanged { before: Box<DesiredLrp>, after: Box<DesiredLrp> },
-    DesiredLrpRemoved { desired_lrp: Box<DesiredLrp> },
-    ActualLrpCreated { actual_lrp: Box<ActualLrp> },
-    ActualLrpChanged { before: Box<ActualLrp>, after: Box<ActualLrp> },
-    ActualLrpRemoved { actual_lrp: Box<ActualLrp> },
+    DesiredLrpCreated {
+        desired_lrp: Box<DesiredLrp>,
+    },
+    DesiredLrpChanged {
+        before: Box<DesiredLrp>,
+        after: Box<DesiredLrp>,
+    },
+    DesiredLrpRemoved {
+        desired_lrp: Box<DesiredLrp>,
+    },
+    ActualLrpCreated {
+        actual_lrp: Box<ActualLrp>,
+    },
+    ActualLrpChanged {
+        before: Box<ActualLrp>,
+        after: Box<ActualLrp>,
+    },
+    ActualLrpRemoved {
+        actual_lrp: Box<ActualLrp>,
+    },
     ActualLrpCrashed(Box<ActualLrpCrashed>),
-    TaskCreated { task: Box<Task> },
-    TaskChanged { before: Box<Task>, after: Box<Task> },
-    TaskRemoved { task: Box<Task> },
+    TaskCreated {
+        task: Box<Task>,
+    },
+    TaskChanged {
+        before: Box<Task>,
+        after: Box<Task>,
+    },
+    TaskRemoved {
+        task: Box<Task>,
+    },
     /// The subscriber missed events (it fell behind the retained history, or asked to
     /// resume from a point no longer kept): it must relist and continue from this event.
-    Resync { reason: String },
+    Resync {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +79,9 @@ impl Event {
     }
 
     pub fn is_task_event(&self) -> bool {
-        matches!(self, Event::TaskCreated { .. } | Event::TaskChanged { .. } | Event::TaskRemoved { .. })
+        matches!(
+            self,
+            Event::TaskCreated { .. } | Event::TaskChanged { .. } | Event::TaskRemoved { .. }
+        )
     }
 }

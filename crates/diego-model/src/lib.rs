@@ -12,8 +12,8 @@
 //! - an injectable [`Clock`].
 
 pub mod action;
-pub mod api;
 pub mod actual_lrp;
+pub mod api;
 pub mod cell;
 pub mod check;
 pub mod clock;
@@ -28,10 +28,12 @@ pub mod validation;
 
 pub use action::{Action, ActionKind, RunAction};
 pub use actual_lrp::{
-    allows_transition, ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ActualLrpState, CrashOutcome,
-    PortMapping, Presence,
+    allows_transition, ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ActualLrpState,
+    CrashOutcome, PortMapping, Presence,
 };
-pub use cell::{CellCapacity, CellPresence, Domain, RegisterCellRequest, RootfsProvider, UpsertDomainRequest};
+pub use cell::{
+    CellCapacity, CellPresence, Domain, RegisterCellRequest, RootfsProvider, UpsertDomainRequest,
+};
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use common::{EnvironmentVariable, MetricTagValue, MetricTags, Routes};

@@ -14,11 +14,17 @@ pub struct ModificationTag {
 
 impl ModificationTag {
     pub fn new(epoch: impl Into<String>) -> Self {
-        Self { epoch: epoch.into(), index: 0 }
+        Self {
+            epoch: epoch.into(),
+            index: 0,
+        }
     }
 
     /// The tag a record carries after one more write.
     pub fn next(&self) -> Self {
-        Self { epoch: self.epoch.clone(), index: self.index.wrapping_add(1) }
+        Self {
+            epoch: self.epoch.clone(),
+            index: self.index.wrapping_add(1),
+        }
     }
 }

@@ -114,7 +114,9 @@ impl RestartPolicy {
         } else if count <= self.immediate_restarts {
             RestartDecision::Immediately
         } else {
-            RestartDecision::After { backoff_ms: self.backoff_ms(count) }
+            RestartDecision::After {
+                backoff_ms: self.backoff_ms(count),
+            }
         }
     }
 

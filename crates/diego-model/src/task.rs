@@ -42,7 +42,9 @@ impl TaskState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -94,7 +96,13 @@ pub struct TaskDefinition {
 
 impl TaskDefinition {
     pub fn validate(&self, v: &mut Validator, path: &str) {
-        let f = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let f = |name: &str| {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
         validate_rootfs(v, &f("rootfs"), &self.rootfs);
         match &self.action {
             Some(a) => a.validate(v, &f("action")),
@@ -104,7 +112,10 @@ impl TaskDefinition {
         v.non_negative(&f("disk_mb"), self.disk_mb.into());
         v.non_negative(&f("max_pids"), self.max_pids.into());
         if !(0..=100).contains(&self.cpu_weight) {
-            v.error(f("cpu_weight"), format!("must be between 0 and 100 (got {})", self.cpu_weight));
+            v.error(
+                f("cpu_weight"),
+                format!("must be between 0 and 100 (got {})", self.cpu_weight),
+            );
         }
         for (i, e) in self.env.iter().enumerate() {
             e.validate(v, &format!("{}[{i}]", f("env")));
@@ -114,7 +125,10 @@ impl TaskDefinition {
             v.url(&f("completion_callback_url"), &self.completion_callback_url);
         }
         if !self.result_file.is_empty() && !self.result_file.starts_with('/') {
-            v.error(f("result_file"), format!("must be an absolute path (got {:?})", self.result_file));
+            v.error(
+                f("result_file"),
+                format!("must be an absolute path (got {:?})", self.result_file),
+            );
         }
         validate_placement_tags(v, &f("placement_tags"), &self.placement_tags);
         validate_metric_tags(&self.metric_tags, v, &f("metric_tags"));
@@ -182,7 +196,10 @@ fn truncate(s: &str, max: usize) -> String {
 fn invalid(task: &Task, op: &str) -> TransitionError {
     TransitionError::new(
         ErrorType::InvalidStateTransition,
-        format!("task {:?}: cannot {op} a task in state {}", task.task_guid, task.state),
+        format!(
+            "task {:?}: cannot {op} a task in state {}",
+            task.task_guid, task.state
+        ),
     )
 }
 
@@ -233,7 +250,9 @@ impl Task {
         now: Timestamp,
     ) -> Result<Task, TransitionError> {
         match self.state {
-            TaskState::Running if self.cell_id == cell_id => Ok(self.completed(failed, failure_reason, result, now)),
+            TaskState::Running if self.cell_id == cell_id => {
+                Ok(self.completed(failed, failure_reason, result, now))
+            }
             TaskState::Running => Err(TransitionError::new(
                 ErrorType::RunningOnDifferentCell,
                 format!(
@@ -249,8 +268,16 @@ impl Task {
         let mut t = self.clone();
         t.state = TaskState::Completed;
         t.failed = failed;
-        t.failure_reason = if failed { truncate(failure_reason, MAX_REASON_BYTES) } else { String::new() };
-        t.result = if failed { String::new() } else { truncate(result, MAX_RESULT_BYTES) };
+        t.failure_reason = if failed {
+            truncate(failure_reason, MAX_REASON_BYTES)
+        } else {
+            String::new()
+        };
+        t.result = if failed {
+            String::new()
+        } else {
+            truncate(result, MAX_RESULT_BYTES)
+        };
         t.cell_id.clear();
         t.first_completed_at = now;
         t.updated_at = now;
@@ -267,7 +294,9 @@ impl Task {
 
     pub fn cancel(&self, now: Timestamp) -> Result<Task, TransitionError> {
         match self.state {
-            TaskState::Pending | TaskState::Running => Ok(self.completed(true, TASK_CANCELLED_REASON, "", now)),
+            TaskState::Pending | TaskState::Running => {
+                Ok(self.completed(true, TASK_CANCELLED_REASON, "", now))
+            }
             _ => Err(invalid(self, "cancel")),
         }
     }
@@ -343,7 +372,10 @@ mod tests {
                 domain: "d".into(),
                 task_definition: TaskDefinition {
                     rootfs: "preloaded:busybox".into(),
-                    action: Some(Action::run(RunAction { path: "true".into(), ..Default::default() })),
+                    action: Some(Action::run(RunAction {
+                        path: "true".into(),
+                        ..Default::default()
+                    })),
                     ..Default::default()
                 },
             },
@@ -382,7 +414,10 @@ mod tests {
             match state {
                 Running => {
                     let c = complete_a.unwrap();
-                    assert_eq!((c.state, c.result.as_str(), c.cell_id.as_str()), (Completed, "42", ""));
+                    assert_eq!(
+                        (c.state, c.result.as_str(), c.cell_id.as_str()),
+                        (Completed, "42", "")
+                    );
                     assert_eq!(c.first_completed_at, 3);
                     assert_eq!(complete_b.unwrap_err().kind, ErrorType::RunningOnDifferentCell);
                 }
@@ -447,7 +482,10 @@ mod tests {
 
     #[test]
     fn state_names() {
-        assert_eq!(serde_json::to_string(&TaskState::Resolving).unwrap(), "\"RESOLVING\"");
+        assert_eq!(
+            serde_json::to_string(&TaskState::Resolving).unwrap(),
+            "\"RESOLVING\""
+        );
         assert_eq!(TaskState::parse("running"), Some(TaskState::Running));
     }
 }

@@ -37,7 +37,10 @@ impl Validator {
     }
 
     pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.into(), message: message.into() });
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     pub fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
@@ -57,7 +60,10 @@ impl Validator {
         if value.is_empty() {
             self.error(field, "is required");
         } else if value.len() > MAX_GUID_BYTES {
-            self.error(field, format!("must be at most {MAX_GUID_BYTES} bytes (got {})", value.len()));
+            self.error(
+                field,
+                format!("must be at most {MAX_GUID_BYTES} bytes (got {})", value.len()),
+            );
         } else if !is_valid_guid(value) {
             self.error(field, format!("must match ^[a-zA-Z0-9_-]+$ (got {value:?})"));
         }
@@ -92,7 +98,10 @@ impl Validator {
         if value.is_empty() {
             self.error(field, "is required");
         } else if !(value.starts_with("http://") || value.starts_with("https://")) || value.len() < 9 {
-            self.error(field, format!("must be an http:// or https:// URL (got {value:?})"));
+            self.error(
+                field,
+                format!("must be an http:// or https:// URL (got {value:?})"),
+            );
         }
     }
 
@@ -114,7 +123,10 @@ impl Validator {
 }
 
 pub fn is_valid_guid(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Joins a parent path and a child field name.

@@ -105,6 +105,20 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Handler
         .map_err(|e| HandlerError::invalid_record(&format!("update of desired LRP {guid:?}"), e))?;
     for _ in 0..CAS_ATTEMPTS {
         let current = get(bbs, guid).await?;
+        if let Some(expected) = &update.modification_tag {
+            if *expected != current.modification_tag {
+                return Err(HandlerError::new(
+                    ErrorType::ResourceConflict,
+                    format!(
+                        "desired LRP {guid:?} was modified: expected modification tag {}:{}, it is {}:{}",
+                        expected.epoch,
+                        expected.index,
+                        current.modification_tag.epoch,
+                        current.modification_tag.index
+                    ),
+                ));
+            }
+        }
         let next = current.apply_update(update);
         let actuals = ordinary_instances(bbs, guid).await?;
         let now = bbs.now();
