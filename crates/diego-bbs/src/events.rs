@@ -20,6 +20,7 @@ use diego_store::{Change, DynStore, Record};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 /// Which events a stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,15 +116,24 @@ fn sse(event: &Event, id: Option<u64>) -> SseEvent {
 }
 
 /// An SSE response streaming `topic` from after revision `after` (`None` = from now).
+///
+/// The stream ends when `shutdown` is cancelled, so open subscriptions never hold up a
+/// graceful shutdown (subscribers reconnect with their last id).
 pub fn stream(
     store: DynStore,
     topic: Topic,
     after: Option<u64>,
+    shutdown: CancellationToken,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
-        if let Err(e) = pump(store, topic, after, &tx).await {
-            tracing::warn!(error = %e, "event stream ended");
+        tokio::select! {
+            result = pump(store, topic, after, &tx) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "event stream ended");
+                }
+            }
+            _ = shutdown.cancelled() => {}
         }
     });
     let stream = futures_util::StreamExt::map(ReceiverStream::new(rx), Ok);

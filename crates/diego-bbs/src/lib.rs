@@ -109,6 +109,7 @@ pub async fn start_with_store(
         clock,
         reps: rep_client::RepClient::new(),
         metrics: Default::default(),
+        shutdown: shutdown.clone(),
         config,
     });
     let app = router(state);

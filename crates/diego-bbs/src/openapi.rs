@@ -6,8 +6,18 @@
 use diego_client::routes::bbs as r;
 use serde_json::{json, Map, Value};
 
-/// (method, path, summary, request body schema, success status, response schema)
-pub const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16, Option<&str>)] = &[
+/// One documented operation: (method, path, summary, request body schema, success status,
+/// response schema).
+pub type Operation = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+    Option<&'static str>,
+);
+
+pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         r::PING,

@@ -15,6 +15,8 @@ pub struct Bbs {
     pub config: BbsConfig,
     pub reps: RepClient,
     pub metrics: Metrics,
+    /// Cancelled when the BBS shuts down; long-lived responses (event streams) end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type AppState = Arc<Bbs>;

@@ -165,7 +165,7 @@ async fn into_state(s: &Server, guid: &str, state: &str) {
         }
         _ => unreachable!(),
     }
-    let (_, v) = s.get(&path("").trim_end_matches('/').to_string()).await;
+    let (_, v) = s.get(path("").trim_end_matches('/')).await;
     assert_eq!(v[0]["state"], state, "setting up {state}: {v}");
 }
 

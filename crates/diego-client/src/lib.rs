@@ -1,6 +1,15 @@
 //! Typed HTTP clients for Diego's services, and the route constants servers share.
 //!
-//! Depends on `diego-model` only among our crates. Key types: [`BbsClient`],
-//! [`ClientError`], [`routes`].
+//! Depends on `diego-model` only among our crates (never on a server crate), so any
+//! component or tool can talk to the BBS without pulling in its implementation.
+//! Key types: [`BbsClient`] (one typed method per BBS route), [`ClientError`],
+//! [`SseParser`]/[`SseEvent`] (the event-stream framing) and [`routes`].
 
+pub mod bbs;
+pub mod error;
 pub mod routes;
+pub mod sse;
+
+pub use bbs::{ActualLrpQuery, BbsClient, CellPresenceWithExpiry, DesiredLrpQuery, EventStream, TaskQuery};
+pub use error::{ClientError, Result};
+pub use sse::{SseEvent, SseParser};

@@ -63,7 +63,10 @@ pub fn path(template: &str, args: &[&str]) -> String {
     let mut rest = template;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find('}').map(|e| start + e + 1).unwrap_or(rest.len());
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e + 1)
+            .unwrap_or(rest.len());
         if let Some(a) = args.next() {
             encode_segment(a, &mut out);
         }
@@ -89,7 +92,10 @@ mod tests {
 
     #[test]
     fn fills_parameters() {
-        assert_eq!(path(bbs::ACTUAL_LRP_CLAIM, &["web", "2"]), "/v1/actual_lrps/web/2/claim");
+        assert_eq!(
+            path(bbs::ACTUAL_LRP_CLAIM, &["web", "2"]),
+            "/v1/actual_lrps/web/2/claim"
+        );
         assert_eq!(path(bbs::TASK, &["a b/c"]), "/v1/tasks/a%20b%2Fc");
         assert_eq!(path(bbs::TASKS, &[]), "/v1/tasks");
     }

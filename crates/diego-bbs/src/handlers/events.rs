@@ -40,7 +40,7 @@ pub async fn lrps(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> HandlerResult<impl IntoResponse> {
     let after = resume_point(&headers, &q)?;
-    Ok(stream(s.store.clone(), Topic::Lrps, after))
+    Ok(stream(s.store.clone(), Topic::Lrps, after, s.shutdown.clone()))
 }
 
 pub async fn tasks(
@@ -49,5 +49,5 @@ pub async fn tasks(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> HandlerResult<impl IntoResponse> {
     let after = resume_point(&headers, &q)?;
-    Ok(stream(s.store.clone(), Topic::Tasks, after))
+    Ok(stream(s.store.clone(), Topic::Tasks, after, s.shutdown.clone()))
 }

@@ -1,0 +1,359 @@
+//! `diego bench bbs`: the BBS on its embedded store, driven over real HTTP on loopback.
+//!
+//! Starts `diego bbs` as a child process (so its RSS is its own) on a free port with a
+//! temporary data dir, measures the data dir's raw fsync rate as the baseline, then runs:
+//! 1. task transitions: 64 clients each loop desire → start → complete → resolving → delete;
+//!    every step is one durable write, and `task_transitions_per_sec` counts steps;
+//! 2. desired LRP creates: 64 clients create 1,000 desired LRPs of 100 instances each (one
+//!    transaction each: the desired record plus 100 UNCLAIMED instances) → 100,000 actual LRPs;
+//! 3. actual LRP claim+start: 64 clients claim then start instances; counts instances brought
+//!    to RUNNING per second (each is two durable writes);
+//! 4. listing all 100,000 actual LRPs (median of several runs) and the BBS's RSS.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+pub struct Options {
+    pub json: bool,
+    pub clients: usize,
+    /// Seconds the task-transition phase runs.
+    pub task_seconds: f64,
+    pub lrps: usize,
+    pub instances_per_lrp: usize,
+    pub claim_start_instances: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            json: false,
+            clients: 64,
+            task_seconds: 5.0,
+            lrps: 1000,
+            instances_per_lrp: 100,
+            claim_start_instances: 20_000,
+        }
+    }
+}
+
+struct ChildBbs {
+    child: Child,
+    url: String,
+}
+
+impl Drop for ChildBbs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn start_bbs(data_dir: &Path) -> anyhow::Result<ChildBbs> {
+    let exe = std::env::current_exe().context("finding the diego binary")?;
+    let port = free_port()?;
+    let child = Command::new(exe)
+        .args(["bbs", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting diego bbs")?;
+    let bbs = ChildBbs {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/v1/ping", bbs.url)).send().await {
+            if r.status().is_success() {
+                return Ok(bbs);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("diego bbs did not answer /v1/ping within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Raw fsyncs per second of 4 KiB appends in `dir`, for one second.
+fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let block = [0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("reading VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+async fn expect(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<()> {
+    let resp = resp.with_context(|| format!("{what}: request failed"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("{what}: {status}: {body}");
+    }
+    Ok(())
+}
+
+fn task_body(guid: &str) -> serde_json::Value {
+    json!({"task_guid": guid, "domain": "bench", "task_definition": {
+        "rootfs": "preloaded:busybox", "memory_mb": 64,
+        "action": {"run": {"path": "/bin/true"}}}})
+}
+
+async fn task_phase(url: &str, http: &reqwest::Client, o: &Options) -> anyhow::Result<f64> {
+    let steps = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(o.task_seconds);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..o.clients {
+        let (url, http, steps) = (url.to_string(), http.clone(), steps.clone());
+        handles.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            // Bounded by time and by count.
+            while Instant::now() < deadline && i < 1_000_000 {
+                let g = format!("t{c}-{i}");
+                let base = format!("{url}/v1/tasks/{g}");
+                expect(
+                    http.post(format!("{url}/v1/tasks"))
+                        .json(&task_body(&g))
+                        .send()
+                        .await,
+                    "desire",
+                )
+                .await?;
+                expect(
+                    http.post(format!("{base}/start"))
+                        .json(&json!({"cell_id": "cell-1"}))
+                        .send()
+                        .await,
+                    "start",
+                )
+                .await?;
+                expect(
+                    http.post(format!("{base}/complete"))
+                        .json(&json!({"cell_id": "cell-1", "result": "ok"}))
+                        .send()
+                        .await,
+                    "complete",
+                )
+                .await?;
+                expect(http.post(format!("{base}/resolving")).send().await, "resolving").await?;
+                expect(http.delete(&base).send().await, "delete").await?;
+                steps.fetch_add(5, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(steps.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn lrp_body(guid: &str, instances: usize) -> serde_json::Value {
+    json!({"process_guid": guid, "domain": "bench", "rootfs": "preloaded:busybox", "instances": instances,
+           "memory_mb": 128, "ports": [8080],
+           "action": {"run": {"path": "httpd", "args": ["-f", "-p", "8080"]}}})
+}
+
+/// Runs `total` jobs over `clients` workers; `job(i)` performs job i.
+async fn fan_out<F, Fut>(clients: usize, total: usize, job: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let job = Arc::new(job);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (next, job) = (next.clone(), job.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                job(i).await?;
+            }
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("diego-bench-bbs").tempdir()?;
+    let fsync_per_sec = fsync_rate(dir.path())?;
+    say(
+        &o,
+        &format!(
+            "baseline: {fsync_per_sec:.0} fsyncs/s (4 KiB appends) in {}",
+            dir.path().display()
+        ),
+    );
+
+    let bbs = start_bbs(&dir.path().join("data")).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients * 2)
+        .build()?;
+
+    let task_transitions_per_sec = task_phase(&bbs.url, &http, &o).await?;
+    say(
+        &o,
+        &format!(
+            "task transitions: {task_transitions_per_sec:.0}/s ({} clients, durable commits)",
+            o.clients
+        ),
+    );
+
+    let (url, h, n) = (bbs.url.clone(), http.clone(), o.instances_per_lrp);
+    let secs = fan_out(o.clients, o.lrps, move |i| {
+        let (url, h) = (url.clone(), h.clone());
+        async move {
+            expect(
+                h.post(format!("{url}/v1/desired_lrps"))
+                    .json(&lrp_body(&format!("lrp{i}"), n))
+                    .send()
+                    .await,
+                "desire LRP",
+            )
+            .await
+        }
+    })
+    .await?;
+    let desired_lrp_creates_per_sec = o.lrps as f64 / secs;
+    let total_actuals = o.lrps * o.instances_per_lrp;
+    say(
+        &o,
+        &format!(
+            "desired LRP creates: {desired_lrp_creates_per_sec:.0}/s ({} instances each; {:.0} actual LRPs/s)",
+            o.instances_per_lrp,
+            total_actuals as f64 / secs
+        ),
+    );
+
+    let (url, h, per) = (bbs.url.clone(), http.clone(), o.instances_per_lrp);
+    let count = o.claim_start_instances.min(total_actuals);
+    let secs = fan_out(o.clients, count, move |i| {
+        let (url, h) = (url.clone(), h.clone());
+        async move {
+            let base = format!("{url}/v1/actual_lrps/lrp{}/{}", i / per, i % per);
+            let ik = json!({"instance_guid": format!("ig-{i}"), "cell_id": "cell-1"});
+            expect(
+                h.post(format!("{base}/claim"))
+                    .json(&json!({"instance_key": ik}))
+                    .send()
+                    .await,
+                "claim",
+            )
+            .await?;
+            let net =
+                json!({"address": "127.0.0.1", "ports": [{"container_port": 8080, "host_port": 61000}]});
+            expect(
+                h.post(format!("{base}/start"))
+                    .json(&json!({"instance_key": ik, "net_info": net}))
+                    .send()
+                    .await,
+                "start",
+            )
+            .await
+        }
+    })
+    .await?;
+    let actual_lrp_claim_start_per_sec = count as f64 / secs;
+    say(&o, &format!("actual LRP claim+start: {actual_lrp_claim_start_per_sec:.0} instances/s ({count} instances, 2 writes each)"));
+
+    let mut times = Vec::new();
+    let mut body = None;
+    for _ in 0..5 {
+        let started = Instant::now();
+        body = Some(
+            http.get(format!("{}/v1/actual_lrps", bbs.url))
+                .send()
+                .await?
+                .bytes()
+                .await?,
+        );
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let list_100k_actual_lrps_ms = times[times.len() / 2];
+    let listed: Vec<serde::de::IgnoredAny> =
+        serde_json::from_slice(body.as_deref().unwrap_or_default()).context("parsing the actual LRP list")?;
+    let n_listed = listed.len();
+    say(
+        &o,
+        &format!("list {n_listed} actual LRPs over HTTP: median {list_100k_actual_lrps_ms:.0} ms of 5"),
+    );
+    let rss_mb_at_100k_actual_lrps = rss_mb(bbs.child.id())?;
+    say(
+        &o,
+        &format!("BBS RSS with {n_listed} actual LRPs stored: {rss_mb_at_100k_actual_lrps:.0} MB"),
+    );
+
+    let summary = json!({
+        "task_transitions_per_sec": task_transitions_per_sec.round(),
+        "desired_lrp_creates_per_sec": desired_lrp_creates_per_sec.round(),
+        "instances_per_desired_lrp": o.instances_per_lrp,
+        "actual_lrp_claim_start_per_sec": actual_lrp_claim_start_per_sec.round(),
+        "list_100k_actual_lrps_ms": (list_100k_actual_lrps_ms * 10.0).round() / 10.0,
+        "actual_lrps_listed": n_listed,
+        "rss_mb_at_100k_actual_lrps": (rss_mb_at_100k_actual_lrps * 10.0).round() / 10.0,
+        "fsync_per_sec": fsync_per_sec.round(),
+        "clients": o.clients,
+    });
+    if o.json {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+fn say(o: &Options, line: &str) {
+    if o.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,4 @@
+//! Benchmarks behind `diego bench …`. Each prints real measurements; with `--json` the last
+//! line of stdout is one JSON object of the figures.
+
+pub mod bbs;

@@ -1,0 +1,62 @@
+//! The top-level command line: global options and the command tree.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{actual, bbs, bench, dev, events, lrp, task};
+use crate::output::OutputFormat;
+
+/// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
+pub const DEFAULT_BBS_URL: &str = "http://127.0.0.1:8889";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diego",
+    version,
+    about = "Diego in Rust: a scheduler for tasks and long-running processes"
+)]
+pub struct Cli {
+    /// The BBS to talk to.
+    #[arg(long, global = true, env = "DIEGO_BBS_URL", default_value = DEFAULT_BBS_URL, value_name = "URL")]
+    pub bbs: String,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the BBS server.
+    Bbs(bbs::BbsArgs),
+    /// Run a whole Diego on this machine, on loopback, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Submit and manage one-off tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Create and manage long-running processes (desired LRPs).
+    #[command(subcommand)]
+    Lrp(lrp::LrpCommand),
+    /// Inspect actual LRPs (running instances).
+    #[command(subcommand)]
+    Actual(actual::ActualCommand),
+    /// List live cells.
+    Cells,
+    /// List fresh domains.
+    Domains,
+    /// Follow the BBS event stream.
+    Events(events::EventsArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Parses `KEY=VALUE` (for `--env`).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE (got {s:?})")),
+    }
+}

@@ -1,0 +1,76 @@
+//! `diego bbs`: the BBS server role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use diego_bbs::config::{DEFAULT_EVENT_RETENTION, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES};
+use diego_bbs::{BbsConfig, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::process;
+
+#[derive(Debug, clap::Args)]
+pub struct BbsArgs {
+    /// Directory of the SQLite store (created if missing).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "memory",
+        conflicts_with = "memory"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Keep state in memory only (lost on exit).
+    #[arg(long)]
+    pub memory: bool,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Changes kept for event subscribers that reconnect.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENT_RETENTION)]
+    pub event_retention: usize,
+
+    /// Placement retries before a rejected task fails.
+    #[arg(long, value_name = "N", default_value_t = diego_model::task::DEFAULT_MAX_TASK_RETRIES)]
+    pub max_task_retries: u32,
+}
+
+impl BbsArgs {
+    pub fn config(&self) -> BbsConfig {
+        let store = match &self.data_dir {
+            Some(dir) if !self.memory => StoreConfig::Sqlite {
+                data_dir: dir.clone(),
+            },
+            _ => StoreConfig::Memory,
+        };
+        let mut config = BbsConfig::new(self.listen, store);
+        config.max_body_bytes = self.max_body_bytes;
+        config.event_retention = self.event_retention;
+        config.max_task_retries = self.max_task_retries;
+        config
+    }
+}
+
+pub async fn run(args: BbsArgs) -> anyhow::Result<()> {
+    process::init_logging();
+    let shutdown = CancellationToken::new();
+    process::cancel_on_signal(shutdown.clone());
+    let config = args.config();
+    let running = diego_bbs::start(config, shutdown.clone())
+        .await
+        .context("starting the BBS")?;
+    tokio::select! {
+        joined = running.task => joined.context("BBS task")?.context("BBS stopped with an error"),
+        () = process::grace_expired(&shutdown) => anyhow::bail!(
+            "the BBS did not stop within {:?} of the signal (connections still open?); exiting anyway",
+            process::SHUTDOWN_GRACE
+        ),
+    }
+}

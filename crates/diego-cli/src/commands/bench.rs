@@ -1,0 +1,44 @@
+//! `diego bench …`: load generators that print numbers.
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Benchmark the BBS on its embedded store over HTTP on loopback.
+    Bbs(BenchBbsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchBbsArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds the task-transition phase runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub task_seconds: f64,
+    /// Desired LRPs to create (each with --instances-per-lrp instances).
+    #[arg(long, default_value_t = 1000)]
+    pub lrps: usize,
+    #[arg(long, default_value_t = 100)]
+    pub instances_per_lrp: usize,
+    /// Instances to claim and start.
+    #[arg(long, default_value_t = 20_000)]
+    pub claim_start_instances: usize,
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Bbs(a) => {
+            crate::bench::bbs::run(crate::bench::bbs::Options {
+                json: a.json,
+                clients: a.clients.max(1),
+                task_seconds: a.task_seconds,
+                lrps: a.lrps,
+                instances_per_lrp: a.instances_per_lrp,
+                claim_start_instances: a.claim_start_instances,
+            })
+            .await
+        }
+    }
+}

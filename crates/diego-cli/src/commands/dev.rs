@@ -1,0 +1,203 @@
+//! `diego dev`: every role of a Diego in one process, on loopback, over one data directory.
+//!
+//! Each role gets a subdirectory of the data dir (`bbs/` for the BBS's SQLite), so a
+//! restart resumes the same state. Roles are started in dependency order and run until
+//! Ctrl-C or until one of them fails, which stops the rest. New roles (auctioneer, cells,
+//! router, …) are one more `start_*` returning a [`Role`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use diego_bbs::config::DEFAULT_LISTEN;
+use diego_bbs::{BbsConfig, StoreConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DEFAULT_BBS_URL;
+use crate::process;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where state lives [default: $XDG_DATA_HOME/diego/dev or ~/.local/share/diego/dev].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the BBS listens on (loopback only in dev).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+/// A running role: what to print about it and the work to wait for.
+struct Role {
+    name: &'static str,
+    /// Where it serves, if it serves anything.
+    url: Option<String>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "diego dev binds loopback only (got --listen {}); use `diego bbs` to serve other addresses",
+        args.listen
+    );
+    process::init_logging();
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => default_data_dir().context(
+            "cannot find a data directory (neither XDG_DATA_HOME nor HOME is set); pass --data-dir",
+        )?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+
+    let shutdown = CancellationToken::new();
+    process::cancel_on_signal(shutdown.clone());
+
+    let mut roles = Vec::new();
+    roles.push(start_bbs(&data_dir, args.listen, shutdown.clone()).await?);
+
+    crate::output::emit(&summary(&data_dir, &roles));
+    supervise(roles, shutdown).await
+}
+
+async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<Role> {
+    let dir = data_dir.join("bbs");
+    let config = BbsConfig::new(
+        listen,
+        StoreConfig::Sqlite {
+            data_dir: dir.clone(),
+        },
+    );
+    let running = diego_bbs::start(config, shutdown)
+        .await
+        .with_context(|| format!("starting the BBS on {listen} with data in {}", dir.display()))?;
+    let url = running.url();
+    let task = tokio::spawn(async move { running.task.await.context("BBS task")?.context("BBS") });
+    Ok(Role {
+        name: "bbs",
+        url: Some(url),
+        task,
+    })
+}
+
+/// Waits for Ctrl-C or the first role to stop, then stops every role and waits for them.
+async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut set = JoinSet::new();
+    for role in roles {
+        set.spawn(async move {
+            let result = match role.task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("panicked: {e}")),
+            };
+            (role.name, result)
+        });
+    }
+    let mut failures = Vec::new();
+    let mut record = |name: &str, result: anyhow::Result<()>, stopping: bool| match result {
+        Err(e) => failures.push(format!("{name}: {e:#}")),
+        Ok(()) if !stopping => failures.push(format!("{name}: stopped unexpectedly")),
+        Ok(()) => {}
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {}
+        Some(Ok((name, result))) = set.join_next() => {
+            // A role that ends because shutdown began in the meantime did not fail.
+            record(name, result, shutdown.is_cancelled());
+            shutdown.cancel();
+        }
+    }
+    let drain = async {
+        while let Some(joined) = set.join_next().await {
+            if let Ok((name, result)) = joined {
+                record(name, result, true);
+            }
+        }
+    };
+    if tokio::time::timeout(process::SHUTDOWN_GRACE, drain)
+        .await
+        .is_err()
+    {
+        failures.push(format!(
+            "roles still running {:?} after the signal; exiting anyway",
+            process::SHUTDOWN_GRACE
+        ));
+    }
+    if failures.is_empty() {
+        eprintln!("diego dev stopped");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "diego dev stopped because a role failed:\n  {}",
+            failures.join("\n  ")
+        )
+    }
+}
+
+fn summary(data_dir: &Path, roles: &[Role]) -> String {
+    let mut lines =
+        vec!["diego dev is running (Ctrl-C to stop; starting it again resumes the same state)".to_string()];
+    let mut bbs_url = DEFAULT_BBS_URL.to_string();
+    for role in roles {
+        if let Some(url) = &role.url {
+            lines.push(format!("  {:<10}{url}", format!("{}:", role.name)));
+            if role.name == "bbs" {
+                bbs_url = url.clone();
+            }
+        }
+    }
+    lines.push(format!("  {:<10}{}", "data dir:", data_dir.display()));
+    let flag = if bbs_url == DEFAULT_BBS_URL {
+        String::new()
+    } else {
+        format!(" --bbs {bbs_url}")
+    };
+    lines.push(String::new());
+    lines.push("try:".to_string());
+    lines.push(format!("  diego{flag} task submit hello -- echo hello"));
+    lines.push(format!("  diego{flag} task list"));
+    lines.push(format!(
+        "  diego{flag} lrp create web --instances 2 --port 8080 -- sleep 3600"
+    ));
+    lines.push(format!("  diego{flag} events"));
+    lines.join("\n")
+}
+
+/// `$XDG_DATA_HOME/diego/dev`, else `~/.local/share/diego/dev`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    data_dir_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+fn data_dir_from(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    // The XDG spec says to ignore relative values.
+    let base = xdg.map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| {
+        home.filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/share"))
+    })?;
+    Some(base.join("diego/dev"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_follows_xdg_then_home() {
+        let p = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            data_dir_from(p("/xdg"), p("/home/u")),
+            Some(PathBuf::from("/xdg/diego/dev"))
+        );
+        assert_eq!(
+            data_dir_from(p("relative"), p("/home/u")),
+            Some(PathBuf::from("/home/u/.local/share/diego/dev"))
+        );
+        assert_eq!(
+            data_dir_from(None, p("/home/u")),
+            Some(PathBuf::from("/home/u/.local/share/diego/dev"))
+        );
+        assert_eq!(data_dir_from(None, None), None);
+    }
+}

@@ -1,0 +1,593 @@
+//! `diego lrp …`: create, list, inspect, scale, update and delete desired LRPs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use diego_client::{ActualLrpQuery, DesiredLrpQuery};
+use diego_model::{
+    Action, ActualLrp, ActualLrpState, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable, Presence, Routes,
+    RunAction,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::task::{describe_action, mb, DEFAULT_DOMAIN, DEFAULT_ROOTFS};
+use super::Ctx;
+use crate::cli::parse_key_value;
+use crate::output::{self, dash, emit, emit_json, key_values, Table};
+use crate::report::usage;
+
+/// The router whose routes `--route` sets.
+pub const CF_ROUTER: &str = "cf-router";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LrpCommand {
+    /// Create a desired LRP: `diego lrp create web --instances 2 --port 8080 -- ./server`.
+    Create(CreateArgs),
+    /// List desired LRPs.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Show a desired LRP and its instances.
+    Get { guid: String },
+    /// Change the number of instances.
+    Scale { guid: String, instances: i32 },
+    /// Change instances, routes or annotation in place.
+    Update(UpdateArgs),
+    /// Delete a desired LRP (its instances are stopped).
+    Delete { guid: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The process guid (letters, digits, `-`, `_`); optional with -f when the file has one.
+    pub guid: Option<String>,
+
+    /// Domain [default: default].
+    #[arg(long)]
+    pub domain: Option<String>,
+
+    /// Root filesystem [default: preloaded:busybox].
+    #[arg(long, value_name = "ROOTFS")]
+    pub image: Option<String>,
+
+    /// Number of instances [default: 1].
+    #[arg(long, short = 'i', value_name = "N", allow_negative_numbers = true)]
+    pub instances: Option<i32>,
+
+    /// Memory limit in MB.
+    #[arg(long, value_name = "MB", allow_negative_numbers = true)]
+    pub memory: Option<i32>,
+
+    /// Disk limit in MB.
+    #[arg(long, value_name = "MB", allow_negative_numbers = true)]
+    pub disk: Option<i32>,
+
+    /// A container port to expose (repeatable; the first one receives routed traffic).
+    #[arg(long = "port", short = 'p', value_name = "PORT")]
+    pub ports: Vec<u32>,
+
+    /// A hostname the router sends to the first port (repeatable).
+    #[arg(long = "route", value_name = "HOST")]
+    pub routes: Vec<String>,
+
+    /// An environment variable (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+
+    /// Read a DesiredLrp from this JSON file (flags override its fields).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The command to run, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    pub guid: String,
+
+    #[arg(long, short = 'i', value_name = "N", allow_negative_numbers = true)]
+    pub instances: Option<i32>,
+
+    /// Replaces the cf-router hostnames (repeatable); they route to the LRP's first port.
+    #[arg(long = "route", value_name = "HOST")]
+    pub routes: Vec<String>,
+
+    #[arg(long)]
+    pub annotation: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, cmd: LrpCommand) -> anyhow::Result<()> {
+    match cmd {
+        LrpCommand::Create(args) => create(ctx, args).await,
+        LrpCommand::List { domain } => list(ctx, domain).await,
+        LrpCommand::Get { guid } => get(ctx, &guid).await,
+        LrpCommand::Scale { guid, instances } => {
+            let update = DesiredLrpUpdate {
+                instances: Some(instances),
+                ..Default::default()
+            };
+            let lrp = ctx.client.update_desired_lrp(&guid, &update).await?;
+            if ctx.json() {
+                return emit_json(&lrp);
+            }
+            let s = if lrp.instances == 1 { "" } else { "s" };
+            emit(&format!(
+                "scaled {} to {} instance{s}",
+                lrp.process_guid, lrp.instances
+            ));
+            Ok(())
+        }
+        LrpCommand::Update(args) => update(ctx, args).await,
+        LrpCommand::Delete { guid } => {
+            ctx.client.remove_desired_lrp(&guid).await?;
+            if !ctx.json() {
+                emit(&format!("deleted LRP {guid}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The `cf-router` routes value: every hostname to `port`.
+pub fn cf_routes(hostnames: &[String], port: u32) -> serde_json::Value {
+    json!([{ "hostnames": hostnames, "port": port }])
+}
+
+/// The desired LRP `create` sends: the file (if any) with the flags laid over it.
+pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
+    let mut lrp = match &args.file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<DesiredLrp>(&text)
+                .with_context(|| format!("{} is not a valid DesiredLrp", path.display()))?
+        }
+        None => DesiredLrp {
+            domain: DEFAULT_DOMAIN.to_string(),
+            rootfs: DEFAULT_ROOTFS.to_string(),
+            instances: 1,
+            ..Default::default()
+        },
+    };
+    if let Some(g) = &args.guid {
+        lrp.process_guid = g.clone();
+    }
+    if lrp.process_guid.is_empty() {
+        return Err(usage(
+            "a process guid is required: `diego lrp create GUID -- CMD ARGS...`",
+        ));
+    }
+    if let Some(d) = &args.domain {
+        lrp.domain = d.clone();
+    }
+    if let Some(i) = &args.image {
+        lrp.rootfs = i.clone();
+    }
+    if let Some(n) = args.instances {
+        lrp.instances = n;
+    }
+    if let Some(m) = args.memory {
+        lrp.memory_mb = m;
+    }
+    if let Some(d) = args.disk {
+        lrp.disk_mb = d;
+    }
+    if !args.ports.is_empty() {
+        lrp.ports = args.ports.clone();
+    }
+    if !args.routes.is_empty() {
+        let Some(&port) = lrp.ports.first() else {
+            return Err(usage(
+                "--route needs a --port: the container port the router sends traffic to",
+            ));
+        };
+        lrp.routes
+            .insert(CF_ROUTER.to_string(), cf_routes(&args.routes, port));
+    }
+    lrp.env
+        .extend(args.env.iter().map(|(k, v)| EnvironmentVariable::new(k, v)));
+    if let Some((cmd, rest)) = args.command.split_first() {
+        lrp.action = Some(Action::run(RunAction {
+            path: cmd.clone(),
+            args: rest.to_vec(),
+            ..Default::default()
+        }));
+    } else if lrp.action.is_none() {
+        return Err(usage(
+            "nothing to run: give a command after `--` (e.g. `-- sleep 3600`) or an action with -f",
+        ));
+    }
+    Ok(lrp)
+}
+
+async fn create(ctx: &Ctx, args: CreateArgs) -> anyhow::Result<()> {
+    let lrp = build_lrp(&args)?;
+    let created = ctx.client.desire_lrp(&lrp).await?;
+    if ctx.json() {
+        return emit_json(&created);
+    }
+    let s = if created.instances == 1 { "" } else { "s" };
+    emit(&format!(
+        "created LRP {} (domain {}) with {} instance{s}",
+        created.process_guid, created.domain, created.instances
+    ));
+    Ok(())
+}
+
+async fn list(ctx: &Ctx, domain: Option<String>) -> anyhow::Result<()> {
+    let mut lrps = ctx
+        .client
+        .desired_lrps(&DesiredLrpQuery {
+            domain: domain.clone(),
+            process_guid: None,
+        })
+        .await?;
+    if ctx.json() {
+        return emit_json(&lrps);
+    }
+    if lrps.is_empty() {
+        emit("no LRPs");
+        return Ok(());
+    }
+    let actuals = ctx
+        .client
+        .actual_lrps(&ActualLrpQuery {
+            domain,
+            ..Default::default()
+        })
+        .await?;
+    lrps.sort_by(|a, b| a.process_guid.cmp(&b.process_guid));
+    emit(&lrp_table(&lrps, &actuals).render());
+    Ok(())
+}
+
+pub fn lrp_table(lrps: &[DesiredLrp], actuals: &[ActualLrp]) -> Table {
+    let mut running: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in actuals {
+        if a.state == ActualLrpState::Running && a.presence == Presence::Ordinary {
+            *running.entry(a.process_guid.as_str()).or_default() += 1;
+        }
+    }
+    let mut t = Table::new([
+        "PROCESS_GUID",
+        "DOMAIN",
+        "RUNNING",
+        "ROOTFS",
+        "MEMORY",
+        "DISK",
+        "ROUTES",
+    ]);
+    for l in lrps {
+        t.row([
+            l.process_guid.clone(),
+            l.domain.clone(),
+            format!(
+                "{}/{}",
+                running.get(l.process_guid.as_str()).copied().unwrap_or(0),
+                l.instances
+            ),
+            l.rootfs.clone(),
+            mb(l.memory_mb),
+            mb(l.disk_mb),
+            dash(&route_summary(&l.routes)),
+        ]);
+    }
+    t
+}
+
+/// `cf-router` hostnames, or the router names when they are something else.
+pub fn route_summary(routes: &Routes) -> String {
+    let mut parts = Vec::new();
+    for (router, value) in routes {
+        let hosts: Vec<&str> = value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("hostnames")?.as_array())
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .collect();
+        if router == CF_ROUTER && !hosts.is_empty() {
+            parts.push(hosts.join(","));
+        } else {
+            parts.push(format!("({router})"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// `-o json` of `lrp get`: the two API objects side by side.
+#[derive(Serialize)]
+struct LrpView<'a> {
+    desired_lrp: &'a DesiredLrp,
+    actual_lrps: &'a [ActualLrp],
+}
+
+async fn get(ctx: &Ctx, guid: &str) -> anyhow::Result<()> {
+    let lrp = ctx.client.desired_lrp(guid).await?;
+    let query = ActualLrpQuery {
+        process_guid: Some(guid.to_string()),
+        ..Default::default()
+    };
+    let mut actuals = ctx.client.actual_lrps(&query).await?;
+    actuals.sort_by_key(|a| (a.index, a.presence));
+    if ctx.json() {
+        return emit_json(&LrpView {
+            desired_lrp: &lrp,
+            actual_lrps: &actuals,
+        });
+    }
+    let now = output::now();
+    emit(&lrp_details(&lrp, &actuals, now));
+    emit("");
+    if actuals.is_empty() {
+        emit("no instances");
+    } else {
+        emit(&actual_table(&actuals, false, now).render());
+    }
+    Ok(())
+}
+
+pub fn lrp_details(lrp: &DesiredLrp, actuals: &[ActualLrp], now: i64) -> String {
+    let running = actuals
+        .iter()
+        .filter(|a| a.state == ActualLrpState::Running && a.presence == Presence::Ordinary)
+        .count();
+    let mut rows = vec![
+        ("process guid", lrp.process_guid.clone()),
+        ("domain", lrp.domain.clone()),
+        (
+            "instances",
+            format!("{running} running of {} desired", lrp.instances),
+        ),
+        ("rootfs", lrp.rootfs.clone()),
+        (
+            "command",
+            lrp.action
+                .as_ref()
+                .map(describe_action)
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("memory", mb(lrp.memory_mb)),
+        ("disk", mb(lrp.disk_mb)),
+        (
+            "ports",
+            if lrp.ports.is_empty() {
+                "-".into()
+            } else {
+                join(&lrp.ports)
+            },
+        ),
+        ("routes", dash(&route_summary(&lrp.routes))),
+        ("created", output::timestamp(lrp.created_at, now)),
+    ];
+    if !lrp.annotation.is_empty() {
+        rows.push(("annotation", output::ellipsize(&lrp.annotation, 80)));
+    }
+    key_values(&rows)
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Actual LRPs as a table; `with_guid` adds the process guid column (for `actual list`).
+pub fn actual_table(actuals: &[ActualLrp], with_guid: bool, now: i64) -> Table {
+    let mut header = vec![
+        "INDEX",
+        "STATE",
+        "PRESENCE",
+        "CELL",
+        "ADDRESS",
+        "SINCE",
+        "CRASHES",
+        "PLACEMENT_ERROR",
+    ];
+    if with_guid {
+        header.insert(0, "PROCESS_GUID");
+    }
+    let mut t = Table::new(header);
+    for a in actuals {
+        let mut row = vec![
+            a.index.to_string(),
+            a.state.to_string(),
+            a.presence.as_str().to_string(),
+            dash(&a.cell_id),
+            address(a),
+            output::age(a.since, now),
+            a.crash_count.to_string(),
+            dash(&output::ellipsize(&a.placement_error, 60)),
+        ];
+        if with_guid {
+            row.insert(0, a.process_guid.clone());
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// `10.0.0.5:61001->8080,61002->9090`; `-` until the instance has an address.
+pub fn address(a: &ActualLrp) -> String {
+    if a.address.is_empty() {
+        return "-".to_string();
+    }
+    if a.ports.is_empty() {
+        return a.address.clone();
+    }
+    let ports: Vec<String> = a
+        .ports
+        .iter()
+        .map(|p| format!("{}->{}", p.host_port, p.container_port))
+        .collect();
+    format!("{}:{}", a.address, ports.join(","))
+}
+
+async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
+    let mut update = DesiredLrpUpdate {
+        instances: args.instances,
+        annotation: args.annotation.clone(),
+        ..Default::default()
+    };
+    if !args.routes.is_empty() {
+        // Routes are replaced whole: keep other routers' entries and aim at the LRP's port.
+        let current = ctx.client.desired_lrp(&args.guid).await?;
+        let Some(&port) = current.ports.first() else {
+            anyhow::bail!(
+                "LRP {} exposes no ports, so it cannot have routes; recreate it with --port",
+                args.guid
+            );
+        };
+        let mut routes = current.routes.clone();
+        routes.insert(CF_ROUTER.to_string(), cf_routes(&args.routes, port));
+        update.routes = Some(routes);
+    }
+    if update == DesiredLrpUpdate::default() {
+        return Err(usage(
+            "nothing to update: give --instances, --route or --annotation",
+        ));
+    }
+    let lrp = ctx.client.update_desired_lrp(&args.guid, &update).await?;
+    if ctx.json() {
+        return emit_json(&lrp);
+    }
+    emit(&format!("updated LRP {}", lrp.process_guid));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use diego_model::PortMapping;
+
+    fn create_args(argv: &[&str]) -> CreateArgs {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Lrp(LrpCommand::Create(a)) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_builds_routes_for_the_first_port() {
+        let args = create_args(&[
+            "diego",
+            "lrp",
+            "create",
+            "web",
+            "--instances",
+            "3",
+            "--port",
+            "8080",
+            "--port",
+            "9090",
+            "--route",
+            "a.example.com",
+            "--route",
+            "b.example.com",
+            "--",
+            "./server",
+            "--flag",
+        ]);
+        let lrp = build_lrp(&args).unwrap();
+        assert_eq!(lrp.process_guid, "web");
+        assert_eq!(lrp.instances, 3);
+        assert_eq!(lrp.ports, vec![8080, 9090]);
+        assert_eq!(
+            serde_json::to_value(&lrp.routes).unwrap(),
+            json!({"cf-router": [{"hostnames": ["a.example.com", "b.example.com"], "port": 8080}]})
+        );
+        assert_eq!(route_summary(&lrp.routes), "a.example.com,b.example.com");
+        let run = lrp.action.unwrap().run.unwrap();
+        assert_eq!(
+            (run.path.as_str(), run.args),
+            ("./server", vec!["--flag".to_string()])
+        );
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let lrp = build_lrp(&create_args(&["diego", "lrp", "create", "w", "--", "sleep", "1"])).unwrap();
+        assert_eq!(
+            (lrp.instances, lrp.domain.as_str(), lrp.rootfs.as_str()),
+            (1, "default", "preloaded:busybox")
+        );
+        let err = build_lrp(&create_args(&[
+            "diego", "lrp", "create", "w", "--route", "h", "--", "x",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("--route needs a --port"), "{err}");
+        // Negative counts reach the server, whose validation explains the limit.
+        let lrp = build_lrp(&create_args(&[
+            "diego", "lrp", "create", "w", "-i", "-1", "--", "x",
+        ]))
+        .unwrap();
+        assert_eq!(lrp.instances, -1);
+    }
+
+    #[test]
+    fn scale_parses() {
+        match Cli::try_parse_from(["diego", "lrp", "scale", "web", "5"])
+            .unwrap()
+            .command
+        {
+            Command::Lrp(LrpCommand::Scale { guid, instances }) => {
+                assert_eq!((guid.as_str(), instances), ("web", 5))
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["diego", "lrp", "scale", "web", "many"]).is_err());
+    }
+
+    #[test]
+    fn actual_rows_show_address_and_placement_error() {
+        let mut a = ActualLrp {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "d".into(),
+            instance_guid: "i".into(),
+            cell_id: "cell-a".into(),
+            address: "10.0.0.5".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: 61001,
+                ..Default::default()
+            }],
+            instance_address: String::new(),
+            state: ActualLrpState::Running,
+            crash_count: 2,
+            crash_reason: String::new(),
+            since: 1_000_000_000,
+            placement_error: String::new(),
+            presence: Presence::Ordinary,
+            routable: None,
+            availability_zone: String::new(),
+            metric_tags: Default::default(),
+            modification_tag: Default::default(),
+        };
+        let mut b = a.clone();
+        b.index = 1;
+        b.state = ActualLrpState::Unclaimed;
+        b.cell_id.clear();
+        b.address.clear();
+        b.ports.clear();
+        b.placement_error = "insufficient resources: memory".into();
+        a.since = 0;
+        let t = actual_table(&[a, b], true, 61_000_000_000).render();
+        assert_eq!(
+            t,
+            "PROCESS_GUID   INDEX   STATE       PRESENCE   CELL     ADDRESS                SINCE   CRASHES   PLACEMENT_ERROR\n\
+             web            0       RUNNING     ORDINARY   cell-a   10.0.0.5:61001->8080   -       2         -\n\
+             web            1       UNCLAIMED   ORDINARY   -        -                      1m0s    2         insufficient resources: memory"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! One file per command group; each parses nothing itself (clap did) and calls the client.
+
+pub mod actual;
+pub mod bbs;
+pub mod bench;
+pub mod cells;
+pub mod dev;
+pub mod domains;
+pub mod events;
+pub mod lrp;
+pub mod task;
+
+use diego_client::BbsClient;
+
+use crate::cli::{Cli, Command};
+use crate::output::OutputFormat;
+
+/// What every client command needs.
+pub struct Ctx {
+    pub client: BbsClient,
+    pub output: OutputFormat,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        client: BbsClient::new(cli.bbs.clone()),
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Bbs(args) => bbs::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Task(cmd) => task::run(&ctx, cmd).await,
+        Command::Lrp(cmd) => lrp::run(&ctx, cmd).await,
+        Command::Actual(cmd) => actual::run(&ctx, cmd).await,
+        Command::Cells => cells::run(&ctx).await,
+        Command::Domains => domains::run(&ctx).await,
+        Command::Events(args) => events::run(&ctx, args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+    }
+}

@@ -1,0 +1,538 @@
+//! [`BbsClient`]: one typed async method per BBS route.
+//!
+//! Paths come from [`crate::routes::bbs`], the same constants the server routes on. Every
+//! non-success answer becomes [`ClientError::Api`] carrying the server's error body.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use diego_model::api::{
+    ClaimActualLrpRequest, CompleteTaskRequest, CrashActualLrpRequest, FailActualLrpRequest, FailTaskRequest,
+    PingResponse, RejectTaskRequest, RemoveActualLrpRequest, StartActualLrpRequest, StartTaskRequest,
+    StartTaskResponse,
+};
+use diego_model::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpState, CellPresence, DesireTaskRequest, DesiredLrp,
+    DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence, RegisterCellRequest, Task, TaskState,
+    Timestamp, UpsertDomainRequest,
+};
+use futures_util::Stream;
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClientError, Result};
+use crate::routes::{bbs as r, path};
+use crate::sse::{SseEvent, SseParser};
+
+/// Time to establish a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a whole ordinary request. Event streams have none: they are meant to stay open.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lets the OS notice a dead peer on an idle event stream.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// `GET /v1/tasks` filters; `None` = any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+}
+
+/// `GET /v1/desired_lrps` and `/v1/desired_lrp_scheduling_infos` filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DesiredLrpQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_guid: Option<String>,
+}
+
+/// `GET /v1/actual_lrps` filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActualLrpQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<ActualLrpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
+}
+
+/// One entry of `GET /v1/cells`: a live presence and when it lapses unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellPresenceWithExpiry {
+    pub cell_presence: CellPresence,
+    /// Unix ns.
+    pub expires_at: Timestamp,
+}
+
+/// A live event stream: frames as they arrive. It ends when the server closes the
+/// connection; resubscribe with the last seen id to resume.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
+
+/// A client of one BBS. Cheap to clone (clones share the connection pool).
+#[derive(Debug, Clone)]
+pub struct BbsClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl BbsClient {
+    /// `base_url` like `http://127.0.0.1:8889` (a trailing `/` is ignored).
+    pub fn new(base_url: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .build()
+            // Only fails when the TLS backend or resolver cannot initialise; we build neither.
+            .expect("building the HTTP client");
+        Self::with_http(base_url, http)
+    }
+
+    /// Uses a caller-configured reqwest client (timeouts, pool size …).
+    pub fn with_http(base_url: impl Into<String>, http: reqwest::Client) -> Self {
+        let base = base_url.into().trim_end_matches('/').to_string();
+        Self { base, http }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    // ---- tasks ----
+
+    pub async fn desire_task(&self, req: &DesireTaskRequest) -> Result<Task> {
+        self.send(Method::POST, path(r::TASKS, &[]), Some(req), None::<&()>)
+            .await
+    }
+
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<Task>> {
+        self.send(Method::GET, path(r::TASKS, &[]), None::<&()>, Some(query))
+            .await
+    }
+
+    pub async fn task(&self, task_guid: &str) -> Result<Task> {
+        self.get(path(r::TASK, &[task_guid])).await
+    }
+
+    /// True when the cell should start the task; false when it is already running there.
+    pub async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool> {
+        let body = StartTaskRequest {
+            cell_id: cell_id.to_string(),
+        };
+        let resp: StartTaskResponse = self.post(path(r::TASK_START, &[task_guid]), &body).await?;
+        Ok(resp.should_start)
+    }
+
+    pub async fn complete_task(&self, task_guid: &str, req: &CompleteTaskRequest) -> Result<Task> {
+        self.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
+    }
+
+    pub async fn reject_task(&self, task_guid: &str, rejection_reason: &str) -> Result<Task> {
+        let body = RejectTaskRequest {
+            rejection_reason: rejection_reason.to_string(),
+        };
+        self.post(path(r::TASK_REJECT, &[task_guid]), &body).await
+    }
+
+    pub async fn fail_task(&self, task_guid: &str, failure_reason: &str) -> Result<Task> {
+        let body = FailTaskRequest {
+            failure_reason: failure_reason.to_string(),
+        };
+        self.post(path(r::TASK_FAIL, &[task_guid]), &body).await
+    }
+
+    pub async fn cancel_task(&self, task_guid: &str) -> Result<Task> {
+        self.post_empty(path(r::TASK_CANCEL, &[task_guid])).await
+    }
+
+    /// Marks a COMPLETED task as being resolved by its owner (the step before deleting it).
+    pub async fn resolving_task(&self, task_guid: &str) -> Result<Task> {
+        self.post_empty(path(r::TASK_RESOLVING, &[task_guid])).await
+    }
+
+    pub async fn delete_task(&self, task_guid: &str) -> Result<()> {
+        self.send_no_content(Method::DELETE, path(r::TASK, &[task_guid]), None::<&()>)
+            .await
+    }
+
+    // ---- desired LRPs ----
+
+    pub async fn desire_lrp(&self, lrp: &DesiredLrp) -> Result<DesiredLrp> {
+        self.post(path(r::DESIRED_LRPS, &[]), lrp).await
+    }
+
+    pub async fn desired_lrps(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrp>> {
+        self.send(Method::GET, path(r::DESIRED_LRPS, &[]), None::<&()>, Some(query))
+            .await
+    }
+
+    pub async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
+        self.get(path(r::DESIRED_LRP, &[process_guid])).await
+    }
+
+    pub async fn update_desired_lrp(
+        &self,
+        process_guid: &str,
+        update: &DesiredLrpUpdate,
+    ) -> Result<DesiredLrp> {
+        self.send(
+            Method::PATCH,
+            path(r::DESIRED_LRP, &[process_guid]),
+            Some(update),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn remove_desired_lrp(&self, process_guid: &str) -> Result<()> {
+        self.send_no_content(Method::DELETE, path(r::DESIRED_LRP, &[process_guid]), None::<&()>)
+            .await
+    }
+
+    pub async fn scheduling_infos(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrpSchedulingInfo>> {
+        self.send(
+            Method::GET,
+            path(r::SCHEDULING_INFOS, &[]),
+            None::<&()>,
+            Some(query),
+        )
+        .await
+    }
+
+    pub async fn scheduling_info(&self, process_guid: &str) -> Result<DesiredLrpSchedulingInfo> {
+        self.get(path(r::SCHEDULING_INFO, &[process_guid])).await
+    }
+
+    // ---- actual LRPs ----
+
+    pub async fn actual_lrps(&self, query: &ActualLrpQuery) -> Result<Vec<ActualLrp>> {
+        self.send(Method::GET, path(r::ACTUAL_LRPS, &[]), None::<&()>, Some(query))
+            .await
+    }
+
+    /// Every presence (ordinary, evacuating, suspect) of one index.
+    pub async fn actual_lrp(&self, process_guid: &str, index: i32) -> Result<Vec<ActualLrp>> {
+        self.get(path(r::ACTUAL_LRP, &[process_guid, &index.to_string()]))
+            .await
+    }
+
+    pub async fn claim_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<ActualLrp> {
+        let body = ClaimActualLrpRequest {
+            instance_key: instance_key.clone(),
+        };
+        self.post(
+            path(r::ACTUAL_LRP_CLAIM, &[process_guid, &index.to_string()]),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn start_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        req: &StartActualLrpRequest,
+    ) -> Result<ActualLrp> {
+        self.post(
+            path(r::ACTUAL_LRP_START, &[process_guid, &index.to_string()]),
+            req,
+        )
+        .await
+    }
+
+    pub async fn crash_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        error_message: &str,
+    ) -> Result<ActualLrp> {
+        let body = CrashActualLrpRequest {
+            instance_key: instance_key.clone(),
+            error_message: error_message.to_string(),
+        };
+        self.post(
+            path(r::ACTUAL_LRP_CRASH, &[process_guid, &index.to_string()]),
+            &body,
+        )
+        .await
+    }
+
+    /// Records a placement failure on an UNCLAIMED instance.
+    pub async fn fail_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        error_message: &str,
+    ) -> Result<ActualLrp> {
+        let body = FailActualLrpRequest {
+            error_message: error_message.to_string(),
+        };
+        self.post(
+            path(r::ACTUAL_LRP_FAIL, &[process_guid, &index.to_string()]),
+            &body,
+        )
+        .await
+    }
+
+    /// Removes the instance record; with `instance_key`, only if it is still that instance.
+    pub async fn remove_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: Option<&ActualLrpInstanceKey>,
+    ) -> Result<()> {
+        let body = RemoveActualLrpRequest {
+            instance_key: instance_key.cloned(),
+        };
+        let p = path(r::ACTUAL_LRP_REMOVE, &[process_guid, &index.to_string()]);
+        self.send_no_content(Method::POST, p, Some(&body)).await
+    }
+
+    /// Stops the instance (asking its cell when it holds one) and removes it.
+    pub async fn retire_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
+        let p = path(r::ACTUAL_LRP_RETIRE, &[process_guid, &index.to_string()]);
+        self.send_no_content(Method::POST, p, None::<&()>).await
+    }
+
+    // ---- domains and cells ----
+
+    pub async fn domains(&self) -> Result<Vec<Domain>> {
+        self.get(path(r::DOMAINS, &[])).await
+    }
+
+    pub async fn upsert_domain(&self, req: &UpsertDomainRequest) -> Result<()> {
+        self.send_no_content(Method::POST, path(r::DOMAINS, &[]), Some(req))
+            .await
+    }
+
+    pub async fn cells(&self) -> Result<Vec<CellPresenceWithExpiry>> {
+        self.get(path(r::CELLS, &[])).await
+    }
+
+    /// Registers or renews a cell presence.
+    pub async fn register_cell(&self, req: &RegisterCellRequest) -> Result<()> {
+        self.send_no_content(Method::POST, path(r::CELLS, &[]), Some(req))
+            .await
+    }
+
+    pub async fn remove_cell(&self, cell_id: &str) -> Result<()> {
+        self.send_no_content(Method::DELETE, path(r::CELL, &[cell_id]), None::<&()>)
+            .await
+    }
+
+    pub async fn ping(&self) -> Result<PingResponse> {
+        self.get(path(r::PING, &[])).await
+    }
+
+    // ---- events ----
+
+    /// Desired and actual LRP events, from now or after `last_event_id`.
+    pub async fn events_lrps(&self, last_event_id: Option<u64>) -> Result<EventStream> {
+        self.events(path(r::EVENTS_LRPS, &[]), last_event_id).await
+    }
+
+    /// Task events, from now or after `last_event_id`.
+    pub async fn events_tasks(&self, last_event_id: Option<u64>) -> Result<EventStream> {
+        self.events(path(r::EVENTS_TASKS, &[]), last_event_id).await
+    }
+
+    async fn events(&self, path: String, last_event_id: Option<u64>) -> Result<EventStream> {
+        let url = self.url(&path);
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = execute(req, "GET", &url).await?;
+        let resp = check_status(resp, "GET", &url).await?;
+        let state = StreamState {
+            resp,
+            url,
+            parser: SseParser::new(),
+            ready: VecDeque::new(),
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(state, next_frame)))
+    }
+
+    // ---- plumbing ----
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: String) -> Result<T> {
+        self.send(Method::GET, path, None::<&()>, None::<&()>).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: String, body: &B) -> Result<T> {
+        self.send(Method::POST, path, Some(body), None::<&()>).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: String) -> Result<T> {
+        self.send(Method::POST, path, None::<&()>, None::<&()>).await
+    }
+
+    fn request<B: Serialize + ?Sized, Q: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+        query: Option<&Q>,
+    ) -> RequestBuilder {
+        let mut req = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        if let Some(q) = query {
+            req = req.query(q);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req
+    }
+
+    async fn send<B, Q, T>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<&B>,
+        query: Option<&Q>,
+    ) -> Result<T>
+    where
+        B: Serialize + ?Sized,
+        Q: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        let url = self.url(&path);
+        let m = method.to_string();
+        let resp = execute(self.request(method, &url, body, query), &m, &url).await?;
+        let resp = check_status(resp, &m, &url).await?;
+        let bytes = resp.bytes().await.map_err(|source| transport(source, &m, &url))?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: format!("the response to {m} {url}"),
+            source,
+        })
+    }
+
+    /// For routes that answer 204 (or any success whose body the caller does not need).
+    async fn send_no_content<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<&B>,
+    ) -> Result<()> {
+        let url = self.url(&path);
+        let m = method.to_string();
+        let resp = execute(self.request(method, &url, body, None::<&()>), &m, &url).await?;
+        check_status(resp, &m, &url).await?;
+        Ok(())
+    }
+}
+
+fn transport(source: reqwest::Error, method: &str, url: &str) -> ClientError {
+    ClientError::Transport {
+        method: method.to_string(),
+        url: url.to_string(),
+        source,
+    }
+}
+
+async fn execute(req: RequestBuilder, method: &str, url: &str) -> Result<Response> {
+    req.send().await.map_err(|source| transport(source, method, url))
+}
+
+async fn check_status(resp: Response, method: &str, url: &str) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|source| transport(source, method, url))?;
+    Err(ClientError::from_response(status.as_u16(), &body))
+}
+
+struct StreamState {
+    resp: Response,
+    url: String,
+    parser: SseParser,
+    ready: VecDeque<SseEvent>,
+    done: bool,
+}
+
+async fn next_frame(mut st: StreamState) -> Option<(Result<SseEvent>, StreamState)> {
+    loop {
+        if let Some(frame) = st.ready.pop_front() {
+            return Some((Ok(frame), st));
+        }
+        if st.done {
+            return None;
+        }
+        match st.resp.chunk().await {
+            Ok(Some(bytes)) => st.ready.extend(st.parser.feed(&bytes)),
+            Ok(None) => st.done = true,
+            Err(source) => {
+                st.done = true;
+                let err = transport(source, "GET", &st.url);
+                return Some((Err(err), st));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_serialise_only_what_is_set() {
+        let q = ActualLrpQuery {
+            process_guid: Some("web".into()),
+            index: Some(2),
+            state: Some(ActualLrpState::Unclaimed),
+            ..Default::default()
+        };
+        let req = reqwest::Client::new()
+            .get("http://x/v1/actual_lrps")
+            .query(&q)
+            .build()
+            .unwrap();
+        assert_eq!(
+            req.url().query(),
+            Some("process_guid=web&index=2&state=UNCLAIMED")
+        );
+        let req = reqwest::Client::new()
+            .get("http://x/v1/tasks")
+            .query(&TaskQuery::default())
+            .build()
+            .unwrap();
+        assert_eq!(req.url().query(), None);
+    }
+
+    #[test]
+    fn trailing_slash_is_ignored() {
+        let c = BbsClient::new("http://127.0.0.1:1/");
+        assert_eq!(c.url("/v1/ping"), "http://127.0.0.1:1/v1/ping");
+    }
+}

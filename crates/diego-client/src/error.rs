@@ -1,0 +1,133 @@
+//! What can go wrong talking to a Diego service, split by what the caller can do about it.
+
+use diego_model::{ApiError, ErrorType};
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status; `error` is its `{"type","message","field_errors"}`
+    /// body (or a synthetic one holding the raw body when that was not JSON).
+    #[error("{}", error.message)]
+    Api { status: u16, error: ApiError },
+    /// The request never got an answer: connection refused, reset, timed out, …
+    #[error("{method} {url}: {}", describe_transport(source))]
+    Transport {
+        method: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered but the body was not what the API promises.
+    #[error("decoding {what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The server's error body, when the server answered with one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The Diego error type, when the server answered with an error.
+    pub fn kind(&self) -> Option<ErrorType> {
+        self.api_error().map(|e| e.kind)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == Some(ErrorType::ResourceNotFound)
+    }
+
+    /// True when nothing listens at the URL (or it could not be reached at all), as opposed
+    /// to a request that failed half-way.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Transport { source, .. } if source.is_connect())
+    }
+
+    /// Builds the error for a non-success response body.
+    pub(crate) fn from_response(status: u16, body: &[u8]) -> Self {
+        let error = match serde_json::from_slice::<ApiError>(body) {
+            Ok(e) => e,
+            Err(_) => {
+                let text = String::from_utf8_lossy(body).trim().to_string();
+                let message = if text.is_empty() {
+                    format!("HTTP {status} with an empty body")
+                } else {
+                    format!("HTTP {status}: {text}")
+                };
+                ApiError::new(kind_for_status(status), message)
+            }
+        };
+        ClientError::Api { status, error }
+    }
+}
+
+/// The best-matching Diego error type for a status without a JSON error body (a proxy's
+/// error page, a panic in a handler, …).
+fn kind_for_status(status: u16) -> ErrorType {
+    match status {
+        400 => ErrorType::InvalidRequest,
+        404 => ErrorType::ResourceNotFound,
+        409 => ErrorType::ResourceConflict,
+        413 => ErrorType::PayloadTooLarge,
+        503 => ErrorType::ServiceUnavailable,
+        504 => ErrorType::Timeout,
+        _ => ErrorType::UnknownError,
+    }
+}
+
+/// reqwest's own message ("error sending request for url (…)") repeats the URL and hides
+/// the cause; say what happened instead.
+fn describe_transport(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "could not connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    // The innermost cause is the useful part ("Connection refused (os error 111)").
+    let mut innermost = None;
+    let mut next = std::error::Error::source(e);
+    while let Some(c) = next {
+        innermost = Some(c);
+        next = c.source();
+    }
+    match innermost {
+        Some(c) => format!("{what}: {c}"),
+        None => what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_json_error_bodies() {
+        let body = br#"{"type":"ResourceNotFound","message":"task \"x\" not found","field_errors":[]}"#;
+        let e = ClientError::from_response(404, body);
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "task \"x\" not found");
+    }
+
+    #[test]
+    fn falls_back_to_the_raw_body() {
+        let e = ClientError::from_response(502, b"Bad Gateway\n");
+        let api = e.api_error().unwrap();
+        assert_eq!(api.kind, ErrorType::UnknownError);
+        assert_eq!(api.message, "HTTP 502: Bad Gateway");
+        let e = ClientError::from_response(404, b"");
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "HTTP 404 with an empty body");
+    }
+}
