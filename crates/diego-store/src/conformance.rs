@@ -1,1 +1,138 @@
-//! conformance
+//! One test suite for every [`Store`](crate::Store) backend.
+//!
+//! Each case is a public async function over a [`StoreFactory`], which builds a fresh, empty
+//! store on a [`ManualClock`] (so cases control time for TTLs) with a given change-feed
+//! retention. [`conformance_tests!`](crate::conformance_tests) expands to one `#[tokio::test]`
+//! per case, so a backend's integration test is one line:
+//!
+//! ```ignore
+//! use diego_store::conformance::Fixture;
+//!
+//! async fn memory(clock: diego_model::ManualClock, change_retention: usize) -> Fixture {
+//!     Fixture::new(std::sync::Arc::new(MemoryStore::new(std::sync::Arc::new(clock), change_retention)))
+//! }
+//!
+//! diego_store::conformance_tests!(memory);
+//! ```
+//!
+//! The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+//! Cases assert only store semantics, never timings, so a remote backend (etcd) runs them too.
+
+mod concurrency;
+mod feed;
+mod filters;
+pub mod fixtures;
+mod leases;
+mod records;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
+use diego_model::ManualClock;
+
+pub use self::concurrency::*;
+pub use self::feed::*;
+pub use self::filters::*;
+pub use self::leases::*;
+pub use self::records::*;
+use crate::DynStore;
+
+/// Change-feed retention for the cases that do not test retention: larger than any case writes.
+pub const DEFAULT_RETENTION: usize = 100_000;
+
+/// A store under test, plus whatever must outlive it (a temporary directory, a server).
+pub struct Fixture {
+    // Declared first so it is dropped first: the store closes before its directory goes.
+    pub store: DynStore,
+    _keep_alive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Fixture {
+    pub fn new(store: DynStore) -> Self {
+        Fixture {
+            store,
+            _keep_alive: None,
+        }
+    }
+
+    /// A store that needs `guard` (e.g. a `tempfile::TempDir`) alive while it is used.
+    pub fn keeping(store: DynStore, guard: impl Any + Send + Sync) -> Self {
+        Fixture {
+            store,
+            _keep_alive: Some(Box::new(guard)),
+        }
+    }
+}
+
+/// Builds a fresh, empty store on `clock` keeping `change_retention` changes. Implemented
+/// for every `async fn(ManualClock, usize) -> Fixture` and matching closure.
+pub trait StoreFactory {
+    fn make(
+        &self,
+        clock: ManualClock,
+        change_retention: usize,
+    ) -> Pin<Box<dyn Future<Output = Fixture> + '_>>;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn(ManualClock, usize) -> Fut,
+    Fut: Future<Output = Fixture> + 'static,
+{
+    fn make(
+        &self,
+        clock: ManualClock,
+        change_retention: usize,
+    ) -> Pin<Box<dyn Future<Output = Fixture> + '_>> {
+        Box::pin(self(clock, change_retention))
+    }
+}
+
+/// A fresh store with the default retention and the clock that drives it.
+async fn setup(factory: &impl StoreFactory) -> (Fixture, ManualClock) {
+    let clock = ManualClock::new(fixtures::START);
+    (factory.make(clock.clone(), DEFAULT_RETENTION).await, clock)
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling
+/// `diego_store::conformance::<case>(&factory)`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases $factory;
+            insert_and_get,
+            insert_existing_is_exists,
+            update_bumps_tag,
+            update_with_stale_tag_conflicts,
+            update_missing_is_not_found,
+            delete_compares_tag,
+            txn_is_atomic,
+            duplicate_key_in_txn_is_invalid,
+            empty_txn_returns_head,
+            list_tasks_filters,
+            list_desired_lrps_filters,
+            list_actual_lrps_filters,
+            get_actual_lrps_returns_every_presence,
+            filters_follow_updates,
+            large_listings_are_complete_and_ordered,
+            domains_expire,
+            presences_expire_renew_remove,
+            locks_collide_renew_expire_release,
+            change_feed_records_each_write,
+            changes_since_pages,
+            change_feed_retention,
+            watch_head_advances,
+            concurrent_cas_increments,
+            concurrent_inserts,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::$case(&$factory).await;
+            }
+        )+
+    };
+}

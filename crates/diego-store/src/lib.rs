@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod sqlite;
+mod ttl;
 mod types;
 
 pub use types::*;
@@ -57,7 +58,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_domains(&self) -> Result<Vec<Domain>, StoreError>;
 
     /// Registers or renews a cell's presence for `ttl_seconds`. Durable.
-    async fn set_presence(&self, presence: &CellPresence, ttl_seconds: i64) -> Result<PresenceRecord, StoreError>;
+    async fn set_presence(
+        &self,
+        presence: &CellPresence,
+        ttl_seconds: i64,
+    ) -> Result<PresenceRecord, StoreError>;
     /// Removes a presence; `false` if there was none.
     async fn remove_presence(&self, cell_id: &str) -> Result<bool, StoreError>;
     /// Live (unexpired) presences, ordered by cell id.
@@ -65,8 +70,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes or renews `key` for `owner` for `ttl_seconds`. Another owner's unexpired lock
     /// → [`StoreError::LockCollision`].
-    async fn acquire_lock(&self, key: &str, owner: &str, value: &str, ttl_seconds: i64)
-        -> Result<LockRecord, StoreError>;
+    async fn acquire_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        value: &str,
+        ttl_seconds: i64,
+    ) -> Result<LockRecord, StoreError>;
     /// Releases `key` if `owner` holds it; `false` if it did not.
     async fn release_lock(&self, key: &str, owner: &str) -> Result<bool, StoreError>;
     /// The unexpired holder of `key`, if any.

@@ -1,1 +1,366 @@
-//! memory
+//! An in-memory backend for tests: ordered maps behind one mutex.
+//!
+//! It keeps every rule of the [`Store`] contract (CAS, atomic transactions, the change feed
+//! with retention, TTLs on the injected clock) so code tested against it behaves the same on
+//! SQLite. "Durable" here means "visible to every later call".
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use diego_model::{
+    ActualLrp, CellPresence, Clock, DesiredLrp, DesiredLrpSchedulingInfo, Domain, ModificationTag, Presence,
+    Task,
+};
+use tokio::sync::watch;
+
+use crate::ttl::{domain_expiry, is_live, lease_expiry};
+use crate::{
+    ActualLrpFilter, Change, ChangePage, Committed, DesiredLrpFilter, Expect, LockRecord, PresenceRecord,
+    Record, RecordKey, Store, StoreError, TaskFilter, Txn, Write,
+};
+
+type ActualKey = (String, i32, Presence);
+
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    change_retention: usize,
+    state: Mutex<State>,
+    head_tx: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    tasks: BTreeMap<String, Task>,
+    desired: BTreeMap<String, DesiredLrp>,
+    actual: BTreeMap<ActualKey, ActualLrp>,
+    domains: BTreeMap<String, Domain>,
+    presences: BTreeMap<String, PresenceRecord>,
+    locks: BTreeMap<String, LockRecord>,
+    changes: VecDeque<Change>,
+    head: u64,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>, change_retention: usize) -> MemoryStore {
+        let (head_tx, _) = watch::channel(0);
+        MemoryStore {
+            clock,
+            change_retention,
+            state: Mutex::new(State::default()),
+            head_tx,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied transaction: writes are
+        // applied only after every precondition passed, and applying cannot fail.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn get(&self, key: &RecordKey) -> Option<Record> {
+        match key {
+            RecordKey::Task { task_guid } => self.tasks.get(task_guid).cloned().map(Record::Task),
+            RecordKey::DesiredLrp { process_guid } => {
+                self.desired.get(process_guid).cloned().map(Record::DesiredLrp)
+            }
+            RecordKey::ActualLrp {
+                process_guid,
+                index,
+                presence,
+            } => self
+                .actual
+                .get(&(process_guid.clone(), *index, *presence))
+                .cloned()
+                .map(Record::ActualLrp),
+        }
+    }
+
+    fn put(&mut self, record: Record) {
+        match record {
+            Record::Task(t) => {
+                self.tasks.insert(t.task_guid.clone(), t);
+            }
+            Record::DesiredLrp(d) => {
+                self.desired.insert(d.process_guid.clone(), d);
+            }
+            Record::ActualLrp(a) => {
+                self.actual
+                    .insert((a.process_guid.clone(), a.index, a.presence), a);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &RecordKey) {
+        match key {
+            RecordKey::Task { task_guid } => {
+                self.tasks.remove(task_guid);
+            }
+            RecordKey::DesiredLrp { process_guid } => {
+                self.desired.remove(process_guid);
+            }
+            RecordKey::ActualLrp {
+                process_guid,
+                index,
+                presence,
+            } => {
+                self.actual.remove(&(process_guid.clone(), *index, *presence));
+            }
+        }
+    }
+
+    /// Checks write `i`'s precondition and returns the record it replaces.
+    fn check(&self, i: usize, write: &Write) -> Result<Option<Record>, StoreError> {
+        let key = write.key();
+        let stored = self.get(&key);
+        let expected: &ModificationTag = match write {
+            Write::Put {
+                expect: Expect::Absent,
+                ..
+            } => {
+                return match stored {
+                    Some(_) => Err(StoreError::Exists { write: i, key }),
+                    None => Ok(None),
+                };
+            }
+            Write::Put {
+                expect: Expect::Tag(t),
+                ..
+            }
+            | Write::Delete { expect: t, .. } => t,
+        };
+        match stored {
+            None => Err(StoreError::NotFound { write: i, key }),
+            Some(r) if r.modification_tag() != expected => Err(StoreError::Conflict {
+                write: i,
+                key,
+                expected: expected.clone(),
+                found: r.modification_tag().clone(),
+            }),
+            Some(r) => Ok(Some(r)),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
+        txn.check_distinct_keys()?;
+        let mut st = self.state();
+        if txn.is_empty() {
+            return Ok(Committed {
+                records: Vec::new(),
+                revision: st.head,
+            });
+        }
+        // Keys are distinct, so every precondition depends only on the state before the
+        // transaction: check them all first, then apply, and nothing is ever half-applied.
+        let befores = txn
+            .writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| st.check(i, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let at = self.clock.now();
+        let mut records = Vec::with_capacity(txn.writes.len());
+        for (write, before) in txn.writes.into_iter().zip(befores) {
+            let key = write.key();
+            let after = write.into_stored();
+            match &after {
+                Some(r) => st.put(r.clone()),
+                None => st.remove(&key),
+            }
+            st.head += 1;
+            let change = Change {
+                revision: st.head,
+                at,
+                before,
+                after: after.clone(),
+            };
+            st.changes.push_back(change);
+            records.push(after);
+        }
+        while st.changes.len() > self.change_retention {
+            st.changes.pop_front();
+        }
+        let revision = st.head;
+        // Under the lock, so watchers never see the head move backwards.
+        self.head_tx.send_replace(revision);
+        Ok(Committed { records, revision })
+    }
+
+    async fn get_task(&self, task_guid: &str) -> Result<Option<Task>, StoreError> {
+        Ok(self.state().tasks.get(task_guid).cloned())
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        Ok(self
+            .state()
+            .tasks
+            .values()
+            .filter(|t| filter.matches(t))
+            .cloned()
+            .collect())
+    }
+
+    async fn get_desired_lrp(&self, process_guid: &str) -> Result<Option<DesiredLrp>, StoreError> {
+        Ok(self.state().desired.get(process_guid).cloned())
+    }
+
+    async fn list_desired_lrps(&self, filter: &DesiredLrpFilter) -> Result<Vec<DesiredLrp>, StoreError> {
+        Ok(self
+            .state()
+            .desired
+            .values()
+            .filter(|d| filter.matches(d))
+            .cloned()
+            .collect())
+    }
+
+    async fn list_scheduling_infos(
+        &self,
+        filter: &DesiredLrpFilter,
+    ) -> Result<Vec<DesiredLrpSchedulingInfo>, StoreError> {
+        Ok(self
+            .state()
+            .desired
+            .values()
+            .filter(|d| filter.matches(d))
+            .map(DesiredLrp::scheduling_info)
+            .collect())
+    }
+
+    async fn get_actual_lrps(&self, process_guid: &str, index: i32) -> Result<Vec<ActualLrp>, StoreError> {
+        let st = self.state();
+        let lo = (process_guid.to_string(), index, Presence::Ordinary);
+        let hi = (process_guid.to_string(), index, Presence::Suspect);
+        Ok(st.actual.range(lo..=hi).map(|(_, a)| a.clone()).collect())
+    }
+
+    async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> Result<Vec<ActualLrp>, StoreError> {
+        Ok(self
+            .state()
+            .actual
+            .values()
+            .filter(|a| filter.matches(a))
+            .cloned()
+            .collect())
+    }
+
+    async fn upsert_domain(&self, domain: &str, ttl_seconds: i64) -> Result<Domain, StoreError> {
+        let d = Domain {
+            domain: domain.to_string(),
+            expires_at: domain_expiry(self.clock.now(), ttl_seconds)?,
+        };
+        self.state().domains.insert(d.domain.clone(), d.clone());
+        Ok(d)
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .state()
+            .domains
+            .values()
+            .filter(|d| is_live(d.expires_at, now))
+            .cloned()
+            .collect())
+    }
+
+    async fn set_presence(
+        &self,
+        presence: &CellPresence,
+        ttl_seconds: i64,
+    ) -> Result<PresenceRecord, StoreError> {
+        let expires_at = lease_expiry("presence", self.clock.now(), ttl_seconds)?;
+        let p = PresenceRecord {
+            cell_presence: presence.clone(),
+            expires_at,
+        };
+        self.state().presences.insert(presence.cell_id.clone(), p.clone());
+        Ok(p)
+    }
+
+    async fn remove_presence(&self, cell_id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().presences.remove(cell_id).is_some())
+    }
+
+    async fn list_presences(&self) -> Result<Vec<PresenceRecord>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .state()
+            .presences
+            .values()
+            .filter(|p| is_live(p.expires_at, now))
+            .cloned()
+            .collect())
+    }
+
+    async fn acquire_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        value: &str,
+        ttl_seconds: i64,
+    ) -> Result<LockRecord, StoreError> {
+        let now = self.clock.now();
+        let expires_at = lease_expiry("lock", now, ttl_seconds)?;
+        let mut st = self.state();
+        if let Some(held) = st.locks.get(key) {
+            if held.owner != owner && is_live(held.expires_at, now) {
+                return Err(StoreError::LockCollision {
+                    key: key.to_string(),
+                    owner: held.owner.clone(),
+                });
+            }
+        }
+        let lock = LockRecord {
+            key: key.to_string(),
+            owner: owner.to_string(),
+            value: value.to_string(),
+            expires_at,
+        };
+        st.locks.insert(lock.key.clone(), lock.clone());
+        Ok(lock)
+    }
+
+    async fn release_lock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        match st.locks.get(key) {
+            Some(held) if held.owner == owner => {
+                st.locks.remove(key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .state()
+            .locks
+            .get(key)
+            .filter(|l| is_live(l.expires_at, now))
+            .cloned())
+    }
+
+    async fn changes_since(&self, after: u64, limit: usize) -> Result<ChangePage, StoreError> {
+        let st = self.state();
+        let oldest = st.changes.front().map_or(st.head + 1, |c| c.revision);
+        // Revisions in the deque are consecutive, so the first wanted one is found by offset.
+        let skip = usize::try_from(after.saturating_add(1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let changes = st.changes.iter().skip(skip).take(limit).cloned().collect();
+        Ok(ChangePage {
+            changes,
+            oldest,
+            head: st.head,
+        })
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head_tx.subscribe()
+    }
+}

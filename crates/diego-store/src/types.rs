@@ -1,13 +1,17 @@
 //! Records, preconditions, filters and errors of the store interface.
 
 use diego_model::{
-    ActualLrp, ActualLrpState, CellPresence, DesiredLrp, ModificationTag, Presence, Task, TaskState, Timestamp,
+    ActualLrp, ActualLrpState, CellPresence, DesiredLrp, ModificationTag, Presence, Task, TaskState,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
 /// A stored record of one of the three kinds the change feed carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "record", rename_all = "snake_case")]
+// Boxing the desired LRP would change the type every caller matches on; records are moved
+// once per write, so the size costs a memcpy, not an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Task(Task),
     DesiredLrp(DesiredLrp),
@@ -43,24 +47,48 @@ impl Record {
             _ => None,
         }
     }
+
+    /// The same record carrying `tag`.
+    pub fn with_modification_tag(mut self, tag: ModificationTag) -> Self {
+        match &mut self {
+            Record::Task(t) => t.modification_tag = tag,
+            Record::DesiredLrp(d) => d.modification_tag = tag,
+            Record::ActualLrp(a) => a.modification_tag = tag,
+        }
+        self
+    }
 }
 
 /// Identifies one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordKey {
-    Task { task_guid: String },
-    DesiredLrp { process_guid: String },
-    ActualLrp { process_guid: String, index: i32, presence: Presence },
+    Task {
+        task_guid: String,
+    },
+    DesiredLrp {
+        process_guid: String,
+    },
+    ActualLrp {
+        process_guid: String,
+        index: i32,
+        presence: Presence,
+    },
 }
 
 impl Record {
     pub fn key(&self) -> RecordKey {
         match self {
-            Record::Task(t) => RecordKey::Task { task_guid: t.task_guid.clone() },
-            Record::DesiredLrp(d) => RecordKey::DesiredLrp { process_guid: d.process_guid.clone() },
-            Record::ActualLrp(a) => {
-                RecordKey::ActualLrp { process_guid: a.process_guid.clone(), index: a.index, presence: a.presence }
-            }
+            Record::Task(t) => RecordKey::Task {
+                task_guid: t.task_guid.clone(),
+            },
+            Record::DesiredLrp(d) => RecordKey::DesiredLrp {
+                process_guid: d.process_guid.clone(),
+            },
+            Record::ActualLrp(a) => RecordKey::ActualLrp {
+                process_guid: a.process_guid.clone(),
+                index: a.index,
+                presence: a.presence,
+            },
         }
     }
 }
@@ -70,8 +98,16 @@ impl std::fmt::Display for RecordKey {
         match self {
             RecordKey::Task { task_guid } => write!(f, "task {task_guid:?}"),
             RecordKey::DesiredLrp { process_guid } => write!(f, "desired LRP {process_guid:?}"),
-            RecordKey::ActualLrp { process_guid, index, presence } => {
-                write!(f, "actual LRP {process_guid:?} index {index} ({})", presence.as_str())
+            RecordKey::ActualLrp {
+                process_guid,
+                index,
+                presence,
+            } => {
+                write!(
+                    f,
+                    "actual LRP {process_guid:?} index {index} ({})",
+                    presence.as_str()
+                )
             }
         }
     }
@@ -88,16 +124,26 @@ pub enum Expect {
 
 /// One write of a transaction.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // see Record
 pub enum Write {
-    Put { record: Record, expect: Expect },
+    Put {
+        record: Record,
+        expect: Expect,
+    },
     /// Deletes the record if it carries `expect`.
-    Delete { key: RecordKey, expect: ModificationTag },
+    Delete {
+        key: RecordKey,
+        expect: ModificationTag,
+    },
 }
 
 impl Write {
     /// Insert a new record (fails with `Exists` if one is there).
     pub fn insert(record: Record) -> Self {
-        Write::Put { record, expect: Expect::Absent }
+        Write::Put {
+            record,
+            expect: Expect::Absent,
+        }
     }
 
     /// Replace a record, compare-and-swap on the tag the new record carries (the tag that was
@@ -109,13 +155,33 @@ impl Write {
 
     /// Delete `record`, compare-and-swap on its tag.
     pub fn delete(record: &Record) -> Self {
-        Write::Delete { key: record.key(), expect: record.modification_tag().clone() }
+        Write::Delete {
+            key: record.key(),
+            expect: record.modification_tag().clone(),
+        }
     }
 
     pub fn key(&self) -> RecordKey {
         match self {
             Write::Put { record, .. } => record.key(),
             Write::Delete { key, .. } => key.clone(),
+        }
+    }
+
+    /// The record as the store keeps it once this write applies: as given for an insert,
+    /// with `tag.next()` for a compare-and-swap update, `None` for a delete. Every backend
+    /// stores exactly this, so the caller can compute it before the write is applied.
+    pub fn into_stored(self) -> Option<Record> {
+        match self {
+            Write::Put {
+                record,
+                expect: Expect::Absent,
+            } => Some(record),
+            Write::Put {
+                record,
+                expect: Expect::Tag(tag),
+            } => Some(record.with_modification_tag(tag.next())),
+            Write::Delete { .. } => None,
         }
     }
 }
@@ -142,6 +208,26 @@ impl Txn {
 
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
+    }
+
+    /// Rejects a transaction that writes one record twice: its outcome would depend on the
+    /// order the backend applies writes in, and preconditions are checked against the state
+    /// before the transaction, so the second write could never see the first.
+    pub fn check_distinct_keys(&self) -> Result<(), StoreError> {
+        if self.writes.len() < 2 {
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.writes.len());
+        for (i, w) in self.writes.iter().enumerate() {
+            if !seen.insert(w.key()) {
+                return Err(StoreError::Invalid(format!(
+                    "write {i} targets {} which an earlier write of the same transaction already writes; \
+                     combine them into one write",
+                    w.key()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -255,7 +341,12 @@ pub enum StoreError {
     NotFound { write: usize, key: RecordKey },
     /// The stored record's tag differs from the expected one: someone else wrote first.
     #[error("{key} was modified concurrently (expected tag {expected:?}, found {found:?})")]
-    Conflict { write: usize, key: RecordKey, expected: ModificationTag, found: ModificationTag },
+    Conflict {
+        write: usize,
+        key: RecordKey,
+        expected: ModificationTag,
+        found: ModificationTag,
+    },
     /// Another owner holds the lock.
     #[error("lock {key:?} is held by {owner:?}")]
     LockCollision { key: String, owner: String },
@@ -273,10 +364,65 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn unavailable(message: impl Into<String>) -> Self {
-        StoreError::Unavailable { message: message.into(), source: None }
+        StoreError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
     }
 
-    pub fn unavailable_from(message: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StoreError::Unavailable { message: message.into(), source: Some(Box::new(e)) }
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(guid: &str, index: u32) -> Record {
+        let req = diego_model::DesireTaskRequest {
+            task_guid: guid.into(),
+            domain: "d".into(),
+            ..Default::default()
+        };
+        let mut t = Task::desired(req, 0, "e".into());
+        t.modification_tag.index = index;
+        Record::Task(t)
+    }
+
+    #[test]
+    fn stored_form_follows_the_precondition() {
+        assert_eq!(Write::insert(task("t", 3)).into_stored(), Some(task("t", 3)));
+        let cas = Write::Put {
+            record: task("t", 9),
+            expect: Expect::Tag(ModificationTag {
+                epoch: "e".into(),
+                index: 3,
+            }),
+        };
+        assert_eq!(
+            cas.into_stored(),
+            Some(task("t", 4)),
+            "the expected tag, not the carried one, is bumped"
+        );
+        assert_eq!(Write::delete(&task("t", 3)).into_stored(), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_invalid() {
+        let ok = Txn {
+            writes: vec![Write::insert(task("a", 0)), Write::insert(task("b", 0))],
+        };
+        assert!(ok.check_distinct_keys().is_ok());
+        let dup = Txn {
+            writes: vec![Write::insert(task("a", 0)), Write::delete(&task("a", 0))],
+        };
+        assert!(matches!(dup.check_distinct_keys(), Err(StoreError::Invalid(m)) if m.contains("write 1")));
     }
 }
