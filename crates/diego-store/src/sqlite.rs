@@ -158,6 +158,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_actual_lrps_json(&self, filter: &ActualLrpFilter) -> Result<String, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .run(move |c| read::list_actual_lrps_json(c, &filter))
+            .await
+    }
+
     async fn upsert_domain(&self, domain: &str, ttl_seconds: i64) -> Result<Domain, StoreError> {
         let domain = domain.to_string();
         self.writer

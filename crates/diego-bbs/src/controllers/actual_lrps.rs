@@ -14,8 +14,9 @@ fn not_found(guid: &str, index: i32) -> HandlerError {
     HandlerError::not_found(format!("actual LRP {guid:?} index {index} not found"))
 }
 
-pub async fn list(bbs: &Bbs, filter: &ActualLrpFilter) -> HandlerResult<Vec<ActualLrp>> {
-    Ok(bbs.store.list_actual_lrps(filter).await?)
+/// The listing as one JSON array (see `Store::list_actual_lrps_json`).
+pub async fn list_json(bbs: &Bbs, filter: &ActualLrpFilter) -> HandlerResult<String> {
+    Ok(bbs.store.list_actual_lrps_json(filter).await?)
 }
 
 /// Every presence of one index.

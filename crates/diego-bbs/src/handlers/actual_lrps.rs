@@ -1,5 +1,7 @@
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use diego_model::api::{
     ClaimActualLrpRequest, CrashActualLrpRequest, FailActualLrpRequest, RemoveActualLrpRequest,
@@ -25,10 +27,12 @@ pub struct ActualQuery {
     presence: Option<String>,
 }
 
+/// Answers with the store's JSON listing as is: a large listing is never decoded into
+/// records and encoded again.
 pub async fn list(
     State(s): State<AppState>,
     QueryParams(q): QueryParams<ActualQuery>,
-) -> HandlerResult<Json<Vec<ActualLrp>>> {
+) -> HandlerResult<impl IntoResponse> {
     let state = parse_state(
         "state",
         q.state.as_deref(),
@@ -49,7 +53,8 @@ pub async fn list(
         state,
         presence,
     };
-    Ok(Json(actual_lrps::list(&s, &filter).await?))
+    let json = actual_lrps::list_json(&s, &filter).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], json))
 }
 
 pub async fn get(

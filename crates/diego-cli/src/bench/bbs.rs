@@ -111,14 +111,15 @@ fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+/// A memory figure of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`) in MB.
+fn proc_status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("reading VmRSS")?;
+        .with_context(|| format!("reading {field} of process {pid}"))?;
     Ok(kb / 1024.0)
 }
 
@@ -305,6 +306,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let actual_lrp_claim_start_per_sec = count as f64 / secs;
     say(&o, &format!("actual LRP claim+start: {actual_lrp_claim_start_per_sec:.0} instances/s ({count} instances, 2 writes each)"));
 
+    let rss_before_list = proc_status_mb(bbs.child.id(), "VmRSS")?;
     let mut times = Vec::new();
     let mut body = None;
     for _ in 0..5 {
@@ -327,10 +329,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         &o,
         &format!("list {n_listed} actual LRPs over HTTP: median {list_100k_actual_lrps_ms:.0} ms of 5"),
     );
-    let rss_mb_at_100k_actual_lrps = rss_mb(bbs.child.id())?;
+    let pid = bbs.child.id();
+    let rss_mb_at_100k_actual_lrps = proc_status_mb(pid, "VmRSS")?;
+    let (anon, file) = (proc_status_mb(pid, "RssAnon")?, proc_status_mb(pid, "RssFile")?);
     say(
         &o,
-        &format!("BBS RSS with {n_listed} actual LRPs stored: {rss_mb_at_100k_actual_lrps:.0} MB"),
+        &format!(
+            "BBS RSS with {n_listed} actual LRPs stored, after listing them: {rss_mb_at_100k_actual_lrps:.0} MB \
+             ({anon:.0} MB anonymous, {file:.0} MB file-backed); before listing: {rss_before_list:.0} MB"
+        ),
     );
 
     let summary = json!({

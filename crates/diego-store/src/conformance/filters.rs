@@ -318,6 +318,9 @@ pub async fn list_actual_lrps_filters(f: &impl StoreFactory) {
         let want: Vec<ActualLrp> = sorted.iter().filter(|a| filter.matches(a)).cloned().collect();
         assert_eq!(want.len(), count, "fixture check for {filter:?}");
         assert_eq!(got, want, "{filter:?}");
+        let json = s.list_actual_lrps_json(&filter).await.unwrap();
+        let decoded: Vec<ActualLrp> = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded, want, "JSON listing of {filter:?}");
     }
 }
 
@@ -404,7 +407,17 @@ pub async fn filters_follow_updates(f: &impl StoreFactory) {
     assert_eq!(s.list_actual_lrps(&running).await.unwrap().len(), 1);
 
     a.cell_id = "c2".into();
-    update(s, Record::ActualLrp(a)).await.as_actual_lrp().unwrap();
+    let stored = update(s, Record::ActualLrp(a))
+        .await
+        .as_actual_lrp()
+        .unwrap()
+        .clone();
+    // The JSON listing shows the record as last written, new modification tag included.
+    let json = s
+        .list_actual_lrps_json(&ActualLrpFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Vec<ActualLrp>>(&json).unwrap(), [stored]);
     assert!(by_cell("c1").await.is_empty());
     assert_eq!(by_cell("c2").await, [ActualLrpState::Running]);
 
