@@ -123,14 +123,22 @@ fn proc_status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// Checks a response and reads its body to the end, so the connection goes back to the pool
+/// instead of being closed (an unread body would cost a new TCP connection per request).
 async fn expect(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<()> {
     let resp = resp.with_context(|| format!("{what}: request failed"))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        bail!("{what}: {status}: {body}");
+    let status = resp.status();
+    let body = resp.bytes().await.with_context(|| format!("{what}: reading the response"))?;
+    if !status.is_success() {
+        bail!("{what}: {status}: {}", String::from_utf8_lossy(&body));
     }
     Ok(())
+}
+
+/// A POST with a JSON body that is already encoded, to keep the load generator's own CPU
+/// use (it shares the machine with the BBS) low.
+fn post_json(http: &reqwest::Client, url: String, body: String) -> reqwest::RequestBuilder {
+    http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
 }
 
 fn task_body(guid: &str) -> serde_json::Value {
@@ -138,6 +146,9 @@ fn task_body(guid: &str) -> serde_json::Value {
         "rootfs": "preloaded:busybox", "memory_mb": 64,
         "action": {"run": {"path": "/bin/true"}}}})
 }
+
+const START: &str = r#"{"cell_id":"cell-1"}"#;
+const COMPLETE: &str = r#"{"cell_id":"cell-1","result":"ok"}"#;
 
 async fn task_phase(url: &str, http: &reqwest::Client, o: &Options) -> anyhow::Result<f64> {
     let steps = Arc::new(AtomicU64::new(0));
@@ -152,30 +163,12 @@ async fn task_phase(url: &str, http: &reqwest::Client, o: &Options) -> anyhow::R
             while Instant::now() < deadline && i < 1_000_000 {
                 let g = format!("t{c}-{i}");
                 let base = format!("{url}/v1/tasks/{g}");
-                expect(
-                    http.post(format!("{url}/v1/tasks"))
-                        .json(&task_body(&g))
-                        .send()
-                        .await,
-                    "desire",
-                )
-                .await?;
-                expect(
-                    http.post(format!("{base}/start"))
-                        .json(&json!({"cell_id": "cell-1"}))
-                        .send()
-                        .await,
-                    "start",
-                )
-                .await?;
-                expect(
-                    http.post(format!("{base}/complete"))
-                        .json(&json!({"cell_id": "cell-1", "result": "ok"}))
-                        .send()
-                        .await,
-                    "complete",
-                )
-                .await?;
+                let desire = post_json(&http, format!("{url}/v1/tasks"), task_body(&g).to_string());
+                expect(desire.send().await, "desire").await?;
+                let start = post_json(&http, format!("{base}/start"), START.to_string());
+                expect(start.send().await, "start").await?;
+                let complete = post_json(&http, format!("{base}/complete"), COMPLETE.to_string());
+                expect(complete.send().await, "complete").await?;
                 expect(http.post(format!("{base}/resolving")).send().await, "resolving").await?;
                 expect(http.delete(&base).send().await, "delete").await?;
                 steps.fetch_add(5, Ordering::Relaxed);
