@@ -128,7 +128,10 @@ fn proc_status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
 async fn expect(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<()> {
     let resp = resp.with_context(|| format!("{what}: request failed"))?;
     let status = resp.status();
-    let body = resp.bytes().await.with_context(|| format!("{what}: reading the response"))?;
+    let body = resp
+        .bytes()
+        .await
+        .with_context(|| format!("{what}: reading the response"))?;
     if !status.is_success() {
         bail!("{what}: {status}: {}", String::from_utf8_lossy(&body));
     }
@@ -138,7 +141,9 @@ async fn expect(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow:
 /// A POST with a JSON body that is already encoded, to keep the load generator's own CPU
 /// use (it shares the machine with the BBS) low.
 fn post_json(http: &reqwest::Client, url: String, body: String) -> reqwest::RequestBuilder {
-    http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
+    http.post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
 }
 
 fn task_body(guid: &str) -> serde_json::Value {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use diego_client::{ActualLrpQuery, DesiredLrpQuery};
 use diego_model::{
-    Action, ActualLrp, ActualLrpState, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable, Presence, Routes,
-    RunAction,
+    ActualLrp, ActualLrpState, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable, Presence, Routes,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -191,12 +190,8 @@ pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
     }
     lrp.env
         .extend(args.env.iter().map(|(k, v)| EnvironmentVariable::new(k, v)));
-    if let Some((cmd, rest)) = args.command.split_first() {
-        lrp.action = Some(Action::run(RunAction {
-            path: cmd.clone(),
-            args: rest.to_vec(),
-            ..Default::default()
-        }));
+    if let Some(action) = super::command_action(&args.command) {
+        lrp.action = Some(action);
     } else if lrp.action.is_none() {
         return Err(usage(
             "nothing to run: give a command after `--` (e.g. `-- sleep 3600`) or an action with -f",

@@ -44,3 +44,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }
+
+/// The run action of a `-- CMD ARGS…` command line, if one was given.
+pub fn command_action(command: &[String]) -> Option<diego_model::Action> {
+    let (cmd, rest) = command.split_first()?;
+    Some(diego_model::Action::run(diego_model::RunAction {
+        path: cmd.clone(),
+        args: rest.to_vec(),
+        ..Default::default()
+    }))
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use diego_client::TaskQuery;
-use diego_model::{Action, DesireTaskRequest, EnvironmentVariable, RunAction, Task, TaskState};
+use diego_model::{Action, DesireTaskRequest, EnvironmentVariable, Task, TaskState};
 
 use super::Ctx;
 use crate::cli::parse_key_value;
@@ -136,12 +136,8 @@ pub fn build_request(args: &SubmitArgs) -> anyhow::Result<DesireTaskRequest> {
     }
     def.env
         .extend(args.env.iter().map(|(k, v)| EnvironmentVariable::new(k, v)));
-    if let Some((cmd, rest)) = args.command.split_first() {
-        def.action = Some(Action::run(RunAction {
-            path: cmd.clone(),
-            args: rest.to_vec(),
-            ..Default::default()
-        }));
+    if let Some(action) = super::command_action(&args.command) {
+        def.action = Some(action);
     } else if def.action.is_none() {
         return Err(usage(
             "nothing to run: give a command after `--` (e.g. `-- echo hello`) or an action with -f",
@@ -370,6 +366,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
+    use diego_model::RunAction;
 
     fn submit_args(argv: &[&str]) -> SubmitArgs {
         let cli = Cli::try_parse_from(argv).unwrap();
