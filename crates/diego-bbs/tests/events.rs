@@ -28,7 +28,7 @@ async fn a_subscriber_sees_every_task_change_in_order() {
 
     let mut seen = Vec::new();
     let mut ids = Vec::new();
-    while let Some(f) = events.next(Duration::from_millis(500)).await {
+    for f in events.take(6).await {
         let state = f
             .data
             .get("after")
@@ -72,7 +72,7 @@ async fn lrp_stream_carries_desired_actual_and_crash_events() {
         .await;
 
     let mut names = Vec::new();
-    while let Some(f) = events.next(Duration::from_millis(500)).await {
+    for f in events.take(8).await {
         if f.event == "actual_lrp_crashed" {
             assert_eq!(f.data["crash_count"], 1);
             assert_eq!(f.data["crash_reason"], "Exit status 137");
@@ -116,7 +116,7 @@ async fn reconnecting_with_last_event_id_resumes_without_loss() {
         s.desire_task(g).await;
     }
     let mut resumed = s.subscribe("/v1/events/tasks", last).await;
-    while let Some(f) = resumed.next(Duration::from_millis(500)).await {
+    for f in resumed.take(3).await {
         got.push(f.data["task"]["task_guid"].as_str().unwrap().to_string());
     }
     assert_eq!(got, ["r1", "r2", "r3", "r4", "r5"]);

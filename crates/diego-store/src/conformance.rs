@@ -116,6 +116,7 @@ macro_rules! conformance_tests {
             get_actual_lrps_returns_every_presence,
             filters_follow_updates,
             large_listings_are_complete_and_ordered,
+            counts_by_state,
             domains_expire,
             presences_expire_renew_remove,
             locks_collide_renew_expire_release,

@@ -59,6 +59,23 @@ pub trait Store: Send + Sync + 'static {
         serde_json::to_string(&records).map_err(|e| StoreError::unavailable_from("encoding actual LRPs", e))
     }
 
+    /// Record counts by state. Backends should count without decoding records; the default
+    /// lists them.
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let mut c = Counts::default();
+        for t in self.list_tasks(&TaskFilter::default()).await? {
+            *c.tasks.entry(t.state).or_default() += 1;
+        }
+        c.desired_lrps = self
+            .list_scheduling_infos(&DesiredLrpFilter::default())
+            .await?
+            .len() as u64;
+        for a in self.list_actual_lrps(&ActualLrpFilter::default()).await? {
+            *c.actual_lrps.entry((a.state, a.presence)).or_default() += 1;
+        }
+        Ok(c)
+    }
+
     /// Marks `domain` fresh for `ttl_seconds` (0 = forever). Durable.
     async fn upsert_domain(&self, domain: &str, ttl_seconds: i64) -> Result<Domain, StoreError>;
     /// Fresh domains only.

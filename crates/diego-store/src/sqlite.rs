@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use self::pool::ReaderPool;
 use self::writer::{Request, Writer};
 use crate::{
-    ActualLrpFilter, ChangePage, Committed, DesiredLrpFilter, LockRecord, PresenceRecord, Store, StoreError,
-    TaskFilter, Txn,
+    ActualLrpFilter, ChangePage, Committed, Counts, DesiredLrpFilter, LockRecord, PresenceRecord, Store,
+    StoreError, TaskFilter, Txn,
 };
 
 /// File name of the database inside the data directory.
@@ -163,6 +163,10 @@ impl Store for SqliteStore {
         self.readers
             .run(move |c| read::list_actual_lrps_json(c, &filter))
             .await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.readers.run(read::counts).await
     }
 
     async fn upsert_domain(&self, domain: &str, ttl_seconds: i64) -> Result<Domain, StoreError> {

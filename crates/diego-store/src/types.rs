@@ -426,3 +426,12 @@ mod tests {
         assert!(matches!(dup.check_distinct_keys(), Err(StoreError::Invalid(m)) if m.contains("write 1")));
     }
 }
+
+/// How many records of each kind there are, by state: what metrics need, without reading the
+/// records themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub tasks: std::collections::BTreeMap<TaskState, u64>,
+    pub desired_lrps: u64,
+    pub actual_lrps: std::collections::BTreeMap<(ActualLrpState, Presence), u64>,
+}

@@ -8,8 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
 use diego_model::api::PingResponse;
-use diego_model::{ActualLrpState, ErrorType, TaskState};
-use diego_store::{ActualLrpFilter, TaskFilter};
+use diego_model::{ActualLrpState, ErrorType, Presence, TaskState};
 
 use crate::error::{HandlerError, HandlerResult};
 use crate::state::AppState;
@@ -26,27 +25,29 @@ pub async fn metrics(State(s): State<AppState>) -> HandlerResult<impl IntoRespon
     let mut out = String::with_capacity(8 * 1024);
     s.metrics.render_requests(&mut out);
 
-    let mut tasks: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
-    for t in s.store.list_tasks(&TaskFilter::default()).await? {
-        *tasks.entry(t.state).or_default() += 1;
-    }
+    // Counted by the store from its indexes: a scrape never reads the records themselves.
+    let counts = s.store.counts().await?;
     out.push_str("# HELP bbs_tasks Tasks by state.\n# TYPE bbs_tasks gauge\n");
-    for (state, n) in tasks {
+    for state in TaskState::ALL {
+        let n = counts.tasks.get(&state).copied().unwrap_or(0);
         let _ = writeln!(out, "bbs_tasks{{state=\"{state}\"}} {n}");
     }
-
-    let mut actuals: BTreeMap<(ActualLrpState, &str), u64> = BTreeMap::new();
-    for st in ActualLrpState::ALL {
-        actuals.insert((st, "ORDINARY"), 0);
-    }
-    for a in s.store.list_actual_lrps(&ActualLrpFilter::default()).await? {
-        *actuals.entry((a.state, a.presence.as_str())).or_default() += 1;
-    }
+    let _ = writeln!(
+        out,
+        "# HELP bbs_desired_lrps Desired LRPs.\n# TYPE bbs_desired_lrps gauge\nbbs_desired_lrps {}",
+        counts.desired_lrps
+    );
+    let mut actuals: BTreeMap<(ActualLrpState, Presence), u64> = ActualLrpState::ALL
+        .iter()
+        .map(|st| ((*st, Presence::Ordinary), 0))
+        .collect();
+    actuals.extend(counts.actual_lrps);
     out.push_str("# HELP bbs_actual_lrps Actual LRPs by state and presence.\n# TYPE bbs_actual_lrps gauge\n");
     for ((state, presence), n) in actuals {
         let _ = writeln!(
             out,
-            "bbs_actual_lrps{{state=\"{state}\",presence=\"{presence}\"}} {n}"
+            "bbs_actual_lrps{{state=\"{state}\",presence=\"{}\"}} {n}",
+            presence.as_str()
         );
     }
     let cells = s.store.list_presences().await?.len();

@@ -190,6 +190,22 @@ impl Server {
 }
 
 impl Sse {
+    /// Exactly `n` events, each awaited for up to 10 s (generous: CI machines are loaded), then
+    /// a short look for any extra one, which is returned too so the caller's assertion shows it.
+    pub async fn take(&mut self, n: usize) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match self.next(std::time::Duration::from_secs(10)).await {
+                Some(f) => frames.push(f),
+                None => break,
+            }
+        }
+        if let Some(extra) = self.next(std::time::Duration::from_millis(300)).await {
+            frames.push(extra);
+        }
+        frames
+    }
+
     /// The next event, or `None` if none arrives within `timeout`.
     pub async fn next(&mut self, timeout: std::time::Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + timeout;

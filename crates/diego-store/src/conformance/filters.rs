@@ -540,3 +540,37 @@ pub async fn large_listings_are_complete_and_ordered(f: &impl StoreFactory) {
             .collect::<Vec<_>>()
     );
 }
+
+/// `counts` agrees with the listings, by state (and presence), after inserts and deletes.
+pub async fn counts_by_state(f: &impl StoreFactory) {
+    let (fx, _) = setup(f).await;
+    let s = &fx.store;
+    assert_eq!(s.counts().await.unwrap(), crate::Counts::default());
+    let mut records: Vec<Record> = actual_fixtures().into_iter().map(Record::ActualLrp).collect();
+    records.push(Record::Task(task_on("t1", "d", "", TaskState::Pending)));
+    records.push(Record::Task(task_on("t2", "d", "c1", TaskState::Running)));
+    records.push(Record::Task(task_on("t3", "d", "c1", TaskState::Running)));
+    records.push(Record::DesiredLrp(desired_lrp("pA", "d1")));
+    insert_all(s, records).await;
+
+    let c = s.counts().await.unwrap();
+    assert_eq!(c.tasks.get(&TaskState::Pending), Some(&1));
+    assert_eq!(c.tasks.get(&TaskState::Running), Some(&2));
+    assert_eq!(c.tasks.get(&TaskState::Completed), None);
+    assert_eq!(c.desired_lrps, 1);
+    let mut want = std::collections::BTreeMap::new();
+    for a in s.list_actual_lrps(&ActualLrpFilter::default()).await.unwrap() {
+        *want.entry((a.state, a.presence)).or_insert(0u64) += 1;
+    }
+    assert_eq!(c.actual_lrps, want);
+    assert_eq!(
+        c.actual_lrps.values().sum::<u64>(),
+        actual_fixtures().len() as u64
+    );
+
+    let t1 = s.get_task("t1").await.unwrap().unwrap();
+    s.commit(Txn::one(Write::delete(&Record::Task(t1))))
+        .await
+        .unwrap();
+    assert_eq!(s.counts().await.unwrap().tasks.get(&TaskState::Pending), None);
+}

@@ -4,7 +4,10 @@
 //! cell_id, domain and state indexes; each combination is its own cached statement. JSON is
 //! decoded straight from the row's borrowed text, without copying it into a String first.
 
-use diego_model::{ActualLrp, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo, Domain, Task, Timestamp};
+use diego_model::{
+    ActualLrp, ActualLrpState, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo, Domain, Presence, Task,
+    TaskState, Timestamp,
+};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
@@ -14,7 +17,8 @@ use super::decode::decode_rows;
 use super::schema::{db_error, presence_rank, read_head};
 use crate::ttl::is_live;
 use crate::{
-    ActualLrpFilter, Change, ChangePage, DesiredLrpFilter, LockRecord, PresenceRecord, StoreError, TaskFilter,
+    ActualLrpFilter, Change, ChangePage, Counts, DesiredLrpFilter, LockRecord, PresenceRecord, StoreError,
+    TaskFilter,
 };
 
 fn not_text(i: usize, e: rusqlite::types::FromSqlError) -> rusqlite::Error {
@@ -244,6 +248,42 @@ fn actual_where(f: &ActualLrpFilter) -> (String, Vec<Box<dyn ToSql>>) {
     cond("state", f.state.map(|s| Box::new(s.as_str()) as Box<dyn ToSql>));
     sql.push_str(" ORDER BY process_guid, idx, presence");
     (sql, params)
+}
+
+/// Record counts by state, from the indexed state columns (no JSON is read).
+pub(super) fn counts(conn: &Connection) -> Result<Counts, StoreError> {
+    let q = |e| db_error("counting records", e);
+    let mut c = Counts::default();
+    let mut stmt = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        .map_err(q)?;
+    let mut rows = stmt.query([]).map_err(q)?;
+    while let Some(r) = rows.next().map_err(q)? {
+        let state = TaskState::parse(text(r, 0).map_err(q)?)
+            .ok_or_else(|| StoreError::unavailable("a stored task has an unknown state"))?;
+        c.tasks.insert(state, r.get::<_, i64>(1).map_err(q)? as u64);
+    }
+    c.desired_lrps = conn
+        .prepare_cached("SELECT COUNT(*) FROM desired_lrps")
+        .map_err(q)?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map_err(q)? as u64;
+    let mut stmt = conn
+        .prepare_cached("SELECT state, presence, COUNT(*) FROM actual_lrps GROUP BY state, presence")
+        .map_err(q)?;
+    let mut rows = stmt.query([]).map_err(q)?;
+    while let Some(r) = rows.next().map_err(q)? {
+        let state = ActualLrpState::parse(text(r, 0).map_err(q)?)
+            .ok_or_else(|| StoreError::unavailable("a stored actual LRP has an unknown state"))?;
+        let presence = match r.get::<_, i64>(1).map_err(q)? {
+            0 => Presence::Ordinary,
+            1 => Presence::Evacuating,
+            _ => Presence::Suspect,
+        };
+        c.actual_lrps
+            .insert((state, presence), r.get::<_, i64>(2).map_err(q)? as u64);
+    }
+    Ok(c)
 }
 
 pub(super) fn list_domains(conn: &Connection, now: Timestamp) -> Result<Vec<Domain>, StoreError> {
