@@ -293,6 +293,53 @@ fn params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// JSON Schemas of every request and response body, keyed by type name.
+fn record_schemas() -> Map<String, Value> {
+    use diego_model::api::*;
+    use diego_model::*;
+    let mut gen = schemars::gen::SchemaSettings::openapi3().into_generator();
+    gen.subschema_for::<PingResponse>();
+    gen.subschema_for::<ApiError>();
+    gen.subschema_for::<Task>();
+    gen.subschema_for::<DesireTaskRequest>();
+    gen.subschema_for::<StartTaskRequest>();
+    gen.subschema_for::<StartTaskResponse>();
+    gen.subschema_for::<CompleteTaskRequest>();
+    gen.subschema_for::<RejectTaskRequest>();
+    gen.subschema_for::<FailTaskRequest>();
+    gen.subschema_for::<DesiredLrp>();
+    gen.subschema_for::<DesiredLrpUpdate>();
+    gen.subschema_for::<DesiredLrpSchedulingInfo>();
+    gen.subschema_for::<ActualLrp>();
+    gen.subschema_for::<ClaimActualLrpRequest>();
+    gen.subschema_for::<StartActualLrpRequest>();
+    gen.subschema_for::<CrashActualLrpRequest>();
+    gen.subschema_for::<FailActualLrpRequest>();
+    gen.subschema_for::<RemoveActualLrpRequest>();
+    gen.subschema_for::<Domain>();
+    gen.subschema_for::<UpsertDomainRequest>();
+    gen.subschema_for::<RegisterCellRequest>();
+    gen.subschema_for::<Event>();
+    let mut out: Map<String, Value> = gen
+        .take_definitions()
+        .into_iter()
+        .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
+        .collect();
+    // Defined in diego-store, which does not derive schemas.
+    out.insert(
+        "PresenceRecord".into(),
+        json!({
+            "type": "object",
+            "required": ["cell_presence", "expires_at"],
+            "properties": {
+                "cell_presence": {"$ref": "#/components/schemas/CellPresence"},
+                "expires_at": {"type": "integer", "format": "int64", "description": "Unix nanoseconds"}
+            }
+        }),
+    );
+    out
+}
+
 pub fn document() -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
@@ -308,35 +355,24 @@ pub fn document() -> Value {
                 "requestBody".into(),
                 json!({"required": true, "content": {"application/json": {"schema": schema_ref(req)}}}),
             );
-            schemas.insert(req.trim_end_matches("[]").to_string(), json!({"type": "object"}));
         }
         let mut ok = json!({"description": "success"});
         if let Some(resp) = response {
             ok["content"] = json!({"application/json": {"schema": schema_ref(resp)}});
-            schemas.insert(resp.trim_end_matches("[]").to_string(), json!({"type": "object"}));
         }
         op.insert(
             "responses".into(),
             json!({
                 status.to_string(): ok,
-                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}}
             }),
         );
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method] = Value::Object(op);
     }
-    schemas.insert(
-        "Error".into(),
-        json!({
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {
-                "type": {"type": "string", "description": "Diego error type, e.g. InvalidRecord, ResourceNotFound"},
-                "message": {"type": "string"},
-                "field_errors": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}
-            }
-        }),
-    );
+    // Every schema named above, generated from the model's own types (so it cannot drift
+    // from what the server parses), plus their dependencies.
+    schemas.extend(record_schemas());
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Diego BBS", "version": env!("CARGO_PKG_VERSION"), "description": "Diego in Rust: the BBS API (JSON over HTTP)."},

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::EnvironmentVariable;
 use crate::validation::{join, Validator};
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +46,7 @@ pub enum ActionKind<'a> {
     EmitProgress(&'a EmitProgressAction),
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DownloadAction {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -65,6 +67,7 @@ pub struct DownloadAction {
     pub checksum_value: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UploadAction {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -79,12 +82,14 @@ pub struct UploadAction {
     pub user: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nofile: Option<u64>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunAction {
     #[serde(default)]
@@ -106,6 +111,7 @@ pub struct RunAction {
     pub suppress_log_output: bool,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeoutAction {
     #[serde(default)]
@@ -116,6 +122,7 @@ pub struct TimeoutAction {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TryAction {
     #[serde(default)]
@@ -124,6 +131,7 @@ pub struct TryAction {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SerialAction {
     #[serde(default)]
@@ -132,6 +140,7 @@ pub struct SerialAction {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParallelAction {
     #[serde(default)]
@@ -140,6 +149,7 @@ pub struct ParallelAction {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CodependentAction {
     #[serde(default)]
@@ -148,6 +158,7 @@ pub struct CodependentAction {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmitProgressAction {
     #[serde(default)]

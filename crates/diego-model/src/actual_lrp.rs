@@ -15,6 +15,7 @@ use crate::restart::{RestartDecision, RestartPolicy};
 use crate::task::MAX_REASON_BYTES;
 use crate::validation::{join, Validator};
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActualLrpState {
@@ -49,6 +50,7 @@ impl std::fmt::Display for ActualLrpState {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Presence {
@@ -75,6 +77,7 @@ impl Presence {
 }
 
 /// Which process and index an instance is.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ActualLrpKey {
     pub process_guid: String,
@@ -83,6 +86,7 @@ pub struct ActualLrpKey {
 }
 
 /// Which container on which cell an instance is.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActualLrpInstanceKey {
     #[serde(default)]
@@ -109,6 +113,7 @@ impl ActualLrpInstanceKey {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     pub container_port: u32,
@@ -124,6 +129,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// Where a running instance can be reached.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActualLrpNetInfo {
     /// The cell's host address.
@@ -149,6 +155,7 @@ impl ActualLrpNetInfo {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActualLrp {
     pub process_guid: String,

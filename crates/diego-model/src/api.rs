@@ -10,18 +10,21 @@ use crate::actual_lrp::{ActualLrpInstanceKey, ActualLrpNetInfo};
 use crate::validation::{FieldError, Validator};
 
 /// `POST /v1/tasks/{task_guid}/start`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartTaskRequest {
     pub cell_id: String,
 }
 
 /// Whether the cell should run the task (false when it already runs it).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartTaskResponse {
     pub should_start: bool,
 }
 
 /// `POST /v1/tasks/{task_guid}/complete`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteTaskRequest {
     pub cell_id: String,
@@ -34,24 +37,28 @@ pub struct CompleteTaskRequest {
 }
 
 /// `POST /v1/tasks/{task_guid}/reject`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectTaskRequest {
     pub rejection_reason: String,
 }
 
 /// `POST /v1/tasks/{task_guid}/fail`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailTaskRequest {
     pub failure_reason: String,
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/claim`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimActualLrpRequest {
     pub instance_key: ActualLrpInstanceKey,
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/start`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartActualLrpRequest {
     pub instance_key: ActualLrpInstanceKey,
@@ -64,6 +71,7 @@ pub struct StartActualLrpRequest {
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/crash`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrashActualLrpRequest {
     pub instance_key: ActualLrpInstanceKey,
@@ -71,12 +79,14 @@ pub struct CrashActualLrpRequest {
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/fail`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailActualLrpRequest {
     pub error_message: String,
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/remove`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveActualLrpRequest {
     /// When set, the stored instance must be this one.
@@ -85,6 +95,7 @@ pub struct RemoveActualLrpRequest {
 }
 
 /// `GET /v1/ping`
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PingResponse {
     pub available: bool,

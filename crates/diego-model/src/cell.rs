@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::validation::{join, Validator};
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellCapacity {
     pub memory_mb: i32,
@@ -14,6 +15,7 @@ pub struct CellCapacity {
 
 /// A root filesystem scheme a cell can run: `preloaded` with a fixed set of names
 /// (`properties`), or an arbitrary scheme such as `oci` (empty properties).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootfsProvider {
     pub name: String,
@@ -22,6 +24,7 @@ pub struct RootfsProvider {
 }
 
 /// A cell announcing itself: where its rep listens and what it can hold.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellPresence {
     pub cell_id: String,
@@ -53,6 +56,7 @@ impl CellPresence {
 }
 
 /// Body of a presence registration or renewal.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterCellRequest {
     pub cell_presence: CellPresence,
@@ -70,6 +74,7 @@ impl RegisterCellRequest {
 }
 
 /// A domain whose desired state its owner keeps fresh (diego-spec §1.4).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Domain {
     pub domain: String,
@@ -79,6 +84,7 @@ pub struct Domain {
 }
 
 /// Body of a domain upsert. `ttl_seconds` 0 keeps the domain fresh forever.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpsertDomainRequest {
     pub domain: String,

@@ -8,6 +8,7 @@ use crate::validation::{join, Validator};
 /// Readiness checks flip the instance's `routable` flag without crashing it.
 /// Startup checks gate the instance becoming RUNNING; when none are given, the liveness
 /// checks are used for startup, as Diego does.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckDefinition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -20,6 +21,7 @@ pub struct CheckDefinition {
     pub log_source: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +30,7 @@ pub struct Check {
     pub http_check: Option<HttpCheck>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpCheck {
     pub port: u32,
@@ -39,6 +42,7 @@ pub struct TcpCheck {
     pub interval_ms: i64,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpCheck {
     pub port: u32,

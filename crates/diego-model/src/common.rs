@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::validation::{join, Validator};
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentVariable {
     pub name: String,
@@ -32,6 +33,7 @@ impl EnvironmentVariable {
 }
 
 /// A metric tag value: a fixed string, or one resolved per instance.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricTagValue {
     #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
@@ -40,6 +42,7 @@ pub struct MetricTagValue {
     pub dynamic: Option<DynamicMetricTag>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DynamicMetricTag {
@@ -66,6 +69,7 @@ pub fn validate_metric_tags(tags: &MetricTags, v: &mut Validator, path: &str) {
 pub type Routes = BTreeMap<String, serde_json::Value>;
 
 /// What a cell must offer for work to land on it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     pub memory_mb: i32,

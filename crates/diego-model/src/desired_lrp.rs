@@ -21,6 +21,7 @@ pub const MAX_INSTANCES: i32 = 100_000;
 /// Diego's default time for an instance to become healthy.
 pub const DEFAULT_START_TIMEOUT_MS: i64 = 60_000;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrp {
     #[serde(default)]
@@ -77,6 +78,7 @@ pub struct DesiredLrp {
 }
 
 /// The half of a desired LRP that scheduling, convergence and routing read.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrpSchedulingInfo {
     pub process_guid: String,
@@ -101,6 +103,7 @@ pub struct DesiredLrpSchedulingInfo {
 }
 
 /// The half of a desired LRP that only a cell starting an instance needs.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrpRunInfo {
     pub process_guid: String,
@@ -132,6 +135,7 @@ pub struct DesiredLrpRunInfo {
 }
 
 /// The fields of a desired LRP that can change in place; everything else needs a new LRP.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredLrpUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::validation::FieldError;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorType {
     UnknownError,
@@ -83,6 +84,7 @@ impl ErrorType {
 }
 
 /// The body of every error response.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct ApiError {

@@ -9,6 +9,7 @@ use crate::task::Task;
 
 /// An event and its payload. The SSE `event:` field carries [`Event::name`]; `data:` carries
 /// the payload as JSON.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -50,6 +51,7 @@ pub enum Event {
     },
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActualLrpCrashed {
     #[serde(flatten)]

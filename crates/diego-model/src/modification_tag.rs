@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `epoch` is a guid chosen when the record is created; `index` grows by one on every write.
 /// A writer presents the tag it read; the store refuses the write if the record moved on.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModificationTag {
     #[serde(default)]

@@ -27,6 +27,7 @@ pub const DEFAULT_MAX_RESTART_ATTEMPTS: u32 = 200;
 pub const CRASH_RESET_AFTER_MS: i64 = 5 * 60_000;
 
 /// Per-LRP overrides of the restart policy; unset fields use the defaults.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartPolicyOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]

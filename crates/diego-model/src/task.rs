@@ -20,6 +20,7 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// A task's result is at most this many bytes.
 pub const MAX_RESULT_BYTES: usize = 10 * 1024;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
@@ -55,6 +56,7 @@ impl std::fmt::Display for TaskState {
 }
 
 /// What to run: everything about a task that its submitter chooses.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskDefinition {
     #[serde(default)]
@@ -136,6 +138,7 @@ impl TaskDefinition {
 }
 
 /// The body of a desire-task request (Diego's DesireTaskRequest).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesireTaskRequest {
     #[serde(default)]
@@ -156,6 +159,7 @@ impl DesireTaskRequest {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub task_guid: String,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One invalid field: its JSON path and what is wrong with it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     pub field: String,
