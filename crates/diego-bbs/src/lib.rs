@@ -6,6 +6,7 @@
 //! event stream over SSE. Depends on `diego-model`, `diego-store` and `diego-client` (route
 //! constants, rep client); never on `diego-cli`.
 
+pub mod callbacks;
 pub mod config;
 pub mod controllers;
 pub mod error;
@@ -105,6 +106,7 @@ pub async fn start_with_store(
         source,
     })?;
     let state: AppState = Arc::new(Bbs {
+        callbacks: callbacks::Callbacks::new(store.clone(), clock.clone()),
         store,
         clock,
         reps: rep_client::RepClient::new(),

@@ -15,6 +15,7 @@ pub struct Bbs {
     pub config: BbsConfig,
     pub reps: RepClient,
     pub metrics: Metrics,
+    pub callbacks: crate::callbacks::Callbacks,
     /// Cancelled when the BBS shuts down; long-lived responses (event streams) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

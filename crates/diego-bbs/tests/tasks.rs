@@ -195,3 +195,102 @@ async fn racing_starts_have_one_winner() {
     }
     assert_eq!(winners, 1);
 }
+
+/// A callback receiver that answers each POST with the next status of `statuses` (then 200)
+/// and hands every body it receives to the test.
+async fn callback_receiver(
+    statuses: Vec<u16>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(statuses.into_iter()));
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let (tx, statuses) = (tx.clone(), statuses.clone());
+        async move {
+            let _ = tx.send(serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default());
+            let code = statuses.lock().unwrap().next().unwrap_or(200);
+            axum::http::StatusCode::from_u16(code).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+async fn gone(s: &Server, guid: &str) -> bool {
+    for _ in 0..200 {
+        if s.get(&format!("/v1/tasks/{guid}")).await.0 == StatusCode::NOT_FOUND {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn completion_callback_receives_the_result_then_the_task_is_deleted() {
+    let (url, mut bodies) = callback_receiver(vec![]).await;
+    let s = start().await;
+    let mut req = task_request("cb");
+    req["task_definition"]["completion_callback_url"] = json!(url);
+    req["task_definition"]["annotation"] = json!("note");
+    s.post("/v1/tasks", req).await;
+    s.post("/v1/tasks/cb/start", json!({"cell_id": "cell-a"})).await;
+    s.post(
+        "/v1/tasks/cb/complete",
+        json!({"cell_id": "cell-a", "result": "42"}),
+    )
+    .await;
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), bodies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body["task_guid"], "cb");
+    assert_eq!(body["result"], "42");
+    assert_eq!(body["failed"], false);
+    assert_eq!(body["annotation"], "note");
+    assert!(gone(&s, "cb").await, "the resolved task is deleted");
+}
+
+#[tokio::test]
+async fn a_busy_callback_receiver_is_retried_and_a_cancelled_task_calls_back_too() {
+    let (url, mut bodies) = callback_receiver(vec![503, 504]).await;
+    let s = start().await;
+    let mut req = task_request("busy");
+    req["task_definition"]["completion_callback_url"] = json!(url);
+    s.post("/v1/tasks", req).await;
+    s.post("/v1/tasks/busy/cancel", json!({})).await;
+    for _ in 0..3 {
+        let body = tokio::time::timeout(std::time::Duration::from_secs(10), bodies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (body["failed"].as_bool(), body["failure_reason"].as_str()),
+            (Some(true), Some("task was cancelled"))
+        );
+    }
+    assert!(gone(&s, "busy").await);
+}
+
+#[tokio::test]
+async fn an_unreachable_callback_leaves_the_task_resolving() {
+    let s = start().await;
+    let mut req = task_request("lost");
+    // Nothing listens on port 1 of loopback.
+    req["task_definition"]["completion_callback_url"] = json!("http://127.0.0.1:1/done");
+    s.post("/v1/tasks", req).await;
+    s.post("/v1/tasks/lost/cancel", json!({})).await;
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = s.get("/v1/tasks/lost").await.1["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state == "RESOLVING" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(state, "RESOLVING");
+}

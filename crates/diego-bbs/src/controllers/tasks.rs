@@ -96,6 +96,7 @@ pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> Handl
     })
     .await?;
     tracing::info!(task_guid = guid, failed = t.failed, "completed task");
+    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
@@ -110,12 +111,14 @@ pub async fn reject(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> 
     })
     .await?;
     tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");
+    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
 pub async fn fail(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| t.fail(reason, now).map(Some)).await?;
+    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
@@ -134,6 +137,7 @@ pub async fn cancel(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
         }
     }
     tracing::info!(task_guid = guid, "cancelled task");
+    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
