@@ -10,6 +10,8 @@
 pub mod error;
 pub mod event_log;
 pub mod fake;
+pub mod http;
+pub mod process;
 pub mod types;
 
 pub use error::GardenError;

@@ -1,0 +1,1 @@
+//! The process backend: processes on the host, no isolation.
