@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{actual, bbs, bench, dev, events, lrp, task};
+use crate::commands::{actual, bbs, bench, dev, events, garden, lrp, task};
 use crate::output::OutputFormat;
 
 /// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
@@ -48,6 +48,8 @@ pub enum Command {
     Domains,
     /// Follow the BBS event stream.
     Events(events::EventsArgs),
+    /// Serve a container backend (Garden) over HTTP.
+    Garden(garden::GardenArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),

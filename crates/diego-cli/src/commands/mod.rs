@@ -7,6 +7,7 @@ pub mod cells;
 pub mod dev;
 pub mod domains;
 pub mod events;
+pub mod garden;
 pub mod lrp;
 pub mod task;
 
@@ -42,6 +43,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Domains => domains::run(&ctx).await,
         Command::Events(args) => events::run(&ctx, args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Garden(args) => garden::run(args).await,
     }
 }
 

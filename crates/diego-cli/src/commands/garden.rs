@@ -1,0 +1,96 @@
+//! `diego garden`: serve a container backend over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use diego_garden::process::ProcessBackend;
+use diego_garden::{Capacity, DynBackend};
+use tokio_util::sync::CancellationToken;
+
+use crate::process;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Real isolation with runc (root only).
+    Runc,
+    /// Processes on the host, no isolation (any user).
+    Process,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GardenArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
+    pub listen: SocketAddr,
+    /// Which backend runs the containers.
+    #[arg(long, value_enum, default_value_t = Backend::Process)]
+    pub backend: Backend,
+    /// Directory for containers' state.
+    #[arg(long, value_name = "DIR")]
+    pub depot: PathBuf,
+    /// Memory the backend offers, in MB (default: the machine's).
+    #[arg(long, value_name = "MB")]
+    pub memory_mb: Option<u64>,
+    /// Disk the backend offers, in MB.
+    #[arg(long, value_name = "MB", default_value_t = 64 * 1024)]
+    pub disk_mb: u64,
+    /// Most containers at once (Diego's default is 250).
+    #[arg(long, value_name = "N", default_value_t = 250)]
+    pub max_containers: u64,
+}
+
+/// MemTotal of /proc/meminfo, in bytes.
+fn machine_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
+    process::init_logging();
+    let capacity = Capacity {
+        memory_bytes: match args.memory_mb {
+            Some(mb) => mb << 20,
+            None => machine_memory_bytes().context("reading /proc/meminfo")?,
+        },
+        disk_bytes: args.disk_mb << 20,
+        max_containers: args.max_containers,
+    };
+    let backend: DynBackend = match args.backend {
+        Backend::Process => Arc::new(
+            ProcessBackend::new(args.depot.clone(), capacity)
+                .with_context(|| format!("opening the depot {}", args.depot.display()))?,
+        ),
+        Backend::Runc => anyhow::bail!(
+            "the runc backend is not available yet (issue 3 is in progress); use --backend process"
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let shutdown = CancellationToken::new();
+    process::cancel_on_signal(shutdown.clone());
+    eprintln!(
+        "diego garden ({:?} backend{}) listening on http://{}, depot {}",
+        args.backend,
+        if args.backend == Backend::Process {
+            ": NO isolation, processes run on this host as this user"
+        } else {
+            ""
+        },
+        listener.local_addr()?,
+        args.depot.display()
+    );
+    diego_garden::http::server::serve(listener, backend, shutdown)
+        .await
+        .context("serving the garden API")?;
+    Ok(())
+}
