@@ -1,0 +1,37 @@
+//! The foundations of Diego's runc container backend (DESIGN §6, docs/060-garden.md): what a
+//! container is made of on disk, before anything runs it.
+//!
+//! - [`rootfs`]: rootfs URLs (`preloaded:NAME`; `oci:///…` and `docker-archive:///…` are
+//!   recognised but not yet supported) resolved to read-only base trees in a store directory —
+//!   `preloaded:busybox` is built from the `busybox-static` package on first use.
+//! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base.
+//! - [`bundle`]: the OCI `config.json` of a container (namespaces, cgroup limits, non-root
+//!   default user, no new privileges, masked paths, seccomp), as a pure function; [`oci`] is the
+//!   subset of the runtime spec it writes; [`user`] resolves process users.
+//! - [`runc`] and [`cgroup`]: the runc command line with a private state dir, and cleanup of
+//!   the `/diego/<handle>` cgroups runc leaves behind.
+//!
+//! Still to come: a per-container supervisor process that owns the foreground `runc run` and
+//! the process event logs and survives restarts of the cell agent; the
+//! `diego_garden::ContainerBackend` implementation on top of these pieces; the net-in
+//! forwarder into each container's network namespace; disk limits for the writable layer
+//! (environment.md R15); local OCI images; user namespaces for unprivileged containers.
+//!
+//! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
+//! denies `unsafe`, so there is no libc here. Depends on `diego-garden` for the API types only;
+//! must not depend on the executor, the BBS or the store.
+
+pub mod bundle;
+pub mod cgroup;
+mod host;
+pub mod oci;
+pub mod overlay;
+pub mod rootfs;
+pub mod runc;
+pub mod user;
+
+pub use bundle::{config, write_config, BundleError};
+pub use overlay::{Overlay, OverlayError};
+pub use rootfs::{RootfsError, RootfsStore, RootfsUrl};
+pub use runc::Runc;
+pub use user::User;
