@@ -11,16 +11,22 @@
 //! - [`runc`] and [`cgroup`]: the runc command line with a private state dir, and cleanup of
 //!   the `/diego/<handle>` cgroups runc leaves behind.
 //!
-//! Still to come: a per-container supervisor process that owns the foreground `runc run` and
-//! the process event logs and survives restarts of the cell agent; the
-//! `diego_garden::ContainerBackend` implementation on top of these pieces; the net-in
-//! forwarder into each container's network namespace; disk limits for the writable layer
-//! (environment.md R15); local OCI images; user namespaces for unprivileged containers.
+//! - [`backend`]: [`RuncBackend`], the `diego_garden::ContainerBackend` on these pieces — a
+//!   detached idle init per container, processes as foreground `runc exec --process` children
+//!   of the server feeding event logs, host `kill` for signals, host `tar` for streaming.
+//!
+//! Still to come: surviving restarts of the cell agent (today all state is in memory and a
+//! restarted server neither rediscovers containers nor re-attaches to processes; the plan is
+//! a per-container supervisor that owns the processes and their event logs); the net-in
+//! forwarder into each container's network namespace (`net_in` is refused with `Invalid`);
+//! disk limits for the writable layer (environment.md R15); `grace_time_ms`; local OCI images;
+//! user namespaces for unprivileged containers.
 //!
 //! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
 //! denies `unsafe`, so there is no libc here. Depends on `diego-garden` for the API types only;
 //! must not depend on the executor, the BBS or the store.
 
+pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 mod host;
@@ -30,6 +36,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod user;
 
+pub use backend::{RuncBackend, RuncConfig};
 pub use bundle::{config, write_config, BundleError};
 pub use overlay::{Overlay, OverlayError};
 pub use rootfs::{RootfsError, RootfsStore, RootfsUrl};

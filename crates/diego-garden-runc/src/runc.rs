@@ -35,6 +35,52 @@ impl Runc {
         cmd
     }
 
+    /// `runc run --detach`: runc starts the container's init process and exits, handing its
+    /// stdio to the container (so the caller must not give it pipes it will not read). The
+    /// init's host pid is written to `pid_file`.
+    pub fn run_detached(&self, bundle: &Path, id: &str, pid_file: &Path) -> Command {
+        let mut cmd = self.command();
+        cmd.args(["run", "--detach", "--pid-file"])
+            .arg(pid_file)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id);
+        cmd
+    }
+
+    /// `runc exec --process FILE` in the foreground: runc passes its stdio to the process and
+    /// exits with the process's exit code (128 + signal when killed). The process's host pid
+    /// is written to `pid_file`.
+    pub fn exec(&self, id: &str, process_json: &Path, pid_file: &Path) -> Command {
+        let mut cmd = self.command();
+        cmd.args(["exec", "--pid-file"])
+            .arg(pid_file)
+            .arg("--process")
+            .arg(process_json)
+            .arg(id);
+        cmd
+    }
+
+    /// The ids of the containers in this state dir (`runc list --quiet`).
+    pub fn list(&self) -> std::io::Result<Vec<String>> {
+        let out = host::run(self.command().args(["list", "--quiet"]))?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// `runc --version`: is the binary there and runnable?
+    pub fn version(&self) -> std::io::Result<String> {
+        let out = host::run(Command::new(&self.binary).arg("--version"))?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// `runc delete --force`: kills the container if it still runs and removes its state. A
     /// container runc does not know is not an error.
     pub fn delete_force(&self, id: &str) -> std::io::Result<()> {
@@ -55,5 +101,40 @@ mod tests {
         let cmd = Runc::new("runc", "/run/diego-runc").run(Path::new("/b"), "c1");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args, ["--root", "/run/diego-runc", "run", "--bundle", "/b", "c1"]);
+    }
+
+    #[test]
+    fn exec_passes_the_process_file_and_pid_file() {
+        let runc = Runc::new("runc", "/r");
+        let args = |cmd: Command| -> Vec<String> {
+            cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(
+            args(runc.exec("c1", Path::new("/p.json"), Path::new("/pid"))),
+            [
+                "--root",
+                "/r",
+                "exec",
+                "--pid-file",
+                "/pid",
+                "--process",
+                "/p.json",
+                "c1"
+            ]
+        );
+        assert_eq!(
+            args(runc.run_detached(Path::new("/b"), "c1", Path::new("/pid"))),
+            [
+                "--root",
+                "/r",
+                "run",
+                "--detach",
+                "--pid-file",
+                "/pid",
+                "--bundle",
+                "/b",
+                "c1"
+            ]
+        );
     }
 }

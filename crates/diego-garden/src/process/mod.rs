@@ -17,7 +17,7 @@
 mod metrics;
 pub mod paths;
 mod spawn;
-mod tar;
+
 mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -441,13 +441,13 @@ impl ContainerBackend for ProcessBackend {
     async fn stream_in(&self, handle: &str, dst_path: &str, tar: TarStream) -> Result<(), GardenError> {
         let dirs = self.with_container(handle, |c| Ok(c.dirs.clone()))?;
         let dst = dirs.host_path(dst_path)?;
-        tar::extract(&dirs.root, &dst, tar).await
+        crate::tar::extract(&dirs.root, &dst, tar).await
     }
 
     async fn stream_out(&self, handle: &str, src_path: &str) -> Result<TarStream, GardenError> {
         let dirs = self.with_container(handle, |c| Ok(c.dirs.clone()))?;
         let src = dirs.host_path(src_path)?;
-        tar::archive(&dirs.root, &src).await
+        crate::tar::archive(&dirs.root, &src).await
     }
 
     async fn bulk_metrics(

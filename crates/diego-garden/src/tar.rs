@@ -1,4 +1,5 @@
-//! Files in and out of a container with the host's `tar` command.
+//! Files in and out of a container root directory with the host's `tar` command, shared by
+//! the backends that keep a container's files in a host directory (process, runc).
 //!
 //! GNU tar already refuses members with `..` and strips leading `/`, so an archive cannot
 //! write outside the directory it is extracted into; we check that the directory itself,

@@ -1,0 +1,551 @@
+//! [`RuncBackend`]: `diego_garden::ContainerBackend` on real runc containers.
+//!
+//! Layout: each container lives in `<depot>/<handle>/` — the overlay (`upper`, `work`,
+//! `merged`), the OCI bundle's `config.json`, the init's `init.pid`/`init.log`, and
+//! `processes/<id>/{process.json,pid}` for each process run in it.
+//!
+//! Decisions:
+//! - **Init**: `create` starts the container detached (`runc run --detach`) with a tiny idle
+//!   loop as the non-root default user, which exits on TERM; its stdio is `/dev/null` and a log
+//!   file, never a pipe (a detached container keeps runc's stdio).
+//! - **Processes** are foreground `runc exec --process process.json` children of this server:
+//!   the OCI process (args, env, cwd, user, `nofile` rlimit) comes from the same
+//!   [`crate::bundle::config`] as the init, runc's exit code is the process's, and the pipes
+//!   feed an [`EventLog`](diego_garden::event_log::EventLog) (see `exec.rs`).
+//! - **OOM**: an exit of 137 while the container's `memory.oom_control` `oom_kill` count grew.
+//! - **Signals** go to the process's host pid (from `runc exec --pid-file`) with host `kill`.
+//! - **Destroy** is `runc delete --force` (the pid namespace dies with the init, taking every
+//!   exec'd process along), then the overlay, the directory and any cgroup leaf runc left.
+//! - **Not yet**: `net_in` (refused with `Invalid`), disk limits, `grace_time_ms`, user
+//!   namespaces, and surviving a restart of this server — a LATER step: state is in memory,
+//!   processes are children of this server (their output goes through its pipes), and a
+//!   restarted server does not rediscover containers or re-attach to processes.
+
+mod exec;
+mod metrics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use diego_garden::{
+    new_id, properties_match, Capacity, ContainerBackend, ContainerInfo, ContainerMetrics, ContainerSpec,
+    ContainerState, GardenError, ProcessSpec, ProcessStream, Properties, Signal, TarStream,
+};
+use tracing::{info, warn};
+
+use crate::bundle::{self, BundleError};
+use crate::{cgroup, Overlay, RootfsError, RootfsStore, Runc, User};
+use exec::Process;
+
+/// How long `stop` waits after SIGTERM before SIGKILL, unless changed with
+/// [`RuncBackend::with_stop_grace`].
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long `destroy` waits for the killed processes' `runc exec` to report their exit.
+const DESTROY_WAIT: Duration = Duration::from_secs(5);
+
+/// The container's init: idles until TERM (busybox `sh` as pid 1 ignores TERM without a trap).
+const IDLE_INIT: &str = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done";
+
+/// Where and with what the backend runs.
+#[derive(Debug, Clone)]
+pub struct RuncConfig {
+    /// One directory per container.
+    pub depot: PathBuf,
+    /// The rootfs cache (see [`RootfsStore`]).
+    pub store: PathBuf,
+    /// The cell's configured root filesystems, if any.
+    pub preloaded_dir: Option<PathBuf>,
+    /// runc's private state dir (`runc --root`).
+    pub runc_root: PathBuf,
+    pub capacity: Capacity,
+    /// Address reported as the containers' `host_ip`.
+    pub host_ip: String,
+}
+
+struct Container {
+    spec: ContainerSpec,
+    state: ContainerState,
+    dir: PathBuf,
+    overlay: Overlay,
+    /// The rootfs's `/etc/passwd`, read at create, for resolving process users.
+    passwd: Option<String>,
+    processes: BTreeMap<String, Arc<Process>>,
+    events: Arc<Mutex<Vec<String>>>,
+    created: Instant,
+}
+
+impl Container {
+    fn info(&self, host_ip: &str) -> ContainerInfo {
+        ContainerInfo {
+            handle: self.spec.handle.clone(),
+            state: self.state,
+            properties: self.spec.properties.clone(),
+            host_ip: host_ip.to_string(),
+            container_ip: String::new(),
+            mapped_ports: Vec::new(),
+            process_ids: self.processes.keys().cloned().collect(),
+            events: self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    fn running(&self) -> Vec<Arc<Process>> {
+        self.processes.values().filter(|p| p.running()).cloned().collect()
+    }
+}
+
+#[derive(Default)]
+struct Containers {
+    ready: BTreeMap<String, Container>,
+    /// Handles being created or destroyed: taken, but not usable.
+    busy: BTreeSet<String>,
+}
+
+/// Containers run by runc; see the module docs.
+pub struct RuncBackend {
+    config: RuncConfig,
+    runc: Runc,
+    store: RootfsStore,
+    grace: Duration,
+    containers: Mutex<Containers>,
+}
+
+fn missing(handle: &str) -> GardenError {
+    GardenError::not_found(format!("container {handle:?}"))
+}
+
+fn unavailable(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> GardenError {
+    move |e| GardenError::Unavailable(format!("{what}: {e}"))
+}
+
+fn rootfs_error(e: RootfsError) -> GardenError {
+    match e {
+        RootfsError::Unavailable { .. } => GardenError::Unavailable(e.to_string()),
+        _ => GardenError::Invalid(e.to_string()),
+    }
+}
+
+fn bundle_error(e: BundleError) -> GardenError {
+    GardenError::Invalid(e.to_string())
+}
+
+fn join_error(e: tokio::task::JoinError) -> GardenError {
+    GardenError::Unavailable(format!("background task failed: {e}"))
+}
+
+impl RuncBackend {
+    /// A backend keeping containers under `config.depot` (created if missing).
+    pub fn new(config: RuncConfig) -> Result<Self, GardenError> {
+        for dir in [&config.depot, &config.store, &config.runc_root] {
+            std::fs::create_dir_all(dir).map_err(unavailable(format!("creating {}", dir.display())))?;
+        }
+        let runc = Runc::new("runc", &config.runc_root);
+        let store = RootfsStore::new(&config.store, config.preloaded_dir.clone());
+        Ok(Self {
+            config,
+            runc,
+            store,
+            grace: DEFAULT_STOP_GRACE,
+            containers: Mutex::default(),
+        })
+    }
+
+    /// The time `stop` gives processes between SIGTERM and SIGKILL.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Containers> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_container<T>(
+        &self,
+        handle: &str,
+        f: impl FnOnce(&mut Container) -> Result<T, GardenError>,
+    ) -> Result<T, GardenError> {
+        match self.lock().ready.get_mut(handle) {
+            Some(c) => f(c),
+            None => Err(missing(handle)),
+        }
+    }
+
+    fn process(&self, handle: &str, id: &str) -> Result<Arc<Process>, GardenError> {
+        self.with_container(handle, |c| {
+            c.processes
+                .get(id)
+                .cloned()
+                .ok_or_else(|| GardenError::not_found(format!("process {id:?} in container {handle:?}")))
+        })
+    }
+
+    /// The container's root and the host path of container path `path` in it.
+    fn host_path(&self, handle: &str, path: &str) -> Result<(PathBuf, PathBuf), GardenError> {
+        let merged = self.with_container(handle, |c| Ok(c.overlay.merged()))?;
+        let joined = container_path(&merged, path)?;
+        Ok((merged, joined))
+    }
+}
+
+/// Container path `path` (absolute, without `..`) under the container's root `merged`.
+/// Symlinks are checked later, when tar's directory is resolved.
+fn container_path(merged: &Path, path: &str) -> Result<PathBuf, GardenError> {
+    let rel = Path::new(path);
+    if !rel.is_absolute() || rel.components().any(|c| c == Component::ParentDir) {
+        return Err(GardenError::Invalid(format!(
+            "path {path:?} must be absolute and must not contain '..'"
+        )));
+    }
+    Ok(merged.join(rel.strip_prefix("/").unwrap_or(rel)))
+}
+
+/// Builds and starts a container (blocking). On failure everything made so far is removed.
+fn create_container(
+    runc: &Runc,
+    store: &RootfsStore,
+    spec: &ContainerSpec,
+    dir: &Path,
+) -> Result<Option<String>, GardenError> {
+    let overlay = Overlay::new(dir);
+    let result = (|| {
+        let base = store.resolve(&spec.rootfs).map_err(rootfs_error)?;
+        overlay
+            .mount(&base)
+            .map_err(|e| GardenError::Unavailable(e.to_string()))?;
+        let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
+        let init = ProcessSpec {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), IDLE_INIT.into()],
+            ..Default::default()
+        };
+        let user = User::resolve("", passwd.as_deref()).map_err(|e| GardenError::Invalid(e.to_string()))?;
+        let config = bundle::config(spec, &init, &user, &overlay.merged()).map_err(bundle_error)?;
+        bundle::write_config(dir, &config).map_err(unavailable("writing config.json"))?;
+        let log_path = dir.join("init.log");
+        let log = std::fs::File::create(&log_path).map_err(unavailable("creating init.log"))?;
+        let log2 = log.try_clone().map_err(unavailable("creating init.log"))?;
+        let status = runc
+            .run_detached(dir, &spec.handle, &dir.join("init.pid"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .map_err(unavailable("running runc run"))?;
+        if !status.success() {
+            let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(GardenError::Unavailable(format!(
+                "runc run --detach {} failed ({status}): {}",
+                spec.handle,
+                output.trim()
+            )));
+        }
+        Ok(passwd)
+    })();
+    if result.is_err() {
+        if let Err(e) = remove_container(runc, &spec.handle, dir) {
+            warn!(handle = %spec.handle, error = %e, "cleaning up a failed create");
+        }
+    }
+    result
+}
+
+/// Kills the container and removes its runc state (blocking).
+fn kill_container(runc: &Runc, handle: &str) -> Result<(), GardenError> {
+    runc.delete_force(handle)
+        .map_err(unavailable(format!("runc delete --force {handle}")))
+}
+
+/// Kills the container and removes every trace of it: runc state, overlay mount, directory,
+/// cgroup leaves (blocking).
+fn remove_container(runc: &Runc, handle: &str, dir: &Path) -> Result<(), GardenError> {
+    kill_container(runc, handle)?;
+    Overlay::new(dir)
+        .destroy()
+        .map_err(|e| GardenError::Unavailable(e.to_string()))?;
+    // The overlay is unmounted now, so a recursive delete cannot reach into the container.
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unavailable(format!("removing {}", dir.display()))(e)),
+    }
+    cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), handle)
+        .map_err(unavailable("removing cgroups"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl ContainerBackend for RuncBackend {
+    async fn ping(&self) -> Result<(), GardenError> {
+        let runc = self.runc.clone();
+        let depot = self.config.depot.clone();
+        tokio::task::spawn_blocking(move || {
+            runc.version().map_err(unavailable("runc --version"))?;
+            let probe = depot.join(format!(".ping-{}", new_id()));
+            std::fs::write(&probe, b"")
+                .map_err(unavailable(format!("writing to depot {}", depot.display())))?;
+            std::fs::remove_file(&probe).map_err(unavailable("removing the ping probe"))
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn capacity(&self) -> Result<Capacity, GardenError> {
+        Ok(self.config.capacity)
+    }
+
+    async fn create(&self, mut spec: ContainerSpec) -> Result<ContainerInfo, GardenError> {
+        if spec.handle.is_empty() {
+            spec.handle = new_id();
+        }
+        bundle::validate_handle(&spec.handle).map_err(bundle_error)?;
+        if !spec.net_in.is_empty() {
+            return Err(GardenError::Invalid(
+                "net-in port mapping is not implemented in the runc backend yet".into(),
+            ));
+        }
+        {
+            let mut containers = self.lock();
+            if containers.ready.contains_key(&spec.handle) || containers.busy.contains(&spec.handle) {
+                return Err(GardenError::Exists(format!("container {:?}", spec.handle)));
+            }
+            let max = self.config.capacity.max_containers;
+            let used = (containers.ready.len() + containers.busy.len()) as u64;
+            if max > 0 && used >= max {
+                return Err(GardenError::Invalid(format!(
+                    "at capacity: {max} containers already exist; destroy one first"
+                )));
+            }
+            containers.busy.insert(spec.handle.clone());
+        }
+        let dir = self.config.depot.join(&spec.handle);
+        let (runc, store, blocking_spec, blocking_dir) =
+            (self.runc.clone(), self.store.clone(), spec.clone(), dir.clone());
+        let created = tokio::task::spawn_blocking(move || {
+            create_container(&runc, &store, &blocking_spec, &blocking_dir)
+        })
+        .await
+        .map_err(join_error)
+        .and_then(|r| r);
+        let mut containers = self.lock();
+        containers.busy.remove(&spec.handle);
+        let passwd = created?;
+        info!(handle = %spec.handle, rootfs = %spec.rootfs, "created container");
+        let container = Container {
+            overlay: Overlay::new(&dir),
+            dir,
+            spec,
+            state: ContainerState::Active,
+            passwd,
+            processes: BTreeMap::new(),
+            events: Arc::default(),
+            created: Instant::now(),
+        };
+        let info = container.info(&self.config.host_ip);
+        containers.ready.insert(info.handle.clone(), container);
+        Ok(info)
+    }
+
+    async fn list(&self, filter: &Properties) -> Result<Vec<String>, GardenError> {
+        Ok(self
+            .lock()
+            .ready
+            .values()
+            .filter(|c| properties_match(&c.spec.properties, filter))
+            .map(|c| c.spec.handle.clone())
+            .collect())
+    }
+
+    async fn info(&self, handle: &str) -> Result<ContainerInfo, GardenError> {
+        self.with_container(handle, |c| Ok(c.info(&self.config.host_ip)))
+    }
+
+    async fn stop(&self, handle: &str, kill: bool) -> Result<(), GardenError> {
+        let running = self.with_container(handle, |c| {
+            c.state = ContainerState::Stopped;
+            Ok(c.running())
+        })?;
+        if !kill {
+            for p in &running {
+                p.signal(Signal::Term.number()).await?;
+            }
+            let deadline = tokio::time::Instant::now() + self.grace;
+            for p in &running {
+                p.wait(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                    .await;
+            }
+        }
+        for p in running.iter().filter(|p| p.running()) {
+            p.signal(Signal::Kill.number()).await?;
+        }
+        for p in &running {
+            p.wait(DESTROY_WAIT).await;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, handle: &str) -> Result<(), GardenError> {
+        let container = {
+            let mut containers = self.lock();
+            let container = containers.ready.remove(handle).ok_or_else(|| missing(handle))?;
+            containers.busy.insert(handle.to_string());
+            container
+        };
+        let runc = self.runc.clone();
+        let id = handle.to_string();
+        let killed = tokio::task::spawn_blocking(move || kill_container(&runc, &id))
+            .await
+            .map_err(join_error)
+            .and_then(|r| r);
+        let removed = match killed {
+            Ok(()) => {
+                // The pid namespace died with the init, taking every exec'd process with it.
+                for p in container.processes.values() {
+                    p.wait(DESTROY_WAIT).await;
+                }
+                let (runc, id, dir) = (self.runc.clone(), handle.to_string(), container.dir.clone());
+                tokio::task::spawn_blocking(move || remove_container(&runc, &id, &dir))
+                    .await
+                    .map_err(join_error)
+                    .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
+        let mut containers = self.lock();
+        containers.busy.remove(handle);
+        match removed {
+            Ok(()) => {
+                info!(handle, "destroyed container");
+                Ok(())
+            }
+            Err(e) => {
+                // Keep it, so destroy can be retried.
+                warn!(handle, error = %e, "destroying container failed");
+                containers.ready.insert(handle.to_string(), container);
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(&self, handle: &str, mut spec: ProcessSpec) -> Result<ProcessStream, GardenError> {
+        if spec.id.is_empty() {
+            spec.id = new_id();
+        }
+        crate::bundle::validate_handle(&spec.id).map_err(|_| {
+            GardenError::Invalid(format!(
+                "process id {:?}: must be letters, digits, '-', '_' or '.'",
+                spec.id
+            ))
+        })?;
+        let mut guard = self.lock();
+        let container = guard.ready.get_mut(handle).ok_or_else(|| missing(handle))?;
+        if container.processes.contains_key(&spec.id) {
+            return Err(GardenError::Exists(format!(
+                "process {:?} in container {handle:?}",
+                spec.id
+            )));
+        }
+        let user = User::resolve(&spec.user, container.passwd.as_deref())
+            .map_err(|e| GardenError::Invalid(e.to_string()))?;
+        let config = bundle::config(&container.spec, &spec, &user, &container.overlay.merged())
+            .map_err(bundle_error)?;
+        let dir = container.dir.join("processes").join(&spec.id);
+        let process = exec::start(
+            &self.runc,
+            handle,
+            &dir,
+            &config.process,
+            container.events.clone(),
+        )?;
+        container.processes.insert(spec.id.clone(), process.clone());
+        drop(guard);
+        Ok(ProcessStream {
+            id: spec.id,
+            events: process.log.stream(),
+        })
+    }
+
+    async fn attach(&self, handle: &str, process_id: &str) -> Result<ProcessStream, GardenError> {
+        let process = self.process(handle, process_id)?;
+        Ok(ProcessStream {
+            id: process_id.to_string(),
+            events: process.log.stream(),
+        })
+    }
+
+    async fn signal(&self, handle: &str, process_id: &str, signal: Signal) -> Result<(), GardenError> {
+        self.process(handle, process_id)?.signal(signal.number()).await
+    }
+
+    async fn stream_in(&self, handle: &str, dst_path: &str, tar: TarStream) -> Result<(), GardenError> {
+        let (merged, dst) = self.host_path(handle, dst_path)?;
+        diego_garden::tar::extract(&merged, &dst, tar).await
+    }
+
+    async fn stream_out(&self, handle: &str, src_path: &str) -> Result<TarStream, GardenError> {
+        let (merged, src) = self.host_path(handle, src_path)?;
+        diego_garden::tar::archive(&merged, &src).await
+    }
+
+    async fn bulk_metrics(
+        &self,
+        handles: &[String],
+    ) -> Result<BTreeMap<String, ContainerMetrics>, GardenError> {
+        let found: Vec<(String, PathBuf, Instant)> = {
+            let containers = self.lock();
+            handles
+                .iter()
+                .filter_map(|h| {
+                    containers
+                        .ready
+                        .get(h)
+                        .map(|c| (h.clone(), c.overlay.upper(), c.created))
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(move || {
+            found
+                .into_iter()
+                .map(|(handle, upper, created)| {
+                    let (memory_bytes, cpu_usage_ns, pids) =
+                        metrics::cgroup_usage(Path::new(cgroup::CGROUP_ROOT), &handle);
+                    let m = ContainerMetrics {
+                        memory_bytes,
+                        cpu_usage_ns,
+                        disk_bytes: metrics::disk_usage(&upper),
+                        pids,
+                        age_ms: created.elapsed().as_millis() as u64,
+                    };
+                    (handle, m)
+                })
+                .collect()
+        })
+        .await
+        .map_err(join_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths_stay_under_the_root() {
+        let root = Path::new("/depot/c1/merged");
+        assert_eq!(container_path(root, "/").unwrap(), root);
+        assert_eq!(
+            container_path(root, "/tmp/in").unwrap(),
+            Path::new("/depot/c1/merged/tmp/in")
+        );
+        for bad in ["tmp", "", "/tmp/../../etc", "/.."] {
+            assert!(
+                matches!(container_path(root, bad), Err(GardenError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

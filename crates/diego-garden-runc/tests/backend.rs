@@ -1,0 +1,476 @@
+//! `RuncBackend` end to end: real runc containers over `preloaded:busybox` (root; needs runc
+//! and busybox-static). Every test's [`Env`] removes whatever it made, even on failure.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use diego_garden::{
+    Capacity, ContainerBackend, ContainerSpec, ContainerState, ExitStatus, GardenError, Limits, NetIn,
+    ProcessEvent, ProcessLimits, ProcessSpec, Signal,
+};
+use diego_garden_runc::{cgroup, Overlay, Runc, RuncBackend, RuncConfig};
+use futures_util::StreamExt;
+
+const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "tar", "kill"];
+
+/// A backend in a temporary directory; dropping it deletes every container runc knows in its
+/// state dir, unmounts every overlay in its depot and removes their cgroups.
+struct Env {
+    backend: RuncBackend,
+    runc: Runc,
+    depot: PathBuf,
+    root: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(test: &str) -> Option<Env> {
+        if !common::root_with(test, TOOLS) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let config = RuncConfig {
+            depot: root.join("depot"),
+            store: root.join("store"),
+            preloaded_dir: None,
+            runc_root: root.join("runc"),
+            capacity: Capacity {
+                memory_bytes: 1 << 30,
+                disk_bytes: 1 << 30,
+                max_containers: 3,
+            },
+            host_ip: "127.0.0.1".into(),
+        };
+        let backend = RuncBackend::new(config)
+            .unwrap()
+            .with_stop_grace(Duration::from_millis(500));
+        Some(Env {
+            backend,
+            runc: Runc::new("runc", root.join("runc")),
+            depot: root.join("depot"),
+            root,
+            _tmp: tmp,
+        })
+    }
+
+    async fn create(&self, handle: &str, limits: Limits) -> String {
+        let handle = common::unique(handle);
+        self.backend
+            .create(ContainerSpec {
+                handle: handle.clone(),
+                rootfs: "preloaded:busybox".into(),
+                env: vec!["FOO=container".into()],
+                limits,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        handle
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in self.runc.list().unwrap_or_default() {
+            if let Err(e) = self.runc.delete_force(&id) {
+                eprintln!("runc delete -f {id}: {e}");
+            }
+        }
+        for entry in fs::read_dir(&self.depot).into_iter().flatten().flatten() {
+            if let Err(e) = Overlay::new(entry.path()).destroy() {
+                eprintln!("overlay destroy: {e}");
+            }
+            let handle = entry.file_name().to_string_lossy().into_owned();
+            let _ = fs::remove_dir_all(entry.path());
+            let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &handle);
+        }
+    }
+}
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        path: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+/// Stdout, stderr and exit status of a whole event stream.
+async fn collect(
+    events: futures_util::stream::BoxStream<'static, ProcessEvent>,
+) -> (String, String, ExitStatus) {
+    let events: Vec<ProcessEvent> = tokio::time::timeout(Duration::from_secs(60), events.collect())
+        .await
+        .expect("process did not exit within 60 s");
+    let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+    for e in events {
+        match e {
+            ProcessEvent::Stdout(b) => out.extend_from_slice(&b),
+            ProcessEvent::Stderr(b) => err.extend_from_slice(&b),
+            ProcessEvent::Exited(s) => exit = Some(s),
+        }
+    }
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (text(out), text(err), exit.expect("no Exited event"))
+}
+
+async fn run(env: &Env, handle: &str, spec: ProcessSpec) -> (String, String, ExitStatus) {
+    collect(env.backend.run(handle, spec).await.unwrap().events).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_processes_with_output_exit_code_env_dir_and_user() {
+    let Some(env) = Env::new("backend_run") else {
+        return;
+    };
+    let h = env.create("run", Limits::default()).await;
+
+    let (out, err, exit) = run(&env, &h, sh("echo out; echo err >&2; exit 3")).await;
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    assert_eq!(
+        exit,
+        ExitStatus {
+            code: 3,
+            signal: None,
+            oom_killed: false
+        }
+    );
+
+    let (out, err, exit) = run(&env, &h, sh("id -u; pwd; echo $FOO; ulimit -n")).await;
+    assert_eq!(exit.code, 0, "stderr: {err}");
+    assert_eq!(out, "2000\n/home/vcap\ncontainer\n1024\n");
+
+    let mut spec = sh("id -u; pwd; echo $FOO; ulimit -n");
+    spec.user = "root".into();
+    spec.dir = "/tmp".into();
+    spec.env = vec!["FOO=process".into()];
+    spec.limits = ProcessLimits { nofile: Some(4096) };
+    spec.id = "as-root".into();
+    let (out, err, _) = run(&env, &h, spec.clone()).await;
+    assert_eq!(out, "0\n/tmp\nprocess\n4096\n", "stderr: {err}");
+    assert!(matches!(
+        env.backend.run(&h, spec).await,
+        Err(GardenError::Exists(_))
+    ));
+    let mut ghost = sh("true");
+    ghost.user = "ghost".into();
+    assert!(matches!(
+        env.backend.run(&h, ghost).await,
+        Err(GardenError::Invalid(_))
+    ));
+
+    let info = env.backend.info(&h).await.unwrap();
+    assert_eq!(info.state, ContainerState::Active);
+    assert!(info.process_ids.contains(&"as-root".to_string()));
+    env.backend.destroy(&h).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_oom_kills_and_reports_it() {
+    let Some(env) = Env::new("backend_oom") else {
+        return;
+    };
+    let h = env
+        .create(
+            "oom",
+            Limits {
+                memory_bytes: 32 << 20,
+                ..Default::default()
+            },
+        )
+        .await;
+    let spec = ProcessSpec {
+        path: "dd".into(),
+        args: ["if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let (_, err, exit) = run(&env, &h, spec).await;
+    assert_eq!(
+        exit,
+        ExitStatus {
+            code: 137,
+            signal: Some(9),
+            oom_killed: true
+        },
+        "stderr: {err}"
+    );
+    assert!(env
+        .backend
+        .info(&h)
+        .await
+        .unwrap()
+        .events
+        .contains(&"out of memory".to_string()));
+
+    // A plain SIGKILL is not an OOM.
+    let (_, _, exit) = run(&env, &h, sh("kill -9 $$")).await;
+    assert_eq!((exit.code, exit.oom_killed), (137, false));
+    env.backend.destroy(&h).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_limit_contains_a_fork_loop() {
+    let Some(env) = Env::new("backend_pids") else {
+        return;
+    };
+    let h = env
+        .create(
+            "pids",
+            Limits {
+                pids: 20,
+                ..Default::default()
+            },
+        )
+        .await;
+    // busybox sh aborts a script whose fork fails, so fork from a subshell; `echo` is a builtin.
+    // The sleeps must not hold the output pipes: runc exec copies them and exits only at EOF.
+    let (out, err, exit) = run(
+        &env,
+        &h,
+        sh("(while :; do sleep 30 & done) >/dev/null 2>&1; echo survived"),
+    )
+    .await;
+    assert_eq!((out.as_str(), exit.code), ("survived\n", 0), "stderr: {err}");
+    let metrics = env
+        .backend
+        .bulk_metrics(&[h.clone(), "missing".into()])
+        .await
+        .unwrap();
+    assert_eq!(metrics.keys().collect::<Vec<_>>(), [&h]);
+    let pids = metrics[&h].pids;
+    assert!((15..=20).contains(&pids), "pids.current = {pids}");
+    assert!(metrics[&h].memory_bytes > 0 && metrics[&h].cpu_usage_ns > 0);
+    // The host can still fork.
+    assert!(Command::new("true").status().unwrap().success());
+    env.backend.destroy(&h).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_stop_and_attach_after_exit() {
+    let Some(env) = Env::new("backend_signal") else {
+        return;
+    };
+    let h = env.create("sig", Limits::default()).await;
+    let stream = env
+        .backend
+        .run(
+            &h,
+            ProcessSpec {
+                id: "sleeper".into(),
+                path: "sleep".into(),
+                args: vec!["30".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.backend.signal(&h, "sleeper", Signal::Term).await.unwrap();
+    let (_, _, exit) = collect(stream.events).await;
+    assert_eq!((exit.code, exit.signal), (143, Some(15)));
+    let (_, _, replayed) = collect(env.backend.attach(&h, "sleeper").await.unwrap().events).await;
+    assert_eq!(replayed, exit);
+    // Signalling an exited process is fine; an unknown one is not.
+    env.backend.signal(&h, "sleeper", Signal::Kill).await.unwrap();
+    assert!(matches!(
+        env.backend.signal(&h, "nope", Signal::Kill).await,
+        Err(GardenError::NotFound(_))
+    ));
+
+    // stop: TERM, then KILL after the grace period for a process that ignores TERM.
+    let stubborn = env
+        .backend
+        .run(&h, sh("trap '' TERM; echo ready; while :; do sleep 1; done"))
+        .await
+        .unwrap();
+    let mut events = stubborn.events;
+    assert_eq!(events.next().await, Some(ProcessEvent::Stdout("ready\n".into())));
+    env.backend.stop(&h, false).await.unwrap();
+    let (_, _, exit) = collect(events).await;
+    assert_eq!(exit.code, 137);
+    assert_eq!(env.backend.info(&h).await.unwrap().state, ContainerState::Stopped);
+    env.backend.destroy(&h).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_write_to_their_own_layer_only() {
+    let Some(env) = Env::new("backend_isolation") else {
+        return;
+    };
+    let a = env.create("a", Limits::default()).await;
+    let b = env.create("b", Limits::default()).await;
+    let (_, err, exit) = run(&env, &a, sh("echo mine > /home/vcap/f && cat /home/vcap/f")).await;
+    assert_eq!(exit.code, 0, "stderr: {err}");
+    let (_, _, exit) = run(&env, &b, sh("test -e /home/vcap/f")).await;
+    assert_eq!(exit.code, 1, "b sees a's file");
+    let base = env.root.join("store/preloaded/busybox");
+    assert!(base.join("bin/sh").exists());
+    assert!(!base.join("home/vcap/f").exists(), "the base rootfs was written");
+    let metrics = env.backend.bulk_metrics(std::slice::from_ref(&a)).await.unwrap();
+    assert!(metrics[&a].disk_bytes >= 5, "{:?}", metrics[&a]);
+    env.backend.destroy(&a).await.unwrap();
+    env.backend.destroy(&b).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_rules_and_destroy_leaves_nothing() {
+    let Some(env) = Env::new("backend_destroy") else {
+        return;
+    };
+    env.backend.ping().await.unwrap();
+    let mut props = BTreeMap::new();
+    props.insert("owner".to_string(), "test".to_string());
+    let h = common::unique("d");
+    let spec = ContainerSpec {
+        handle: h.clone(),
+        rootfs: "preloaded:busybox".into(),
+        properties: props.clone(),
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            pids: 50,
+            cpu_shares: 512,
+            disk_bytes: 0,
+        },
+        ..Default::default()
+    };
+    env.backend.create(spec.clone()).await.unwrap();
+    assert!(matches!(
+        env.backend.create(spec.clone()).await,
+        Err(GardenError::Exists(_))
+    ));
+    let mut bad = spec.clone();
+    bad.handle = "../x".into();
+    assert!(matches!(
+        env.backend.create(bad).await,
+        Err(GardenError::Invalid(_))
+    ));
+    let mut ports = spec.clone();
+    ports.handle = common::unique("p");
+    ports.net_in = vec![NetIn {
+        host_port: 0,
+        container_port: 8080,
+    }];
+    let err = env.backend.create(ports).await.unwrap_err();
+    assert!(err.to_string().contains("net-in"), "{err}");
+    let mut missing_rootfs = spec.clone();
+    missing_rootfs.handle = common::unique("r");
+    missing_rootfs.rootfs = "preloaded:nope".into();
+    assert!(matches!(
+        env.backend.create(missing_rootfs).await,
+        Err(GardenError::Invalid(_))
+    ));
+    assert_eq!(env.backend.list(&props).await.unwrap(), std::slice::from_ref(&h));
+    // Capacity is 3.
+    let h2 = env.create("c2", Limits::default()).await;
+    let h3 = env.create("c3", Limits::default()).await;
+    let mut over = spec.clone();
+    over.handle = common::unique("c4");
+    assert!(matches!(
+        env.backend.create(over).await,
+        Err(GardenError::Invalid(_))
+    ));
+
+    // A process still running when the container is destroyed.
+    let running = env.backend.run(&h, sh("sleep 30")).await.unwrap();
+    let dir = env.depot.join(&h);
+    assert!(common::mounted(&dir.join("merged")) > 0);
+    env.backend.destroy(&h).await.unwrap();
+    let (_, _, exit) = collect(running.events).await;
+    assert_ne!(exit.code, 0, "killed by the destroy");
+
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let depot_mounts: Vec<_> = diego_garden_runc::overlay::mount_points(&mountinfo)
+        .filter(|p| p.starts_with(&env.depot))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    assert!(depot_mounts.is_empty(), "mounts left: {depot_mounts:?}");
+    let cgroups: Vec<PathBuf> = fs::read_dir(cgroup::CGROUP_ROOT)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("diego").join(&h))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    assert!(!env.runc.list().unwrap().contains(&h));
+    assert!(!dir.exists());
+    assert!(matches!(
+        env.backend.destroy(&h).await,
+        Err(GardenError::NotFound(_))
+    ));
+    assert!(matches!(
+        env.backend.info(&h).await,
+        Err(GardenError::NotFound(_))
+    ));
+
+    env.backend.destroy(&h2).await.unwrap();
+    env.backend.destroy(&h3).await.unwrap();
+    assert!(env.runc.list().unwrap().is_empty());
+    assert_eq!(fs::read_dir(&env.depot).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_in_and_out_round_trip() {
+    let Some(env) = Env::new("backend_stream") else {
+        return;
+    };
+    let h = env.create("s", Limits::default()).await;
+    let src = env.root.join("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/hello.txt"), "hello from the host\n").unwrap();
+    let tar = Command::new("tar")
+        .args(["-c", "-f", "-", "-C"])
+        .arg(&src)
+        .arg("dir")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let stream = futures_util::stream::iter(vec![Ok(bytes::Bytes::from(tar.stdout))]).boxed();
+    env.backend.stream_in(&h, "/tmp/in", stream).await.unwrap();
+    let (out, err, exit) = run(&env, &h, sh("cat /tmp/in/dir/hello.txt")).await;
+    assert_eq!(
+        (out.as_str(), exit.code),
+        ("hello from the host\n", 0),
+        "stderr: {err}"
+    );
+
+    let mut out_stream = env.backend.stream_out(&h, "/tmp/in/dir").await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = out_stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let dst = env.root.join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let archive = env.root.join("out.tar");
+    fs::write(&archive, bytes).unwrap();
+    let status = Command::new("tar")
+        .arg("-x")
+        .arg("-f")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        fs::read_to_string(dst.join("dir/hello.txt")).unwrap(),
+        "hello from the host\n"
+    );
+
+    for bad in ["relative", "/tmp/../../etc"] {
+        assert!(matches!(
+            env.backend.stream_out(&h, bad).await,
+            Err(GardenError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        env.backend.stream_out(&h, "/nope").await,
+        Err(GardenError::NotFound(_))
+    ));
+    env.backend.destroy(&h).await.unwrap();
+}
