@@ -1,4 +1,4 @@
-//! `diego garden --backend process`: the real binary serving the container API, driven by the
+//! `diego garden --backend process|runc`: the real binary serving the container API, driven by the
 //! HTTP client as a backend.
 
 use std::process::Stdio;
@@ -10,7 +10,43 @@ use futures_util::StreamExt;
 
 #[tokio::test]
 async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
-    let depot = tempfile::tempdir().unwrap();
+    let err = serve_run_and_stop("process").await;
+    assert!(
+        err.contains("NO isolation"),
+        "the process backend says it does not isolate: {err}"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn garden_serves_the_runc_backend_and_stops_on_sigterm() {
+    if !is_root()
+        || std::process::Command::new("runc")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        println!("SKIPPED garden_serves_the_runc_backend_and_stops_on_sigterm: needs root and runc");
+        return;
+    }
+    serve_run_and_stop("runc").await;
+}
+
+/// Starts `diego garden --backend BACKEND`, runs one process in a container through the HTTP
+/// client, destroys it, stops the server with SIGTERM; returns the server's stderr.
+async fn serve_run_and_stop(backend: &str) -> String {
+    let top = tempfile::tempdir().unwrap();
+    let depot = top.path().join("depot");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -20,12 +56,12 @@ async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
         .args([
             "garden",
             "--backend",
-            "process",
+            backend,
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--depot",
         ])
-        .arg(depot.path())
+        .arg(&depot)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -34,6 +70,13 @@ async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
     let client = GardenClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.ping().await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut err)
+                .await
+                .unwrap();
+            panic!("diego garden --backend {backend} exited with {status}: {err}");
+        }
         assert!(Instant::now() < deadline, "diego garden never answered /ping");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -86,8 +129,5 @@ async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
     tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut err)
         .await
         .unwrap();
-    assert!(
-        err.contains("NO isolation"),
-        "the process backend says it does not isolate: {err}"
-    );
+    err
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use diego_garden::process::ProcessBackend;
 use diego_garden::{Capacity, DynBackend};
+use diego_garden_runc::{RuncBackend, RuncConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::process;
@@ -27,9 +28,14 @@ pub struct GardenArgs {
     /// Which backend runs the containers.
     #[arg(long, value_enum, default_value_t = Backend::Process)]
     pub backend: Backend,
-    /// Directory for containers' state.
+    /// Directory for containers' state. With the runc backend, also holds the root
+    /// filesystem cache (`<depot>/../<depot name>.rootfs`) and runc's state.
     #[arg(long, value_name = "DIR")]
     pub depot: PathBuf,
+    /// Directory of configured root filesystems (`preloaded:NAME` = `DIR/NAME` or
+    /// `DIR/NAME.tar`; `preloaded:busybox` is always available). runc backend only.
+    #[arg(long, value_name = "DIR")]
+    pub preloaded_dir: Option<PathBuf>,
     /// Memory the backend offers, in MB (default: the machine's).
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u64>,
@@ -69,9 +75,24 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
             ProcessBackend::new(args.depot.clone(), capacity)
                 .with_context(|| format!("opening the depot {}", args.depot.display()))?,
         ),
-        Backend::Runc => anyhow::bail!(
-            "the runc backend is not available yet (issue 3 is in progress); use --backend process"
-        ),
+        Backend::Runc => {
+            // Beside the depot, not in it: the depot holds exactly one directory per container.
+            let name = args
+                .depot
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "depot".into());
+            let sibling = |suffix: &str| args.depot.with_file_name(format!("{name}.{suffix}"));
+            let config = RuncConfig {
+                depot: args.depot.clone(),
+                store: sibling("rootfs"),
+                preloaded_dir: args.preloaded_dir.clone(),
+                runc_root: sibling("runc"),
+                capacity,
+                host_ip: "127.0.0.1".into(),
+            };
+            Arc::new(RuncBackend::new(config).context("starting the runc backend (it needs root and runc)")?)
+        }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
