@@ -16,15 +16,20 @@
 //! - **Signals** go to the process's host pid (from `runc exec --pid-file`) with host `kill`.
 //! - **Destroy** is `runc delete --force` (the pid namespace dies with the init, taking every
 //!   exec'd process along), then the overlay, the directory and any cgroup leaf runc left.
-//! - **Not yet**: `net_in` (refused with `Invalid`), disk limits, `grace_time_ms`, user
-//!   namespaces, and surviving a restart of this server — a LATER step: state is in memory,
-//!   processes are children of this server (their output goes through its pipes), and a
-//!   restarted server does not rediscover containers or re-attach to processes.
+//! - **Net-in**: one [`Forwarder`] per `net_in` entry, started once the init runs: a listener
+//!   on the configured `host_ip` relaying into `127.0.0.1:<container port>` inside the
+//!   container's network namespace (see [`crate::netin`]); a taken host port is `Invalid`.
+//!   Destroy stops the forwarders first.
+//! - **Not yet**: disk limits, `grace_time_ms`, user namespaces, and surviving a restart of
+//!   this server — a LATER step: state is in memory, processes are children of this server
+//!   (their output goes through its pipes), and a restarted server does not rediscover
+//!   containers or re-attach to processes (nor restart their net-in forwarders).
 
 mod exec;
 mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,11 +38,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use diego_garden::{
     new_id, properties_match, Capacity, ContainerBackend, ContainerInfo, ContainerMetrics, ContainerSpec,
-    ContainerState, GardenError, ProcessSpec, ProcessStream, Properties, Signal, TarStream,
+    ContainerState, GardenError, NetIn, PortMapping, ProcessSpec, ProcessStream, Properties, Signal,
+    TarStream,
 };
 use tracing::{info, warn};
 
 use crate::bundle::{self, BundleError};
+use crate::netin::{Dialer, Forwarder};
 use crate::{cgroup, Overlay, RootfsError, RootfsStore, Runc, User};
 use exec::Process;
 
@@ -77,6 +84,8 @@ struct Container {
     processes: BTreeMap<String, Arc<Process>>,
     events: Arc<Mutex<Vec<String>>>,
     created: Instant,
+    /// The net-in forwarders, one per `spec.net_in` entry, in order.
+    forwarders: Vec<Forwarder>,
 }
 
 impl Container {
@@ -87,7 +96,14 @@ impl Container {
             properties: self.spec.properties.clone(),
             host_ip: host_ip.to_string(),
             container_ip: String::new(),
-            mapped_ports: Vec::new(),
+            mapped_ports: self
+                .forwarders
+                .iter()
+                .map(|f| PortMapping {
+                    host_port: u32::from(f.host_port()),
+                    container_port: u32::from(f.container_port()),
+                })
+                .collect(),
             process_ids: self.processes.keys().cloned().collect(),
             events: self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
@@ -254,6 +270,69 @@ fn create_container(
     result
 }
 
+/// The `net_in` entries as `(host port, container port)`, checked.
+fn net_in_ports(net_in: &[NetIn]) -> Result<Vec<(u16, u16)>, GardenError> {
+    net_in
+        .iter()
+        .map(|n| {
+            let host = u16::try_from(n.host_port).map_err(|_| {
+                GardenError::Invalid(format!("net_in host port {} is not a TCP port", n.host_port))
+            })?;
+            let container = u16::try_from(n.container_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    GardenError::Invalid(format!(
+                        "net_in container port {} is not a TCP port",
+                        n.container_port
+                    ))
+                })?;
+            Ok((host, container))
+        })
+        .collect()
+}
+
+/// Starts one forwarder per `(host port, container port)` into the network namespace of the
+/// container whose init pid is in `<dir>/init.pid`, listening on `host_ip` (which must be an
+/// IP address; 127.0.0.1 keeps the traffic on loopback). All or nothing: on failure the ones
+/// already started are dropped (closed).
+async fn start_forwarders(
+    host_ip: &str,
+    ports: &[(u16, u16)],
+    dir: &Path,
+) -> Result<Vec<Forwarder>, GardenError> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let host_ip: IpAddr = host_ip
+        .parse()
+        .map_err(|e| GardenError::Unavailable(format!("net_in: configured host_ip {host_ip:?}: {e}")))?;
+    let pid_file = dir.join("init.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .map_err(unavailable(format!("reading {}", pid_file.display())))?
+        .trim()
+        .parse()
+        .map_err(|e| GardenError::Unavailable(format!("{}: {e}", pid_file.display())))?;
+    let dialer = Dialer::for_pid(pid).map_err(unavailable("net-in"))?;
+    let mut forwarders = Vec::with_capacity(ports.len());
+    for &(host_port, container_port) in ports {
+        match Forwarder::start(host_ip, host_port, container_port, dialer.clone()).await {
+            Ok(f) => forwarders.push(f),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(GardenError::Invalid(format!(
+                    "net_in host port {host_port} on {host_ip} is already in use"
+                )))
+            }
+            Err(e) => {
+                return Err(GardenError::Unavailable(format!(
+                    "net_in: listening on {host_ip}:{host_port}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(forwarders)
+}
+
 /// Kills the container and removes its runc state (blocking).
 fn kill_container(runc: &Runc, handle: &str) -> Result<(), GardenError> {
     runc.delete_force(handle)
@@ -303,11 +382,7 @@ impl ContainerBackend for RuncBackend {
             spec.handle = new_id();
         }
         bundle::validate_handle(&spec.handle).map_err(bundle_error)?;
-        if !spec.net_in.is_empty() {
-            return Err(GardenError::Invalid(
-                "net-in port mapping is not implemented in the runc backend yet".into(),
-            ));
-        }
+        let ports = net_in_ports(&spec.net_in)?;
         {
             let mut containers = self.lock();
             if containers.ready.contains_key(&spec.handle) || containers.busy.contains(&spec.handle) {
@@ -331,9 +406,30 @@ impl ContainerBackend for RuncBackend {
         .await
         .map_err(join_error)
         .and_then(|r| r);
+        let passwd = match created {
+            Ok(passwd) => passwd,
+            Err(e) => {
+                self.lock().busy.remove(&spec.handle);
+                return Err(e);
+            }
+        };
+        let forwarders = match start_forwarders(&self.config.host_ip, &ports, &dir).await {
+            Ok(forwarders) => forwarders,
+            Err(e) => {
+                let (runc, id, dir) = (self.runc.clone(), spec.handle.clone(), dir.clone());
+                let cleaned = tokio::task::spawn_blocking(move || remove_container(&runc, &id, &dir))
+                    .await
+                    .map_err(join_error)
+                    .and_then(|r| r);
+                if let Err(c) = cleaned {
+                    warn!(handle = %spec.handle, error = %c, "cleaning up a failed create");
+                }
+                self.lock().busy.remove(&spec.handle);
+                return Err(e);
+            }
+        };
         let mut containers = self.lock();
         containers.busy.remove(&spec.handle);
-        let passwd = created?;
         info!(handle = %spec.handle, rootfs = %spec.rootfs, "created container");
         let container = Container {
             overlay: Overlay::new(&dir),
@@ -344,6 +440,7 @@ impl ContainerBackend for RuncBackend {
             processes: BTreeMap::new(),
             events: Arc::default(),
             created: Instant::now(),
+            forwarders,
         };
         let info = container.info(&self.config.host_ip);
         containers.ready.insert(info.handle.clone(), container);
@@ -389,12 +486,16 @@ impl ContainerBackend for RuncBackend {
     }
 
     async fn destroy(&self, handle: &str) -> Result<(), GardenError> {
-        let container = {
+        let mut container = {
             let mut containers = self.lock();
             let container = containers.ready.remove(handle).ok_or_else(|| missing(handle))?;
             containers.busy.insert(handle.to_string());
             container
         };
+        // No new connections into a dying container (a failed destroy keeps it unmapped).
+        for f in std::mem::take(&mut container.forwarders) {
+            f.stop().await;
+        }
         let runc = self.runc.clone();
         let id = handle.to_string();
         let killed = tokio::task::spawn_blocking(move || kill_container(&runc, &id))

@@ -14,22 +14,23 @@
 //! - [`backend`]: [`RuncBackend`], the `diego_garden::ContainerBackend` on these pieces — a
 //!   detached idle init per container, processes as foreground `runc exec --process` children
 //!   of the server feeding event logs, host `kill` for signals, host `tar` for streaming.
+//! - [`netin`]: net-in port mapping, a userspace proxy from a host port into `127.0.0.1` in the
+//!   container's network namespace (a thread per container joins it with `setns`).
 //!
 //! Still to come: surviving restarts of the cell agent (today all state is in memory and a
 //! restarted server neither rediscovers containers nor re-attaches to processes; the plan is
-//! a per-container supervisor that owns the processes and their event logs); the net-in
-//! forwarder into each container's network namespace (`net_in` is refused with `Invalid`);
-//! disk limits for the writable layer (environment.md R15); `grace_time_ms`; local OCI images;
+//! a per-container supervisor that owns the processes and their event logs); disk limits for the writable layer (environment.md R15); `grace_time_ms`; local OCI images;
 //! user namespaces for unprivileged containers.
 //!
 //! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
-//! denies `unsafe`, so there is no libc here. Depends on `diego-garden` for the API types only;
+//! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Depends on `diego-garden` for the API types only;
 //! must not depend on the executor, the BBS or the store.
 
 pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 mod host;
+pub mod netin;
 pub mod oci;
 pub mod overlay;
 pub mod rootfs;

@@ -1,0 +1,284 @@
+//! Net-in port mapping end to end: busybox `httpd` in real runc containers, reached through
+//! the forwarder on host 127.0.0.1 (root; needs runc and busybox-static). Every test's [`Env`]
+//! removes whatever it made, even on failure.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diego_garden::{
+    Capacity, ContainerBackend, ContainerSpec, GardenError, NetIn, PortMapping, ProcessEvent, ProcessSpec,
+};
+use diego_garden_runc::{cgroup, Overlay, Runc, RuncBackend, RuncConfig};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "kill"];
+
+/// A backend in a temporary directory; dropping it deletes every container runc knows in its
+/// state dir, unmounts every overlay in its depot and removes their cgroups.
+struct Env {
+    backend: RuncBackend,
+    runc: Runc,
+    depot: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(test: &str) -> Option<Env> {
+        if !common::root_with(test, TOOLS) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let config = RuncConfig {
+            depot: root.join("depot"),
+            store: root.join("store"),
+            preloaded_dir: None,
+            runc_root: root.join("runc"),
+            capacity: Capacity {
+                memory_bytes: 1 << 30,
+                disk_bytes: 1 << 30,
+                max_containers: 5,
+            },
+            host_ip: "127.0.0.1".into(),
+        };
+        let backend = RuncBackend::new(config)
+            .unwrap()
+            .with_stop_grace(Duration::from_millis(500));
+        Some(Env {
+            backend,
+            runc: Runc::new("runc", root.join("runc")),
+            depot: root.join("depot"),
+            _tmp: tmp,
+        })
+    }
+
+    /// A busybox container mapping `host_port` to container port 8080.
+    async fn create(&self, prefix: &str, host_port: u32) -> Result<(String, PortMapping), GardenError> {
+        let handle = common::unique(prefix);
+        let info = self
+            .backend
+            .create(ContainerSpec {
+                handle: handle.clone(),
+                rootfs: "preloaded:busybox".into(),
+                net_in: vec![NetIn {
+                    host_port,
+                    container_port: 8080,
+                }],
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(info.host_ip, "127.0.0.1");
+        assert_eq!(info.mapped_ports.len(), 1, "{info:?}");
+        let mapping = info.mapped_ports[0];
+        assert_eq!(mapping.container_port, 8080);
+        assert_ne!(mapping.host_port, 0);
+        if host_port != 0 {
+            assert_eq!(mapping.host_port, host_port);
+        }
+        assert_eq!(
+            self.backend.info(&handle).await.unwrap().mapped_ports,
+            vec![mapping]
+        );
+        Ok((handle, mapping))
+    }
+
+    /// Serves `/tmp/www/index.html` containing `content` with busybox httpd on port 8080.
+    async fn serve(&self, handle: &str, content: &str) {
+        let write = self
+            .backend
+            .run(
+                handle,
+                sh(&format!(
+                    "mkdir -p /tmp/www && echo {content} > /tmp/www/index.html"
+                )),
+            )
+            .await
+            .unwrap();
+        let events: Vec<_> = tokio::time::timeout(Duration::from_secs(60), write.events.collect())
+            .await
+            .expect("writing the index did not finish");
+        assert!(
+            matches!(events.last(), Some(ProcessEvent::Exited(s)) if s.code == 0),
+            "writing the index: {events:?}"
+        );
+        self.backend
+            .run(
+                handle,
+                ProcessSpec {
+                    id: "httpd".into(),
+                    path: "httpd".into(),
+                    args: vec![
+                        "-f".into(),
+                        "-p".into(),
+                        "8080".into(),
+                        "-h".into(),
+                        "/tmp/www".into(),
+                    ],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in self.runc.list().unwrap_or_default() {
+            if let Err(e) = self.runc.delete_force(&id) {
+                eprintln!("runc delete -f {id}: {e}");
+            }
+        }
+        for entry in fs::read_dir(&self.depot).into_iter().flatten().flatten() {
+            if let Err(e) = Overlay::new(entry.path()).destroy() {
+                eprintln!("overlay destroy: {e}");
+            }
+            let handle = entry.file_name().to_string_lossy().into_owned();
+            let _ = fs::remove_dir_all(entry.path());
+            let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &handle);
+        }
+    }
+}
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        path: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+/// One HTTP/1.0 GET of `/index.html` on 127.0.0.1:`port`: the whole response.
+async fn get_once(port: u32) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port as u16)).await?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("timed out reading the response"))??;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// GETs until a 200 arrives (httpd may still be starting), for up to 20 s.
+async fn get(port: u32) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = get_once(port).await;
+        match &last {
+            Ok(r) if r.starts_with("HTTP/1.") && r.contains(" 200 ") => return r.clone(),
+            _ if tokio::time::Instant::now() >= deadline => panic!("no 200 from port {port}: {last:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The host pid of the container's init.
+fn init_pid(env: &Env, handle: &str) -> String {
+    fs::read_to_string(env.depot.join(handle).join("init.pid"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Names of this test process's threads.
+fn thread_names() -> Vec<String> {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// The container's netns thread (named `netns-<init pid>`) exits soon after destroy.
+async fn assert_no_netns_thread(pid: &str) {
+    let name: String = format!("netns-{pid}").chars().take(15).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while thread_names().contains(&name) {
+        assert!(tokio::time::Instant::now() < deadline, "thread {name} still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_refused(port: u32) {
+    let err = TcpStream::connect(("127.0.0.1", port as u16))
+        .await
+        .expect_err("the host port still accepts connections after destroy");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_a_host_port_to_httpd_in_the_container() {
+    let Some(env) = Env::new("netin_httpd") else {
+        return;
+    };
+    let (h, mapping) = env.create("n", 0).await.unwrap();
+    let pid = init_pid(&env, &h);
+    let thread: String = format!("netns-{pid}").chars().take(15).collect();
+    assert!(thread_names().contains(&thread), "no {thread} thread");
+    env.serve(&h, "hello").await;
+    let response = get(mapping.host_port).await;
+    assert!(response.ends_with("hello\n"), "{response}");
+
+    // An open connection that has not sent anything yet is cut by destroy.
+    let mut idle = TcpStream::connect(("127.0.0.1", mapping.host_port as u16))
+        .await
+        .unwrap();
+    env.backend.destroy(&h).await.unwrap();
+    assert_refused(mapping.host_port).await;
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the relay outlived destroy")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_no_netns_thread(&pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_their_own_host_ports_and_a_taken_port_is_invalid() {
+    let Some(env) = Env::new("netin_two") else {
+        return;
+    };
+    let (a, pa) = env.create("a", 0).await.unwrap();
+    let (b, pb) = env.create("b", 0).await.unwrap();
+    assert_ne!(pa.host_port, pb.host_port);
+    env.serve(&a, "from-a").await;
+    env.serve(&b, "from-b").await;
+    assert!(get(pa.host_port).await.ends_with("from-a\n"));
+    assert!(get(pb.host_port).await.ends_with("from-b\n"));
+
+    // Asking for a's host port fails, naming it, and leaves nothing behind.
+    let err = env.create("c", pa.host_port).await.unwrap_err();
+    assert!(matches!(err, GardenError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains(&pa.host_port.to_string()), "{err}");
+    let mut handles = env.backend.list(&Default::default()).await.unwrap();
+    handles.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(handles, expected);
+    assert_eq!(fs::read_dir(&env.depot).unwrap().count(), 2);
+    assert_eq!(env.runc.list().unwrap().len(), 2);
+    // a still answers.
+    assert!(get(pa.host_port).await.ends_with("from-a\n"));
+
+    // A free port asked for by number is used.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = u32::from(free.local_addr().unwrap().port());
+    drop(free);
+    let (c, pc) = env.create("c", port).await.unwrap();
+    assert_eq!(pc.host_port, port);
+
+    for (h, p) in [(&a, &pa), (&b, &pb), (&c, &pc)] {
+        let pid = init_pid(&env, h);
+        env.backend.destroy(h).await.unwrap();
+        assert_refused(p.host_port).await;
+        assert_no_netns_thread(&pid).await;
+    }
+}
