@@ -2,3 +2,4 @@
 //! line of stdout is one JSON object of the figures.
 
 pub mod bbs;
+pub mod garden;

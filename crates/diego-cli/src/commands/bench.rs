@@ -4,6 +4,24 @@
 pub enum BenchCommand {
     /// Benchmark the BBS on its embedded store over HTTP on loopback.
     Bbs(BenchBbsArgs),
+    /// Benchmark the runc container backend in process against raw `runc run` (needs root).
+    Garden(BenchGardenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchGardenArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Sequential create → run /bin/true → destroy cycles (and raw `runc run` iterations).
+    #[arg(long, default_value_t = 30)]
+    pub cycles: usize,
+    /// Cycles in total over 8 parallel workers.
+    #[arg(long, default_value_t = 40)]
+    pub parallel_cycles: usize,
+    /// Idle containers (each running `sleep 3600`) for the supervision-memory figure.
+    #[arg(long, default_value_t = 10)]
+    pub idle: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +55,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 lrps: a.lrps,
                 instances_per_lrp: a.instances_per_lrp,
                 claim_start_instances: a.claim_start_instances,
+            })
+            .await
+        }
+        BenchCommand::Garden(a) => {
+            crate::bench::garden::run(crate::bench::garden::Options {
+                json: a.json,
+                cycles: a.cycles,
+                parallel_cycles: a.parallel_cycles,
+                idle: a.idle,
             })
             .await
         }
