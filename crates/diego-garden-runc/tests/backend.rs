@@ -475,3 +475,90 @@ async fn stream_in_and_out_round_trip() {
     ));
     env.backend.destroy(&h).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_processes_are_invisible_inside_a_container() {
+    let Some(env) = Env::new("backend_pidns") else {
+        return;
+    };
+    let h = env.create("pidns", Limits::default()).await;
+    let (out, err, exit) = run(
+        &env,
+        &h,
+        sh("ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '"),
+    )
+    .await;
+    assert_eq!(exit.code, 0, "stderr: {err}");
+    let mut lines = out.lines();
+    let inside: usize = lines.next().unwrap().trim().parse().unwrap();
+    let host = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .count();
+    // The idle init, the shell, ls and grep: a handful, against the host's many.
+    assert!(inside < 10, "{inside} processes visible inside");
+    assert!(
+        host > inside + 10,
+        "host has {host} processes, container sees {inside}"
+    );
+    let pid1 = lines.next().unwrap_or_default();
+    assert!(
+        pid1.starts_with("/bin/sh") || pid1.starts_with("sh"),
+        "pid 1 is the container's init, not the host's: {pid1:?}"
+    );
+    env.backend.destroy(&h).await.unwrap();
+}
+
+/// Two busy containers with Diego CPU weights 1 and 3 get CPU time in roughly that ratio. Each
+/// runs two busy loops for a bounded 3 s so both compete for both cores; the assertion is on
+/// the ratio of CPU time used (cgroup cpuacct), with a wide tolerance for a shared machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_weights_share_cpu_in_proportion() {
+    let Some(env) = Env::new("backend_cpu") else {
+        return;
+    };
+    let light = env
+        .create(
+            "cpu1",
+            Limits {
+                cpu_shares: Limits::cpu_shares_for_weight(1),
+                ..Default::default()
+            },
+        )
+        .await;
+    let heavy = env
+        .create(
+            "cpu3",
+            Limits {
+                cpu_shares: Limits::cpu_shares_for_weight(3),
+                ..Default::default()
+            },
+        )
+        .await;
+    let busy = || sh("for i in 1 2; do timeout -s KILL 3 sh -c 'while :; do :; done' & done; wait; true");
+    let a = env.backend.run(&light, busy()).await.unwrap();
+    let b = env.backend.run(&heavy, busy()).await.unwrap();
+    let (ra, rb) = tokio::join!(collect(a.events), collect(b.events));
+    assert_eq!((ra.2.code, rb.2.code), (0, 0), "{ra:?} {rb:?}");
+    let m = env
+        .backend
+        .bulk_metrics(&[light.clone(), heavy.clone()])
+        .await
+        .unwrap();
+    let (cpu_a, cpu_b) = (m[&light].cpu_usage_ns as f64, m[&heavy].cpu_usage_ns as f64);
+    assert!(cpu_a > 0.0 && cpu_b > 0.0, "{m:?}");
+    let ratio = cpu_b / cpu_a;
+    println!("CPU time weight 3 : weight 1 = {ratio:.2}");
+    assert!(
+        (1.5..=6.0).contains(&ratio),
+        "weight 3 : weight 1 got CPU ratio {ratio:.2} ({cpu_b} ns vs {cpu_a} ns)"
+    );
+    env.backend.destroy(&light).await.unwrap();
+    env.backend.destroy(&heavy).await.unwrap();
+}
