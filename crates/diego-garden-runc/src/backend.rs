@@ -334,7 +334,19 @@ async fn start_forwarders(
 }
 
 /// Kills the container and removes its runc state (blocking).
+///
+/// `runc delete --force` of a running container signals it and then polls for its death in
+/// 100 ms steps, which made destroy the slowest part of a container's life. Killing first and
+/// watching the container's cgroup empty (tasks leave it as they die, before any reaping) lets
+/// `runc delete` find the container already stopped and remove it at once.
 fn kill_container(runc: &Runc, handle: &str) -> Result<(), GardenError> {
+    if runc.kill(handle).is_ok() {
+        let root = Path::new(cgroup::CGROUP_ROOT);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while cgroup::has_tasks(root, handle) == Some(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     runc.delete_force(handle)
         .map_err(unavailable(format!("runc delete --force {handle}")))
 }

@@ -46,6 +46,17 @@ pub fn remove_leftovers(cgroup_root: &Path, handle: &str) -> io::Result<Vec<Path
     Ok(removed)
 }
 
+/// Whether the container's pids cgroup (v1) still holds a task. Tasks leave the cgroup when
+/// they exit, before they are reaped, so an empty cgroup means every process has died.
+/// `None` when the cgroup cannot be read (gone, or another cgroup layout).
+pub fn has_tasks(cgroup_root: &Path, handle: &str) -> Option<bool> {
+    let procs = cgroup_root
+        .join("pids")
+        .join(cgroups_path(handle).trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::read_to_string(procs).ok().map(|s| !s.trim().is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,11 @@ impl Runc {
 
     /// `runc delete --force`: kills the container if it still runs and removes its state. A
     /// container runc does not know is not an error.
+    /// `runc kill ID KILL`: SIGKILL to the container's init (and so its whole pid namespace).
+    pub fn kill(&self, id: &str) -> std::io::Result<()> {
+        host::run(self.command().args(["kill", id, "KILL"])).map(|_| ())
+    }
+
     pub fn delete_force(&self, id: &str) -> std::io::Result<()> {
         match host::run(self.command().args(["delete", "--force", id])) {
             Ok(_) => Ok(()),
