@@ -5,58 +5,33 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use diego_garden::{
-    Capacity, ContainerBackend, ContainerSpec, ContainerState, ExitStatus, GardenError, Limits, NetIn,
-    ProcessEvent, ProcessLimits, ProcessSpec, Signal,
+    ContainerBackend, ContainerSpec, ContainerState, ExitStatus, GardenError, Limits, NetIn, ProcessEvent,
+    ProcessLimits, ProcessSpec, Signal,
 };
-use diego_garden_runc::{cgroup, Overlay, Runc, RuncBackend, RuncConfig};
+use diego_garden_runc::cgroup;
 use futures_util::StreamExt;
 
 const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "tar", "kill"];
 
-/// A backend in a temporary directory; dropping it deletes every container runc knows in its
-/// state dir, unmounts every overlay in its depot and removes their cgroups.
-struct Env {
-    backend: RuncBackend,
-    runc: Runc,
-    depot: PathBuf,
-    root: PathBuf,
-    _tmp: tempfile::TempDir,
+/// A [`common::Sandbox`] with this file's helpers.
+struct Env(common::Sandbox);
+
+impl std::ops::Deref for Env {
+    type Target = common::Sandbox;
+
+    fn deref(&self) -> &common::Sandbox {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(test: &str) -> Option<Env> {
-        if !common::root_with(test, TOOLS) {
-            return None;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(tmp.path()).unwrap();
-        let config = RuncConfig {
-            depot: root.join("depot"),
-            store: root.join("store"),
-            preloaded_dir: None,
-            runc_root: root.join("runc"),
-            capacity: Capacity {
-                memory_bytes: 1 << 30,
-                disk_bytes: 1 << 30,
-                max_containers: 3,
-            },
-            host_ip: "127.0.0.1".into(),
-        };
-        let backend = RuncBackend::new(config)
-            .unwrap()
-            .with_stop_grace(Duration::from_millis(500));
-        Some(Env {
-            backend,
-            runc: Runc::new("runc", root.join("runc")),
-            depot: root.join("depot"),
-            root,
-            _tmp: tmp,
-        })
+        common::Sandbox::new(test, TOOLS, 3).map(Env)
     }
 
     async fn create(&self, handle: &str, limits: Limits) -> String {
@@ -72,24 +47,6 @@ impl Env {
             .await
             .unwrap();
         handle
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for id in self.runc.list().unwrap_or_default() {
-            if let Err(e) = self.runc.delete_force(&id) {
-                eprintln!("runc delete -f {id}: {e}");
-            }
-        }
-        for entry in fs::read_dir(&self.depot).into_iter().flatten().flatten() {
-            if let Err(e) = Overlay::new(entry.path()).destroy() {
-                eprintln!("overlay destroy: {e}");
-            }
-            let handle = entry.file_name().to_string_lossy().into_owned();
-            let _ = fs::remove_dir_all(entry.path());
-            let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &handle);
-        }
     }
 }
 

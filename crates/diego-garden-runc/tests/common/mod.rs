@@ -54,3 +54,66 @@ pub fn mounted(path: &Path) -> usize {
         .filter(|p| p == path)
         .count()
 }
+
+/// A `RuncBackend` in a temporary directory for one test. Dropping it deletes every container
+/// runc knows in its private state dir, unmounts every overlay in its depot and removes their
+/// cgroups, so a failing test leaves nothing behind either.
+pub struct Sandbox {
+    pub backend: diego_garden_runc::RuncBackend,
+    pub runc: diego_garden_runc::Runc,
+    pub depot: std::path::PathBuf,
+    pub root: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// `None` (after printing why) when the test cannot run here.
+    pub fn new(test: &str, tools: &[&str], max_containers: u64) -> Option<Sandbox> {
+        if !root_with(test, tools) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let config = diego_garden_runc::RuncConfig {
+            depot: root.join("depot"),
+            store: root.join("store"),
+            preloaded_dir: None,
+            runc_root: root.join("runc"),
+            capacity: diego_garden::Capacity {
+                memory_bytes: 1 << 30,
+                disk_bytes: 1 << 30,
+                max_containers,
+            },
+            host_ip: "127.0.0.1".into(),
+        };
+        let backend = diego_garden_runc::RuncBackend::new(config)
+            .unwrap()
+            .with_stop_grace(std::time::Duration::from_millis(500));
+        Some(Sandbox {
+            backend,
+            runc: diego_garden_runc::Runc::new("runc", root.join("runc")),
+            depot: root.join("depot"),
+            root,
+            _tmp: tmp,
+        })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        use diego_garden_runc::{cgroup, Overlay};
+        for id in self.runc.list().unwrap_or_default() {
+            if let Err(e) = self.runc.delete_force(&id) {
+                eprintln!("runc delete -f {id}: {e}");
+            }
+        }
+        for entry in std::fs::read_dir(&self.depot).into_iter().flatten().flatten() {
+            if let Err(e) = Overlay::new(entry.path()).destroy() {
+                eprintln!("overlay destroy: {e}");
+            }
+            let handle = entry.file_name().to_string_lossy().into_owned();
+            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &handle);
+        }
+    }
+}
