@@ -67,3 +67,15 @@ async fn wait_for_signal() -> &'static str {
         "Ctrl-C"
     }
 }
+
+/// Whether this process runs as root (real uid 0), read from /proc (no libc).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}

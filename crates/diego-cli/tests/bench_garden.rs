@@ -1,16 +1,7 @@
 //! `diego bench garden --json` with tiny counts: the real binary, real runc containers. Asserts
 //! the summary's shape and that each figure was measured, never how fast.
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use diego_cli::process::is_root;
 
 #[test]
 fn bench_garden_prints_every_figure_as_json() {

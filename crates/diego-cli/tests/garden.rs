@@ -1,6 +1,8 @@
 //! `diego garden --backend process|runc`: the real binary serving the container API, driven by the
 //! HTTP client as a backend.
 
+use diego_cli::process::is_root;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,17 +17,6 @@ async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
         err.contains("NO isolation"),
         "the process backend says it does not isolate: {err}"
     );
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[tokio::test]

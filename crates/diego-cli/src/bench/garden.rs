@@ -15,6 +15,8 @@
 //!    supervise the sleeps), per container. The containers' own cgroup memory is reported
 //!    beside it. Every container is destroyed afterwards, also on error.
 
+use crate::process::is_root;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,17 +55,6 @@ impl Default for Options {
             idle: 10,
         }
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn spec(handle: &str) -> ContainerSpec {
