@@ -1,32 +1,37 @@
 //! [`RuncBackend`]: `diego_garden::ContainerBackend` on real runc containers.
 //!
 //! Layout: each container lives in `<depot>/<handle>/` — the overlay (`upper`, `work`,
-//! `merged`), the OCI bundle's `config.json`, the init's `init.pid`/`init.log`, and
-//! `processes/<id>/{process.json,pid}` for each process run in it.
+//! `merged`), the OCI bundle's `config.json`, the init's `init.pid`/`init.log`, the container's
+//! record `container.json` (its spec, state, mapped ports, creation time), and
+//! `processes/<id>/` for each process run in it (see [`crate::shim::ProcessFiles`]).
 //!
 //! Decisions:
 //! - **Init**: `create` starts the container detached (`runc run --detach`) with a tiny idle
 //!   loop as the non-root default user, which exits on TERM; its stdio is `/dev/null` and a log
 //!   file, never a pipe (a detached container keeps runc's stdio).
-//! - **Processes** are foreground `runc exec --process process.json` children of this server:
-//!   the OCI process (args, env, cwd, user, `nofile` rlimit) comes from the same
-//!   [`crate::bundle::config`] as the init, runc's exit code is the process's, and the pipes
-//!   feed an [`EventLog`](diego_garden::event_log::EventLog) (see `exec.rs`).
-//! - **OOM**: an exit of 137 while the container's `memory.oom_control` `oom_kill` count grew.
-//! - **Signals** go to the process's host pid (from `runc exec --pid-file`) with host `kill`.
-//! - **Destroy** is `runc delete --force` (the pid namespace dies with the init, taking every
-//!   exec'd process along), then the overlay, the directory and any cgroup leaf runc left.
+//! - **Processes** each have a [`shim`](crate::shim): a small supervisor process of their own
+//!   that runs `runc exec --detach`, is the process's subreaper, and writes its output and exit
+//!   status to files, which this server tails into an
+//!   [`EventLog`](diego_garden::event_log::EventLog) (see `process.rs`). Nothing of a process
+//!   lives only in this server's memory.
+//! - **Restarts**: [`RuncBackend::open`] rediscovers the depot — every container runc still
+//!   runs comes back with its processes (their output replayed from the start, exit statuses
+//!   of those that ended meanwhile) and its net-in forwarders on the same host ports; anything
+//!   half-made or whose init died is removed.
+//! - **OOM**: an exit of 137 while the container's `memory.oom_control` `oom_kill` count grew
+//!   (the shim compares before and after).
+//! - **Signals** go to the process's host pid (from `runc exec --pid-file`).
+//! - **Destroy** kills the init (the pid namespace dies with it, taking every exec'd process
+//!   along), waits for the cgroup to empty, `runc delete`s, then removes the overlay, the
+//!   directory and any cgroup leaf runc left.
 //! - **Net-in**: one [`Forwarder`] per `net_in` entry, started once the init runs: a listener
 //!   on the configured `host_ip` relaying into `127.0.0.1:<container port>` inside the
 //!   container's network namespace (see [`crate::netin`]); a taken host port is `Invalid`.
 //!   Destroy stops the forwarders first.
-//! - **Not yet**: disk limits, `grace_time_ms`, user namespaces, and surviving a restart of
-//!   this server — a LATER step: state is in memory, processes are children of this server
-//!   (their output goes through its pipes), and a restarted server does not rediscover
-//!   containers or re-attach to processes (nor restart their net-in forwarders).
+//! - **Not yet**: `grace_time_ms`, user namespaces.
 
-mod exec;
 mod metrics;
+mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -45,14 +50,15 @@ use tracing::{info, warn};
 
 use crate::bundle::{self, BundleError};
 use crate::netin::{Dialer, Forwarder};
+use crate::shim::ShimCommand;
 use crate::{cgroup, Overlay, RootfsError, RootfsStore, Runc, User};
-use exec::Process;
+use process::Process;
 
 /// How long `stop` waits after SIGTERM before SIGKILL, unless changed with
 /// [`RuncBackend::with_stop_grace`].
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// How long `destroy` waits for the killed processes' `runc exec` to report their exit.
+/// How long `destroy` waits for the killed processes' shims to report their exit.
 const DESTROY_WAIT: Duration = Duration::from_secs(5);
 
 /// The container's init: idles until TERM (busybox `sh` as pid 1 ignores TERM without a trap).
@@ -72,6 +78,27 @@ pub struct RuncConfig {
     pub capacity: Capacity,
     /// Address reported as the containers' `host_ip`.
     pub host_ip: String,
+    /// How to start a process's supervisor (see [`crate::shim`]).
+    pub shim: ShimCommand,
+}
+
+/// What `<depot>/<handle>/container.json` keeps of a container, for [`RuncBackend::open`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    spec: ContainerSpec,
+    state: ContainerState,
+    /// The net-in mappings as made (host ports chosen when 0 was asked for).
+    ports: Vec<PortMapping>,
+    created_unix_ms: u64,
+}
+
+const RECORD: &str = "container.json";
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Container {
@@ -84,6 +111,7 @@ struct Container {
     processes: BTreeMap<String, Arc<Process>>,
     events: Arc<Mutex<Vec<String>>>,
     created: Instant,
+    created_unix_ms: u64,
     /// The net-in forwarders, one per `spec.net_in` entry, in order.
     forwarders: Vec<Forwarder>,
 }
@@ -111,6 +139,28 @@ impl Container {
 
     fn running(&self) -> Vec<Arc<Process>> {
         self.processes.values().filter(|p| p.running()).cloned().collect()
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            spec: self.spec.clone(),
+            state: self.state,
+            ports: self.info("").mapped_ports,
+            created_unix_ms: self.created_unix_ms,
+        }
+    }
+
+    /// Writes `container.json` (atomically: a restart finds the old record or the new one).
+    fn persist(&self) -> Result<(), GardenError> {
+        let json = serde_json::to_vec_pretty(&self.record())
+            .map_err(|e| GardenError::Unavailable(format!("encoding {RECORD}: {e}")))?;
+        let tmp = self.dir.join(format!("{RECORD}.tmp"));
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(RECORD)))
+            .map_err(unavailable(format!(
+                "writing {}",
+                self.dir.join(RECORD).display()
+            )))
     }
 }
 
@@ -154,7 +204,22 @@ fn join_error(e: tokio::task::JoinError) -> GardenError {
 }
 
 impl RuncBackend {
-    /// A backend keeping containers under `config.depot` (created if missing).
+    /// A backend keeping containers under `config.depot`, taking over the containers an
+    /// earlier run left there: see [`RuncBackend::recover`]. This is what a server uses.
+    pub async fn open(config: RuncConfig) -> Result<Self, GardenError> {
+        let backend = Self::new(config)?;
+        let recovered = backend.recover().await?;
+        info!(
+            containers = recovered.containers,
+            processes = recovered.processes,
+            removed = recovered.removed.len(),
+            "recovered the depot"
+        );
+        Ok(backend)
+    }
+
+    /// A backend keeping containers under `config.depot` (created if missing), knowing none of
+    /// the containers already there until [`RuncBackend::recover`] is called.
     pub fn new(config: RuncConfig) -> Result<Self, GardenError> {
         for dir in [&config.depot, &config.store, &config.runc_root] {
             std::fs::create_dir_all(dir).map_err(unavailable(format!("creating {}", dir.display())))?;
@@ -168,6 +233,75 @@ impl RuncBackend {
             grace: DEFAULT_STOP_GRACE,
             containers: Mutex::default(),
         })
+    }
+
+    /// Takes over what an earlier run of this backend left in the depot: each container that
+    /// runc still runs comes back with its record, its processes (output replayed from the
+    /// start; those that exited meanwhile with their exit status) and its net-in forwarders on
+    /// the same host ports. Directories without a record (a create cut short), containers whose
+    /// init is gone (a host reboot), and runc containers without a directory are removed.
+    pub async fn recover(&self) -> Result<Recovered, GardenError> {
+        let runc = self.runc.clone();
+        let depot = self.config.depot.clone();
+        let scan = tokio::task::spawn_blocking(move || scan_depot(&runc, &depot))
+            .await
+            .map_err(join_error)??;
+        let mut recovered = Recovered {
+            removed: scan.removed,
+            ..Default::default()
+        };
+        for (dir, record) in scan.found {
+            let handle = record.spec.handle.clone();
+            let passwd = std::fs::read_to_string(Overlay::new(&dir).merged().join("etc/passwd")).ok();
+            let events: Arc<Mutex<Vec<String>>> = Arc::default();
+            let mut processes = BTreeMap::new();
+            if let Ok(entries) = std::fs::read_dir(dir.join("processes")) {
+                for entry in entries.flatten() {
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    if entry.path().join("process.json").exists() {
+                        processes.insert(id, process::recover(&entry.path(), events.clone()));
+                    }
+                }
+            }
+            let ports: Vec<(u16, u16)> = record
+                .ports
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        u16::try_from(m.host_port).ok()?,
+                        u16::try_from(m.container_port).ok()?,
+                    ))
+                })
+                .collect();
+            let forwarders = match start_forwarders(&self.config.host_ip, &ports, &dir).await {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(handle = %handle, error = %e, "net-in not restored");
+                    events
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("net-in not restored after a restart: {e}"));
+                    Vec::new()
+                }
+            };
+            let age = Duration::from_millis(unix_ms_now().saturating_sub(record.created_unix_ms));
+            recovered.containers += 1;
+            recovered.processes += processes.len();
+            let container = Container {
+                overlay: Overlay::new(&dir),
+                dir,
+                spec: record.spec,
+                state: record.state,
+                passwd,
+                processes,
+                events,
+                created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                created_unix_ms: record.created_unix_ms,
+                forwarders,
+            };
+            self.lock().ready.insert(handle, container);
+        }
+        Ok(recovered)
     }
 
     /// The time `stop` gives processes between SIGTERM and SIGKILL.
@@ -206,6 +340,72 @@ impl RuncBackend {
         let joined = container_path(&merged, path)?;
         Ok((merged, joined))
     }
+}
+
+/// What [`RuncBackend::recover`] found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Containers taken over.
+    pub containers: usize,
+    /// Processes taken over in them (running or exited).
+    pub processes: usize,
+    /// Handles of what was removed: half-made containers, containers whose init had died, and
+    /// runc containers without a depot directory.
+    pub removed: Vec<String>,
+}
+
+struct Scan {
+    found: Vec<(PathBuf, Record)>,
+    removed: Vec<String>,
+}
+
+/// Sorts the depot into containers to take over and leftovers, removing the leftovers
+/// (blocking).
+fn scan_depot(runc: &Runc, depot: &Path) -> Result<Scan, GardenError> {
+    let states: BTreeMap<String, String> = runc
+        .list_states()
+        .map_err(unavailable("runc list"))?
+        .into_iter()
+        .collect();
+    let mut scan = Scan {
+        found: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut seen = BTreeSet::new();
+    let entries = std::fs::read_dir(depot).map_err(unavailable(format!("reading {}", depot.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        let dir = entry.path();
+        seen.insert(name.clone());
+        let record: Option<Record> = std::fs::read(dir.join(RECORD))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .filter(|r: &Record| r.spec.handle == name);
+        match (record, states.get(&name).map(String::as_str)) {
+            (Some(record), Some("running")) => scan.found.push((dir, record)),
+            (record, state) => {
+                warn!(
+                    handle = %name,
+                    recorded = record.is_some(),
+                    runc_state = state.unwrap_or("none"),
+                    "removing a container left from an earlier run"
+                );
+                remove_container(runc, &name, &dir)?;
+                scan.removed.push(name);
+            }
+        }
+    }
+    for id in states.keys().filter(|id| !seen.contains(*id)) {
+        warn!(handle = %id, "removing a runc container without a depot directory");
+        kill_container(runc, id)?;
+        cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), id)
+            .map_err(unavailable("removing cgroups"))?;
+        scan.removed.push(id.clone());
+    }
+    Ok(scan)
 }
 
 /// Container path `path` (absolute, without `..`) under the container's root `merged`.
@@ -425,8 +625,25 @@ impl ContainerBackend for RuncBackend {
                 return Err(e);
             }
         };
-        let forwarders = match start_forwarders(&self.config.host_ip, &ports, &dir).await {
-            Ok(forwarders) => forwarders,
+        let forwarders = start_forwarders(&self.config.host_ip, &ports, &dir).await;
+        let container = forwarders.and_then(|forwarders| {
+            let container = Container {
+                overlay: Overlay::new(&dir),
+                dir: dir.clone(),
+                spec: spec.clone(),
+                state: ContainerState::Active,
+                passwd,
+                processes: BTreeMap::new(),
+                events: Arc::default(),
+                created: Instant::now(),
+                created_unix_ms: unix_ms_now(),
+                forwarders,
+            };
+            // Recorded last: a restart removes a container without a record as half-made.
+            container.persist().map(|()| container)
+        });
+        let container = match container {
+            Ok(c) => c,
             Err(e) => {
                 let (runc, id, dir) = (self.runc.clone(), spec.handle.clone(), dir.clone());
                 let cleaned = tokio::task::spawn_blocking(move || remove_container(&runc, &id, &dir))
@@ -443,17 +660,6 @@ impl ContainerBackend for RuncBackend {
         let mut containers = self.lock();
         containers.busy.remove(&spec.handle);
         info!(handle = %spec.handle, rootfs = %spec.rootfs, "created container");
-        let container = Container {
-            overlay: Overlay::new(&dir),
-            dir,
-            spec,
-            state: ContainerState::Active,
-            passwd,
-            processes: BTreeMap::new(),
-            events: Arc::default(),
-            created: Instant::now(),
-            forwarders,
-        };
         let info = container.info(&self.config.host_ip);
         containers.ready.insert(info.handle.clone(), container);
         Ok(info)
@@ -476,6 +682,9 @@ impl ContainerBackend for RuncBackend {
     async fn stop(&self, handle: &str, kill: bool) -> Result<(), GardenError> {
         let running = self.with_container(handle, |c| {
             c.state = ContainerState::Stopped;
+            if let Err(e) = c.persist() {
+                warn!(handle, error = %e, "recording the stopped state");
+            }
             Ok(c.running())
         })?;
         if !kill {
@@ -567,7 +776,8 @@ impl ContainerBackend for RuncBackend {
         let config = bundle::config(&container.spec, &spec, &user, &container.overlay.merged())
             .map_err(bundle_error)?;
         let dir = container.dir.join("processes").join(&spec.id);
-        let process = exec::start(
+        let process = process::start(
+            &self.config.shim,
             &self.runc,
             handle,
             &dir,

@@ -12,15 +12,13 @@
 //!   the `/diego/<handle>` cgroups runc leaves behind.
 //!
 //! - [`backend`]: [`RuncBackend`], the `diego_garden::ContainerBackend` on these pieces — a
-//!   detached idle init per container, processes as foreground `runc exec --process` children
-//!   of the server feeding event logs, host `kill` for signals, host `tar` for streaming.
+//!   detached idle init per container, a [`shim`] per process (its supervisor, outliving the
+//!   server: output and exit status in files), a record per container, so that
+//!   [`RuncBackend::open`] takes over a depot after the server was killed.
 //! - [`netin`]: net-in port mapping, a userspace proxy from a host port into `127.0.0.1` in the
 //!   container's network namespace (a thread per container joins it with `setns`).
 //!
-//! Still to come: surviving restarts of the cell agent (today all state is in memory and a
-//! restarted server neither rediscovers containers nor re-attaches to processes; the plan is
-//! a per-container supervisor that owns the processes and their event logs); disk limits for the writable layer (environment.md R15); `grace_time_ms`; local OCI images;
-//! user namespaces for unprivileged containers.
+//! Still to come: `grace_time_ms`; user namespaces for unprivileged containers.
 //!
 //! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
 //! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Depends on `diego-garden` for the API types only;
@@ -35,11 +33,13 @@ pub mod oci;
 pub mod overlay;
 pub mod rootfs;
 pub mod runc;
+pub mod shim;
 pub mod user;
 
-pub use backend::{RuncBackend, RuncConfig};
+pub use backend::{Recovered, RuncBackend, RuncConfig};
 pub use bundle::{config, write_config, BundleError};
 pub use overlay::{Overlay, OverlayError};
 pub use rootfs::{RootfsError, RootfsStore, RootfsUrl};
 pub use runc::Runc;
+pub use shim::ShimCommand;
 pub use user::User;

@@ -20,6 +20,16 @@ impl Runc {
         }
     }
 
+    /// The runc executable.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// runc's private state directory (`--root`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.state_dir);
@@ -68,6 +78,24 @@ impl Runc {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// Every container in this state dir with its status (`running`, `stopped`, `created`,
+    /// `paused`), from one `runc list --format json`.
+    pub fn list_states(&self) -> std::io::Result<Vec<(String, String)>> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            id: String,
+            status: String,
+        }
+        let out = host::run(self.command().args(["list", "--format", "json"]))?;
+        // runc prints `null` when there are none.
+        let entries: Option<Vec<Entry>> = serde_json::from_slice(&out).map_err(std::io::Error::other)?;
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.id, e.status))
             .collect())
     }
 

@@ -9,9 +9,9 @@
 //!    base, write the crate's OCI bundle for `/bin/true`, `runc run` it in the foreground (which
 //!    deletes the container on exit), unmount and remove the overlay and directory, and remove
 //!    any cgroup leaf left — the same filesystem work the backend pays, without its idle init,
-//!    `runc exec` and `runc delete`;
+//!    shim, `runc exec` and `runc delete`;
 //! 3. idle overhead: K containers each running `sleep 3600` with the stream kept open; the
-//!    growth of this process's RSS plus the RSS of its child processes (the `runc exec`s that
+//!    growth of this process's RSS plus the RSS of its child processes (the shims that
 //!    supervise the sleeps), per container. The containers' own cgroup memory is reported
 //!    beside it. Every container is destroyed afterwards, also on error.
 
@@ -270,7 +270,7 @@ async fn idle_phase(
                 .with_context(|| format!("starting sleep in {h}"))?,
         );
     }
-    // Let the runc execs finish starting (their RSS settles once the process runs).
+    // Let the shims finish starting (their RSS settles once the process runs).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = vm_rss_kb(&me).context("reading our VmRSS")?;
     let (children, children_kb) = children_rss_kb()?;
@@ -322,6 +322,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         runc_root: dir.path().join("runc"),
         capacity: Capacity::default(),
         host_ip: "127.0.0.1".into(),
+        shim: crate::commands::garden::shim_command()?,
     };
     let backend = Arc::new(RuncBackend::new(config.clone()).context("starting the runc backend")?);
     let store = RootfsStore::new(&config.store, None);
@@ -424,7 +425,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         &o,
         &format!(
             "idle: {idle} containers running sleep 3600 with open streams: supervision {:.2} MB per container \
-             (this process's VmRSS +{:.1} MB, plus {} child processes (runc exec) {:.1} MB); \
+             (this process's VmRSS +{:.1} MB, plus {} child processes (shims) {:.1} MB); \
              the containers' own cgroup memory {:.2} MB each",
             m.overhead_mb,
             m.self_delta_mb,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use diego_garden::process::ProcessBackend;
 use diego_garden::{Capacity, DynBackend};
-use diego_garden_runc::{RuncBackend, RuncConfig};
+use diego_garden_runc::{RuncBackend, RuncConfig, ShimCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::process;
@@ -60,6 +60,12 @@ fn machine_memory_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Processes' supervisors are this same binary: `diego garden-shim …`.
+pub fn shim_command() -> anyhow::Result<ShimCommand> {
+    let exe = std::env::current_exe().context("finding this executable for the process shims")?;
+    Ok(ShimCommand::new(exe, ["garden-shim"]))
+}
+
 pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
     process::init_logging();
     let capacity = Capacity {
@@ -90,8 +96,13 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
                 runc_root: sibling("runc"),
                 capacity,
                 host_ip: "127.0.0.1".into(),
+                shim: shim_command()?,
             };
-            Arc::new(RuncBackend::new(config).context("starting the runc backend (it needs root and runc)")?)
+            Arc::new(
+                RuncBackend::open(config)
+                    .await
+                    .context("starting the runc backend (it needs root and runc)")?,
+            )
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -60,6 +60,8 @@ pub fn mounted(path: &Path) -> usize {
 /// cgroups, so a failing test leaves nothing behind either.
 pub struct Sandbox {
     pub backend: diego_garden_runc::RuncBackend,
+    /// What `backend` was made with (to open another backend on the same depot).
+    pub config: diego_garden_runc::RuncConfig,
     pub runc: diego_garden_runc::Runc,
     pub depot: std::path::PathBuf,
     pub root: std::path::PathBuf,
@@ -85,12 +87,14 @@ impl Sandbox {
                 max_containers,
             },
             host_ip: "127.0.0.1".into(),
+            shim: shim(),
         };
-        let backend = diego_garden_runc::RuncBackend::new(config)
+        let backend = diego_garden_runc::RuncBackend::new(config.clone())
             .unwrap()
             .with_stop_grace(std::time::Duration::from_millis(500));
         Some(Sandbox {
             backend,
+            config,
             runc: diego_garden_runc::Runc::new("runc", root.join("runc")),
             depot: root.join("depot"),
             root,
@@ -116,4 +120,9 @@ impl Drop for Sandbox {
             let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &handle);
         }
     }
+}
+
+/// The supervisor binary this crate builds for its own tests.
+pub fn shim() -> diego_garden_runc::ShimCommand {
+    diego_garden_runc::ShimCommand::new(env!("CARGO_BIN_EXE_diego-garden-shim"), Vec::<String>::new())
 }
