@@ -220,7 +220,13 @@ impl RuncBackend {
 
     /// A backend keeping containers under `config.depot` (created if missing), knowing none of
     /// the containers already there until [`RuncBackend::recover`] is called.
+    ///
+    /// This process becomes a child subreaper, so that the init of each container it creates
+    /// is re-parented to it (not to the host's init) and reaped when the container is
+    /// destroyed: a host whose pid 1 does not reap orphans keeps no zombie either.
     pub fn new(config: RuncConfig) -> Result<Self, GardenError> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| GardenError::Unavailable(format!("becoming a child subreaper: {e}")))?;
         for dir in [&config.depot, &config.store, &config.runc_root] {
             std::fs::create_dir_all(dir).map_err(unavailable(format!("creating {}", dir.display())))?;
         }
@@ -551,10 +557,37 @@ fn kill_container(runc: &Runc, handle: &str) -> Result<(), GardenError> {
         .map_err(unavailable(format!("runc delete --force {handle}")))
 }
 
+/// Reaps the container's dead init if it is this process's child: this process is a child
+/// subreaper (see [`RuncBackend::new`]), so the init of a container it created was re-parented
+/// to it when `runc run --detach` returned. (A container taken over after a restart has its
+/// init re-parented to the host's init instead, which reaps it.)
+fn reap_init(dir: &Path) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let Some(pid) = std::fs::read_to_string(dir.join("init.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            // Reaped, not ours (ECHILD), or somehow still alive after the kill: done.
+            _ => return,
+        }
+    }
+}
+
 /// Kills the container and removes every trace of it: runc state, overlay mount, directory,
 /// cgroup leaves (blocking).
 fn remove_container(runc: &Runc, handle: &str, dir: &Path) -> Result<(), GardenError> {
     kill_container(runc, handle)?;
+    reap_init(dir);
     Overlay::new(dir)
         .destroy()
         .map_err(|e| GardenError::Unavailable(e.to_string()))?;

@@ -336,12 +336,67 @@ async fn create_rules_and_destroy_leaves_nothing() {
     ));
 
     // A process still running when the container is destroyed.
-    let running = env.backend.run(&h, sh("sleep 30")).await.unwrap();
+    let mut sleeper = sh("sleep 30");
+    sleeper.id = "sleeper".into();
+    let running = env.backend.run(&h, sleeper).await.unwrap();
     let dir = env.depot.join(&h);
     assert!(common::mounted(&dir.join("merged")) > 0);
+    let pid_in = |file: &str| -> u32 {
+        let path = dir.join(file);
+        for _ in 0..500 {
+            if let Some(pid) = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()) {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no pid in {}", path.display());
+    };
+    let pids = [
+        pid_in("init.pid"),
+        pid_in("processes/sleeper/pid"),
+        pid_in("processes/sleeper/shim.pid"),
+    ];
+    let init = pids[0];
+    let namespaces: Vec<(&str, PathBuf)> = ["net", "pid", "mnt", "ipc", "uts"]
+        .into_iter()
+        .map(|ns| (ns, fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap()))
+        .collect();
+    for (ns, link) in &namespaces {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(&host, link, "the container shares the host's {ns} namespace");
+    }
     env.backend.destroy(&h).await.unwrap();
     let (_, _, exit) = collect(running.events).await;
     assert_ne!(exit.code, 0, "killed by the destroy");
+
+    // No process: the init, the process and its shim are gone (at most a zombie is left for
+    // a parent to reap, holding nothing but its pid)…
+    // (The backend reaps its own: no zombie of this process either.)
+    for pid in pids {
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            assert!(status.contains("State:\tZ"), "process {pid} still runs: {status}");
+            let ours = format!("PPid:\t{}\n", std::process::id());
+            assert!(
+                !status.contains(&ours),
+                "process {pid} is a zombie we never reaped"
+            );
+        }
+    }
+    // …and no process anywhere is in any of the container's namespaces.
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for (ns, link) in &namespaces {
+            if let Ok(theirs) = fs::read_link(entry.path().join("ns").join(ns)) {
+                assert_ne!(
+                    &theirs, link,
+                    "process {name:?} is still in the container's {ns} namespace"
+                );
+            }
+        }
+    }
 
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let depot_mounts: Vec<_> = diego_garden_runc::overlay::mount_points(&mountinfo)

@@ -230,6 +230,11 @@ async fn follow(
             .unwrap_or_else(|p| p.into_inner())
             .push("out of memory".into());
     }
+    // The shim exits right after writing exit.json: reap it before anyone hears of the exit,
+    // so that no zombie of ours outlives the process.
+    if let Some(mut shim) = child {
+        let _ = tokio::time::timeout(Duration::from_secs(5), shim.wait()).await;
+    }
     process.log.push(ProcessEvent::Exited(status));
 }
 
