@@ -574,3 +574,38 @@ async fn cpu_weights_share_cpu_in_proportion() {
     env.backend.destroy(&light).await.unwrap();
     env.backend.destroy(&heavy).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_and_other_dangerous_calls_are_refused_even_to_root() {
+    let Some(env) = Env::new("backend_dangerous") else {
+        return;
+    };
+    let h = env.create("x", Limits::default()).await;
+    // Each line: what was tried, and whether the kernel let it happen. `root` inside the
+    // container is the most a process there can be. (Setting the clock is refused too, but
+    // it is not probed: busybox `date -s` reports success either way, and a regression would
+    // change the host's clock.)
+    let script = "mkdir -p /tmp/m; \
+        for try in 'mount -t tmpfs none /tmp/m' 'mount --bind /tmp /tmp/m' 'umount /proc' \
+                   'unshare -m true' 'unshare -U true' 'unshare -n true' 'hostname other' \
+                   'ip link add d0 type dummy' 'mknod /tmp/sda b 8 0' 'swapoff -a' \
+                   'chroot / true' 'nsenter -t 1 -m true'; do \
+          if $try 2>/dev/null; then echo \"ALLOWED: $try\"; else echo \"refused: $try\"; fi; \
+        done; id -u";
+    let mut spec = sh(script);
+    spec.user = "root".into();
+    let (out, err, exit) = run(&env, &h, spec).await;
+    assert_eq!(exit.code, 0, "stderr: {err}");
+    let allowed: Vec<&str> = out.lines().filter(|l| l.starts_with("ALLOWED")).collect();
+    assert!(allowed.is_empty(), "allowed in a container: {allowed:?}\n{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("refused")).count(),
+        12,
+        "{out}"
+    );
+    assert!(out.ends_with("0\n"), "ran as root inside: {out}");
+    // And the container's default user is not root.
+    let (out, _, _) = run(&env, &h, sh("id -u; id -g")).await;
+    assert_eq!(out, "2000\n2000\n");
+    env.backend.destroy(&h).await.unwrap();
+}
