@@ -196,7 +196,7 @@ fn vm_rss_kb(pid: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The count and total `VmRSS` (KiB) of this process's direct children.
+/// The count and total `VmRSS` (KiB) of this process's direct children outside containers.
 fn children_rss_kb() -> anyhow::Result<(usize, u64)> {
     let me = std::process::id();
     let (mut n, mut kb) = (0, 0);
@@ -213,7 +213,11 @@ fn children_rss_kb() -> anyhow::Result<(usize, u64)> {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
+        // A container's init is re-parented to us (the backend is a subreaper), but it is the
+        // container's own process, counted in its cgroup memory, not supervision.
+        let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.contains(&format!(":{}/", cgroup::PARENT))));
+        if ppid == Some(me) && !in_container {
             if let Some(rss) = vm_rss_kb(pid) {
                 n += 1;
                 kb += rss;
