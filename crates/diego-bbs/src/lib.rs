@@ -32,7 +32,7 @@ use diego_store::DynStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::handlers::{actual_lrps, cells, desired_lrps, events as event_handlers, system, tasks};
+use crate::handlers::{actual_lrps, cells, desired_lrps, events as event_handlers, locks, system, tasks};
 use crate::state::{AppState, Bbs};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,10 @@ pub fn router(state: AppState) -> Router {
         .route(r::DOMAINS, get(cells::list_domains).post(cells::upsert_domain))
         .route(r::CELLS, get(cells::list_cells).post(cells::register_cell))
         .route(r::CELL, axum::routing::delete(cells::remove_cell))
+        .route(
+            r::LOCK,
+            get(locks::get).post(locks::acquire).delete(locks::release),
+        )
         .route(r::EVENTS_LRPS, get(event_handlers::lrps))
         .route(r::EVENTS_TASKS, get(event_handlers::tasks))
         .fallback(system::not_found)

@@ -255,6 +255,30 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     ("delete", r::CELL, "Remove a cell presence.", None, 204, None),
     (
+        "post",
+        r::LOCK,
+        "Take or renew a lock for a TTL (409 LockCollision while another owner holds it).",
+        Some("AcquireLockRequest"),
+        200,
+        Some("LockRecord"),
+    ),
+    (
+        "get",
+        r::LOCK,
+        "The live holder of a lock.",
+        None,
+        200,
+        Some("LockRecord"),
+    ),
+    (
+        "delete",
+        r::LOCK,
+        "Release a lock held by ?owner=.",
+        None,
+        204,
+        None,
+    ),
+    (
         "get",
         r::EVENTS_LRPS,
         "SSE stream of desired/actual LRP events; resumable with Last-Event-ID.",
@@ -319,6 +343,7 @@ fn record_schemas() -> Map<String, Value> {
     gen.subschema_for::<Domain>();
     gen.subschema_for::<UpsertDomainRequest>();
     gen.subschema_for::<RegisterCellRequest>();
+    gen.subschema_for::<AcquireLockRequest>();
     gen.subschema_for::<Event>();
     let mut out: Map<String, Value> = gen
         .take_definitions()
@@ -326,6 +351,19 @@ fn record_schemas() -> Map<String, Value> {
         .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
         .collect();
     // Defined in diego-store, which does not derive schemas.
+    out.insert(
+        "LockRecord".into(),
+        json!({
+            "type": "object",
+            "required": ["key", "owner", "value", "expires_at"],
+            "properties": {
+                "key": {"type": "string"},
+                "owner": {"type": "string"},
+                "value": {"type": "string"},
+                "expires_at": {"type": "integer", "format": "int64", "description": "Unix nanoseconds"}
+            }
+        }),
+    );
     out.insert(
         "PresenceRecord".into(),
         json!({

@@ -167,3 +167,48 @@ async fn schemas_are_complete_and_every_reference_resolves() {
         "{desired}"
     );
 }
+
+#[tokio::test]
+async fn locks_elect_one_holder_renew_expire_and_release() {
+    let s = start().await;
+    let take = |owner: &str| serde_json::json!({"owner": owner, "value": format!("http://{owner}"), "ttl_seconds": 15});
+    let (st, held) = s.post("/v1/locks/auctioneer", take("a1")).await;
+    assert_eq!(st, StatusCode::OK, "{held}");
+    assert_eq!(
+        (held["owner"].as_str(), held["value"].as_str()),
+        (Some("a1"), Some("http://a1"))
+    );
+    let (st, r) = s.post("/v1/locks/auctioneer", take("a2")).await;
+    assert_eq!((st, error_type(&r)), (StatusCode::CONFLICT, "LockCollision"));
+    let (_, holder) = s.get("/v1/locks/auctioneer").await;
+    assert_eq!(holder["owner"], "a1");
+
+    // The holder renews; without renewal the lock lapses and another owner takes it.
+    s.clock.advance_ms(10_000);
+    assert_eq!(s.post("/v1/locks/auctioneer", take("a1")).await.0, StatusCode::OK);
+    s.clock.advance_ms(10_000);
+    assert_eq!(
+        s.post("/v1/locks/auctioneer", take("a2")).await.0,
+        StatusCode::CONFLICT
+    );
+    s.clock.advance_ms(6_000);
+    let (st, held) = s.post("/v1/locks/auctioneer", take("a2")).await;
+    assert_eq!((st, held["owner"].as_str()), (StatusCode::OK, Some("a2")));
+
+    // Only the holder releases.
+    let (st, r) = s.call("DELETE", "/v1/locks/auctioneer?owner=a1", None).await;
+    assert_eq!((st, error_type(&r)), (StatusCode::NOT_FOUND, "ResourceNotFound"));
+    let (st, _) = s.call("DELETE", "/v1/locks/auctioneer?owner=a2", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, r) = s.get("/v1/locks/auctioneer").await;
+    assert_eq!((st, error_type(&r)), (StatusCode::NOT_FOUND, "ResourceNotFound"));
+
+    let (st, r) = s
+        .post(
+            "/v1/locks/auctioneer",
+            serde_json::json!({"owner": "", "ttl_seconds": 0}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(r["field_errors"].as_array().unwrap().len(), 2, "{r}");
+}

@@ -13,23 +13,21 @@ use diego_model::api::{
     StartTaskResponse,
 };
 use diego_model::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpState, CellPresence, DesireTaskRequest, DesiredLrp,
-    DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence, RegisterCellRequest, Task, TaskState,
-    Timestamp, UpsertDomainRequest,
+    AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpState, CellPresence, DesireTaskRequest,
+    DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence, RegisterCellRequest, Task,
+    TaskState, Timestamp, UpsertDomainRequest,
 };
 use futures_util::Stream;
-use reqwest::{Method, RequestBuilder, Response};
-use serde::de::DeserializeOwned;
+use reqwest::{Method, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ClientError, Result};
+use crate::error::Result;
+use crate::http::{check_status, execute, transport, Api};
 use crate::routes::{bbs as r, path};
 use crate::sse::{SseEvent, SseParser};
 
 /// Time to establish a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time for a whole ordinary request. Event streams have none: they are meant to stay open.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lets the OS notice a dead peer on an idle event stream.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -78,6 +76,16 @@ pub struct CellPresenceWithExpiry {
     pub expires_at: Timestamp,
 }
 
+/// The live holder of a lock (`/v1/locks/{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub key: String,
+    pub owner: String,
+    pub value: String,
+    /// Unix ns.
+    pub expires_at: Timestamp,
+}
+
 /// A live event stream: frames as they arrive. It ends when the server closes the
 /// connection; resubscribe with the last seen id to resume.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
@@ -85,8 +93,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
 /// A client of one BBS. Cheap to clone (clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct BbsClient {
-    base: String,
-    http: reqwest::Client,
+    api: Api,
 }
 
 impl BbsClient {
@@ -103,28 +110,31 @@ impl BbsClient {
 
     /// Uses a caller-configured reqwest client (timeouts, pool size …).
     pub fn with_http(base_url: impl Into<String>, http: reqwest::Client) -> Self {
-        let base = base_url.into().trim_end_matches('/').to_string();
-        Self { base, http }
+        Self {
+            api: Api::new(base_url, http),
+        }
     }
 
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.api.base_url()
     }
 
     // ---- tasks ----
 
     pub async fn desire_task(&self, req: &DesireTaskRequest) -> Result<Task> {
-        self.send(Method::POST, path(r::TASKS, &[]), Some(req), None::<&()>)
+        self.api
+            .send(Method::POST, path(r::TASKS, &[]), Some(req), None::<&()>)
             .await
     }
 
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<Task>> {
-        self.send(Method::GET, path(r::TASKS, &[]), None::<&()>, Some(query))
+        self.api
+            .send(Method::GET, path(r::TASKS, &[]), None::<&()>, Some(query))
             .await
     }
 
     pub async fn task(&self, task_guid: &str) -> Result<Task> {
-        self.get(path(r::TASK, &[task_guid])).await
+        self.api.get(path(r::TASK, &[task_guid])).await
     }
 
     /// True when the cell should start the task; false when it is already running there.
@@ -132,55 +142,57 @@ impl BbsClient {
         let body = StartTaskRequest {
             cell_id: cell_id.to_string(),
         };
-        let resp: StartTaskResponse = self.post(path(r::TASK_START, &[task_guid]), &body).await?;
+        let resp: StartTaskResponse = self.api.post(path(r::TASK_START, &[task_guid]), &body).await?;
         Ok(resp.should_start)
     }
 
     pub async fn complete_task(&self, task_guid: &str, req: &CompleteTaskRequest) -> Result<Task> {
-        self.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
+        self.api.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
     }
 
     pub async fn reject_task(&self, task_guid: &str, rejection_reason: &str) -> Result<Task> {
         let body = RejectTaskRequest {
             rejection_reason: rejection_reason.to_string(),
         };
-        self.post(path(r::TASK_REJECT, &[task_guid]), &body).await
+        self.api.post(path(r::TASK_REJECT, &[task_guid]), &body).await
     }
 
     pub async fn fail_task(&self, task_guid: &str, failure_reason: &str) -> Result<Task> {
         let body = FailTaskRequest {
             failure_reason: failure_reason.to_string(),
         };
-        self.post(path(r::TASK_FAIL, &[task_guid]), &body).await
+        self.api.post(path(r::TASK_FAIL, &[task_guid]), &body).await
     }
 
     pub async fn cancel_task(&self, task_guid: &str) -> Result<Task> {
-        self.post_empty(path(r::TASK_CANCEL, &[task_guid])).await
+        self.api.post_empty(path(r::TASK_CANCEL, &[task_guid])).await
     }
 
     /// Marks a COMPLETED task as being resolved by its owner (the step before deleting it).
     pub async fn resolving_task(&self, task_guid: &str) -> Result<Task> {
-        self.post_empty(path(r::TASK_RESOLVING, &[task_guid])).await
+        self.api.post_empty(path(r::TASK_RESOLVING, &[task_guid])).await
     }
 
     pub async fn delete_task(&self, task_guid: &str) -> Result<()> {
-        self.send_no_content(Method::DELETE, path(r::TASK, &[task_guid]), None::<&()>)
+        self.api
+            .send_no_content(Method::DELETE, path(r::TASK, &[task_guid]), None::<&()>)
             .await
     }
 
     // ---- desired LRPs ----
 
     pub async fn desire_lrp(&self, lrp: &DesiredLrp) -> Result<DesiredLrp> {
-        self.post(path(r::DESIRED_LRPS, &[]), lrp).await
+        self.api.post(path(r::DESIRED_LRPS, &[]), lrp).await
     }
 
     pub async fn desired_lrps(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrp>> {
-        self.send(Method::GET, path(r::DESIRED_LRPS, &[]), None::<&()>, Some(query))
+        self.api
+            .send(Method::GET, path(r::DESIRED_LRPS, &[]), None::<&()>, Some(query))
             .await
     }
 
     pub async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
-        self.get(path(r::DESIRED_LRP, &[process_guid])).await
+        self.api.get(path(r::DESIRED_LRP, &[process_guid])).await
     }
 
     pub async fn update_desired_lrp(
@@ -188,44 +200,49 @@ impl BbsClient {
         process_guid: &str,
         update: &DesiredLrpUpdate,
     ) -> Result<DesiredLrp> {
-        self.send(
-            Method::PATCH,
-            path(r::DESIRED_LRP, &[process_guid]),
-            Some(update),
-            None::<&()>,
-        )
-        .await
+        self.api
+            .send(
+                Method::PATCH,
+                path(r::DESIRED_LRP, &[process_guid]),
+                Some(update),
+                None::<&()>,
+            )
+            .await
     }
 
     pub async fn remove_desired_lrp(&self, process_guid: &str) -> Result<()> {
-        self.send_no_content(Method::DELETE, path(r::DESIRED_LRP, &[process_guid]), None::<&()>)
+        self.api
+            .send_no_content(Method::DELETE, path(r::DESIRED_LRP, &[process_guid]), None::<&()>)
             .await
     }
 
     pub async fn scheduling_infos(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrpSchedulingInfo>> {
-        self.send(
-            Method::GET,
-            path(r::SCHEDULING_INFOS, &[]),
-            None::<&()>,
-            Some(query),
-        )
-        .await
+        self.api
+            .send(
+                Method::GET,
+                path(r::SCHEDULING_INFOS, &[]),
+                None::<&()>,
+                Some(query),
+            )
+            .await
     }
 
     pub async fn scheduling_info(&self, process_guid: &str) -> Result<DesiredLrpSchedulingInfo> {
-        self.get(path(r::SCHEDULING_INFO, &[process_guid])).await
+        self.api.get(path(r::SCHEDULING_INFO, &[process_guid])).await
     }
 
     // ---- actual LRPs ----
 
     pub async fn actual_lrps(&self, query: &ActualLrpQuery) -> Result<Vec<ActualLrp>> {
-        self.send(Method::GET, path(r::ACTUAL_LRPS, &[]), None::<&()>, Some(query))
+        self.api
+            .send(Method::GET, path(r::ACTUAL_LRPS, &[]), None::<&()>, Some(query))
             .await
     }
 
     /// Every presence (ordinary, evacuating, suspect) of one index.
     pub async fn actual_lrp(&self, process_guid: &str, index: i32) -> Result<Vec<ActualLrp>> {
-        self.get(path(r::ACTUAL_LRP, &[process_guid, &index.to_string()]))
+        self.api
+            .get(path(r::ACTUAL_LRP, &[process_guid, &index.to_string()]))
             .await
     }
 
@@ -238,11 +255,12 @@ impl BbsClient {
         let body = ClaimActualLrpRequest {
             instance_key: instance_key.clone(),
         };
-        self.post(
-            path(r::ACTUAL_LRP_CLAIM, &[process_guid, &index.to_string()]),
-            &body,
-        )
-        .await
+        self.api
+            .post(
+                path(r::ACTUAL_LRP_CLAIM, &[process_guid, &index.to_string()]),
+                &body,
+            )
+            .await
     }
 
     pub async fn start_actual_lrp(
@@ -251,11 +269,12 @@ impl BbsClient {
         index: i32,
         req: &StartActualLrpRequest,
     ) -> Result<ActualLrp> {
-        self.post(
-            path(r::ACTUAL_LRP_START, &[process_guid, &index.to_string()]),
-            req,
-        )
-        .await
+        self.api
+            .post(
+                path(r::ACTUAL_LRP_START, &[process_guid, &index.to_string()]),
+                req,
+            )
+            .await
     }
 
     pub async fn crash_actual_lrp(
@@ -269,11 +288,12 @@ impl BbsClient {
             instance_key: instance_key.clone(),
             error_message: error_message.to_string(),
         };
-        self.post(
-            path(r::ACTUAL_LRP_CRASH, &[process_guid, &index.to_string()]),
-            &body,
-        )
-        .await
+        self.api
+            .post(
+                path(r::ACTUAL_LRP_CRASH, &[process_guid, &index.to_string()]),
+                &body,
+            )
+            .await
     }
 
     /// Records a placement failure on an UNCLAIMED instance.
@@ -286,11 +306,12 @@ impl BbsClient {
         let body = FailActualLrpRequest {
             error_message: error_message.to_string(),
         };
-        self.post(
-            path(r::ACTUAL_LRP_FAIL, &[process_guid, &index.to_string()]),
-            &body,
-        )
-        .await
+        self.api
+            .post(
+                path(r::ACTUAL_LRP_FAIL, &[process_guid, &index.to_string()]),
+                &body,
+            )
+            .await
     }
 
     /// Removes the instance record; with `instance_key`, only if it is still that instance.
@@ -304,43 +325,84 @@ impl BbsClient {
             instance_key: instance_key.cloned(),
         };
         let p = path(r::ACTUAL_LRP_REMOVE, &[process_guid, &index.to_string()]);
-        self.send_no_content(Method::POST, p, Some(&body)).await
+        self.api.send_no_content(Method::POST, p, Some(&body)).await
     }
 
     /// Stops the instance (asking its cell when it holds one) and removes it.
     pub async fn retire_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
         let p = path(r::ACTUAL_LRP_RETIRE, &[process_guid, &index.to_string()]);
-        self.send_no_content(Method::POST, p, None::<&()>).await
+        self.api.send_no_content(Method::POST, p, None::<&()>).await
     }
 
     // ---- domains and cells ----
 
     pub async fn domains(&self) -> Result<Vec<Domain>> {
-        self.get(path(r::DOMAINS, &[])).await
+        self.api.get(path(r::DOMAINS, &[])).await
     }
 
     pub async fn upsert_domain(&self, req: &UpsertDomainRequest) -> Result<()> {
-        self.send_no_content(Method::POST, path(r::DOMAINS, &[]), Some(req))
+        self.api
+            .send_no_content(Method::POST, path(r::DOMAINS, &[]), Some(req))
             .await
     }
 
     pub async fn cells(&self) -> Result<Vec<CellPresenceWithExpiry>> {
-        self.get(path(r::CELLS, &[])).await
+        self.api.get(path(r::CELLS, &[])).await
     }
 
     /// Registers or renews a cell presence.
     pub async fn register_cell(&self, req: &RegisterCellRequest) -> Result<()> {
-        self.send_no_content(Method::POST, path(r::CELLS, &[]), Some(req))
+        self.api
+            .send_no_content(Method::POST, path(r::CELLS, &[]), Some(req))
             .await
     }
 
     pub async fn remove_cell(&self, cell_id: &str) -> Result<()> {
-        self.send_no_content(Method::DELETE, path(r::CELL, &[cell_id]), None::<&()>)
+        self.api
+            .send_no_content(Method::DELETE, path(r::CELL, &[cell_id]), None::<&()>)
             .await
     }
 
+    // ---- locks ----
+
+    /// Takes `key` for `owner` (or renews it); `Err` with `LockCollision` while another owner
+    /// holds it.
+    pub async fn acquire_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        value: &str,
+        ttl_seconds: i64,
+    ) -> Result<LockHolder> {
+        let req = AcquireLockRequest {
+            owner: owner.into(),
+            value: value.into(),
+            ttl_seconds,
+        };
+        self.api.post(path(r::LOCK, &[key]), &req).await
+    }
+
+    /// The live holder of `key`, if any.
+    pub async fn lock_holder(&self, key: &str) -> Result<Option<LockHolder>> {
+        match self.api.get(path(r::LOCK, &[key])).await {
+            Ok(holder) => Ok(Some(holder)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases `key` if `owner` holds it.
+    pub async fn release_lock(&self, key: &str, owner: &str) -> Result<()> {
+        let url = format!(
+            "{}?owner={}",
+            path(r::LOCK, &[key]),
+            crate::routes::encode_query(owner)
+        );
+        self.api.send_no_content(Method::DELETE, url, None::<&()>).await
+    }
+
     pub async fn ping(&self) -> Result<PingResponse> {
-        self.get(path(r::PING, &[])).await
+        self.api.get(path(r::PING, &[])).await
     }
 
     // ---- events ----
@@ -356,8 +418,9 @@ impl BbsClient {
     }
 
     async fn events(&self, path: String, last_event_id: Option<u64>) -> Result<EventStream> {
-        let url = self.url(&path);
+        let url = self.api.url(&path);
         let mut req = self
+            .api
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, "text/event-stream");
@@ -375,102 +438,6 @@ impl BbsClient {
         };
         Ok(Box::pin(futures_util::stream::unfold(state, next_frame)))
     }
-
-    // ---- plumbing ----
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: String) -> Result<T> {
-        self.send(Method::GET, path, None::<&()>, None::<&()>).await
-    }
-
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: String, body: &B) -> Result<T> {
-        self.send(Method::POST, path, Some(body), None::<&()>).await
-    }
-
-    async fn post_empty<T: DeserializeOwned>(&self, path: String) -> Result<T> {
-        self.send(Method::POST, path, None::<&()>, None::<&()>).await
-    }
-
-    fn request<B: Serialize + ?Sized, Q: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&B>,
-        query: Option<&Q>,
-    ) -> RequestBuilder {
-        let mut req = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
-        if let Some(q) = query {
-            req = req.query(q);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        req
-    }
-
-    async fn send<B, Q, T>(
-        &self,
-        method: Method,
-        path: String,
-        body: Option<&B>,
-        query: Option<&Q>,
-    ) -> Result<T>
-    where
-        B: Serialize + ?Sized,
-        Q: Serialize + ?Sized,
-        T: DeserializeOwned,
-    {
-        let url = self.url(&path);
-        let m = method.to_string();
-        let resp = execute(self.request(method, &url, body, query), &m, &url).await?;
-        let resp = check_status(resp, &m, &url).await?;
-        let bytes = resp.bytes().await.map_err(|source| transport(source, &m, &url))?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            what: format!("the response to {m} {url}"),
-            source,
-        })
-    }
-
-    /// For routes that answer 204 (or any success whose body the caller does not need).
-    async fn send_no_content<B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        path: String,
-        body: Option<&B>,
-    ) -> Result<()> {
-        let url = self.url(&path);
-        let m = method.to_string();
-        let resp = execute(self.request(method, &url, body, None::<&()>), &m, &url).await?;
-        check_status(resp, &m, &url).await?;
-        Ok(())
-    }
-}
-
-fn transport(source: reqwest::Error, method: &str, url: &str) -> ClientError {
-    ClientError::Transport {
-        method: method.to_string(),
-        url: url.to_string(),
-        source,
-    }
-}
-
-async fn execute(req: RequestBuilder, method: &str, url: &str) -> Result<Response> {
-    req.send().await.map_err(|source| transport(source, method, url))
-}
-
-async fn check_status(resp: Response, method: &str, url: &str) -> Result<Response> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|source| transport(source, method, url))?;
-    Err(ClientError::from_response(status.as_u16(), &body))
 }
 
 struct StreamState {
@@ -533,6 +500,6 @@ mod tests {
     #[test]
     fn trailing_slash_is_ignored() {
         let c = BbsClient::new("http://127.0.0.1:1/");
-        assert_eq!(c.url("/v1/ping"), "http://127.0.0.1:1/v1/ping");
+        assert_eq!(c.api.url("/v1/ping"), "http://127.0.0.1:1/v1/ping");
     }
 }

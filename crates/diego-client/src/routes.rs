@@ -44,16 +44,32 @@ pub mod bbs {
     /// DELETE.
     pub const CELL: &str = "/v1/cells/{cell_id}";
 
+    /// POST (acquire or renew: `{owner, value, ttl_seconds}`), GET (the live holder),
+    /// DELETE `?owner=` (release). Components' leader election (the auctioneer's, say).
+    pub const LOCK: &str = "/v1/locks/{key}";
+
     /// SSE streams.
     pub const EVENTS_LRPS: &str = "/v1/events/lrps";
     pub const EVENTS_TASKS: &str = "/v1/events/tasks";
 }
 
 pub mod rep {
+    /// GET: the cell's `CellState` (503 while its self-check fails).
+    pub const STATE: &str = "/state";
+    /// POST a `Work`: the answer is the `Work` it could not take.
+    pub const WORK: &str = "/work";
     /// The BBS asks a cell's rep to stop an instance (scale-down, retire, delete).
     pub const STOP_LRP_INSTANCE: &str = "/v1/lrps/{process_guid}/instances/{instance_guid}/stop";
     /// The BBS tells a cell's rep a task was cancelled.
     pub const CANCEL_TASK: &str = "/v1/tasks/{task_guid}/cancel";
+}
+
+pub mod auctioneer {
+    pub const PING: &str = "/v1/ping";
+    /// POST a JSON array of `LrpStartRequest`: 202, placed in the next batch.
+    pub const LRPS: &str = "/v1/lrps";
+    /// POST a JSON array of `TaskStartRequest`: 202, placed in the next batch.
+    pub const TASKS: &str = "/v1/tasks";
 }
 
 /// Fills `{name}` placeholders of `template` in order with `args`, percent-encoding each.
@@ -73,6 +89,13 @@ pub fn path(template: &str, args: &[&str]) -> String {
         rest = &rest[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// `s` percent-encoded for a query value or a path segment.
+pub fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    encode_segment(s, &mut out);
     out
 }
 

@@ -100,3 +100,23 @@ impl UpsertDomainRequest {
         v.into_result()
     }
 }
+
+/// `POST /v1/locks/{key}`: take or renew a lock for `ttl_seconds` (leader election between
+/// instances of a component; `value` tells others how to reach the holder, e.g. its URL).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireLockRequest {
+    pub owner: String,
+    #[serde(default)]
+    pub value: String,
+    pub ttl_seconds: i64,
+}
+
+impl AcquireLockRequest {
+    pub fn validate(&self) -> Result<(), Vec<crate::FieldError>> {
+        let mut v = Validator::new();
+        v.required("owner", &self.owner);
+        v.positive("ttl_seconds", self.ttl_seconds);
+        v.into_result()
+    }
+}

@@ -14,6 +14,7 @@
 pub mod action;
 pub mod actual_lrp;
 pub mod api;
+pub mod auction;
 pub mod cell;
 pub mod check;
 pub mod clock;
@@ -32,7 +33,8 @@ pub use actual_lrp::{
     CrashOutcome, PortMapping, Presence,
 };
 pub use cell::{
-    CellCapacity, CellPresence, Domain, RegisterCellRequest, RootfsProvider, UpsertDomainRequest,
+    AcquireLockRequest, CellCapacity, CellPresence, Domain, RegisterCellRequest, RootfsProvider,
+    UpsertDomainRequest,
 };
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -4,6 +4,7 @@ pub mod actual_lrps;
 pub mod cells;
 pub mod desired_lrps;
 pub mod events;
+pub mod locks;
 pub mod system;
 pub mod tasks;
 

@@ -1,0 +1,43 @@
+//! [`RepClient`]: the auction's side of a cell's rep (diego-spec §3.5): its state and the work
+//! it is given.
+
+use std::time::Duration;
+
+use diego_model::auction::{CellState, Work};
+use reqwest::Method;
+
+use crate::error::Result;
+use crate::http::Api;
+use crate::routes::rep as r;
+
+/// One cell's rep. Cheap to clone; build many from one shared `reqwest::Client`.
+#[derive(Debug, Clone)]
+pub struct RepClient {
+    api: Api,
+}
+
+impl RepClient {
+    /// `rep_url` as the cell registered it (a trailing `/` is ignored); every call gives up
+    /// after `timeout` (Diego's `cell_state_timeout` is 10 s; the auctioneer uses less).
+    pub fn new(rep_url: impl Into<String>, http: reqwest::Client, timeout: Duration) -> Self {
+        RepClient {
+            api: Api::new(rep_url, http).with_timeout(timeout),
+        }
+    }
+
+    pub fn rep_url(&self) -> &str {
+        self.api.base_url()
+    }
+
+    /// `GET /state`.
+    pub async fn state(&self) -> Result<CellState> {
+        self.api.get(r::STATE.to_string()).await
+    }
+
+    /// `POST /work`: what the cell could not take.
+    pub async fn perform(&self, work: &Work) -> Result<Work> {
+        self.api
+            .send(Method::POST, r::WORK.to_string(), Some(work), None::<&()>)
+            .await
+    }
+}
