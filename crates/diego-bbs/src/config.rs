@@ -22,6 +22,8 @@ pub struct BbsConfig {
     pub event_retention: usize,
     /// Placement retries before a rejected task fails.
     pub max_task_retries: u32,
+    /// Where start requests go and how often stale work is asked for again.
+    pub auction: crate::auction_requests::AuctionConfig,
 }
 
 /// 1 MiB: room for the largest valid record (10 KiB annotation, 128 KiB routes, a big
@@ -38,6 +40,7 @@ impl BbsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             event_retention: DEFAULT_EVENT_RETENTION,
             max_task_retries: diego_model::task::DEFAULT_MAX_TASK_RETRIES,
+            auction: Default::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! event stream over SSE. Depends on `diego-model`, `diego-store` and `diego-client` (route
 //! constants, rep client); never on `diego-cli`.
 
+pub mod auction_requests;
 pub mod callbacks;
 pub mod config;
 pub mod controllers;
@@ -107,6 +108,12 @@ pub async fn start_with_store(
     })?;
     let state: AppState = Arc::new(Bbs {
         callbacks: callbacks::Callbacks::new(store.clone(), clock.clone()),
+        auctions: auction_requests::AuctionRequester::start(
+            store.clone(),
+            clock.clone(),
+            config.auction.clone(),
+            shutdown.clone(),
+        ),
         store,
         clock,
         reps: rep_client::RepClient::new(),

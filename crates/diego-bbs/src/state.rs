@@ -16,6 +16,8 @@ pub struct Bbs {
     pub reps: RepClient,
     pub metrics: Metrics,
     pub callbacks: crate::callbacks::Callbacks,
+    /// Start requests for the auctioneer.
+    pub auctions: crate::auction_requests::AuctionRequester,
     /// Cancelled when the BBS shuts down; long-lived responses (event streams) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

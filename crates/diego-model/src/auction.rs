@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cell::RootfsProvider;
 use crate::common::{validate_placement_tags, validate_rootfs, Resources};
+use crate::desired_lrp::DesiredLrpSchedulingInfo;
+use crate::task::Task;
 use crate::validation::{join, Validator};
 
 /// Where work may run: rootfs, placement tags and volume drivers a cell must match (§6.3).
@@ -44,6 +46,25 @@ pub struct LrpStartRequest {
 }
 
 impl LrpStartRequest {
+    /// A request to start `indices` of the LRP described by `info`.
+    pub fn for_lrp(info: &DesiredLrpSchedulingInfo, indices: Vec<i32>) -> Self {
+        LrpStartRequest {
+            process_guid: info.process_guid.clone(),
+            domain: info.domain.clone(),
+            indices,
+            placement_constraint: PlacementConstraint {
+                rootfs: info.rootfs.clone(),
+                placement_tags: info.placement_tags.clone(),
+                volume_drivers: Vec::new(),
+            },
+            resource: Resources {
+                memory_mb: info.memory_mb,
+                disk_mb: info.disk_mb,
+                max_pids: info.max_pids,
+            },
+        }
+    }
+
     pub fn validate(&self, v: &mut Validator, path: &str) {
         v.guid(&join(path, "process_guid"), &self.process_guid);
         v.required(&join(path, "domain"), &self.domain);
@@ -70,6 +91,25 @@ pub struct TaskStartRequest {
 }
 
 impl TaskStartRequest {
+    /// A request to place `task`.
+    pub fn for_task(task: &Task) -> Self {
+        let d = &task.task_definition;
+        TaskStartRequest {
+            task_guid: task.task_guid.clone(),
+            domain: task.domain.clone(),
+            placement_constraint: PlacementConstraint {
+                rootfs: d.rootfs.clone(),
+                placement_tags: d.placement_tags.clone(),
+                volume_drivers: Vec::new(),
+            },
+            resource: Resources {
+                memory_mb: d.memory_mb,
+                disk_mb: d.disk_mb,
+                max_pids: d.max_pids,
+            },
+        }
+    }
+
     pub fn validate(&self, v: &mut Validator, path: &str) {
         v.guid(&join(path, "task_guid"), &self.task_guid);
         v.required(&join(path, "domain"), &self.domain);

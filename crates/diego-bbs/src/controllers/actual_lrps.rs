@@ -119,12 +119,8 @@ pub async fn crash(
     ik: &ActualLrpInstanceKey,
     reason: &str,
 ) -> HandlerResult<ActualLrp> {
-    let override_ = bbs
-        .store
-        .get_desired_lrp(guid)
-        .await?
-        .and_then(|d| d.restart_policy);
-    let policy = RestartPolicy::with_override(override_.as_ref());
+    let desired = bbs.store.get_desired_lrp(guid).await?;
+    let policy = RestartPolicy::with_override(desired.as_ref().and_then(|d| d.restart_policy.as_ref()));
     let now = bbs.now();
     let (a, _) = transition(bbs, guid, index, |a, _| {
         Ok(Some((a.crash(ik, reason, &policy, now)?.lrp, Vec::new())))
@@ -138,6 +134,12 @@ pub async fn crash(
         reason,
         "crashed actual LRP"
     );
+    if a.state == ActualLrpState::Unclaimed {
+        // An immediate restart: place it again.
+        if let Some(d) = &desired {
+            bbs.auctions.lrp(&d.scheduling_info(), vec![index]);
+        }
+    }
     Ok(a)
 }
 

@@ -36,7 +36,10 @@ pub async fn desire(bbs: &Bbs, mut lrp: DesiredLrp) -> HandlerResult<DesiredLrp>
         Ok(c) => {
             tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP");
             match c.records.into_iter().next().flatten() {
-                Some(Record::DesiredLrp(d)) => Ok(d),
+                Some(Record::DesiredLrp(d)) => {
+                    bbs.auctions.lrp(&d.scheduling_info(), (0..d.instances).collect());
+                    Ok(d)
+                }
                 _ => Err(HandlerError::new(
                     ErrorType::UnknownError,
                     "store returned no desired LRP",
@@ -124,9 +127,11 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Handler
         let now = bbs.now();
         let mut txn = Txn::one(Write::update(Record::DesiredLrp(next.clone())));
         // Scale up: every missing index below the new count gets an UNCLAIMED instance.
+        let mut added = Vec::new();
         for index in 0..next.instances {
             if !actuals.iter().any(|a| a.index == index) {
                 txn.push(Write::insert(Record::ActualLrp(unclaimed(&next, index, now))));
+                added.push(index);
             }
         }
         // Scale down: extras nobody holds go now; held ones are stopped by their cells.
@@ -146,6 +151,7 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Handler
                     stopping = to_stop.len(),
                     "updated desired LRP"
                 );
+                bbs.auctions.lrp(&next.scheduling_info(), added);
                 for a in &to_stop {
                     retire_held(bbs, a).await?;
                 }

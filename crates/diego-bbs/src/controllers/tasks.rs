@@ -25,6 +25,7 @@ pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> HandlerResult<Task> {
         Ok(mut c) => match c.records.pop().flatten() {
             Some(Record::Task(t)) => {
                 tracing::info!(task_guid = %t.task_guid, domain = %t.domain, "desired task");
+                bbs.auctions.task(&t);
                 Ok(t)
             }
             _ => Err(HandlerError::new(
@@ -111,6 +112,10 @@ pub async fn reject(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> 
     })
     .await?;
     tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");
+    if t.state == diego_model::TaskState::Pending {
+        // Back in the queue: place it again (elsewhere, with luck).
+        bbs.auctions.task(&t);
+    }
     bbs.callbacks.completed(&t);
     Ok(t)
 }

@@ -241,3 +241,20 @@ impl Sse {
         }
     }
 }
+
+/// An auctioneer stand-in that records each start-request call as (path, JSON body).
+pub async fn fake_auctioneer() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let tx = tx.clone();
+        async move {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let _ = tx.send((uri.path().to_string(), v));
+            axum::http::StatusCode::ACCEPTED
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
