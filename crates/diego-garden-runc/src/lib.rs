@@ -1,9 +1,10 @@
 //! The foundations of Diego's runc container backend (DESIGN §6, docs/060-garden.md): what a
 //! container is made of on disk, before anything runs it.
 //!
-//! - [`rootfs`]: rootfs URLs (`preloaded:NAME`; `oci:///…` and `docker-archive:///…` are
-//!   recognised but not yet supported) resolved to read-only base trees in a store directory —
-//!   `preloaded:busybox` is built from the `busybox-static` package on first use.
+//! - [`rootfs`]: rootfs URLs (`preloaded:NAME`, `oci:///…`, `docker-archive:///…`) resolved to
+//!   read-only base trees in a store directory — `preloaded:busybox` is built from the
+//!   `busybox-static` package on first use; [`image`] unpacks local OCI layouts and `docker save`
+//!   tarballs (digests verified, whiteouts applied, paths confined to the root) once per image.
 //! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base.
 //! - [`bundle`]: the OCI `config.json` of a container (namespaces, cgroup limits, non-root
 //!   default user, no new privileges, masked paths, seccomp), as a pure function; [`oci`] is the
@@ -21,13 +22,16 @@
 //! Still to come: `grace_time_ms`; user namespaces for unprivileged containers.
 //!
 //! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
-//! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Depends on `diego-garden` for the API types only;
+//! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Image
+//! layers are the exception to host `tar`: they are applied in-process (the `tar` crate) because
+//! whiteouts and digest checks need every entry. Depends on `diego-garden` for the API types only;
 //! must not depend on the executor, the BBS or the store.
 
 pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 mod host;
+pub mod image;
 pub mod netin;
 pub mod oci;
 pub mod overlay;
@@ -38,6 +42,7 @@ pub mod user;
 
 pub use backend::{Recovered, RuncBackend, RuncConfig};
 pub use bundle::{config, write_config, BundleError};
+pub use image::{Image, ImageError, ImageFormat};
 pub use overlay::{Overlay, OverlayError};
 pub use rootfs::{RootfsError, RootfsStore, RootfsUrl};
 pub use runc::Runc;

@@ -2,9 +2,16 @@
 //! store directory. Containers never write here: each gets an overlay over the base
 //! (see [`crate::overlay`]).
 //!
+//! - `preloaded:NAME`: the built-in busybox tree, or a directory or tarball of the cell's
+//!   preloaded dir, cached as `<store>/preloaded/NAME`;
+//! - `oci:///path` and `docker-archive:///path`: a local image (see [`crate::image`]) unpacked
+//!   once into `<store>/images/sha256-<id>/rootfs`, keyed by the image's manifest digest (OCI) or
+//!   config digest (docker save), so every container of one image shares one tree.
+//!
 //! Every cache entry is built in a temporary sibling directory and renamed into place, so two
 //! concurrent first uses (threads or processes) both end with one complete tree and neither
-//! ever sees a half-built one.
+//! ever sees a half-built one. Images are large, so their builds also take a lock file: the
+//! second user waits for the first instead of unpacking the same layers again.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -16,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 use crate::host;
+use crate::image::{Image, ImageError, ImageFormat};
 use crate::user::User;
 
 /// The name of the built-in rootfs, always available: `preloaded:busybox`.
@@ -32,9 +40,14 @@ pub enum RootfsError {
     /// A well-formed `preloaded:NAME` this cell does not have.
     #[error("rootfs \"preloaded:{name}\": not found (looked for the built-in busybox, {searched})")]
     NotFound { name: String, searched: String },
-    /// Recognised, but this backend cannot provide it yet.
-    #[error("rootfs {url:?}: {kind} root filesystems are not yet supported by the runc backend; use preloaded:NAME")]
-    Unsupported { url: String, kind: &'static str },
+    /// A local image that cannot be used: malformed, corrupt (a digest mismatch), for another
+    /// platform or in a format this backend cannot read. The error names the image file.
+    #[error("{source}")]
+    Image {
+        url: String,
+        #[source]
+        source: ImageError,
+    },
     /// Building or unpacking failed on this host (a missing tool, a full disk, …).
     #[error("{context}")]
     Unavailable {
@@ -135,27 +148,65 @@ impl RootfsStore {
         self.store_dir.join("preloaded")
     }
 
+    fn images_dir(&self) -> PathBuf {
+        self.store_dir.join("images")
+    }
+
     /// The read-only base directory for `url`, building or unpacking it on first use.
     /// Blocking: async callers run it on `spawn_blocking`.
     pub fn resolve(&self, url: &str) -> Result<PathBuf, RootfsError> {
         match RootfsUrl::parse(url)? {
             RootfsUrl::Preloaded(name) => self.preloaded(&name),
-            RootfsUrl::OciLayout(_) => Err(RootfsError::Unsupported {
-                url: url.into(),
-                kind: "OCI image layout",
-            }),
-            RootfsUrl::DockerArchive(_) => Err(RootfsError::Unsupported {
-                url: url.into(),
-                kind: "docker-archive",
-            }),
+            RootfsUrl::OciLayout(path) => self.image(url, &path, ImageFormat::OciLayout),
+            RootfsUrl::DockerArchive(path) => self.image(url, &path, ImageFormat::DockerArchive),
         }
+    }
+
+    /// `<store>/images/sha256-<id>/rootfs`, unpacked on first use; `config.json` beside it
+    /// keeps the image config. The image's metadata is read (and verified) every time to learn
+    /// its id, which costs a few small reads; its layers only on a miss.
+    fn image(&self, url: &str, path: &Path, format: ImageFormat) -> Result<PathBuf, RootfsError> {
+        let image_error = |source: ImageError| match source {
+            ImageError::Unavailable { context, source, .. } => RootfsError::Unavailable {
+                context: format!("rootfs {url:?}: {context}"),
+                source,
+            },
+            source => RootfsError::Image {
+                url: url.into(),
+                source,
+            },
+        };
+        let image = Image::open(path, format).map_err(image_error)?;
+        let images = self.images_dir();
+        let name = format!("sha256-{}", image.id_hex());
+        let rootfs = images.join(&name).join("rootfs");
+        if rootfs.is_dir() {
+            return Ok(rootfs);
+        }
+        fs::create_dir_all(&images).map_err(io_err(format!("creating image cache {}", images.display())))?;
+        let lock_path = images.join(format!("{name}.lock"));
+        let lock =
+            fs::File::create(&lock_path).map_err(io_err(format!("creating {}", lock_path.display())))?;
+        // Released when `lock` is dropped, or by the kernel if this process dies.
+        lock.lock()
+            .map_err(io_err(format!("locking {}", lock_path.display())))?;
+        cached(&images, &name, |tmp| {
+            image.unpack(&tmp.join("rootfs")).map_err(&image_error)?;
+            let config = tmp.join("config.json");
+            fs::write(&config, image.config_json()).map_err(io_err(format!("writing {}", config.display())))
+        })?;
+        info!(image = %path.display(), id = %image.id(), layers = image.layer_count(),
+              path = %rootfs.display(), "image rootfs ready");
+        Ok(rootfs)
     }
 
     /// `busybox` is reserved for the built-in tree, so a configured `busybox.tar` can never
     /// collide with it in the cache.
     fn preloaded(&self, name: &str) -> Result<PathBuf, RootfsError> {
         if name == BUSYBOX {
-            return self.cached(name, |dir| build_busybox(&self.busybox_binary, dir));
+            return cached(&self.cache_dir(), name, |dir| {
+                build_busybox(&self.busybox_binary, dir)
+            });
         }
         let Some(preloaded_dir) = &self.preloaded_dir else {
             return Err(RootfsError::NotFound {
@@ -174,54 +225,53 @@ impl RootfsStore {
         }
         let tar = preloaded_dir.join(format!("{name}.tar"));
         if tar.is_file() {
-            return self.cached(name, |dir| unpack_tar(&tar, dir));
+            return cached(&self.cache_dir(), name, |dir| unpack_tar(&tar, dir));
         }
         Err(RootfsError::NotFound {
             name: name.into(),
             searched: format!("{} and {}", dir.display(), tar.display()),
         })
     }
+}
 
-    /// `<cache>/NAME`, made by `build` into a temporary sibling and renamed into place.
-    fn cached(
-        &self,
-        name: &str,
-        build: impl FnOnce(&Path) -> Result<(), RootfsError>,
-    ) -> Result<PathBuf, RootfsError> {
-        let cache = self.cache_dir();
-        let target = cache.join(name);
-        if target.is_dir() {
-            return Ok(target);
+/// `<cache>/NAME`, made by `build` into a temporary sibling and renamed into place.
+fn cached(
+    cache: &Path,
+    name: &str,
+    build: impl FnOnce(&Path) -> Result<(), RootfsError>,
+) -> Result<PathBuf, RootfsError> {
+    let target = cache.join(name);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    fs::create_dir_all(cache).map_err(io_err(format!("creating rootfs cache {}", cache.display())))?;
+    let tmp = cache.join(format!(".tmp-{name}-{}", unique_suffix()));
+    fs::create_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    let built = build(&tmp).and_then(|()| {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(format!("chmod {}", tmp.display())))
+    });
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match fs::rename(&tmp, &target) {
+        Ok(()) => {
+            info!(name, path = %target.display(), "built rootfs");
+            Ok(target)
         }
-        fs::create_dir_all(&cache).map_err(io_err(format!("creating rootfs cache {}", cache.display())))?;
-        let tmp = cache.join(format!(".tmp-{name}-{}", unique_suffix()));
-        fs::create_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-        let built = build(&tmp).and_then(|()| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .map_err(io_err(format!("chmod {}", tmp.display())))
-        });
-        if let Err(e) = built {
+        // Lost the race: another builder renamed its complete tree first.
+        Err(_) if target.is_dir() => {
             let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
+            Ok(target)
         }
-        match fs::rename(&tmp, &target) {
-            Ok(()) => {
-                info!(name, path = %target.display(), "built preloaded rootfs");
-                Ok(target)
-            }
-            // Lost the race: another builder renamed its complete tree first.
-            Err(_) if target.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(target)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(io_err(format!(
-                    "renaming {} to {}",
-                    tmp.display(),
-                    target.display()
-                ))(e))
-            }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(io_err(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                target.display()
+            ))(e))
         }
     }
 }
@@ -257,14 +307,26 @@ fn unpack_tar(tar: &Path, dir: &Path) -> Result<(), RootfsError> {
 pub fn passwd_file() -> String {
     [User::root(), User::default_user()]
         .iter()
-        .map(|u| format!("{}:x:{}:{}:{}:{}:/bin/sh\n", u.name, u.uid, u.gid, u.name, u.home))
+        .map(passwd_line)
         .collect()
+}
+
+pub fn passwd_line(u: &User) -> String {
+    format!("{}:x:{}:{}:{}:{}:/bin/sh\n", u.name, u.uid, u.gid, u.name, u.home)
 }
 
 pub fn group_file() -> String {
     let user = User::default_user();
-    format!("root:x:0:\n{}:x:{}:\n", user.name, user.gid)
+    format!("{}{}", group_line("root", 0), group_line(&user.name, user.gid))
 }
+
+pub fn group_line(name: &str, gid: u32) -> String {
+    format!("{name}:x:{gid}:\n")
+}
+
+/// Directories every root filesystem needs as mount points for the bundle, with the modes
+/// they get when a rootfs lacks them.
+pub const MOUNT_POINTS: [(&str, u32); 4] = [("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777)];
 
 pub const HOSTS_FILE: &str = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n";
 
@@ -285,17 +347,14 @@ fn build_busybox(binary: &Path, dir: &Path) -> Result<(), RootfsError> {
     )))?;
     let list = String::from_utf8_lossy(&list);
 
-    for (sub, mode) in [
+    let others = [
         ("bin", 0o755),
         ("etc", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("dev", 0o755),
-        ("tmp", 0o1777),
         ("root", 0o700),
         ("home", 0o755),
         ("home/vcap", 0o755),
-    ] {
+    ];
+    for &(sub, mode) in MOUNT_POINTS.iter().chain(&others) {
         let path = dir.join(sub);
         fs::create_dir_all(&path).map_err(io_err(format!("creating {}", path.display())))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
@@ -331,144 +390,4 @@ fn build_busybox(binary: &Path, dir: &Path) -> Result<(), RootfsError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_preloaded_names() {
-        assert_eq!(
-            RootfsUrl::parse("preloaded:busybox").unwrap(),
-            RootfsUrl::Preloaded("busybox".into())
-        );
-        assert_eq!(
-            RootfsUrl::parse("preloaded:cflinuxfs4-1.2").unwrap(),
-            RootfsUrl::Preloaded("cflinuxfs4-1.2".into())
-        );
-        for bad in [
-            "preloaded:",
-            "preloaded:../etc",
-            "preloaded:a/b",
-            "preloaded:.hidden",
-            "busybox",
-            "",
-        ] {
-            assert!(
-                matches!(RootfsUrl::parse(bad), Err(RootfsError::Invalid { .. })),
-                "{bad:?} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn recognises_image_urls_but_does_not_serve_them_yet() {
-        assert_eq!(
-            RootfsUrl::parse("oci:///var/img").unwrap(),
-            RootfsUrl::OciLayout("/var/img".into())
-        );
-        assert_eq!(
-            RootfsUrl::parse("docker-archive:///tmp/a.tar").unwrap(),
-            RootfsUrl::DockerArchive("/tmp/a.tar".into())
-        );
-        assert!(matches!(
-            RootfsUrl::parse("oci://relative"),
-            Err(RootfsError::Invalid { .. })
-        ));
-
-        let store = RootfsStore::new("/nonexistent-store", None);
-        let err = store.resolve("oci:///var/img").unwrap_err();
-        assert!(matches!(err, RootfsError::Unsupported { .. }));
-        assert!(err.to_string().contains("not yet supported"), "{err}");
-        assert!(matches!(
-            store.resolve("docker-archive:///a.tar"),
-            Err(RootfsError::Unsupported { .. })
-        ));
-    }
-
-    #[test]
-    fn unknown_preloaded_names_are_not_found() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = RootfsStore::new(tmp.path().join("store"), Some(tmp.path().join("preloaded")));
-        let err = store.resolve("preloaded:nope").unwrap_err();
-        assert!(matches!(err, RootfsError::NotFound { .. }), "{err}");
-        assert!(err.to_string().contains("nope.tar"), "{err}");
-        let store = RootfsStore::new(tmp.path().join("store"), None);
-        assert!(matches!(
-            store.resolve("preloaded:nope"),
-            Err(RootfsError::NotFound { .. })
-        ));
-    }
-
-    #[test]
-    fn preloaded_directories_are_used_in_place() {
-        let tmp = tempfile::tempdir().unwrap();
-        let preloaded = tmp.path().join("preloaded");
-        fs::create_dir_all(preloaded.join("mine/etc")).unwrap();
-        let store = RootfsStore::new(tmp.path().join("store"), Some(preloaded.clone()));
-        assert_eq!(store.resolve("preloaded:mine").unwrap(), preloaded.join("mine"));
-    }
-
-    #[test]
-    fn preloaded_tarballs_are_unpacked_once() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        fs::create_dir_all(src.join("etc")).unwrap();
-        fs::write(src.join("etc/marker"), "v1").unwrap();
-        let preloaded = tmp.path().join("preloaded");
-        fs::create_dir_all(&preloaded).unwrap();
-        let status = Command::new("tar")
-            .arg("-cf")
-            .arg(preloaded.join("img.tar"))
-            .arg("-C")
-            .arg(&src)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
-
-        let store = RootfsStore::new(tmp.path().join("store"), Some(preloaded.clone()));
-        let base = store.resolve("preloaded:img").unwrap();
-        assert_eq!(base, tmp.path().join("store/preloaded/img"));
-        assert_eq!(fs::read_to_string(base.join("etc/marker")).unwrap(), "v1");
-
-        // A second resolve uses the cache, not the tarball.
-        fs::remove_file(preloaded.join("img.tar")).unwrap();
-        assert_eq!(store.resolve("preloaded:img").unwrap(), base);
-        let leftovers: Vec<_> = fs::read_dir(tmp.path().join("store/preloaded"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().starts_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
-    }
-
-    #[test]
-    fn a_corrupt_tarball_leaves_no_cache_entry() {
-        let tmp = tempfile::tempdir().unwrap();
-        let preloaded = tmp.path().join("preloaded");
-        fs::create_dir_all(&preloaded).unwrap();
-        fs::write(preloaded.join("bad.tar"), "not a tarball").unwrap();
-        let store = RootfsStore::new(tmp.path().join("store"), Some(preloaded));
-        assert!(matches!(
-            store.resolve("preloaded:bad"),
-            Err(RootfsError::Unavailable { .. })
-        ));
-        assert_eq!(
-            fs::read_dir(tmp.path().join("store/preloaded")).unwrap().count(),
-            0
-        );
-    }
-
-    #[test]
-    fn applet_list_skips_busybox_itself() {
-        assert_eq!(applets("[\n[[\nbusybox\nsh\n\nls\n"), vec!["[", "[[", "sh", "ls"]);
-    }
-
-    #[test]
-    fn passwd_has_root_and_the_default_user() {
-        assert_eq!(
-            passwd_file(),
-            "root:x:0:0:root:/root:/bin/sh\nvcap:x:2000:2000:vcap:/home/vcap:/bin/sh\n"
-        );
-        assert_eq!(group_file(), "root:x:0:\nvcap:x:2000:\n");
-    }
-}
+mod tests;
