@@ -553,18 +553,28 @@ async fn cpu_weights_share_cpu_in_proportion() {
             },
         )
         .await;
-    let busy = || sh("for i in 1 2; do timeout -s KILL 3 sh -c 'while :; do :; done' & done; wait; true");
+    // Two busy threads per container: four on two CPUs, so the weights decide who runs.
+    let busy = || sh("for i in 1 2; do timeout -s KILL 5 sh -c 'while :; do :; done' & done; wait; true");
     let a = env.backend.run(&light, busy()).await.unwrap();
     let b = env.backend.run(&heavy, busy()).await.unwrap();
+    // Measure a window in which both are surely busy (not the head start of the first, which
+    // a loaded machine can stretch): CPU time used between two samples.
+    let usage = || async {
+        let m = env
+            .backend
+            .bulk_metrics(&[light.clone(), heavy.clone()])
+            .await
+            .unwrap();
+        (m[&light].cpu_usage_ns as f64, m[&heavy].cpu_usage_ns as f64)
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (a0, b0) = usage().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (a1, b1) = usage().await;
     let (ra, rb) = tokio::join!(collect(a.events), collect(b.events));
     assert_eq!((ra.2.code, rb.2.code), (0, 0), "{ra:?} {rb:?}");
-    let m = env
-        .backend
-        .bulk_metrics(&[light.clone(), heavy.clone()])
-        .await
-        .unwrap();
-    let (cpu_a, cpu_b) = (m[&light].cpu_usage_ns as f64, m[&heavy].cpu_usage_ns as f64);
-    assert!(cpu_a > 0.0 && cpu_b > 0.0, "{m:?}");
+    let (cpu_a, cpu_b) = (a1 - a0, b1 - b0);
+    assert!(cpu_a > 0.0 && cpu_b > 0.0, "{cpu_a} {cpu_b}");
     let ratio = cpu_b / cpu_a;
     println!("CPU time weight 3 : weight 1 = {ratio:.2}");
     assert!(
