@@ -12,6 +12,7 @@ use diego_model::api::{
     PingResponse, RejectTaskRequest, RemoveActualLrpRequest, StartActualLrpRequest, StartTaskRequest,
     StartTaskResponse,
 };
+use diego_model::auction::PlacementExplanation;
 use diego_model::{
     AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpState, CellPresence, DesireTaskRequest,
     DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence, RegisterCellRequest, Task,
@@ -150,9 +151,16 @@ impl BbsClient {
         self.api.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
     }
 
-    pub async fn reject_task(&self, task_guid: &str, rejection_reason: &str) -> Result<Task> {
+    /// A cell (or the auction, with its `explanation`) could not take the task.
+    pub async fn reject_task(
+        &self,
+        task_guid: &str,
+        rejection_reason: &str,
+        explanation: Option<&PlacementExplanation>,
+    ) -> Result<Task> {
         let body = RejectTaskRequest {
             rejection_reason: rejection_reason.to_string(),
+            placement_explanation: explanation.cloned(),
         };
         self.api.post(path(r::TASK_REJECT, &[task_guid]), &body).await
     }
@@ -296,15 +304,17 @@ impl BbsClient {
             .await
     }
 
-    /// Records a placement failure on an UNCLAIMED instance.
+    /// Records a placement failure (and the auction's explanation) on an UNCLAIMED instance.
     pub async fn fail_actual_lrp(
         &self,
         process_guid: &str,
         index: i32,
         error_message: &str,
+        explanation: Option<&PlacementExplanation>,
     ) -> Result<ActualLrp> {
         let body = FailActualLrpRequest {
             error_message: error_message.to_string(),
+            placement_explanation: explanation.cloned(),
         };
         self.api
             .post(

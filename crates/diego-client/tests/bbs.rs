@@ -90,7 +90,7 @@ async fn task_lifecycle() {
     assert!(c.task("t1").await.unwrap_err().is_not_found());
 
     c.desire_task(&task("t2")).await.unwrap();
-    let t = c.reject_task("t2", "no room").await.unwrap();
+    let t = c.reject_task("t2", "no room", None).await.unwrap();
     assert_eq!(t.rejection_count, 1);
     let t = c.fail_task("t2", "gave up").await.unwrap();
     assert!(t.failed && t.state == TaskState::Completed);
@@ -169,7 +169,7 @@ async fn lrp_lifecycle() {
 
     let crashed = c.crash_actual_lrp("web", 0, &key, "exit 1").await.unwrap();
     assert_eq!(crashed.crash_count, 1);
-    let failed = c.fail_actual_lrp("web", 1, "no cells").await.unwrap();
+    let failed = c.fail_actual_lrp("web", 1, "no cells", None).await.unwrap();
     assert_eq!(failed.placement_error, "no cells");
 
     let other = ActualLrpInstanceKey::new("ig-x", "cell-b");

@@ -180,6 +180,9 @@ pub struct ActualLrp {
     pub since: Timestamp,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub placement_error: String,
+    /// Why the auction found no cell, cell by cell (with `placement_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_explanation: Option<crate::auction::PlacementExplanation>,
     #[serde(default)]
     pub presence: Presence,
     /// `None` until readiness is known; an instance without readiness checks is routable
@@ -249,6 +252,7 @@ impl ActualLrp {
             crash_reason: String::new(),
             since: now,
             placement_error: String::new(),
+            placement_explanation: None,
             presence: Presence::Ordinary,
             routable: None,
             availability_zone: String::new(),
@@ -328,6 +332,7 @@ impl ActualLrp {
         a.clear_instance();
         a.set_instance(ik);
         a.placement_error.clear();
+        a.placement_explanation = None;
         a.set_state(ActualLrpState::Claimed, now);
         Ok(Some(a))
     }
@@ -355,6 +360,7 @@ impl ActualLrp {
         a.routable = routable;
         a.availability_zone = availability_zone.to_string();
         a.placement_error.clear();
+        a.placement_explanation = None;
         a.set_state(ActualLrpState::Running, now);
         if a == *self {
             return Ok(None);

@@ -41,6 +41,9 @@ pub struct CompleteTaskRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectTaskRequest {
     pub rejection_reason: String,
+    /// The auction's account of why no cell fit, if it rejected the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_explanation: Option<crate::auction::PlacementExplanation>,
 }
 
 /// `POST /v1/tasks/{task_guid}/fail`
@@ -83,6 +86,9 @@ pub struct CrashActualLrpRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailActualLrpRequest {
     pub error_message: String,
+    /// The auction's account of why no cell fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_explanation: Option<crate::auction::PlacementExplanation>,
 }
 
 /// `POST /v1/actual_lrps/{process_guid}/{index}/remove`

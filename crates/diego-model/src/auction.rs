@@ -2,6 +2,8 @@
 //! auctioneer, the state a cell's rep reports, and the work the auctioneer gives a rep.
 //! Plain data: the placement algorithm lives in `diego-auction`.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cell::RootfsProvider;
@@ -209,6 +211,149 @@ pub struct Work {
 impl Work {
     pub fn is_empty(&self) -> bool {
         self.lrps.is_empty() && self.tasks.is_empty()
+    }
+}
+
+// ---- placement explanations ----
+//
+// Why work did not fit, stored with the placement error on the actual LRP or task and shown
+// by the CLI; `diego-auction` computes them. Every cell is counted once, under the first check
+// it fails (evacuating, rootfs, volume drivers, placement tags, memory, disk, containers), so
+// `fitting_cells + rejected_cells() == total_cells`.
+
+/// A count of cells rejected for one named thing (a tag, a volume driver).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCount {
+    pub name: String,
+    pub cells: u32,
+}
+
+/// Cells that cannot run the requested rootfs.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsMiss {
+    pub rootfs: String,
+    pub cells: u32,
+}
+
+/// Cells rejected for one resource, with the nearest miss.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceMiss {
+    pub cells: u32,
+    /// What the work needs on the closest cell (memory includes that cell's proxy allowance).
+    pub need: i64,
+    /// The most any of these cells has free.
+    pub best_available: i64,
+}
+
+/// The in-flight start cap that stopped the work.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightLimit {
+    pub starting: u64,
+    pub maximum: u32,
+}
+
+/// Why a unit of work was not placed, cell by cell.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementExplanation {
+    /// Cells in the auction's input, evacuating ones included.
+    pub total_cells: u32,
+    /// Cells that would have taken the work (non-zero only when the in-flight cap stopped it).
+    pub fitting_cells: u32,
+    pub evacuating: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<RootfsMiss>,
+    /// Per volume driver: cells lacking it (the first missing driver of each cell).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_drivers: Vec<NamedCount>,
+    /// Per tag: cells that offer the requested tag neither as required nor as optional.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_placement_tags: Vec<NamedCount>,
+    /// Per tag: cells that require a tag the work does not ask for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unrequested_placement_tags: Vec<NamedCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceMiss>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<ResourceMiss>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<ResourceMiss>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inflight_limit: Option<InflightLimit>,
+}
+
+impl PlacementExplanation {
+    /// Cells rejected for any reason; with `fitting_cells` this adds up to `total_cells`.
+    pub fn rejected_cells(&self) -> u32 {
+        let named = |v: &Vec<NamedCount>| v.iter().map(|n| n.cells).sum::<u32>();
+        let res = |r: &Option<ResourceMiss>| r.map_or(0, |r| r.cells);
+        self.evacuating
+            + self.rootfs.as_ref().map_or(0, |r| r.cells)
+            + named(&self.volume_drivers)
+            + named(&self.missing_placement_tags)
+            + named(&self.unrequested_placement_tags)
+            + res(&self.memory)
+            + res(&self.disk)
+            + res(&self.containers)
+    }
+}
+
+impl fmt::Display for PlacementExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {} cells fit", self.fitting_cells, self.total_cells)?;
+        // Biggest reason first; ties keep the filter order.
+        let mut counted: Vec<(u32, String)> = Vec::new();
+        if self.evacuating > 0 {
+            counted.push((self.evacuating, format!("{} evacuating", self.evacuating)));
+        }
+        if let Some(r) = &self.rootfs {
+            counted.push((r.cells, format!("{} lack rootfs \"{}\"", r.cells, r.rootfs)));
+        }
+        for n in &self.volume_drivers {
+            counted.push((n.cells, format!("{} lack volume driver \"{}\"", n.cells, n.name)));
+        }
+        for n in &self.missing_placement_tags {
+            counted.push((n.cells, format!("{} lack placement tag \"{}\"", n.cells, n.name)));
+        }
+        for n in &self.unrequested_placement_tags {
+            counted.push((
+                n.cells,
+                format!("{} require placement tag \"{}\"", n.cells, n.name),
+            ));
+        }
+        for (name, unit, r) in [
+            ("memory", " MB", &self.memory),
+            ("disk", " MB", &self.disk),
+            ("containers", "", &self.containers),
+        ] {
+            if let Some(r) = r {
+                let text = format!(
+                    "{} lack {name} (need {}{unit}, best has {}{unit} free)",
+                    r.cells, r.need, r.best_available
+                );
+                counted.push((r.cells, text));
+            }
+        }
+        counted.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(l) = self.inflight_limit {
+            parts.push(format!(
+                "in-flight start limit reached ({} starting, maximum {})",
+                l.starting, l.maximum
+            ));
+        }
+        parts.extend(counted.into_iter().map(|(_, text)| text));
+        if self.total_cells == 0 {
+            parts.push("no cells reported".to_string());
+        }
+        if !parts.is_empty() {
+            write!(f, ": {}", parts.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -182,6 +182,9 @@ pub struct Task {
     pub rejection_count: u32,
     #[serde(default)]
     pub rejection_reason: String,
+    /// Why the auction found no cell, cell by cell (with `rejection_reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_explanation: Option<crate::auction::PlacementExplanation>,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
@@ -224,6 +227,7 @@ impl Task {
             result: String::new(),
             rejection_count: 0,
             rejection_reason: String::new(),
+            placement_explanation: None,
             modification_tag: ModificationTag::new(epoch),
         }
     }

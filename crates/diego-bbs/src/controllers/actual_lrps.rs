@@ -1,6 +1,7 @@
 //! Actual LRP lifecycle: what cells and the auctioneer do to instances (diego-spec §4.3–4.4).
 
 use diego_model::api::StartActualLrpRequest;
+use diego_model::auction::PlacementExplanation;
 use diego_model::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpState, Presence, RestartPolicy, TransitionError,
 };
@@ -144,10 +145,18 @@ pub async fn crash(
 }
 
 /// The auction could not place the instance.
-pub async fn fail(bbs: &Bbs, guid: &str, index: i32, placement_error: &str) -> HandlerResult<ActualLrp> {
+pub async fn fail(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    placement_error: &str,
+    explanation: Option<PlacementExplanation>,
+) -> HandlerResult<ActualLrp> {
     let now = bbs.now();
     let (a, _) = transition(bbs, guid, index, |a, _| {
-        Ok(Some((a.fail(placement_error, now)?, Vec::new())))
+        let mut failed = a.fail(placement_error, now)?;
+        failed.placement_explanation = explanation.clone();
+        Ok(Some((failed, Vec::new())))
     })
     .await?;
     Ok(a)

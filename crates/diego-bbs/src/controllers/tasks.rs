@@ -1,6 +1,7 @@
 //! Task lifecycle (diego-spec §4.1).
 
 use diego_model::api::CompleteTaskRequest;
+use diego_model::auction::PlacementExplanation;
 use diego_model::{DesireTaskRequest, Task, TransitionError};
 use diego_store::{Record, StoreError, TaskFilter, Txn, Write};
 
@@ -101,14 +102,21 @@ pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> Handl
     Ok(t)
 }
 
-pub async fn reject(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
+pub async fn reject(
+    bbs: &Bbs,
+    guid: &str,
+    reason: &str,
+    explanation: Option<PlacementExplanation>,
+) -> HandlerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| {
         let max = t
             .task_definition
             .max_retries
             .unwrap_or(bbs.config.max_task_retries);
-        t.reject(reason, max, now).map(Some)
+        let mut rejected = t.reject(reason, max, now)?;
+        rejected.placement_explanation = explanation.clone();
+        Ok(Some(rejected))
     })
     .await?;
     tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");

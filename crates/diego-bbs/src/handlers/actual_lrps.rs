@@ -113,7 +113,7 @@ pub async fn fail(
         ));
     }
     Ok(Json(
-        actual_lrps::fail(&s, &guid, index, &req.error_message).await?,
+        actual_lrps::fail(&s, &guid, index, &req.error_message, req.placement_explanation).await?,
     ))
 }
 

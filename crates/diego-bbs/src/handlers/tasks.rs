@@ -79,7 +79,9 @@ pub async fn reject(
     PathParams(guid): PathParams<String>,
     JsonBody(req): JsonBody<RejectTaskRequest>,
 ) -> HandlerResult<Json<Task>> {
-    Ok(Json(tasks::reject(&s, &guid, &req.rejection_reason).await?))
+    Ok(Json(
+        tasks::reject(&s, &guid, &req.rejection_reason, req.placement_explanation).await?,
+    ))
 }
 
 pub async fn fail(

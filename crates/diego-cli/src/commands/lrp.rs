@@ -563,6 +563,7 @@ mod tests {
             crash_reason: String::new(),
             since: 1_000_000_000,
             placement_error: String::new(),
+            placement_explanation: None,
             presence: Presence::Ordinary,
             routable: None,
             availability_zone: String::new(),
