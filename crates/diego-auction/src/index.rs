@@ -8,7 +8,7 @@
 //!   `state.rs`),
 //! - the maximum free memory, disk and containers (to skip subtrees where nothing fits),
 //! - the maximum of each total (the divisors of the work's share) and the minimum proxy memory,
-//! - the smallest cell rank (the leftmost cell, since leaves are in id order).
+//! - the smallest cell rank holding each minimum key (leaves are in id order, rank = id order).
 //!
 //! A search is branch and bound. For a node, `bound = min_key + shift(need + min_proxy, max
 //! totals)`. Every operation in the key and shift is a correctly rounded IEEE operation that is
@@ -19,14 +19,19 @@
 //!
 //! - nothing fits (max free < need), or
 //! - `bound > best.score`, or
-//! - `bound == best.score` and (`min_key > best.key`, or `min_key == best.key` and every cell
-//!   under the node has a higher rank than the best).
+//! - `bound == best.score` and (`min_key > best.key`, or `min_key == best.key` and the least
+//!   rank holding that key under the node is above the best's: a cell with a higher key loses
+//!   on key, one with the same key on rank).
 //!
 //! Hence the search returns exactly the full scan's winner over the cells it is asked about. For
 //! LRPs the cells already holding the process are excluded from the trees' answer and scored
 //! one by one (their score carries `1000 × instances`), so a search costs O(log n) plus the cells
 //! holding the process. The bound is tight within a tree of identical cell totals: the first
 //! descent usually lands on the winner and the rest of the tree is cut by the bound.
+//!
+//! A cell that cannot fit even the least memory and disk of any work still to come this round
+//! (or has no container slot left) can never win again; searches that meet one take it out of
+//! its tree, so nearly full cells stop costing every later search a detour.
 
 use crate::state::{offer, shift, Candidate, State};
 
@@ -41,7 +46,9 @@ struct Node {
     max_div_d: f64,
     max_div_c: f64,
     min_proxy: i64,
-    min_rank: u32,
+    /// Smallest rank among the cells holding `min_key_lrp` / `min_key_task`.
+    rank_lrp: u32,
+    rank_task: u32,
 }
 
 const EMPTY: Node = Node {
@@ -54,8 +61,19 @@ const EMPTY: Node = Node {
     max_div_d: 0.0,
     max_div_c: 0.0,
     min_proxy: i64::MAX,
-    min_rank: u32::MAX,
+    rank_lrp: u32::MAX,
+    rank_task: u32::MAX,
 };
+
+/// The lesser (key, rank) pair.
+#[inline]
+fn least(a: (f64, u32), b: (f64, u32)) -> (f64, u32) {
+    if b.0 < a.0 || (b.0 == a.0 && b.1 < a.1) {
+        b
+    } else {
+        a
+    }
+}
 
 impl Node {
     fn leaf(st: &State, cell: usize) -> Node {
@@ -69,14 +87,19 @@ impl Node {
             max_div_d: st.div_d[cell],
             max_div_c: st.div_c[cell],
             min_proxy: st.proxy[cell],
-            min_rank: cell as u32,
+            rank_lrp: cell as u32,
+            rank_task: cell as u32,
         }
     }
 
     fn join(a: &Node, b: &Node) -> Node {
+        let (min_key_lrp, rank_lrp) = least((a.min_key_lrp, a.rank_lrp), (b.min_key_lrp, b.rank_lrp));
+        let (min_key_task, rank_task) = least((a.min_key_task, a.rank_task), (b.min_key_task, b.rank_task));
         Node {
-            min_key_lrp: a.min_key_lrp.min(b.min_key_lrp),
-            min_key_task: a.min_key_task.min(b.min_key_task),
+            min_key_lrp,
+            min_key_task,
+            rank_lrp,
+            rank_task,
             max_avail_m: a.max_avail_m.max(b.max_avail_m),
             max_avail_d: a.max_avail_d.max(b.max_avail_d),
             max_avail_c: a.max_avail_c.max(b.max_avail_c),
@@ -84,7 +107,6 @@ impl Node {
             max_div_d: a.max_div_d.max(b.max_div_d),
             max_div_c: a.max_div_c.max(b.max_div_c),
             min_proxy: a.min_proxy.min(b.min_proxy),
-            min_rank: a.min_rank.min(b.min_rank),
         }
     }
 }
@@ -113,40 +135,61 @@ struct Search<'a> {
     disk: i64,
     marks: &'a [u32],
     stamp: u32,
+    floor_m: i64,
+    floor_d: i64,
 }
 
 impl Search<'_> {
-    fn visit(&self, node: usize, best: &mut Option<Candidate>) {
+    /// A cell that cannot fit even the smallest remaining work will never win again.
+    fn note_if_dead(&self, cell: usize, dead: &mut Vec<u32>) {
+        let st = self.st;
+        if st.avail_c[cell] < 1 || st.avail_m[cell] < self.floor_m || st.avail_d[cell] < self.floor_d {
+            dead.push(cell as u32);
+        }
+    }
+
+    /// Branch and bound from `node`; cells found unable to fit any remaining work go to `dead`.
+    fn visit(&self, node: usize, best: &mut Option<Candidate>, dead: &mut Vec<u32>) {
         let n = &self.tree.nodes[node];
-        let (min_key, need_m) = match self.work {
-            Work::Lrp => (n.min_key_lrp, self.memory.saturating_add(n.min_proxy)),
-            Work::Task => (n.min_key_task, self.memory),
+        let (min_key, min_key_rank, need_m) = match self.work {
+            Work::Lrp => (n.min_key_lrp, n.rank_lrp, self.memory.saturating_add(n.min_proxy)),
+            Work::Task => (n.min_key_task, n.rank_task, self.memory),
         };
         if n.max_avail_c < 1 || n.max_avail_m < need_m || n.max_avail_d < self.disk {
+            if node >= self.tree.cap {
+                if let Some(&cell) = self.tree.cells.get(node - self.tree.cap) {
+                    self.note_if_dead(cell as usize, dead);
+                }
+            }
             return;
         }
         if let Some(b) = best {
             // The smallest proxy gives the smallest need, so this stays below every leaf.
             let bound = min_key + shift(need_m, self.disk, n.max_div_m, n.max_div_d, n.max_div_c);
             if bound > b.score
-                || (bound == b.score && (min_key > b.key || (min_key == b.key && n.min_rank > b.cell)))
+                || (bound == b.score && (min_key > b.key || (min_key == b.key && min_key_rank > b.cell)))
             {
                 return;
             }
         }
         if node >= self.tree.cap {
             let cell = self.tree.cells[node - self.tree.cap] as usize;
+            let st = self.st;
             match self.work {
-                Work::Lrp => {
-                    if self.marks[cell] != self.stamp
-                        && self.st.fits(cell, self.memory + self.st.proxy[cell], self.disk)
-                    {
-                        offer(best, self.st.lrp_candidate(cell, self.memory, self.disk, 0));
+                Work::Lrp if st.fits(cell, self.memory + st.proxy[cell], self.disk) => {
+                    if self.marks[cell] != self.stamp {
+                        offer(best, st.lrp_candidate(cell, self.memory, self.disk, 0));
                     }
                 }
-                Work::Task => {
-                    if self.st.fits(cell, self.memory, self.disk) {
-                        offer(best, self.st.task_candidate(cell, self.memory, self.disk));
+                Work::Task if st.fits(cell, self.memory, self.disk) => {
+                    offer(best, st.task_candidate(cell, self.memory, self.disk));
+                }
+                _ => {
+                    if st.avail_c[cell] < 1
+                        || st.avail_m[cell] < self.floor_m
+                        || st.avail_d[cell] < self.floor_d
+                    {
+                        dead.push(cell as u32);
                     }
                 }
             }
@@ -155,20 +198,19 @@ impl Search<'_> {
         let (l, r) = (2 * node, 2 * node + 1);
         let key = |i: usize| {
             let n = &self.tree.nodes[i];
-            let k = match self.work {
-                Work::Lrp => n.min_key_lrp,
-                Work::Task => n.min_key_task,
-            };
-            (k, n.min_rank)
+            match self.work {
+                Work::Lrp => (n.min_key_lrp, n.rank_lrp),
+                Work::Task => (n.min_key_task, n.rank_task),
+            }
         };
         let (kl, kr) = (key(l), key(r));
         // Most promising child first, so the bound tightens early.
         if kr.0 < kl.0 || (kr.0 == kl.0 && kr.1 < kl.1) {
-            self.visit(r, best);
-            self.visit(l, best);
+            self.visit(r, best, dead);
+            self.visit(l, best, dead);
         } else {
-            self.visit(l, best);
-            self.visit(r, best);
+            self.visit(l, best, dead);
+            self.visit(r, best, dead);
         }
     }
 }
@@ -184,6 +226,12 @@ pub(crate) struct Index {
     slot: Vec<(u32, u32)>,
     marks: Vec<u32>,
     stamp: u32,
+    /// The least memory and disk any remaining work needs: a cell with less (or no container
+    /// slot) can never win again this round and is taken out of its tree when a search meets it.
+    floor_m: i64,
+    floor_d: i64,
+    dead: Vec<bool>,
+    found_dead: Vec<u32>,
 }
 
 impl Index {
@@ -202,6 +250,10 @@ impl Index {
             slot: vec![(0, 0); st.len()],
             marks: vec![0; st.len()],
             stamp: 0,
+            floor_m: 0,
+            floor_d: 0,
+            dead: vec![false; st.len()],
+            found_dead: Vec::new(),
         };
         for ((zone, class), cells) in groups {
             let t = index.trees.len();
@@ -223,10 +275,25 @@ impl Index {
 
     /// Re-read one cell's state after a placement.
     pub(crate) fn update(&mut self, st: &State, cell: u32) {
+        if !self.dead[cell as usize] {
+            self.set_leaf(cell, Node::leaf(st, cell as usize));
+        }
+    }
+
+    fn bury_found_dead(&mut self) {
+        while let Some(cell) = self.found_dead.pop() {
+            if !self.dead[cell as usize] {
+                self.dead[cell as usize] = true;
+                self.set_leaf(cell, EMPTY);
+            }
+        }
+    }
+
+    fn set_leaf(&mut self, cell: u32, leaf: Node) {
         let (t, i) = self.slot[cell as usize];
         let tree = &mut self.trees[t as usize];
         let mut node = tree.cap + i as usize;
-        tree.nodes[node] = Node::leaf(st, cell as usize);
+        tree.nodes[node] = leaf;
         while node > 1 {
             node /= 2;
             tree.nodes[node] = Node::join(&tree.nodes[2 * node], &tree.nodes[2 * node + 1]);
@@ -273,17 +340,20 @@ impl Index {
                         disk,
                         marks: &self.marks,
                         stamp: self.stamp,
+                        floor_m: self.floor_m,
+                        floor_d: self.floor_d,
                     };
-                    s.visit(1, &mut best);
+                    s.visit(1, &mut best, &mut self.found_dead);
                 }
             }
         }
+        self.bury_found_dead();
         best
     }
 
     /// The best cell for a task among all compatible cells.
     pub(crate) fn best_task(
-        &self,
+        &mut self,
         st: &State,
         memory: i64,
         disk: i64,
@@ -300,10 +370,13 @@ impl Index {
                     disk,
                     marks: &self.marks,
                     stamp: u32::MAX,
+                    floor_m: self.floor_m,
+                    floor_d: self.floor_d,
                 };
-                s.visit(1, &mut best);
+                s.visit(1, &mut best, &mut self.found_dead);
             }
         }
+        self.bury_found_dead();
         best
     }
 }
@@ -331,5 +404,10 @@ impl crate::scheduler::Placer for Index {
 
     fn placed(&mut self, st: &State, cell: u32) {
         self.update(st, cell);
+    }
+
+    fn floor(&mut self, memory: i64, disk: i64) {
+        self.floor_m = memory;
+        self.floor_d = disk;
     }
 }

@@ -34,6 +34,8 @@ pub(crate) trait Placer {
     fn best_task(&mut self, st: &State, memory: i64, disk: i64, compatible: &[bool]) -> Option<Candidate>;
     /// The cell's state changed.
     fn placed(&mut self, st: &State, cell: u32);
+    /// No work from here on in the round needs less memory or disk than this.
+    fn floor(&mut self, _memory: i64, _disk: i64) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +203,30 @@ pub(crate) fn run<P: Placer>(
     let capped = |inflight: u64| maximum > 0 && inflight >= maximum as u64;
     let split = items.iter().position(|it| it.index > 0).unwrap_or(items.len());
 
+    // Suffix minima of what the work still to come needs, in placement order, so the placer
+    // may drop cells that can never take anything again.
+    let lrp_need = |it: &LrpItem| {
+        let r = &request.lrps[it.lrp as usize].resources;
+        (r.memory_mb.max(0), r.disk_mb.max(0))
+    };
+    let task_need = |t: &u32| {
+        let r = &request.tasks[*t as usize].resources;
+        (r.memory_mb.max(0), r.disk_mb.max(0))
+    };
+    let sequence: Vec<(i64, i64)> = items[..split]
+        .iter()
+        .map(lrp_need)
+        .chain(tasks.iter().map(task_need))
+        .chain(items[split..].iter().map(lrp_need))
+        .collect();
+    let mut floors = vec![(i64::MAX, i64::MAX); sequence.len() + 1];
+    for i in (0..sequence.len()).rev() {
+        floors[i] = (
+            floors[i + 1].0.min(sequence[i].0),
+            floors[i + 1].1.min(sequence[i].1),
+        );
+    }
+
     let mut zone_order: Vec<(u32, usize)> = Vec::with_capacity(st.zones);
     let mut zone_mask = vec![false; st.zones];
     let mut place_lrps = |st: &mut State,
@@ -208,8 +234,11 @@ pub(crate) fn run<P: Placer>(
                           diagnoses: &mut Diagnoses,
                           inflight: &mut u64,
                           results: &mut AuctionResults,
-                          items: &[LrpItem]| {
-        for it in items {
+                          items: &[LrpItem],
+                          offset: usize| {
+        for (pos, it) in items.iter().enumerate() {
+            let (floor_m, floor_d) = floors[offset + pos];
+            placer.floor(floor_m, floor_d);
             let start = &request.lrps[it.lrp as usize];
             let (memory, disk) = (start.resources.memory_mb.max(0), start.resources.disk_mb.max(0));
             let judged = lrp_judged[it.lrp as usize];
@@ -271,9 +300,12 @@ pub(crate) fn run<P: Placer>(
         &mut inflight,
         &mut results,
         &items[..split],
+        0,
     );
 
-    for &t in &tasks {
+    for (pos, &t) in tasks.iter().enumerate() {
+        let (floor_m, floor_d) = floors[split + pos];
+        placer.floor(floor_m, floor_d);
         let task = &request.tasks[t as usize];
         let (memory, disk) = (task.resources.memory_mb.max(0), task.resources.disk_mb.max(0));
         let judged = task_judged[t as usize];
@@ -319,6 +351,7 @@ pub(crate) fn run<P: Placer>(
         &mut inflight,
         &mut results,
         &items[split..],
+        split + tasks.len(),
     );
     results
 }

@@ -42,6 +42,7 @@ fn index_matches_full_scan_on_the_simulation_scenarios() {
         sim::imbalanced_deploy(5, 200),
         sim::zone_distribution(),
         sim::huge_batch(40, 120, 80, 9),
+        sim::over_demand(30, 300, 4),
     ] {
         assert_eq!(
             schedule(&s.cells, &s.request, &s.config),

@@ -248,3 +248,18 @@ pub fn million(cells: usize, processes: usize, instances: u32, seed: u64) -> Sce
         config: AuctionConfig::default(),
     }
 }
+
+/// Demand beyond capacity: the million-style mix onto cells of 45 GiB, so about one instance
+/// in fifteen cannot be placed and is explained.
+pub fn over_demand(cells: usize, processes: usize, seed: u64) -> Scenario {
+    let mut s = million(cells, processes, 10, seed);
+    for c in s.cells.iter_mut() {
+        c.total.memory_mb = 45 * 1024;
+        c.available = c.total;
+    }
+    s.name = format!(
+        "over demand: {} instances onto {cells} cells of 45 GiB",
+        processes * 10
+    );
+    s
+}
