@@ -231,7 +231,7 @@ fn create_container(
     let result = (|| {
         let base = store.resolve(&spec.rootfs).map_err(rootfs_error)?;
         overlay
-            .mount(&base)
+            .mount(&base, spec.limits.disk_bytes)
             .map_err(|e| GardenError::Unavailable(e.to_string()))?;
         let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
         let init = ProcessSpec {

@@ -4,7 +4,8 @@
 //! - [`rootfs`]: rootfs URLs (`preloaded:NAME`; `oci:///…` and `docker-archive:///…` are
 //!   recognised but not yet supported) resolved to read-only base trees in a store directory —
 //!   `preloaded:busybox` is built from the `busybox-static` package on first use.
-//! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base.
+//! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base; with a disk
+//!   limit its writable layer sits on a sparse, loop-mounted ext4 image ([`overlay::disk`]).
 //! - [`bundle`]: the OCI `config.json` of a container (namespaces, cgroup limits, non-root
 //!   default user, no new privileges, masked paths, seccomp), as a pure function; [`oci`] is the
 //!   subset of the runtime spec it writes; [`user`] resolves process users.
@@ -19,12 +20,13 @@
 //!
 //! Still to come: surviving restarts of the cell agent (today all state is in memory and a
 //! restarted server neither rediscovers containers nor re-attaches to processes; the plan is
-//! a per-container supervisor that owns the processes and their event logs); disk limits for the writable layer (environment.md R15); `grace_time_ms`; local OCI images;
-//! user namespaces for unprivileged containers.
+//! a per-container supervisor that owns the processes and their event logs); `grace_time_ms`;
+//! local OCI images; user namespaces for unprivileged containers.
 //!
-//! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
-//! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Depends on `diego-garden` for the API types only;
-//! must not depend on the executor, the BBS or the store.
+//! Privileged work goes through host commands (`mount`, `umount`, `mkfs.ext4`, `losetup`,
+//! `runc`, `tar`): the workspace denies `unsafe`, so there is no libc here (only `nix`'s safe
+//! `setns` for net-in). Depends on `diego-garden` for the API types only; must not depend on the
+//! executor, the BBS or the store.
 
 pub mod backend;
 pub mod bundle;
