@@ -28,6 +28,8 @@
 //!   on the configured `host_ip` relaying into `127.0.0.1:<container port>` inside the
 //!   container's network namespace (see [`crate::netin`]); a taken host port is `Invalid`.
 //!   Destroy stops the forwarders first.
+//! - **Disk limits**: a limited container's writable layer is its own loop-mounted ext4 image
+//!   (see [`crate::overlay`]).
 //! - **Not yet**: `grace_time_ms`, user namespaces.
 
 mod metrics;
@@ -437,8 +439,11 @@ fn create_container(
     let result = (|| {
         let base = store.resolve(&spec.rootfs).map_err(rootfs_error)?;
         overlay
-            .mount(&base)
-            .map_err(|e| GardenError::Unavailable(e.to_string()))?;
+            .mount(&base, spec.limits.disk_bytes)
+            .map_err(|e| match e {
+                crate::OverlayError::Invalid(_) => GardenError::Invalid(e.to_string()),
+                _ => GardenError::Unavailable(e.to_string()),
+            })?;
         let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
         let init = ProcessSpec {
             path: "/bin/sh".into(),

@@ -5,7 +5,8 @@
 //!   read-only base trees in a store directory — `preloaded:busybox` is built from the
 //!   `busybox-static` package on first use; [`image`] unpacks local OCI layouts and `docker save`
 //!   tarballs (digests verified, whiteouts applied, paths confined to the root) once per image.
-//! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base.
+//! - [`overlay`]: each container's copy-on-write root, an overlayfs over the base; with a disk
+//!   limit its writable layer sits on a sparse, loop-mounted ext4 image ([`overlay::disk`]).
 //! - [`bundle`]: the OCI `config.json` of a container (namespaces, cgroup limits, non-root
 //!   default user, no new privileges, masked paths, seccomp), as a pure function; [`oci`] is the
 //!   subset of the runtime spec it writes; [`user`] resolves process users.
@@ -21,7 +22,8 @@
 //!
 //! Still to come: `grace_time_ms`; user namespaces for unprivileged containers.
 //!
-//! Privileged work goes through host commands (`mount`, `umount`, `runc`, `tar`): the workspace
+//! Privileged work goes through host commands (`mount`, `umount`, `mkfs.ext4`, `losetup`,
+//! `runc`, `tar`): the workspace
 //! denies `unsafe`, so there is no libc here (only `nix`'s safe `setns` for net-in). Image
 //! layers are the exception to host `tar`: they are applied in-process (the `tar` crate) because
 //! whiteouts and digest checks need every entry. Depends on `diego-garden` for the API types only;

@@ -1,9 +1,17 @@
-//! A container's copy-on-write root: `<container_dir>/{upper,work,merged}` mounted as overlayfs
-//! over a read-only base from [`crate::rootfs`]. Writes land in `upper`; the base is shared by
-//! every container and never changes.
+//! A container's copy-on-write root: `<container_dir>/merged`, an overlayfs over a read-only
+//! base from [`crate::rootfs`]. Writes land in `upper` (with `work`, overlayfs's scratch
+//! space); the base is shared by every container and never changes.
+//!
+//! Two layouts, chosen by the disk limit of the first [`Overlay::mount`]:
+//! - no limit (0): `upper` and `work` are plain directories in the container directory;
+//! - a limit: they live in `disk/`, the loop mount of `disk.img`, a sparse ext4 image sized so
+//!   about the limit is free (see [`disk`]); writing more fails with ENOSPC (no space left on
+//!   device) in the container.
 //!
 //! Both [`Overlay::mount`] and [`Overlay::destroy`] are idempotent, so a backend that crashed
 //! halfway (or restarted and rediscovered its containers) can simply call them again.
+
+pub mod disk;
 
 use std::fs;
 use std::io;
@@ -16,10 +24,10 @@ use crate::host;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
-    /// A path overlayfs cannot take in its mount options.
+    /// A path overlayfs cannot take in its mount options, or a disk limit no image can have.
     #[error("overlay: {0}")]
     Invalid(String),
-    /// Mounting, unmounting or removing failed on this host.
+    /// Making, mounting, unmounting or removing failed on this host.
     #[error("{context}")]
     Unavailable {
         context: String,
@@ -50,12 +58,15 @@ impl Overlay {
         &self.dir
     }
 
+    /// The writable layer: `disk/upper` when the overlay has a disk image, else `upper`.
+    /// Decided by whether `disk.img` exists, so an `Overlay::new` of a container made earlier
+    /// (or by an earlier process) finds the right one.
     pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.layer_root().join("upper")
     }
 
     pub fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.layer_root().join("work")
     }
 
     /// The container's root: the OCI bundle's `root.path`.
@@ -63,8 +74,53 @@ impl Overlay {
         self.dir.join("merged")
     }
 
-    /// Creates the directories and mounts the overlay over `lower`, unless it is mounted already.
-    pub fn mount(&self, lower: &Path) -> Result<(), OverlayError> {
+    /// The sparse ext4 image of a disk-limited overlay (exists only with a limit).
+    pub fn disk_image(&self) -> PathBuf {
+        self.dir.join("disk.img")
+    }
+
+    /// Where [`Overlay::disk_image`] is mounted.
+    pub fn disk_dir(&self) -> PathBuf {
+        self.dir.join("disk")
+    }
+
+    fn has_disk(&self) -> bool {
+        self.disk_image().exists()
+    }
+
+    fn layer_root(&self) -> PathBuf {
+        if self.has_disk() {
+            self.disk_dir()
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// Makes whatever is missing and mounts the overlay over `lower`, unless it is mounted
+    /// already. `disk_limit_bytes` > 0 puts the writable layer on its own ext4 image with
+    /// about that much free space (at least [`disk::MIN_LIMIT_BYTES`], else `Invalid`); 0 means
+    /// no limit. An overlay made earlier keeps its layout (and size): the limit only matters
+    /// to the call that creates it.
+    pub fn mount(&self, lower: &Path, disk_limit_bytes: u64) -> Result<(), OverlayError> {
+        let image_bytes = match disk_limit_bytes {
+            0 => None,
+            limit => Some(disk::checked_image_bytes(limit)?),
+        };
+        fs::create_dir_all(&self.dir).map_err(io_err(format!("creating {}", self.dir.display())))?;
+        let made_plain = self.dir.join("upper").exists();
+        if let Some(size) = image_bytes.filter(|_| !self.has_disk() && !made_plain) {
+            disk::create(&self.disk_image(), size)?;
+        }
+        if self.has_disk() {
+            let at = self.disk_dir();
+            fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
+            if !is_mount_point(&at)? {
+                disk::mount(&self.disk_image(), &at)?;
+            }
+        } else if disk_limit_bytes > 0 {
+            let dir = self.dir.display();
+            warn!(%dir, disk_limit_bytes, "overlay was made without a disk limit; keeping it so");
+        }
         for dir in [self.upper(), self.work(), self.merged()] {
             fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
@@ -83,43 +139,30 @@ impl Overlay {
 
     /// Is `merged` a mount point in this mount namespace?
     pub fn is_mounted(&self) -> Result<bool, OverlayError> {
-        let merged = match fs::canonicalize(self.merged()) {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(format!("resolving {}", self.merged().display()))(e)),
-        };
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").map_err(io_err("reading /proc/self/mountinfo"))?;
-        let mounted = mount_points(&mountinfo).any(|p| p == merged);
-        Ok(mounted)
+        is_mount_point(&self.merged())
     }
 
-    /// Unmounts and removes `upper`, `work` and `merged`, then the container directory if that
-    /// left it empty. Whatever is already gone is skipped.
+    /// Unmounts `merged`, then the disk image if any; detaches a loop device left on the
+    /// image; removes `merged`, `upper`, `work`, `disk` and the image, then the container
+    /// directory if that left it empty. Whatever is already gone is skipped, so this also
+    /// finishes a half-made or half-destroyed overlay.
     pub fn destroy(&self) -> Result<(), OverlayError> {
         let merged = self.merged();
-        // Mounts can stack (a mount that raced a restart); unmount until none is left.
-        let mut attempts = 0;
-        while self.is_mounted()? {
-            attempts += 1;
-            let mut umount = Command::new("umount");
-            if attempts > 3 {
-                // Still busy (a process holds a file in it): detach it so the container can
-                // go; the kernel frees it when the last user lets go.
-                warn!(path = %merged.display(), "overlay busy; detaching it lazily");
-                umount.arg("-l");
-            }
-            if let Err(e) = host::run(umount.arg(&merged)) {
-                if attempts > 5 {
-                    return Err(io_err(format!("unmounting {}", merged.display()))(e));
-                }
-            }
+        let disk_dir = self.disk_dir();
+        // The disk only after the overlay, whose upper and work are on it.
+        unmount_all(&merged)?;
+        unmount_all(&disk_dir)?;
+        if self.has_disk() {
+            disk::detach(&self.disk_image());
         }
         // `merged` is removed with remove_dir, never remove_dir_all: if it were somehow still
         // mounted, a recursive delete would write whiteouts into the container's layer.
         remove(&merged, |p| fs::remove_dir(p))?;
-        remove(&self.work(), |p| fs::remove_dir_all(p))?;
-        remove(&self.upper(), |p| fs::remove_dir_all(p))?;
+        // Both layouts, whichever this is: a plain one has no disk, a disk one no plain dirs.
+        for dir in [self.dir.join("work"), self.dir.join("upper"), disk_dir] {
+            remove(&dir, |p| fs::remove_dir_all(p))?;
+        }
+        disk::remove(&self.disk_image())?;
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
             Err(e)
@@ -133,6 +176,40 @@ impl Overlay {
             Err(e) => Err(io_err(format!("removing {}", self.dir.display()))(e)),
         }
     }
+}
+
+/// Is `path` a mount point in this mount namespace? A missing path is not.
+fn is_mount_point(path: &Path) -> Result<bool, OverlayError> {
+    let path = match fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(format!("resolving {}", path.display()))(e)),
+    };
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").map_err(io_err("reading /proc/self/mountinfo"))?;
+    let mounted = mount_points(&mountinfo).any(|p| p == path);
+    Ok(mounted)
+}
+
+/// Unmounts `path` until it is no longer a mount point: mounts can stack (a mount that raced
+/// a restart). One still busy after three tries (a process holds a file in it) is detached
+/// lazily so the container can go; the kernel frees it when the last user lets go.
+fn unmount_all(path: &Path) -> Result<(), OverlayError> {
+    let mut attempts = 0;
+    while is_mount_point(path)? {
+        attempts += 1;
+        let mut umount = Command::new("umount");
+        if attempts > 3 {
+            warn!(path = %path.display(), "mount busy; detaching it lazily");
+            umount.arg("-l");
+        }
+        if let Err(e) = host::run(umount.arg(path)) {
+            if attempts > 5 {
+                return Err(io_err(format!("unmounting {}", path.display()))(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove(path: &PathBuf, f: fn(&PathBuf) -> io::Result<()>) -> Result<(), OverlayError> {
@@ -234,5 +311,35 @@ mod tests {
         overlay.destroy().unwrap();
         assert!(!overlay.merged().exists());
         assert!(overlay.dir().join("config.json").exists());
+    }
+
+    #[test]
+    fn the_disk_image_decides_the_layout_and_destroy_removes_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let overlay = Overlay::new(tmp.path().join("c1"));
+        assert_eq!(overlay.upper(), tmp.path().join("c1/upper"));
+        assert_eq!(overlay.work(), tmp.path().join("c1/work"));
+
+        // A disk-limited overlay that never got mounted (a crash before `mount -o loop`): the
+        // image, a formatting leftover and the layer dirs of an unmounted disk dir.
+        fs::create_dir_all(overlay.disk_dir().join("upper/etc")).unwrap();
+        fs::create_dir_all(overlay.merged()).unwrap();
+        fs::write(overlay.disk_image(), "").unwrap();
+        fs::write(tmp.path().join("c1/disk.img.tmp"), "").unwrap();
+        assert_eq!(overlay.upper(), tmp.path().join("c1/disk/upper"));
+        assert_eq!(overlay.work(), tmp.path().join("c1/disk/work"));
+        overlay.destroy().unwrap();
+        assert!(!overlay.dir().exists());
+        overlay.destroy().unwrap();
+    }
+
+    #[test]
+    fn refuses_a_disk_limit_too_small_before_making_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let overlay = Overlay::new(tmp.path().join("c1"));
+        let err = overlay.mount(tmp.path(), 4096).unwrap_err();
+        assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("disk_bytes"), "{err}");
+        assert!(!overlay.dir().exists(), "nothing is made for a refused limit");
     }
 }

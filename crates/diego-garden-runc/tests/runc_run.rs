@@ -46,7 +46,7 @@ fn run_in_container(limits: Limits, script: &str) -> (Option<i32>, String, Strin
         id: id.clone(),
         overlay: Overlay::new(&container_dir),
     };
-    cleanup.overlay.mount(&base).unwrap();
+    cleanup.overlay.mount(&base, 0).unwrap();
 
     let spec = ContainerSpec {
         handle: id.clone(),

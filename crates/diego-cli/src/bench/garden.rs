@@ -128,7 +128,7 @@ async fn cycle(backend: &RuncBackend, handle: &str) -> anyhow::Result<Cycle> {
 fn raw_runc_once(runc: &Runc, base: &Path, dir: &Path, handle: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let overlay = Overlay::new(dir);
-    overlay.mount(base).context("mounting the raw overlay")?;
+    overlay.mount(base, 0).context("mounting the raw overlay")?;
     let ran = (|| {
         let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
         let user = User::resolve("", passwd.as_deref())?;

@@ -33,7 +33,10 @@ pub fn root_with(test: &str, tools: &[&str]) -> bool {
         return false;
     }
     if let Some(missing) = tools.iter().find(|t| !on_path(t)) {
-        eprintln!("SKIPPED {test}: {missing} is not installed (apt-get install -y busybox-static runc)");
+        eprintln!(
+            "SKIPPED {test}: {missing} is not installed (scripts/test installs what the tests need: \
+             runc, busybox-static, e2fsprogs, mount)"
+        );
         return false;
     }
     true
@@ -53,6 +56,23 @@ pub fn mounted(path: &Path) -> usize {
     diego_garden_runc::overlay::mount_points(&info)
         .filter(|p| p == path)
         .count()
+}
+
+/// The loop devices attached to `image` (by its absolute path), read from
+/// `/sys/block/loop*/loop/backing_file` — which says ` (deleted)` once the file is gone.
+pub fn loop_devices(image: &Path) -> Vec<String> {
+    let wanted = image.to_string_lossy().into_owned();
+    let mut devices = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(file) = std::fs::read_to_string(&backing) {
+            let file = file.trim_end();
+            if file == wanted || file.strip_suffix(" (deleted)") == Some(wanted.as_str()) {
+                devices.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    devices
 }
 
 /// A `RuncBackend` in a temporary directory for one test. Dropping it deletes every container
