@@ -1,5 +1,6 @@
 //! Benchmarks behind `diego bench …`. Each prints real measurements; with `--json` the last
 //! line of stdout is one JSON object of the figures.
 
+pub mod auction;
 pub mod bbs;
 pub mod garden;

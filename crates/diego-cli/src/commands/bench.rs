@@ -2,10 +2,23 @@
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
+    /// Benchmark the placement algorithm in process: Diego's simulation scenarios and
+    /// 1,000,000 instances onto 10,000 cells.
+    Auction(BenchAuctionArgs),
     /// Benchmark the BBS on its embedded store over HTTP on loopback.
     Bbs(BenchBbsArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchAuctionArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Run a tenth of the million-instance scenario.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +60,13 @@ pub struct BenchBbsArgs {
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Auction(a) => {
+            crate::bench::auction::run(crate::bench::auction::Options {
+                json: a.json,
+                quick: a.quick,
+            })
+            .await
+        }
         BenchCommand::Bbs(a) => {
             crate::bench::bbs::run(crate::bench::bbs::Options {
                 json: a.json,
