@@ -1,8 +1,8 @@
 //! Diego's auction: where each LRP instance and task of a batch should run.
 //!
-//! Pure and deterministic: no IO, no async, no clock inside the algorithm. The auctioneer
-//! service is a thin shell that fetches cell states, calls [`schedule`], sends the work to the
-//! winning cells and reports failures. Depends only on `serde`.
+//! The algorithm is pure and deterministic: no IO, no async, no clock inside it. The
+//! auctioneer [`service`] is a thin shell that fetches cell states, calls [`schedule`], sends
+//! the work to the winning cells and reports failures; it is the only module that does IO.
 //!
 //! - Inputs: [`CellState`] (a cell's `/state`), [`AuctionRequest`] of [`LrpStart`]s and
 //!   [`TaskStart`]s, and [`AuctionConfig`].
@@ -18,6 +18,7 @@ pub mod filter;
 mod index;
 pub mod naive;
 mod scheduler;
+pub mod service;
 pub mod sim;
 mod state;
 pub mod types;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{actual, bbs, bench, dev, events, garden, lrp, task};
+use crate::commands::{actual, auctioneer, bbs, bench, dev, events, garden, lrp, task};
 use crate::output::OutputFormat;
 
 /// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
@@ -31,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the BBS server.
     Bbs(bbs::BbsArgs),
+    /// Run the auctioneer (places LRP instances and tasks on cells; one active per BBS).
+    Auctioneer(auctioneer::AuctioneerArgs),
     /// Run a whole Diego on this machine, on loopback, until Ctrl-C.
     Dev(dev::DevArgs),
     /// Submit and manage one-off tasks.

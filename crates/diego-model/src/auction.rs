@@ -259,6 +259,7 @@ pub struct InflightLimit {
 /// Why a unit of work was not placed, cell by cell.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PlacementExplanation {
     /// Cells in the auction's input, evacuating ones included.
     pub total_cells: u32,
@@ -384,6 +385,21 @@ mod tests {
         ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn explanations_round_trip_through_json() {
+        let e = PlacementExplanation {
+            total_cells: 3,
+            memory: Some(ResourceMiss {
+                cells: 3,
+                need: 512,
+                best_available: 256,
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<PlacementExplanation>(&json).unwrap(), e);
     }
 
     #[test]

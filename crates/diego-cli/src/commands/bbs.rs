@@ -40,6 +40,15 @@ pub struct BbsArgs {
     /// Placement retries before a rejected task fails.
     #[arg(long, value_name = "N", default_value_t = diego_model::task::DEFAULT_MAX_TASK_RETRIES)]
     pub max_task_retries: u32,
+
+    /// Send start requests to this auctioneer instead of the holder of the auctioneer lock.
+    #[arg(long, value_name = "URL")]
+    pub auctioneer_url: Option<String>,
+
+    /// Seconds an instance may stay UNCLAIMED (or a task PENDING) before it is sent to the
+    /// auctioneer again (Diego: 30).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub auction_stale_after: u64,
 }
 
 impl BbsArgs {
@@ -54,6 +63,12 @@ impl BbsArgs {
         config.max_body_bytes = self.max_body_bytes;
         config.event_retention = self.event_retention;
         config.max_task_retries = self.max_task_retries;
+        config.auction.auctioneer_url = self.auctioneer_url.clone();
+        config.auction.stale_after = std::time::Duration::from_secs(self.auction_stale_after);
+        config.auction.resend_interval = config.auction.stale_after.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
         config
     }
 }

@@ -56,7 +56,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     process::cancel_on_signal(shutdown.clone());
 
     let mut roles = Vec::new();
-    roles.push(start_bbs(&data_dir, args.listen, shutdown.clone()).await?);
+    let bbs = start_bbs(&data_dir, args.listen, shutdown.clone()).await?;
+    let bbs_url = bbs.url.clone().unwrap_or_default();
+    roles.push(bbs);
+    roles.push(start_auctioneer(&bbs_url, shutdown.clone()).await?);
 
     crate::output::emit(&summary(&data_dir, &roles));
     supervise(roles, shutdown).await
@@ -64,12 +67,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<Role> {
     let dir = data_dir.join("bbs");
-    let config = BbsConfig::new(
+    let mut config = BbsConfig::new(
         listen,
         StoreConfig::Sqlite {
             data_dir: dir.clone(),
         },
     );
+    // A dev cluster is small: ask again for unplaced work sooner than Diego's 30 s.
+    config.auction.stale_after = std::time::Duration::from_secs(5);
+    config.auction.resend_interval = std::time::Duration::from_secs(5);
     let running = diego_bbs::start(config, shutdown)
         .await
         .with_context(|| format!("starting the BBS on {listen} with data in {}", dir.display()))?;
@@ -77,6 +83,23 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationTo
     let task = tokio::spawn(async move { running.task.await.context("BBS task")?.context("BBS") });
     Ok(Role {
         name: "bbs",
+        url: Some(url),
+        task,
+    })
+}
+
+/// The auctioneer on a free loopback port; the BBS finds it through the auctioneer lock.
+async fn start_auctioneer(bbs_url: &str, shutdown: CancellationToken) -> anyhow::Result<Role> {
+    let mut config = diego_auction::service::AuctioneerConfig::new(bbs_url, ([127, 0, 0, 1], 0).into());
+    // Alone in dev: take the lock over quickly after a restart.
+    config.lock_ttl = std::time::Duration::from_secs(5);
+    let running = diego_auction::service::start(config, shutdown)
+        .await
+        .context("starting the auctioneer")?;
+    let url = running.url.clone();
+    let task = tokio::spawn(async move { running.task.await.context("auctioneer task") });
+    Ok(Role {
+        name: "auctioneer",
         url: Some(url),
         task,
     })

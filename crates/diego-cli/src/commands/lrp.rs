@@ -325,7 +325,33 @@ async fn get(ctx: &Ctx, guid: &str) -> anyhow::Result<()> {
     } else {
         emit(&actual_table(&actuals, false, now).render());
     }
+    let unplaced = placement_notes(&actuals);
+    if !unplaced.is_empty() {
+        emit("");
+        emit(&unplaced);
+    }
     Ok(())
+}
+
+/// Why unplaced instances did not fit: Diego's error, then the auction's cell-by-cell account,
+/// one line per distinct explanation (instances sharing one are listed together).
+pub fn placement_notes(actuals: &[ActualLrp]) -> String {
+    let mut groups: Vec<(String, Vec<i32>)> = Vec::new();
+    for a in actuals.iter().filter(|a| !a.placement_error.is_empty()) {
+        let line = match &a.placement_explanation {
+            Some(why) => format!("{} — {why}", a.placement_error),
+            None => a.placement_error.clone(),
+        };
+        match groups.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, indices)) => indices.push(a.index),
+            None => groups.push((line, vec![a.index])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(line, indices)| format!("not placed (index {}): {line}", join(&indices)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn lrp_details(lrp: &DesiredLrp, actuals: &[ActualLrp], now: i64) -> String {
@@ -585,5 +611,40 @@ mod tests {
              web            0       RUNNING     ORDINARY   cell-a   10.0.0.5:61001->8080   -       2         -\n\
              web            1       UNCLAIMED   ORDINARY   -        -                      1m0s    2         insufficient resources: memory"
         );
+    }
+
+    #[test]
+    fn placement_notes_group_instances_by_explanation() {
+        use diego_model::auction::{PlacementExplanation, ResourceMiss};
+        let why = PlacementExplanation {
+            total_cells: 12,
+            memory: Some(ResourceMiss {
+                cells: 12,
+                need: 512,
+                best_available: 256,
+            }),
+            ..Default::default()
+        };
+        let placed = ActualLrp::unclaimed(
+            diego_model::ActualLrpKey {
+                process_guid: "web".into(),
+                index: 0,
+                domain: "d".into(),
+            },
+            0,
+            "epoch".into(),
+        );
+        let unplaced = |index: i32| {
+            let mut a = placed.clone();
+            a.index = index;
+            a.placement_error = "insufficient resources: memory".into();
+            a.placement_explanation = Some(why.clone());
+            a
+        };
+        assert_eq!(
+            placement_notes(&[placed.clone(), unplaced(1), unplaced(2)]),
+            "not placed (index 1,2): insufficient resources: memory — 0 of 12 cells fit: 12 lack memory (need 512 MB, best has 256 MB free)"
+        );
+        assert_eq!(placement_notes(&[]), "");
     }
 }

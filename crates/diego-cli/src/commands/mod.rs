@@ -1,6 +1,7 @@
 //! One file per command group; each parses nothing itself (clap did) and calls the client.
 
 pub mod actual;
+pub mod auctioneer;
 pub mod bbs;
 pub mod bench;
 pub mod cells;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
+        Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
         Command::Lrp(cmd) => lrp::run(&ctx, cmd).await,

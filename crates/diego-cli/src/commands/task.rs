@@ -265,11 +265,14 @@ pub fn task_details(task: &Task, now: i64) -> String {
         }
         rows.push(("result", dash(&task.result)));
     }
-    if task.rejection_count > 0 {
+    if task.rejection_count > 0 || !task.rejection_reason.is_empty() {
         rows.push((
             "rejections",
             format!("{} (last: {})", task.rejection_count, task.rejection_reason),
         ));
+    }
+    if let Some(why) = &task.placement_explanation {
+        rows.push(("placement", why.to_string()));
     }
     key_values(&rows)
 }

@@ -1,0 +1,270 @@
+//! The auctioneer service (`diego auctioneer`, diego-spec §3.4, §6.1): a thin shell around
+//! [`crate::schedule`].
+//!
+//! - **Intake** (`http.rs`): `POST /v1/lrps` and `POST /v1/tasks` take JSON arrays of start
+//!   requests, drop invalid entries, queue the rest and answer 202 at once.
+//! - **One active auctioneer** (`lock.rs`): each instance tries to hold the BBS lock
+//!   [`AUCTIONEER_LOCK`] with its URL as the value (that is how the BBS finds it), renewing
+//!   every third of the TTL. A standby keeps trying and takes over once the holder's lock lapses.
+//!   Only the holder runs auctions; a standby keeps whatever it is sent until it is active.
+//! - **Rounds** (`round.rs`): one scheduling loop. Each round drains the queue (deduplicated:
+//!   `process_guid.index`, task guid), fetches every live cell's `/state` in parallel with a
+//!   timeout, runs the algorithm, sends one `/work` per cell in parallel, and reports failures to
+//!   the BBS — LRPs as placement errors with their explanation, tasks as rejections. Work a
+//!   rep returns is reported the same way; a `/work` call that fails is not retried (the rep may
+//!   have taken it), the BBS asks again for anything left unclaimed.
+
+mod http;
+mod lock;
+mod round;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diego_client::BbsClient;
+use diego_model::auction::{LrpStartRequest, TaskStartRequest};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::AuctionConfig;
+
+/// The BBS lock the active auctioneer holds; its value is the auctioneer's URL.
+pub const AUCTIONEER_LOCK: &str = "auctioneer";
+
+/// How an auctioneer runs.
+#[derive(Debug, Clone)]
+pub struct AuctioneerConfig {
+    pub bbs_url: String,
+    pub listen: SocketAddr,
+    /// The URL the BBS should use to reach this auctioneer (default `http://<bound address>`).
+    pub advertise_url: Option<String>,
+    /// This instance's name in the lock (default: a fresh guid).
+    pub owner: String,
+    /// The lock's time to live; a dead holder is replaced within about this long.
+    pub lock_ttl: Duration,
+    /// Per-cell timeout for `/state` and `/work` (Diego: 10 s for state).
+    pub cell_timeout: Duration,
+    /// Most cells asked at once.
+    pub cell_concurrency: usize,
+    pub auction: AuctionConfig,
+}
+
+impl AuctioneerConfig {
+    pub fn new(bbs_url: impl Into<String>, listen: SocketAddr) -> Self {
+        AuctioneerConfig {
+            bbs_url: bbs_url.into(),
+            listen,
+            advertise_url: None,
+            owner: uuid::Uuid::new_v4().to_string(),
+            lock_ttl: Duration::from_secs(15),
+            cell_timeout: Duration::from_secs(5),
+            cell_concurrency: 256,
+            auction: AuctionConfig::default(),
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stats {
+    pub rounds: u64,
+    pub lrps_placed: u64,
+    pub tasks_placed: u64,
+    pub lrps_failed: u64,
+    pub tasks_failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    rounds: AtomicU64,
+    lrps_placed: AtomicU64,
+    tasks_placed: AtomicU64,
+    lrps_failed: AtomicU64,
+    tasks_failed: AtomicU64,
+}
+
+/// Start requests waiting for the next round, deduplicated as they arrive.
+#[derive(Default)]
+struct Queue {
+    /// process guid → (the latest request, its indices).
+    lrps: BTreeMap<String, LrpStartRequest>,
+    tasks: BTreeMap<String, TaskStartRequest>,
+}
+
+impl Queue {
+    fn push_lrp(&mut self, r: LrpStartRequest) {
+        match self.lrps.get_mut(&r.process_guid) {
+            Some(q) => {
+                q.indices.extend(r.indices);
+                q.indices.sort_unstable();
+                q.indices.dedup();
+                q.placement_constraint = r.placement_constraint;
+                q.resource = r.resource;
+                q.domain = r.domain;
+            }
+            None => {
+                let mut r = r;
+                r.indices.sort_unstable();
+                r.indices.dedup();
+                self.lrps.insert(r.process_guid.clone(), r);
+            }
+        }
+    }
+
+    fn push_task(&mut self, r: TaskStartRequest) {
+        self.tasks.insert(r.task_guid.clone(), r);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lrps.is_empty() && self.tasks.is_empty()
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Notify,
+    active: AtomicBool,
+    counters: Counters,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Queue {
+        std::mem::take(&mut *self.queue())
+    }
+}
+
+/// An auctioneer serving in the background.
+pub struct RunningAuctioneer {
+    pub addr: SocketAddr,
+    /// What it advertises in the lock.
+    pub url: String,
+    shared: Arc<Shared>,
+    /// Finishes once `shutdown` is cancelled and everything stopped (the lock released).
+    pub task: JoinHandle<()>,
+}
+
+impl RunningAuctioneer {
+    /// Whether it holds the lock (and so runs auctions).
+    pub fn is_active(&self) -> bool {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    pub fn stats(&self) -> Stats {
+        stats(&self.shared)
+    }
+}
+
+fn stats(shared: &Shared) -> Stats {
+    let c = &shared.counters;
+    Stats {
+        rounds: c.rounds.load(Ordering::Relaxed),
+        lrps_placed: c.lrps_placed.load(Ordering::Relaxed),
+        tasks_placed: c.tasks_placed.load(Ordering::Relaxed),
+        lrps_failed: c.lrps_failed.load(Ordering::Relaxed),
+        tasks_failed: c.tasks_failed.load(Ordering::Relaxed),
+    }
+}
+
+/// Binds `config.listen` and runs until `shutdown` is cancelled.
+pub async fn start(
+    config: AuctioneerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<RunningAuctioneer> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let shared = Arc::new(Shared {
+        queue: Mutex::default(),
+        work: Notify::new(),
+        active: AtomicBool::new(false),
+        counters: Counters::default(),
+    });
+    let http_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(8)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let bbs = BbsClient::with_http(config.bbs_url.clone(), http_client.clone());
+
+    let app = http::router(shared.clone());
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "auctioneer HTTP server failed");
+            }
+        })
+    };
+    let lock = tokio::spawn(lock::hold(
+        shared.clone(),
+        bbs.clone(),
+        config.owner.clone(),
+        url.clone(),
+        config.lock_ttl,
+        shutdown.clone(),
+    ));
+    let rounds = tokio::spawn(round::run_loop(
+        shared.clone(),
+        bbs,
+        http_client,
+        config.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(%addr, url, owner = %config.owner, "auctioneer listening");
+    let task = tokio::spawn(async move {
+        let _ = tokio::join!(server, lock, rounds);
+    });
+    Ok(RunningAuctioneer {
+        addr,
+        url,
+        shared,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_merges_indices_and_dedupes_tasks() {
+        let mut q = Queue::default();
+        let lrp = |indices: Vec<i32>, memory_mb| {
+            let mut r = LrpStartRequest {
+                process_guid: "web".into(),
+                indices,
+                ..Default::default()
+            };
+            r.resource.memory_mb = memory_mb;
+            r
+        };
+        q.push_lrp(lrp(vec![3, 1], 64));
+        q.push_lrp(lrp(vec![1, 0], 128));
+        q.push_task(TaskStartRequest {
+            task_guid: "t".into(),
+            ..Default::default()
+        });
+        q.push_task(TaskStartRequest {
+            task_guid: "t".into(),
+            ..Default::default()
+        });
+        assert_eq!(q.lrps["web"].indices, [0, 1, 3]);
+        assert_eq!(q.lrps["web"].resource.memory_mb, 128);
+        assert_eq!(q.tasks.len(), 1);
+    }
+}

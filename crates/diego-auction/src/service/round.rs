@@ -1,0 +1,356 @@
+//! The scheduling loop: one round at a time, over everything queued since the last one.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diego_client::{BbsClient, RepClient};
+use diego_model::auction::{
+    CellState as WireCell, LrpStartRequest, LrpWork, PlacementExplanation, TaskStartRequest, Work,
+};
+use diego_model::ErrorType;
+use futures_util::{stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{AuctioneerConfig, Queue, Shared};
+use crate::{
+    AuctionRequest, AuctionResults, CellResources, CellState, LrpInstance, LrpStart, RootfsProvider,
+    TaskStart, WorkResources,
+};
+
+/// Diego's error for work a cell's rep turned down after the auction chose it.
+const REP_REFUSED: &str = "insufficient resources";
+
+/// Most concurrent failure reports to the BBS.
+const REPORT_CONCURRENCY: usize = 64;
+
+pub(super) async fn run_loop(
+    shared: Arc<Shared>,
+    bbs: BbsClient,
+    http: reqwest::Client,
+    config: AuctioneerConfig,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.work.notified() => {}
+        }
+        if !shared.active.load(Ordering::SeqCst) {
+            // Standing by: the work stays queued; the lock holder notifies once it is active.
+            continue;
+        }
+        let queue = shared.take();
+        if queue.is_empty() {
+            continue;
+        }
+        if let Err(e) = round(&shared, &bbs, &http, &config, queue).await {
+            warn!(error = %e, "auction round could not run; retrying in 1 s");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            shared.work.notify_one();
+        }
+    }
+}
+
+/// One auction round. On an error before anything was sent the work goes back in the queue.
+async fn round(
+    shared: &Shared,
+    bbs: &BbsClient,
+    http: &reqwest::Client,
+    config: &AuctioneerConfig,
+    queue: Queue,
+) -> Result<(), diego_client::ClientError> {
+    let started = Instant::now();
+    let presences = match bbs.cells().await {
+        Ok(p) => p,
+        Err(e) => {
+            let mut q = shared.queue();
+            for (_, r) in queue.lrps {
+                q.push_lrp(r);
+            }
+            for (_, r) in queue.tasks {
+                q.push_task(r);
+            }
+            return Err(e);
+        }
+    };
+    let fetched = fetch_states(http, config, presences).await;
+    let lrps: Vec<LrpStartRequest> = queue.lrps.into_values().collect();
+    let tasks: Vec<TaskStartRequest> = queue.tasks.into_values().collect();
+    let request = AuctionRequest {
+        lrps: lrps.iter().map(lrp_start).collect(),
+        tasks: tasks.iter().map(task_start).collect(),
+    };
+    let cells: Vec<CellState> = fetched
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| cell_state(s, i as u32))
+        .collect();
+    let auction = config.auction;
+    let (results, cells) = tokio::task::spawn_blocking(move || {
+        let results = crate::schedule(&cells, &request, &auction);
+        (results, cells)
+    })
+    .await
+    .expect("the placement algorithm panicked");
+    let scheduled = started.elapsed();
+
+    // One `/work` per cell.
+    let mut works: BTreeMap<&str, Work> = BTreeMap::new();
+    for p in &results.successful_lrps {
+        let r = &lrps[p.lrp];
+        works
+            .entry(p.cell_id.as_str())
+            .or_insert_with(|| Work {
+                cell_id: p.cell_id.clone(),
+                ..Default::default()
+            })
+            .lrps
+            .push(LrpWork {
+                process_guid: r.process_guid.clone(),
+                domain: r.domain.clone(),
+                index: p.index as i32,
+                placement_constraint: r.placement_constraint.clone(),
+                resource: r.resource.clone(),
+            });
+    }
+    for p in &results.successful_tasks {
+        works
+            .entry(p.cell_id.as_str())
+            .or_insert_with(|| Work {
+                cell_id: p.cell_id.clone(),
+                ..Default::default()
+            })
+            .tasks
+            .push(tasks[p.task].clone());
+    }
+    let rep_urls: BTreeMap<&str, &str> = fetched
+        .iter()
+        .map(|(url, s)| (s.cell_id.as_str(), url.as_str()))
+        .collect();
+    let refused: Vec<Work> = stream::iter(works.into_values())
+        .map(|work| {
+            let rep = RepClient::new(rep_urls[work.cell_id.as_str()], http.clone(), config.cell_timeout);
+            async move {
+                match rep.perform(&work).await {
+                    Ok(failed) => failed,
+                    Err(e) => {
+                        // Not retried: the rep may have taken it. The BBS asks again for
+                        // whatever stays unclaimed.
+                        warn!(cell = %work.cell_id, error = %e, "sending work");
+                        Work::default()
+                    }
+                }
+            }
+        })
+        .buffer_unordered(config.cell_concurrency.max(1))
+        .filter(|w| std::future::ready(!w.is_empty()))
+        .collect()
+        .await;
+
+    report_failures(bbs, &results, &refused).await;
+    let refused_lrps: usize = refused.iter().map(|w| w.lrps.len()).sum();
+    let refused_tasks: usize = refused.iter().map(|w| w.tasks.len()).sum();
+    let c = &shared.counters;
+    c.rounds.fetch_add(1, Ordering::Relaxed);
+    c.lrps_placed.fetch_add(
+        (results.successful_lrps.len() - refused_lrps) as u64,
+        Ordering::Relaxed,
+    );
+    c.tasks_placed.fetch_add(
+        (results.successful_tasks.len() - refused_tasks) as u64,
+        Ordering::Relaxed,
+    );
+    c.lrps_failed.fetch_add(
+        (results.failed_lrps.len() + refused_lrps) as u64,
+        Ordering::Relaxed,
+    );
+    c.tasks_failed.fetch_add(
+        (results.failed_tasks.len() + refused_tasks) as u64,
+        Ordering::Relaxed,
+    );
+    info!(
+        cells = cells.len(),
+        lrps_placed = results.successful_lrps.len() - refused_lrps,
+        tasks_placed = results.successful_tasks.len() - refused_tasks,
+        lrps_failed = results.failed_lrps.len() + refused_lrps,
+        tasks_failed = results.failed_tasks.len() + refused_tasks,
+        schedule_ms = scheduled.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "auction round"
+    );
+    Ok(())
+}
+
+/// Every live cell's `/state`, as `(rep_url, state)`, skipping cells that do not answer in
+/// time, answer an error (a 503 while the cell's self-check fails) or name another cell.
+async fn fetch_states(
+    http: &reqwest::Client,
+    config: &AuctioneerConfig,
+    presences: Vec<diego_client::CellPresenceWithExpiry>,
+) -> Vec<(String, WireCell)> {
+    let mut states: Vec<(String, WireCell)> = stream::iter(presences)
+        .map(|p| {
+            let rep = RepClient::new(p.cell_presence.rep_url.clone(), http.clone(), config.cell_timeout);
+            async move {
+                match rep.state().await {
+                    Ok(s) if s.cell_id == p.cell_presence.cell_id => Some((p.cell_presence.rep_url, s)),
+                    Ok(s) => {
+                        warn!(presence = %p.cell_presence.cell_id, answered = %s.cell_id, "a rep reported another cell id; skipping it");
+                        None
+                    }
+                    Err(e) => {
+                        debug!(cell = %p.cell_presence.cell_id, error = %e, "cell state unavailable; skipping the cell");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(config.cell_concurrency.max(1))
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    // Deterministic input, whatever order the answers came in.
+    states.sort_by(|a, b| a.1.cell_id.cmp(&b.1.cell_id));
+    states
+}
+
+async fn report_failures(bbs: &BbsClient, results: &AuctionResults, refused: &[Work]) {
+    enum Report<'a> {
+        Lrp(&'a str, i32, &'a str, Option<&'a PlacementExplanation>),
+        Task(&'a str, &'a str, Option<&'a PlacementExplanation>),
+    }
+    let mut reports: Vec<Report<'_>> = Vec::new();
+    for f in &results.failed_lrps {
+        reports.push(Report::Lrp(
+            &f.process_guid,
+            f.index as i32,
+            &f.placement_error,
+            Some(&f.explanation),
+        ));
+    }
+    for f in &results.failed_tasks {
+        reports.push(Report::Task(
+            &f.task_guid,
+            &f.placement_error,
+            Some(&f.explanation),
+        ));
+    }
+    for w in refused {
+        for l in &w.lrps {
+            reports.push(Report::Lrp(&l.process_guid, l.index, REP_REFUSED, None));
+        }
+        for t in &w.tasks {
+            reports.push(Report::Task(&t.task_guid, REP_REFUSED, None));
+        }
+    }
+    stream::iter(reports)
+        .for_each_concurrent(REPORT_CONCURRENCY, |r| async move {
+            let (what, result) = match r {
+                Report::Lrp(guid, index, error, explanation) => (
+                    format!("{guid}/{index}"),
+                    bbs.fail_actual_lrp(guid, index, error, explanation)
+                        .await
+                        .map(|_| ()),
+                ),
+                Report::Task(guid, error, explanation) => (
+                    guid.to_string(),
+                    bbs.reject_task(guid, error, explanation).await.map(|_| ()),
+                ),
+            };
+            match result {
+                Ok(()) => {}
+                // Gone, or claimed meanwhile: nothing to report any more.
+                Err(e)
+                    if e.is_not_found()
+                        || matches!(
+                            e.kind(),
+                            Some(ErrorType::ActualLrpCannotBeFailed | ErrorType::InvalidStateTransition)
+                        ) =>
+                {
+                    debug!(what, error = %e, "placement failure not recorded")
+                }
+                Err(e) => warn!(what, error = %e, "reporting a placement failure"),
+            }
+        })
+        .await;
+}
+
+fn work_resources(r: &diego_model::common::Resources) -> WorkResources {
+    WorkResources {
+        memory_mb: i64::from(r.memory_mb),
+        disk_mb: i64::from(r.disk_mb),
+        max_pids: i64::from(r.max_pids),
+    }
+}
+
+fn lrp_start(r: &LrpStartRequest) -> LrpStart {
+    LrpStart {
+        process_guid: r.process_guid.clone(),
+        domain: r.domain.clone(),
+        indices: r.indices.iter().map(|i| *i as u32).collect(),
+        resources: work_resources(&r.resource),
+        rootfs: r.placement_constraint.rootfs.clone(),
+        placement_tags: r.placement_constraint.placement_tags.clone(),
+        volume_drivers: r.placement_constraint.volume_drivers.clone(),
+    }
+}
+
+fn task_start(r: &TaskStartRequest) -> TaskStart {
+    TaskStart {
+        task_guid: r.task_guid.clone(),
+        domain: r.domain.clone(),
+        resources: work_resources(&r.resource),
+        rootfs: r.placement_constraint.rootfs.clone(),
+        placement_tags: r.placement_constraint.placement_tags.clone(),
+        volume_drivers: r.placement_constraint.volume_drivers.clone(),
+    }
+}
+
+fn resources(r: &diego_model::auction::CellResources) -> CellResources {
+    CellResources::new(
+        i64::from(r.memory_mb),
+        i64::from(r.disk_mb),
+        i64::from(r.containers),
+    )
+}
+
+/// A rep's `/state` as the algorithm's input; `cell_index` is the cell's position among the
+/// cells of this round (sorted by id), for the optional bin-pack weight.
+fn cell_state(s: &WireCell, cell_index: u32) -> CellState {
+    CellState {
+        cell_id: s.cell_id.clone(),
+        zone: s.zone.clone(),
+        cell_index,
+        rootfs_providers: s
+            .rootfs_providers
+            .iter()
+            .map(|p| RootfsProvider {
+                name: p.name.clone(),
+                properties: p.properties.clone(),
+            })
+            .collect(),
+        total: resources(&s.total_resources),
+        available: resources(&s.available_resources),
+        placement_tags: s.placement_tags.clone(),
+        optional_placement_tags: s.optional_placement_tags.clone(),
+        volume_drivers: s.volume_drivers.clone(),
+        lrps: s
+            .lrps
+            .iter()
+            .map(|l| LrpInstance {
+                process_guid: l.process_guid.clone(),
+                index: l.index.max(0) as u32,
+            })
+            .collect(),
+        tasks: s.tasks.iter().map(|t| t.task_guid.clone()).collect(),
+        starting_container_count: s.starting_container_count.max(0) as u32,
+        evacuating: s.evacuating,
+        proxy_memory_mb: 0,
+    }
+}
