@@ -555,11 +555,25 @@ fn kill_container(runc: &Runc, handle: &str, dir: Option<&Path>) -> Result<(), G
     let killed_directly = dir
         .and_then(|d| container_init(d, handle))
         .is_some_and(|pid| nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok());
+    let root = Path::new(cgroup::CGROUP_ROOT);
+    let mut stopped = false;
     if killed_directly || runc.kill(handle).is_ok() {
-        let root = Path::new(cgroup::CGROUP_ROOT);
         let deadline = Instant::now() + Duration::from_secs(2);
         while cgroup::has_tasks(root, handle) == Some(true) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        stopped = cgroup::has_tasks(root, handle) == Some(false);
+    }
+    // For a stopped container without hooks, `runc delete` removes its cgroups and its state
+    // directory under runc's root, nothing else; doing that here saves starting runc (about
+    // 10 ms of every destroy). Anything unexpected falls back to runc.
+    if stopped {
+        let state = runc.state_dir().join(handle);
+        if state.join("state.json").is_file()
+            && std::fs::remove_dir_all(&state).is_ok()
+            && cgroup::remove_leftovers(root, handle).is_ok()
+        {
+            return Ok(());
         }
     }
     runc.delete_force(handle)

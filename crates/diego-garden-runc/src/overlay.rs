@@ -16,11 +16,9 @@ pub mod disk;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tracing::warn;
 
-use crate::host;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -128,11 +126,15 @@ impl Overlay {
             return Ok(());
         }
         let options = mount_options(lower, &self.upper(), &self.work())?;
-        host::run(
-            Command::new("mount")
-                .args(["-t", "overlay", "overlay", "-o", &options])
-                .arg(self.merged()),
+        // The syscall itself, not mount(8): no process to spawn on every create.
+        nix::mount::mount(
+            Some("overlay"),
+            &self.merged(),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
         )
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))
         .map_err(io_err(format!("mounting overlay at {}", self.merged().display())))?;
         Ok(())
     }
@@ -198,13 +200,14 @@ fn unmount_all(path: &Path) -> Result<(), OverlayError> {
     let mut attempts = 0;
     while is_mount_point(path)? {
         attempts += 1;
-        let mut umount = Command::new("umount");
+        let mut flags = nix::mount::MntFlags::empty();
         if attempts > 3 {
             warn!(path = %path.display(), "mount busy; detaching it lazily");
-            umount.arg("-l");
+            flags = nix::mount::MntFlags::MNT_DETACH;
         }
-        if let Err(e) = host::run(umount.arg(path)) {
+        if let Err(e) = nix::mount::umount2(path, flags) {
             if attempts > 5 {
+                let e = io::Error::from_raw_os_error(e as i32);
                 return Err(io_err(format!("unmounting {}", path.display()))(e));
             }
         }
