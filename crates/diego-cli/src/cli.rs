@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{actual, auctioneer, bbs, bench, dev, events, garden, lrp, task};
+use crate::commands::{actual, auctioneer, bbs, bench, dev, events, garden, lrp, sim_cells, task};
 use crate::output::OutputFormat;
 
 /// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
@@ -55,6 +55,8 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Simulate many cells in this process (no containers) against the BBS, until Ctrl-C.
+    SimCells(sim_cells::SimCellsArgs),
 }
 
 /// Parses `KEY=VALUE` (for `--env`).

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
     /// A path overlayfs cannot take in its mount options, or a disk limit no image can have.

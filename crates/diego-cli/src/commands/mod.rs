@@ -10,6 +10,7 @@ pub mod domains;
 pub mod events;
 pub mod garden;
 pub mod lrp;
+pub mod sim_cells;
 pub mod task;
 
 use diego_client::BbsClient;
@@ -46,6 +47,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => events::run(&ctx, args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Garden(args) => garden::run(args).await,
+        Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
     }
 }
 

@@ -1,0 +1,123 @@
+//! Cell presences in the BBS: registered at start, renewed every third of the TTL, removed at
+//! shutdown. Each pass is one small POST per cell with a bounded number in flight, so 1,000
+//! cells renew in a short burst rather than 1,000 connections at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diego_client::BbsClient;
+use futures_util::{stream, StreamExt};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cell::SimCell;
+use crate::error::SimCellsError;
+use crate::lifecycle::SimStats;
+
+/// Presence calls in flight at once.
+const CONCURRENCY: usize = 32;
+/// Shutdown waits this long at most for the presences' removal.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+}
+
+/// Registers every cell; the first failure stops the start (a wrong `--bbs` should say so
+/// at once rather than leave cells nobody can see).
+pub(crate) async fn register_all(
+    bbs: &BbsClient,
+    cells: &[Arc<SimCell>],
+    ttl: Duration,
+) -> Result<(), SimCellsError> {
+    let ttl = ttl_seconds(ttl);
+    let mut results = stream::iter(cells)
+        .map(|cell| async move {
+            bbs.register_cell(&cell.register_request(ttl))
+                .await
+                .map_err(|source| SimCellsError::BbsUnavailable {
+                    cell_id: cell.id.clone(),
+                    bbs_url: bbs.base_url().to_string(),
+                    source,
+                })
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some(r) = results.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// One renewal pass; returns how many failed.
+async fn renew_all(bbs: &BbsClient, cells: &[Arc<SimCell>], ttl: i64) -> usize {
+    let failed = AtomicUsize::new(0);
+    stream::iter(cells)
+        .for_each_concurrent(CONCURRENCY, |cell| {
+            let failed = &failed;
+            async move {
+                if let Err(e) = bbs.register_cell(&cell.register_request(ttl)).await {
+                    if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        warn!(cell_id = %cell.id, error = %e, "renewing cell presence failed");
+                    }
+                }
+            }
+        })
+        .await;
+    failed.into_inner()
+}
+
+/// Renews every `ttl / 3` until shutdown. A pass in progress is finished, never cut off, so
+/// no renewal can land after [`remove_all`] and bring a presence back.
+pub(crate) async fn renew_until_shutdown(
+    bbs: BbsClient,
+    cells: Arc<Vec<Arc<SimCell>>>,
+    ttl: Duration,
+    stats: impl Fn() -> SimStats,
+    shutdown: CancellationToken,
+) {
+    let period = (ttl / 3).max(Duration::from_millis(100));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ttl = ttl_seconds(ttl);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let failed = renew_all(&bbs, &cells, ttl).await;
+        let s = stats();
+        info!(
+            cells = cells.len(),
+            failed,
+            lrps_claimed = s.lrps_claimed,
+            lrps_started = s.lrps_started,
+            lrps_claim_failed = s.lrps_claim_failed,
+            lrps_stopped = s.lrps_stopped,
+            tasks_completed = s.tasks_completed,
+            work_refused = s.work_refused,
+            "renewed sim cell presences"
+        );
+    }
+}
+
+/// Best effort: a presence not removed lapses after its TTL anyway. Returns how many could
+/// not be removed (all of them when the BBS did not answer in time).
+pub(crate) async fn remove_all(bbs: &BbsClient, cells: &[Arc<SimCell>]) -> usize {
+    let failed = AtomicUsize::new(0);
+    let removal = stream::iter(cells).for_each_concurrent(CONCURRENCY, |cell| {
+        let failed = &failed;
+        async move {
+            if let Err(e) = bbs.remove_cell(&cell.id).await {
+                if !e.is_not_found() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    if tokio::time::timeout(REMOVE_TIMEOUT, removal).await.is_err() {
+        return cells.len();
+    }
+    failed.into_inner()
+}
