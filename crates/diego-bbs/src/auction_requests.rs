@@ -27,6 +27,12 @@ pub const AUCTIONEER_LOCK: &str = "auctioneer";
 /// Requests per HTTP call, so one huge batch does not become one huge body.
 const CHUNK: usize = 2_000;
 
+/// How soon unsent requests are tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Most unsent requests kept for retrying; beyond, the periodic pass picks them up.
+const MAX_UNSENT: usize = 100_000;
+
 #[derive(Debug)]
 enum StartRequest {
     Lrp(LrpStartRequest),
@@ -113,24 +119,39 @@ impl Worker {
         let mut resend = tokio::time::interval(self.config.resend_interval);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
+        // Requests that could not be sent (no auctioneer, or it did not answer), retried soon:
+        // the lock may name a dead auctioneer until its TTL lapses and a standby takes over.
+        let mut unsent: Vec<StartRequest> = Vec::new();
+        let mut retry_at = tokio::time::Instant::now();
         loop {
-            let first = tokio::select! {
+            let mut batch = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = resend.tick() => {
                     self.resend_stale().await;
                     continue;
                 }
+                _ = tokio::time::sleep_until(retry_at), if !unsent.is_empty() => Vec::new(),
                 r = rx.recv() => match r {
-                    Some(r) => r,
+                    Some(r) => vec![r],
                     None => return,
                 },
             };
-            let mut batch = vec![first];
             while let Ok(r) = rx.try_recv() {
                 batch.push(r);
             }
+            batch.append(&mut unsent);
             let (lrps, tasks) = merge(batch);
-            self.send(lrps, tasks).await;
+            let (lrps, tasks) = self.send(lrps, tasks).await;
+            unsent = lrps
+                .into_iter()
+                .map(StartRequest::Lrp)
+                .chain(tasks.into_iter().map(StartRequest::Task))
+                .collect();
+            if unsent.len() > MAX_UNSENT {
+                // The periodic pass asks for these again.
+                unsent.truncate(MAX_UNSENT);
+            }
+            retry_at = tokio::time::Instant::now() + RETRY_AFTER;
         }
     }
 
@@ -153,7 +174,7 @@ impl Worker {
             }
             None => {
                 if !self.warned_missing {
-                    warn!("no auctioneer holds the lock: start requests wait for the periodic re-send");
+                    warn!("no auctioneer holds the lock: start requests wait for one");
                     self.warned_missing = true;
                 }
                 None
@@ -161,27 +182,33 @@ impl Worker {
         }
     }
 
-    async fn send(&mut self, lrps: Vec<LrpStartRequest>, tasks: Vec<TaskStartRequest>) {
+    /// Sends what it can; returns what it could not (to retry).
+    async fn send(
+        &mut self,
+        lrps: Vec<LrpStartRequest>,
+        tasks: Vec<TaskStartRequest>,
+    ) -> (Vec<LrpStartRequest>, Vec<TaskStartRequest>) {
         if lrps.is_empty() && tasks.is_empty() {
-            return;
+            return (lrps, tasks);
         }
         let Some(auctioneer) = self.auctioneer().await else {
-            return;
+            return (lrps, tasks);
         };
         let instances: usize = lrps.iter().map(|l| l.indices.len()).sum();
-        for chunk in lrps.chunks(CHUNK) {
+        for (i, chunk) in lrps.chunks(CHUNK).enumerate() {
             if let Err(e) = auctioneer.request_lrp_auctions(chunk).await {
-                warn!(auctioneer = auctioneer.base_url(), error = %e, "sending LRP start requests");
-                return;
+                warn!(auctioneer = auctioneer.base_url(), error = %e, "sending LRP start requests; retrying");
+                return (lrps[i * CHUNK..].to_vec(), tasks);
             }
         }
-        for chunk in tasks.chunks(CHUNK) {
+        for (i, chunk) in tasks.chunks(CHUNK).enumerate() {
             if let Err(e) = auctioneer.request_task_auctions(chunk).await {
-                warn!(auctioneer = auctioneer.base_url(), error = %e, "sending task start requests");
-                return;
+                warn!(auctioneer = auctioneer.base_url(), error = %e, "sending task start requests; retrying");
+                return (Vec::new(), tasks[i * CHUNK..].to_vec());
             }
         }
         debug!(instances, tasks = tasks.len(), "sent start requests");
+        (Vec::new(), Vec::new())
     }
 
     /// Asks again for every instance UNCLAIMED and every task PENDING for longer than
@@ -249,7 +276,8 @@ impl Worker {
         if !lrps.is_empty() || !tasks.is_empty() {
             let instances: usize = lrps.iter().map(|l| l.indices.len()).sum();
             info!(instances, tasks = tasks.len(), "re-sending stale start requests");
-            self.send(lrps, tasks).await;
+            // What cannot be sent now waits for the next pass.
+            let _ = self.send(lrps, tasks).await;
         }
     }
 }

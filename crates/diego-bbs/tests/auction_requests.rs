@@ -117,22 +117,37 @@ async fn new_work_goes_to_the_lock_holder() {
 }
 
 #[tokio::test]
-async fn waiting_work_is_asked_for_again_once_an_auctioneer_appears() {
+async fn requests_wait_for_an_auctioneer_and_stale_work_is_asked_for_again() {
     let s = start_with(|c| {
         c.auction.resend_interval = Duration::from_millis(100);
         c.auction.stale_after = Duration::from_secs(30);
     })
     .await;
-    // No auctioneer yet: the requests have nowhere to go.
+    // No auctioneer yet: the requests wait (and are retried) until one holds the lock.
     assert_eq!(s.desire_lrp("web", 2).await.0, StatusCode::CREATED);
     assert_eq!(s.desire_task("t1").await.0, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (url, mut calls) = fake_auctioneer().await;
     s.post(
         "/v1/locks/auctioneer",
         json!({"owner": "a1", "value": url, "ttl_seconds": 600}),
     )
     .await;
-    // Not stale yet: nothing is re-sent.
+    let mut lrps = None;
+    let mut tasks = None;
+    while lrps.is_none() || tasks.is_none() {
+        let (path, body) = next_call(&mut calls).await;
+        match path.as_str() {
+            "/v1/lrps" => lrps = Some(body),
+            "/v1/tasks" => tasks = Some(body),
+            other => panic!("unexpected call {other}"),
+        }
+    }
+    assert_eq!(indices(&lrps.unwrap(), "web"), [0, 1]);
+    assert_eq!(tasks.unwrap()[0]["task_guid"], "t1");
+
+    // The auctioneer took them but nothing was placed: not asked again before they are
+    // stale, then asked again.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(calls.try_recv().is_err(), "re-sent before the work was stale");
     s.clock.advance_ms(31_000);

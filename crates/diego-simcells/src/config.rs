@@ -47,14 +47,28 @@ pub struct SimCellsConfig {
     pub max_in_flight_bbs_calls: usize,
 }
 
+/// Zones of equal size: 3 when `count` divides by 3, else 2 when it is even, else 1.
+///
+/// Diego spreads a process's instances evenly over zones first and over cells second, so
+/// with unequal zones (10 cells as 4/3/3) the cells of a smaller zone take more instances
+/// each (20 instances: 7 in a 3-cell zone, so 3 on one cell). Equal zones keep both even.
+pub fn default_zones(count: usize) -> usize {
+    match count {
+        c if c >= 3 && c % 3 == 0 => 3,
+        c if c >= 2 && c % 2 == 0 => 2,
+        _ => 1,
+    }
+}
+
 impl SimCellsConfig {
-    /// `count` cells of the default size in zones z0, z1, z2, listening on 127.0.0.1:0.
+    /// `count` cells of the default size in [`default_zones`]`(count)` zones, listening on
+    /// 127.0.0.1:0.
     pub fn new(bbs_url: impl Into<String>, count: usize) -> Self {
         SimCellsConfig {
             bbs_url: bbs_url.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             count,
-            zones: zone_names(3),
+            zones: zone_names(default_zones(count)),
             memory_mb: DEFAULT_MEMORY_MB,
             disk_mb: DEFAULT_DISK_MB,
             containers: DEFAULT_CONTAINERS,
@@ -184,8 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn default_zones_are_equal_in_size() {
+        let zones: Vec<usize> = [1, 2, 3, 4, 5, 6, 10, 1000, 999]
+            .into_iter()
+            .map(default_zones)
+            .collect();
+        assert_eq!(zones, [1, 2, 3, 2, 1, 3, 2, 2, 3]);
+    }
+
+    #[test]
     fn zones_are_spread_round_robin() {
         let mut c = SimCellsConfig::new("http://bbs", 5);
+        c.zones = zone_names(3);
         let zones: Vec<String> = (0..5).map(|i| c.zone_of(i)).collect();
         assert_eq!(zones, ["z0", "z1", "z2", "z0", "z1"]);
         c.zones.clear();

@@ -25,9 +25,11 @@ pub struct SimCellsArgs {
     /// The host in the cells' rep URLs (default: the listen address, or 127.0.0.1).
     #[arg(long, value_name = "HOST")]
     pub advertise_host: Option<String>,
-    /// Number of zones (z0, z1, …); cells are spread over them round-robin.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub zones: usize,
+    /// Number of zones (z0, z1, …); cells are spread over them round-robin [default: 3 when
+    /// the count divides by 3, else 2 when even, else 1 — equal zones keep Diego's zone
+    /// balancing and per-cell balancing in agreement].
+    #[arg(long, value_name = "N")]
+    pub zones: Option<usize>,
     /// Memory of each cell, in MB.
     #[arg(long, value_name = "MB", default_value_t = DEFAULT_MEMORY_MB)]
     pub memory_mb: i32,
@@ -62,7 +64,10 @@ impl SimCellsArgs {
         let mut c = SimCellsConfig::new(bbs_url, self.count);
         c.listen = self.listen;
         c.advertise_host = self.advertise_host.clone();
-        c.zones = zone_names(self.zones);
+        c.zones = zone_names(
+            self.zones
+                .unwrap_or_else(|| diego_simcells::config::default_zones(self.count)),
+        );
         c.memory_mb = self.memory_mb;
         c.disk_mb = self.disk_mb;
         c.containers = self.containers;
