@@ -12,7 +12,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,53 +39,6 @@ impl Default for Options {
             instances_per_lrp: 100,
             claim_start_instances: 20_000,
         }
-    }
-}
-
-struct ChildBbs {
-    child: Child,
-    url: String,
-}
-
-impl Drop for ChildBbs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn start_bbs(data_dir: &Path) -> anyhow::Result<ChildBbs> {
-    let exe = std::env::current_exe().context("finding the diego binary")?;
-    let port = free_port()?;
-    let child = Command::new(exe)
-        .args(["bbs", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting diego bbs")?;
-    let bbs = ChildBbs {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{}/v1/ping", bbs.url)).send().await {
-            if r.status().is_success() {
-                return Ok(bbs);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("diego bbs did not answer /v1/ping within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -233,10 +185,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         ),
     );
 
-    let bbs = start_bbs(&dir.path().join("data")).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.clients * 2)
         .build()?;
+    let bbs = super::procs::start_bbs(&http, &dir.path().join("data"), &[]).await?;
 
     let task_transitions_per_sec = task_phase(&bbs.url, &http, &o).await?;
     say(

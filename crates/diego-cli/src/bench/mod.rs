@@ -3,4 +3,6 @@
 
 pub mod auction;
 pub mod bbs;
+pub mod control_plane;
 pub mod garden;
+mod procs;

@@ -7,6 +7,8 @@ pub enum BenchCommand {
     Auction(BenchAuctionArgs),
     /// Benchmark the BBS on its embedded store over HTTP on loopback.
     Bbs(BenchBbsArgs),
+    /// Benchmark placement end to end: the real BBS, auctioneer and 1,000 simulated cells.
+    ControlPlane(BenchControlPlaneArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
 }
@@ -19,6 +21,24 @@ pub struct BenchAuctionArgs {
     /// Run a tenth of the million-instance scenario.
     #[arg(long)]
     pub quick: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchControlPlaneArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Simulated cells.
+    #[arg(long, default_value_t = 1000)]
+    pub cells: usize,
+    /// Desired LRPs (each with --instances-per-lrp instances).
+    #[arg(long, default_value_t = 1000)]
+    pub lrps: usize,
+    #[arg(long, default_value_t = 100)]
+    pub instances_per_lrp: usize,
+    /// Seconds to wait for every instance to be claimed.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +95,16 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 lrps: a.lrps,
                 instances_per_lrp: a.instances_per_lrp,
                 claim_start_instances: a.claim_start_instances,
+            })
+            .await
+        }
+        BenchCommand::ControlPlane(a) => {
+            crate::bench::control_plane::run(crate::bench::control_plane::Options {
+                json: a.json,
+                cells: a.cells.max(1),
+                lrps: a.lrps.max(1),
+                instances_per_lrp: a.instances_per_lrp.max(1),
+                timeout: std::time::Duration::from_secs(a.timeout),
             })
             .await
         }
