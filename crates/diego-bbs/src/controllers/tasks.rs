@@ -120,10 +120,8 @@ pub async fn reject(
     })
     .await?;
     tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");
-    if t.state == diego_model::TaskState::Pending {
-        // Back in the queue: place it again (elsewhere, with luck).
-        bbs.auctions.task(&t);
-    }
+    // Back to PENDING with retries left: the periodic pass asks the auctioneer again once it
+    // has waited `stale_after` (as Diego's convergence does), not at once against the same cells.
     bbs.callbacks.completed(&t);
     Ok(t)
 }

@@ -165,13 +165,13 @@ fn summary(data_dir: &Path, roles: &[Role]) -> String {
     let mut bbs_url = DEFAULT_BBS_URL.to_string();
     for role in roles {
         if let Some(url) = &role.url {
-            lines.push(format!("  {:<10}{url}", format!("{}:", role.name)));
+            lines.push(format!("  {:<12}{url}", format!("{}:", role.name)));
             if role.name == "bbs" {
                 bbs_url = url.clone();
             }
         }
     }
-    lines.push(format!("  {:<10}{}", "data dir:", data_dir.display()));
+    lines.push(format!("  {:<12}{}", "data dir:", data_dir.display()));
     let flag = if bbs_url == DEFAULT_BBS_URL {
         String::new()
     } else {
