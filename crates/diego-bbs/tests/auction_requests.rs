@@ -19,6 +19,20 @@ async fn next_call(calls: &mut Calls) -> (String, Value) {
         .unwrap()
 }
 
+/// The next `/v1/lrps` and `/v1/tasks` calls, in whichever order they come.
+async fn lrps_and_tasks(calls: &mut Calls) -> (Value, Value) {
+    let (mut lrps, mut tasks) = (None, None);
+    while lrps.is_none() || tasks.is_none() {
+        let (path, body) = next_call(calls).await;
+        match path.as_str() {
+            "/v1/lrps" => lrps = Some(body),
+            "/v1/tasks" => tasks = Some(body),
+            other => panic!("unexpected call {other}"),
+        }
+    }
+    (lrps.unwrap(), tasks.unwrap())
+}
+
 fn indices(call: &Value, guid: &str) -> Vec<i64> {
     call.as_array()
         .unwrap()
@@ -131,34 +145,16 @@ async fn requests_wait_for_an_auctioneer_and_stale_work_is_asked_for_again() {
         json!({"owner": "a1", "value": url, "ttl_seconds": 600}),
     )
     .await;
-    let mut lrps = None;
-    let mut tasks = None;
-    while lrps.is_none() || tasks.is_none() {
-        let (path, body) = next_call(&mut calls).await;
-        match path.as_str() {
-            "/v1/lrps" => lrps = Some(body),
-            "/v1/tasks" => tasks = Some(body),
-            other => panic!("unexpected call {other}"),
-        }
-    }
-    assert_eq!(indices(&lrps.unwrap(), "web"), [0, 1]);
-    assert_eq!(tasks.unwrap()[0]["task_guid"], "t1");
+    let (lrps, tasks) = lrps_and_tasks(&mut calls).await;
+    assert_eq!(indices(&lrps, "web"), [0, 1]);
+    assert_eq!(tasks[0]["task_guid"], "t1");
 
     // The auctioneer took them but nothing was placed: not asked again before they are
     // stale, then asked again.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(calls.try_recv().is_err(), "re-sent before the work was stale");
     s.clock.advance_ms(31_000);
-    let mut lrps = None;
-    let mut tasks = None;
-    while lrps.is_none() || tasks.is_none() {
-        let (path, body) = next_call(&mut calls).await;
-        match path.as_str() {
-            "/v1/lrps" => lrps = Some(body),
-            "/v1/tasks" => tasks = Some(body),
-            other => panic!("unexpected call {other}"),
-        }
-    }
-    assert_eq!(indices(&lrps.unwrap(), "web"), [0, 1]);
-    assert_eq!(tasks.unwrap()[0]["task_guid"], "t1");
+    let (lrps, tasks) = lrps_and_tasks(&mut calls).await;
+    assert_eq!(indices(&lrps, "web"), [0, 1]);
+    assert_eq!(tasks[0]["task_guid"], "t1");
 }

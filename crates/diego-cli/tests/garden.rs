@@ -21,16 +21,20 @@ async fn garden_serves_the_process_backend_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn garden_serves_the_runc_backend_and_stops_on_sigterm() {
-    if !is_root()
-        || std::process::Command::new("runc")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        println!("SKIPPED garden_serves_the_runc_backend_and_stops_on_sigterm: needs root and runc");
+    if !runc_usable("garden_serves_the_runc_backend_and_stops_on_sigterm") {
         return;
     }
     serve_run_and_stop("runc").await;
+}
+
+/// Root and runc are there; otherwise prints why `test` is skipped.
+fn runc_usable(test: &str) -> bool {
+    let runc = std::process::Command::new("runc").arg("--version").output();
+    if is_root() && runc.is_ok() {
+        return true;
+    }
+    println!("SKIPPED {test}: needs root and runc");
+    false
 }
 
 /// Starts `diego garden --backend BACKEND`, runs one process in a container through the HTTP
@@ -200,13 +204,7 @@ fn sh(id: &str, script: &str) -> ProcessSpec {
 
 #[tokio::test]
 async fn garden_runc_containers_survive_a_sigkilled_server() {
-    if !is_root()
-        || std::process::Command::new("runc")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        println!("SKIPPED garden_runc_containers_survive_a_sigkilled_server: needs root and runc");
+    if !runc_usable("garden_runc_containers_survive_a_sigkilled_server") {
         return;
     }
     let top = tempfile::tempdir().unwrap();

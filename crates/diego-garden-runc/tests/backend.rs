@@ -58,24 +58,7 @@ fn sh(script: &str) -> ProcessSpec {
     }
 }
 
-/// Stdout, stderr and exit status of a whole event stream.
-async fn collect(
-    events: futures_util::stream::BoxStream<'static, ProcessEvent>,
-) -> (String, String, ExitStatus) {
-    let events: Vec<ProcessEvent> = tokio::time::timeout(Duration::from_secs(60), events.collect())
-        .await
-        .expect("process did not exit within 60 s");
-    let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
-    for e in events {
-        match e {
-            ProcessEvent::Stdout(b) => out.extend_from_slice(&b),
-            ProcessEvent::Stderr(b) => err.extend_from_slice(&b),
-            ProcessEvent::Exited(s) => exit = Some(s),
-        }
-    }
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (text(out), text(err), exit.expect("no Exited event"))
-}
+use common::collect;
 
 async fn run(env: &Env, handle: &str, spec: ProcessSpec) -> (String, String, ExitStatus) {
     collect(env.backend.run(handle, spec).await.unwrap().events).await

@@ -6,10 +6,8 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
 
-use diego_garden::{ContainerBackend, ContainerSpec, ExitStatus, Limits, ProcessEvent, ProcessSpec};
-use futures_util::StreamExt;
+use diego_garden::{ContainerBackend, ContainerSpec, ExitStatus, Limits, ProcessSpec};
 
 const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "mkfs.ext4", "losetup"];
 const MIB: u64 = 1 << 20;
@@ -43,20 +41,7 @@ async fn sh(sandbox: &common::Sandbox, handle: &str, script: &str) -> (String, S
         args: vec!["-c".into(), script.into()],
         ..Default::default()
     };
-    let events = sandbox.backend.run(handle, spec).await.unwrap().events;
-    let events: Vec<ProcessEvent> = tokio::time::timeout(Duration::from_secs(60), events.collect())
-        .await
-        .expect("process did not exit within 60 s");
-    let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
-    for e in events {
-        match e {
-            ProcessEvent::Stdout(b) => out.extend_from_slice(&b),
-            ProcessEvent::Stderr(b) => err.extend_from_slice(&b),
-            ProcessEvent::Exited(s) => exit = Some(s),
-        }
-    }
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (text(out), text(err), exit.expect("no Exited event"))
+    common::collect(sandbox.backend.run(handle, spec).await.unwrap().events).await
 }
 
 /// `rc=N` and the file size printed by [`WRITE_64_MIB`].

@@ -5,12 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use diego_garden::{ContainerBackend, ContainerSpec, ExitStatus, ProcessEvent, ProcessSpec};
+use diego_garden::{ContainerBackend, ContainerSpec, ExitStatus, ProcessSpec};
 use diego_garden_runc::image::testing::{Compression, ImageBuilder, LayerBuilder};
 use diego_garden_runc::RootfsStore;
-use futures_util::StreamExt;
 
 const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "kill"];
 
@@ -28,22 +26,7 @@ async fn run(
     handle: &str,
     spec: ProcessSpec,
 ) -> (String, String, ExitStatus) {
-    let events: Vec<ProcessEvent> = tokio::time::timeout(
-        Duration::from_secs(60),
-        backend.run(handle, spec).await.unwrap().events.collect(),
-    )
-    .await
-    .expect("process did not exit within 60 s");
-    let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
-    for e in events {
-        match e {
-            ProcessEvent::Stdout(b) => out.extend_from_slice(&b),
-            ProcessEvent::Stderr(b) => err.extend_from_slice(&b),
-            ProcessEvent::Exited(s) => exit = Some(s),
-        }
-    }
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (text(out), text(err), exit.expect("no Exited event"))
+    common::collect(backend.run(handle, spec).await.unwrap().events).await
 }
 
 fn image_dirs(store: &Path) -> Vec<String> {

@@ -146,3 +146,25 @@ impl Drop for Sandbox {
 pub fn shim() -> diego_garden_runc::ShimCommand {
     diego_garden_runc::ShimCommand::new(env!("CARGO_BIN_EXE_diego-garden-shim"), Vec::<String>::new())
 }
+
+/// Stdout, stderr and exit status of a whole event stream (60 s at most).
+pub async fn collect(
+    events: futures_util::stream::BoxStream<'static, diego_garden::ProcessEvent>,
+) -> (String, String, diego_garden::ExitStatus) {
+    use diego_garden::ProcessEvent;
+    use futures_util::StreamExt;
+    let events: Vec<ProcessEvent> =
+        tokio::time::timeout(std::time::Duration::from_secs(60), events.collect())
+            .await
+            .expect("process did not exit within 60 s");
+    let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+    for e in events {
+        match e {
+            ProcessEvent::Stdout(b) => out.extend_from_slice(&b),
+            ProcessEvent::Stderr(b) => err.extend_from_slice(&b),
+            ProcessEvent::Exited(s) => exit = Some(s),
+        }
+    }
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (text(out), text(err), exit.expect("no Exited event"))
+}
