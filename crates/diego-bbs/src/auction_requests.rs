@@ -7,15 +7,17 @@
 //! URL from the configuration). Sending is best effort: a request lost on the way (no
 //! auctioneer yet, one dying mid-batch) is re-sent by the periodic pass, which asks again for
 //! every instance UNCLAIMED and every task PENDING for longer than `stale_after` — Diego's
-//! convergence does the same for stale unclaimed LRPs and pending tasks (§4.2, §4.5).
+//! convergence does the same for stale unclaimed LRPs and pending tasks (§4.2, §4.5). The same
+//! pass restarts CRASHED instances whose restart backoff has passed (§5): each is unclaimed by
+//! compare-and-swap, keeping its crash count, and asked for at once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use diego_client::AuctioneerClient;
 use diego_model::auction::{LrpStartRequest, TaskStartRequest};
-use diego_model::{ActualLrpState, Clock, DesiredLrpSchedulingInfo, Task, TaskState};
-use diego_store::{ActualLrpFilter, DesiredLrpFilter, DynStore, TaskFilter};
+use diego_model::{ActualLrpState, Clock, DesiredLrpSchedulingInfo, RestartPolicy, Task, TaskState};
+use diego_store::{ActualLrpFilter, DesiredLrpFilter, DynStore, Record, TaskFilter, Txn, Write};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -214,6 +216,7 @@ impl Worker {
     /// Asks again for every instance UNCLAIMED and every task PENDING for longer than
     /// `stale_after`.
     async fn resend_stale(&mut self) {
+        let restarted = self.restart_crashed().await;
         let cutoff = self.clock.now() - self.config.stale_after.as_nanos() as i64;
         let unclaimed = match self
             .store
@@ -273,12 +276,85 @@ impl Worker {
                 Vec::new()
             }
         };
+        lrps.extend(restarted);
         if !lrps.is_empty() || !tasks.is_empty() {
             let instances: usize = lrps.iter().map(|l| l.indices.len()).sum();
             info!(instances, tasks = tasks.len(), "re-sending stale start requests");
             // What cannot be sent now waits for the next pass.
             let _ = self.send(lrps, tasks).await;
         }
+    }
+}
+
+impl Worker {
+    /// CRASHED instances whose backoff has passed, unclaimed (CAS; a concurrent change wins
+    /// and the instance is looked at again next pass), as start requests.
+    async fn restart_crashed(&self) -> Vec<LrpStartRequest> {
+        let crashed = match self
+            .store
+            .list_actual_lrps(&ActualLrpFilter {
+                state: Some(ActualLrpState::Crashed),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "listing crashed instances");
+                return Vec::new();
+            }
+        };
+        if crashed.is_empty() {
+            return Vec::new();
+        }
+        let guids: Vec<String> = crashed.iter().map(|a| a.process_guid.clone()).collect();
+        let infos: BTreeMap<String, DesiredLrpSchedulingInfo> = match self
+            .store
+            .list_scheduling_infos(&DesiredLrpFilter {
+                process_guids: guids,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(i) => i.into_iter().map(|i| (i.process_guid.clone(), i)).collect(),
+            Err(e) => {
+                warn!(error = %e, "listing scheduling infos");
+                return Vec::new();
+            }
+        };
+        let now = self.clock.now();
+        let mut restarts: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for a in crashed {
+            // An instance of an LRP no longer desired is not restarted (its removal is the
+            // LRP's delete's business).
+            let Some(info) = infos.get(&a.process_guid) else {
+                continue;
+            };
+            let policy = RestartPolicy::with_override(info.restart_policy.as_ref());
+            if !policy.should_restart_crashed(a.crash_count, a.since, now) {
+                continue;
+            }
+            let Ok(Some(next)) = a.unclaim(now) else {
+                continue;
+            };
+            match self
+                .store
+                .commit(Txn::one(Write::update(Record::ActualLrp(next))))
+                .await
+            {
+                Ok(_) => {
+                    info!(process_guid = %a.process_guid, index = a.index, crash_count = a.crash_count, "restarting a crashed instance after its backoff");
+                    restarts.entry(a.process_guid.clone()).or_default().push(a.index);
+                }
+                Err(e) => {
+                    debug!(process_guid = %a.process_guid, index = a.index, error = %e, "restart lost a race; next pass")
+                }
+            }
+        }
+        restarts
+            .into_iter()
+            .filter_map(|(guid, indices)| infos.get(&guid).map(|i| LrpStartRequest::for_lrp(i, indices)))
+            .collect()
     }
 }
 

@@ -158,3 +158,53 @@ async fn requests_wait_for_an_auctioneer_and_stale_work_is_asked_for_again() {
     assert_eq!(indices(&lrps, "web"), [0, 1]);
     assert_eq!(tasks[0]["task_guid"], "t1");
 }
+
+#[tokio::test]
+async fn a_crashed_instance_is_restarted_once_its_backoff_has_passed() {
+    let s = start_with(|c| {
+        c.auction.resend_interval = Duration::from_millis(100);
+        c.auction.stale_after = Duration::from_secs(300);
+    })
+    .await;
+    let (url, mut calls) = fake_auctioneer().await;
+    s.post(
+        "/v1/locks/auctioneer",
+        json!({"owner": "a1", "value": url, "ttl_seconds": 6000}),
+    )
+    .await;
+    // No immediate restarts: the first crash waits 30 s (the minimum backoff).
+    let mut body = lrp("strict", 1);
+    body["restart_policy"] = json!({"immediate_restarts": 0});
+    assert_eq!(s.post("/v1/desired_lrps", body).await.0, StatusCode::CREATED);
+    next_call(&mut calls).await;
+    s.post(
+        "/v1/actual_lrps/strict/0/start",
+        json!({"instance_key": ik("cell-a"), "net_info": net_info()}),
+    )
+    .await;
+    let (_, a) = s
+        .post(
+            "/v1/actual_lrps/strict/0/crash",
+            json!({"instance_key": ik("cell-a"), "error_message": "Exit status 1"}),
+        )
+        .await;
+    assert_eq!(a["state"], "CRASHED", "{a}");
+
+    // Not before the backoff…
+    s.clock.advance_ms(20_000);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(calls.try_recv().is_err(), "restarted before its backoff");
+    let (_, v) = s.get("/v1/actual_lrps/strict/0").await;
+    assert_eq!(v[0]["state"], "CRASHED");
+    // …and after it: UNCLAIMED (crash count kept) and asked for.
+    s.clock.advance_ms(11_000);
+    let (path, body) = next_call(&mut calls).await;
+    assert_eq!(path, "/v1/lrps");
+    assert_eq!(indices(&body, "strict"), [0]);
+    let (_, v) = s.get("/v1/actual_lrps/strict/0").await;
+    assert_eq!(
+        (v[0]["state"].as_str(), v[0]["crash_count"].as_i64()),
+        (Some("UNCLAIMED"), Some(1)),
+        "{v}"
+    );
+}
