@@ -4,7 +4,8 @@
 //! - [`resources`]: capacity and reservations that never overcommit;
 //! - [`container`]: the lifecycle state machine (reserved → initializing → created → running
 //!   → completed) and [`container::RunResult`];
-//! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts;
+//! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts (upload is not
+//!   implemented yet);
 //! - [`transformer`]: [`transformer::step_for`] builds a step tree from an action tree;
 //! - [`log`]: log lines, the [`log::LogSink`] they go to, line splitting.
 //!

@@ -9,8 +9,8 @@ use std::time::Duration;
 use diego_model::{Action, ActionKind};
 
 use crate::steps::{
-    CodependentStep, EmitProgressStep, FailStep, ParallelStep, RunStep, SerialStep, Step, StepContext,
-    StepError, TimeoutStep, TryStep,
+    CodependentStep, DownloadStep, EmitProgressStep, FailStep, ParallelStep, RunStep, SerialStep, Step,
+    StepContext, StepError, TimeoutStep, TryStep,
 };
 
 /// The step that runs `action` in `ctx`'s container.
@@ -22,7 +22,7 @@ pub fn step_for(action: &Action, ctx: &StepContext) -> Box<dyn Step> {
         ));
     };
     match kind {
-        ActionKind::Download(_) => Box::new(FailStep::new(StepError::Unsupported("download"))),
+        ActionKind::Download(a) => Box::new(DownloadStep::new(a.clone(), ctx.with_source(&a.log_source))),
         ActionKind::Upload(_) => Box::new(FailStep::new(StepError::Unsupported("upload"))),
         ActionKind::Run(a) => Box::new(RunStep::new(a.clone(), ctx.with_source(&a.log_source))),
         ActionKind::Timeout(a) => {
@@ -165,7 +165,7 @@ mod tests {
                     download: Some(Default::default()),
                     ..Default::default()
                 },
-                "download actions are not supported yet",
+                "Downloading failed",
             ),
             (
                 Action {

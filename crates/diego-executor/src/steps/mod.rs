@@ -7,6 +7,7 @@
 //! internal ones (a backend failure), see [`StepError::emittable`].
 
 mod codependent;
+mod download;
 mod emit_progress;
 mod parallel;
 mod run;
@@ -19,6 +20,7 @@ mod unsupported;
 pub(crate) mod testing;
 
 pub use codependent::CodependentStep;
+pub use download::DownloadStep;
 pub use emit_progress::EmitProgressStep;
 pub use parallel::ParallelStep;
 pub use run::RunStep;
@@ -120,6 +122,8 @@ pub struct StepContext {
     pub graceful_shutdown: Duration,
     /// `KEY=VALUE` entries appended to every run step's env (e.g. `CF_INSTANCE_*`).
     pub extra_env: Vec<String>,
+    /// HTTP client for download steps (shared: it pools connections).
+    pub http: reqwest::Client,
 }
 
 impl StepContext {
@@ -130,6 +134,7 @@ impl StepContext {
             streamer,
             graceful_shutdown: DEFAULT_GRACEFUL_SHUTDOWN,
             extra_env: Vec::new(),
+            http: reqwest::Client::new(),
         }
     }
 
