@@ -1,0 +1,25 @@
+//! Diego's executor, phase 1: the pure logic a cell runs containers with, over the
+//! [`diego_garden::ContainerBackend`] trait (diego-spec §2, §7.1, §7.2).
+//!
+//! - [`resources`]: capacity and reservations that never overcommit;
+//! - [`container`]: the lifecycle state machine (reserved → initializing → created → running
+//!   → completed) and [`container::RunResult`];
+//! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts (upload is not
+//!   implemented yet);
+//! - [`transformer`]: [`transformer::step_for`] builds a step tree from an action tree;
+//! - [`log`]: log lines, the [`log::LogSink`] they go to, line splitting.
+//!
+//! Depends on `diego-model` and `diego-garden` only; must not depend on the rep, the BBS or any
+//! HTTP server (the rep depends on this crate, not the other way).
+
+pub mod container;
+pub mod log;
+pub mod resources;
+pub mod steps;
+pub mod transformer;
+
+pub use container::{Container, ContainerState, RunResult};
+pub use log::{LogLine, LogSink, LogStream, LogStreamer, MemorySink};
+pub use resources::{Reservation, ReserveError, ResourceCapacity, Resources};
+pub use steps::{Step, StepContext, StepError};
+pub use transformer::step_for;
