@@ -16,10 +16,12 @@ pub mod container;
 pub mod log;
 pub mod resources;
 pub mod steps;
+pub mod store;
 pub mod transformer;
 
 pub use container::{Container, ContainerState, RunResult};
 pub use log::{LogLine, LogSink, LogStream, LogStreamer, MemorySink};
 pub use resources::{Reservation, ReserveError, ResourceCapacity, Resources};
 pub use steps::{Step, StepContext, StepError};
+pub use store::{ContainerEvent, ContainerStore, MonitorFactory, RunRequest, StoreError};
 pub use transformer::step_for;

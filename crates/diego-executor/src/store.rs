@@ -1,0 +1,709 @@
+//! The container store (diego-spec §7.1): the executor's registry of containers, driving each
+//! through reserved → initializing → created → running → completed over a
+//! [`diego_garden::ContainerBackend`], and telling the rep about every change.
+//!
+//! - [`ContainerStore::reserve`] takes resources (never overcommitting) and records a RESERVED
+//!   container; nothing exists in the backend yet.
+//! - [`ContainerStore::run`] starts the container's life in the background: INITIALIZING while
+//!   the backend creates it (rootfs, limits, one net-in mapping per port, properties), CREATED
+//!   once it exists and its steps start — `Serial(setup, Codependent(action, monitor))` as Diego
+//!   assembles an LRP (§2.1), or just the action — and RUNNING as soon as the action starts when
+//!   there is no monitor, or when the monitor reports healthy. When the steps end the container
+//!   is COMPLETED with a [`RunResult`]: succeeded, failed with the step's user-facing error (or
+//!   a generic reason for internal ones), or stopped.
+//! - [`ContainerStore::stop`] cancels the steps (SIGTERM, SIGKILL after the grace period): the
+//!   result says `stopped`. [`ContainerStore::delete`] stops, destroys the backend container and
+//!   releases the reservation; the rep always deletes, in any state.
+//! - Every change is a [`ContainerEvent`] on a broadcast channel ([`ContainerStore::subscribe`]).
+//!
+//! The monitor (health checks) is given by the caller as a [`MonitorFactory`], so this module
+//! does not decide how instances are checked.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diego_garden::{ContainerSpec, DynBackend, Limits, NetIn, PortMapping};
+use diego_model::Action;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::container::{Container, ContainerState, RunResult};
+use crate::log::{LogSink, LogStreamer};
+use crate::resources::{ReserveError, ResourceCapacity, Resources};
+use crate::steps::{CodependentStep, SerialStep, Step, StepContext, StepError};
+use crate::transformer::step_for;
+
+/// Builds an instance's monitor once its container exists: given the step context, the
+/// container's port mappings and a callback to call (once) when the instance is healthy.
+pub type MonitorFactory =
+    Box<dyn FnOnce(&StepContext, &[PortMapping], Arc<dyn Fn() + Send + Sync>) -> Box<dyn Step> + Send>;
+
+/// Everything needed to create and run a reserved container.
+pub struct RunRequest {
+    pub rootfs: String,
+    /// `KEY=VALUE` entries every process gets (instance identity, ports, …).
+    pub env: Vec<String>,
+    pub setup: Option<Action>,
+    pub action: Action,
+    /// Container ports to map to host ports (the backend picks them).
+    pub ports: Vec<u16>,
+    pub limits: Limits,
+    pub privileged: bool,
+    /// Bookkeeping on the backend container (for rediscovery after a restart).
+    pub properties: BTreeMap<String, String>,
+    /// Log tags: the log guid and the instance index (tasks: empty).
+    pub log_source_id: String,
+    pub log_source_instance: String,
+    /// The health monitor; `None` = RUNNING as soon as the action starts.
+    pub monitor: Option<MonitorFactory>,
+}
+
+/// A change the rep hears about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEvent {
+    /// The container moved to `state` (completed carries its result in `Completed`).
+    State {
+        guid: String,
+        state: ContainerState,
+    },
+    /// RUNNING, with where its ports are reachable.
+    Running {
+        guid: String,
+        host_ip: String,
+        ports: Vec<PortMapping>,
+    },
+    Completed {
+        guid: String,
+        result: RunResult,
+    },
+    /// Deleted: resources released, backend container gone.
+    Deleted {
+        guid: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("container {0:?} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Reserve(#[from] ReserveError),
+    #[error("container {guid:?} is {state}, not reserved")]
+    NotReserved { guid: String, state: ContainerState },
+    #[error("destroying container {guid:?}: {message}")]
+    Destroy { guid: String, message: String },
+}
+
+struct Entry {
+    container: Container,
+    cancel: CancellationToken,
+    /// Where its ports are, once created.
+    host_ip: String,
+    ports: Vec<PortMapping>,
+    /// Whether a backend container may exist (create was attempted).
+    created: bool,
+}
+
+/// The failure reason for a step error with no user-facing text.
+const INTERNAL_FAILURE: &str = "container failed";
+
+/// The failure reason when the backend cannot create the container.
+const CREATE_FAILURE: &str = "failed to create container";
+
+/// See the module docs.
+pub struct ContainerStore {
+    backend: DynBackend,
+    resources: Resources,
+    sink: Arc<dyn LogSink>,
+    graceful_shutdown: Duration,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    events: broadcast::Sender<ContainerEvent>,
+}
+
+impl ContainerStore {
+    pub fn new(backend: DynBackend, capacity: ResourceCapacity, sink: Arc<dyn LogSink>) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            backend,
+            resources: Resources::new(capacity),
+            sink,
+            graceful_shutdown: crate::steps::DEFAULT_GRACEFUL_SHUTDOWN,
+            entries: Mutex::default(),
+            events,
+        })
+    }
+
+    /// The SIGTERM → SIGKILL delay for stopped containers.
+    pub fn with_graceful_shutdown(self: Arc<Self>, grace: Duration) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.graceful_shutdown = grace;
+                Arc::new(s)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn total(&self) -> ResourceCapacity {
+        self.resources.total()
+    }
+
+    pub fn remaining(&self) -> ResourceCapacity {
+        self.resources.remaining()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: ContainerEvent) {
+        // No subscriber is fine: the rep also polls.
+        let _ = self.events.send(event);
+    }
+
+    pub fn get(&self, guid: &str) -> Option<Container> {
+        self.lock().get(guid).map(|e| e.container.clone())
+    }
+
+    pub fn list(&self) -> Vec<Container> {
+        self.lock().values().map(|e| e.container.clone()).collect()
+    }
+
+    /// Reserves resources for `guid`: refused (nothing changes) when they do not fit or the
+    /// guid is taken.
+    pub fn reserve(&self, guid: &str, memory_mb: u64, disk_mb: u64) -> Result<Container, StoreError> {
+        let mut entries = self.lock();
+        self.resources.reserve(guid, memory_mb, disk_mb)?;
+        let container = Container::reserved(guid, memory_mb, disk_mb);
+        entries.insert(
+            guid.to_string(),
+            Entry {
+                container: container.clone(),
+                cancel: CancellationToken::new(),
+                host_ip: String::new(),
+                ports: Vec::new(),
+                created: false,
+            },
+        );
+        drop(entries);
+        self.emit(ContainerEvent::State {
+            guid: guid.to_string(),
+            state: ContainerState::Reserved,
+        });
+        Ok(container)
+    }
+
+    /// Moves `guid` to `state` (not completed); false if it cannot (completed or gone meanwhile).
+    fn transition(&self, guid: &str, state: ContainerState) -> bool {
+        let moved = match self.lock().get_mut(guid) {
+            Some(e) => e.container.transition(state).is_ok(),
+            None => false,
+        };
+        if moved {
+            self.emit(ContainerEvent::State {
+                guid: guid.to_string(),
+                state,
+            });
+        }
+        moved
+    }
+
+    fn complete(&self, guid: &str, result: RunResult) {
+        let completed = match self.lock().get_mut(guid) {
+            Some(e) => e.container.complete(result.clone()).is_ok(),
+            None => false,
+        };
+        if completed {
+            debug!(guid, ?result, "container completed");
+            self.emit(ContainerEvent::State {
+                guid: guid.to_string(),
+                state: ContainerState::Completed,
+            });
+            self.emit(ContainerEvent::Completed {
+                guid: guid.to_string(),
+                result,
+            });
+        }
+    }
+
+    fn running(&self, guid: &str) {
+        if self.transition(guid, ContainerState::Running) {
+            let (host_ip, ports) = match self.lock().get(guid) {
+                Some(e) => (e.host_ip.clone(), e.ports.clone()),
+                None => return,
+            };
+            self.emit(ContainerEvent::Running {
+                guid: guid.to_string(),
+                host_ip,
+                ports,
+            });
+        }
+    }
+
+    /// Creates and runs the reserved container `guid` in the background.
+    pub fn run(self: &Arc<Self>, guid: &str, request: RunRequest) -> Result<(), StoreError> {
+        let cancel = {
+            let mut entries = self.lock();
+            let e = entries
+                .get_mut(guid)
+                .ok_or_else(|| StoreError::NotFound(guid.to_string()))?;
+            if e.container.state != ContainerState::Reserved {
+                return Err(StoreError::NotReserved {
+                    guid: guid.to_string(),
+                    state: e.container.state,
+                });
+            }
+            e.created = true;
+            e.cancel.clone()
+        };
+        let store = self.clone();
+        let guid = guid.to_string();
+        tokio::spawn(async move {
+            let result = store.lifecycle(&guid, request, cancel).await;
+            store.complete(&guid, result);
+        });
+        Ok(())
+    }
+
+    async fn lifecycle(
+        self: &Arc<Self>,
+        guid: &str,
+        request: RunRequest,
+        cancel: CancellationToken,
+    ) -> RunResult {
+        if !self.transition(guid, ContainerState::Initializing) {
+            return RunResult::stopped();
+        }
+        let reservation = self.resources.get(guid);
+        let mut limits = request.limits;
+        if let Some(r) = &reservation {
+            if limits.memory_bytes == 0 {
+                limits.memory_bytes = r.memory_mb << 20;
+            }
+            if limits.disk_bytes == 0 {
+                limits.disk_bytes = r.disk_mb << 20;
+            }
+        }
+        let spec = ContainerSpec {
+            handle: guid.to_string(),
+            rootfs: request.rootfs.clone(),
+            env: request.env.clone(),
+            limits,
+            net_in: request
+                .ports
+                .iter()
+                .map(|p| NetIn {
+                    host_port: 0,
+                    container_port: u32::from(*p),
+                })
+                .collect(),
+            properties: request.properties.clone(),
+            privileged: request.privileged,
+            ..Default::default()
+        };
+        let info = tokio::select! {
+            _ = cancel.cancelled() => return RunResult::stopped(),
+            created = self.backend.create(spec) => match created {
+                Ok(info) => info,
+                Err(e) => {
+                    warn!(guid, error = %e, "creating the container failed");
+                    return RunResult::failed(format!("{CREATE_FAILURE}: {e}"));
+                }
+            },
+        };
+        if let Some(e) = self.lock().get_mut(guid) {
+            e.host_ip = info.host_ip.clone();
+            e.ports = info.mapped_ports.clone();
+        }
+        if !self.transition(guid, ContainerState::Created) {
+            return RunResult::stopped();
+        }
+
+        let streamer = LogStreamer::new(
+            self.sink.clone(),
+            request.log_source_id.clone(),
+            "",
+            request.log_source_instance.clone(),
+        );
+        let mut ctx = StepContext::new(self.backend.clone(), guid, streamer);
+        ctx.graceful_shutdown = self.graceful_shutdown;
+        ctx.extra_env = request.env.clone();
+
+        let action = step_for(&request.action, &ctx);
+        let long_lived: Box<dyn Step> = match request.monitor {
+            Some(factory) => {
+                let store = Arc::downgrade(self);
+                let g = guid.to_string();
+                let once = std::sync::Once::new();
+                let on_healthy: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                    once.call_once(|| {
+                        if let Some(store) = store.upgrade() {
+                            store.running(&g);
+                        }
+                    })
+                });
+                let monitor = factory(&ctx, &info.mapped_ports, on_healthy);
+                Box::new(CodependentStep::new(vec![action, monitor]))
+            }
+            None => {
+                // RUNNING as soon as the action starts: right before it is performed.
+                self.running(guid);
+                action
+            }
+        };
+        let tree: Box<dyn Step> = match &request.setup {
+            Some(setup) => Box::new(SerialStep::new(vec![step_for(setup, &ctx), long_lived])),
+            None => long_lived,
+        };
+        match tree.perform(cancel.clone()).await {
+            Ok(()) => RunResult::succeeded(),
+            Err(e) if cancel.is_cancelled() && e.is_cancellation() => RunResult::stopped(),
+            Err(e) if cancel.is_cancelled() => RunResult {
+                stopped: true,
+                ..failure(&e)
+            },
+            Err(e) => failure(&e),
+        }
+    }
+
+    /// Cancels `guid`'s steps (or its creation); it completes with `stopped`.
+    pub fn stop(&self, guid: &str) -> Result<(), StoreError> {
+        let (cancel, never_ran) = {
+            let entries = self.lock();
+            let e = entries
+                .get(guid)
+                .ok_or_else(|| StoreError::NotFound(guid.to_string()))?;
+            (e.cancel.clone(), !e.created)
+        };
+        cancel.cancel();
+        if never_ran {
+            self.complete(guid, RunResult::stopped());
+        }
+        Ok(())
+    }
+
+    /// Stops `guid`, destroys its backend container and releases its resources.
+    pub async fn delete(&self, guid: &str) -> Result<(), StoreError> {
+        self.stop(guid)?;
+        let created = self.lock().get(guid).is_some_and(|e| e.created);
+        if created {
+            // The lifecycle task completes the container once its steps have stopped.
+            let mut events = self.subscribe();
+            let done = |s: &Self| s.get(guid).is_none_or(|c| c.state == ContainerState::Completed);
+            while !done(self) {
+                let wait = self.graceful_shutdown + crate::steps::EXIT_TIMEOUT + Duration::from_secs(5);
+                if tokio::time::timeout(wait, events.recv()).await.is_err() {
+                    warn!(
+                        guid,
+                        "container did not complete after stop; destroying it anyway"
+                    );
+                    break;
+                }
+            }
+            match self.backend.destroy(guid).await {
+                Ok(()) | Err(diego_garden::GardenError::NotFound(_)) => {}
+                Err(e) => {
+                    return Err(StoreError::Destroy {
+                        guid: guid.to_string(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        self.lock().remove(guid);
+        self.resources.release(guid);
+        self.emit(ContainerEvent::Deleted {
+            guid: guid.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// A failed run's result: the step's user-facing error, or a generic reason for internal ones.
+fn failure(e: &StepError) -> RunResult {
+    RunResult::failed(e.emittable().unwrap_or_else(|| {
+        warn!(error = %e, "container failed without a user-facing reason");
+        INTERNAL_FAILURE.to_string()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use diego_garden::fake::{FakeBackend, FakeProcess};
+    use diego_garden::ContainerBackend;
+    use diego_model::RunAction;
+
+    use super::*;
+    use crate::log::MemorySink;
+
+    /// `/bin/fail` exits 3, `/bin/sleep` runs until signalled, anything else exits 0.
+    fn backend() -> Arc<FakeBackend> {
+        Arc::new(FakeBackend::with_script(Arc::new(|spec| {
+            match spec.path.as_str() {
+                "/bin/fail" => FakeProcess::exits(3),
+                "/bin/sleep" => FakeProcess::runs_forever(),
+                _ => FakeProcess {
+                    stdout: b"hello\n".to_vec(),
+                    ..FakeProcess::exits(0)
+                },
+            }
+        })))
+    }
+
+    fn store(backend: Arc<FakeBackend>) -> (Arc<ContainerStore>, Arc<MemorySink>) {
+        let sink = MemorySink::new();
+        let capacity = ResourceCapacity {
+            memory_mb: 1024,
+            disk_mb: 1024,
+            containers: 4,
+        };
+        let store = ContainerStore::new(backend, capacity, sink.clone())
+            .with_graceful_shutdown(Duration::from_millis(100));
+        (store, sink)
+    }
+
+    fn run(path: &str) -> Action {
+        Action::run(RunAction {
+            path: path.into(),
+            user: "vcap".into(),
+            ..Default::default()
+        })
+    }
+
+    fn request(action: Action) -> RunRequest {
+        RunRequest {
+            rootfs: "preloaded:busybox".into(),
+            env: vec!["INSTANCE_INDEX=0".into()],
+            setup: None,
+            action,
+            ports: vec![8080],
+            limits: Limits::default(),
+            privileged: false,
+            properties: BTreeMap::new(),
+            log_source_id: "log-guid".into(),
+            log_source_instance: "0".into(),
+            monitor: None,
+        }
+    }
+
+    /// Events until (and including) the first `Completed`, within 5 s.
+    async fn until_completed(events: &mut broadcast::Receiver<ContainerEvent>) -> Vec<ContainerEvent> {
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let e = events.recv().await.unwrap();
+                let done = matches!(e, ContainerEvent::Completed { .. });
+                seen.push(e);
+                if done {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no completion; saw {seen:?}"));
+        seen
+    }
+
+    fn states(events: &[ContainerEvent]) -> Vec<ContainerState> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ContainerEvent::State { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_task_goes_through_every_state_and_succeeds() {
+        let backend = backend();
+        let (store, sink) = store(backend.clone());
+        let mut events = store.subscribe();
+        store.reserve("t1", 256, 128).unwrap();
+        assert_eq!(store.remaining().memory_mb, 768);
+        store.run("t1", request(run("/bin/echo"))).unwrap();
+        let seen = until_completed(&mut events).await;
+        use ContainerState::*;
+        assert_eq!(
+            states(&seen),
+            [Reserved, Initializing, Created, Running, Completed]
+        );
+        let running = seen
+            .iter()
+            .find_map(|e| match e {
+                ContainerEvent::Running { ports, .. } => Some(ports.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].container_port, 8080);
+        assert_eq!(store.get("t1").unwrap().run_result, Some(RunResult::succeeded()));
+        // The backend container got the rootfs, limits from the reservation, the port and env.
+        let spec = &backend.specs()[0];
+        assert_eq!(spec.rootfs, "preloaded:busybox");
+        assert_eq!(
+            (spec.limits.memory_bytes, spec.limits.disk_bytes),
+            (256 << 20, 128 << 20)
+        );
+        assert_eq!(spec.net_in[0].container_port, 8080);
+        assert!(
+            sink.messages().iter().any(|m| m == "hello"),
+            "{:?}",
+            sink.messages()
+        );
+
+        store.delete("t1").await.unwrap();
+        assert!(store.get("t1").is_none());
+        assert_eq!(store.remaining().memory_mb, 1024);
+        assert!(
+            backend.info("t1").await.is_err(),
+            "the backend container is destroyed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_action_completes_failed_with_diegos_reason() {
+        let (store, _) = store(backend());
+        let mut events = store.subscribe();
+        store.reserve("t2", 64, 64).unwrap();
+        store.run("t2", request(run("/bin/fail"))).unwrap();
+        until_completed(&mut events).await;
+        let result = store.get("t2").unwrap().run_result.unwrap();
+        assert!(result.failed && !result.stopped, "{result:?}");
+        assert_eq!(result.failure_reason, "LOG: Exited with status 3");
+    }
+
+    #[tokio::test]
+    async fn reservations_never_overcommit() {
+        let (store, _) = store(backend());
+        store.reserve("a", 600, 10).unwrap();
+        let err = store.reserve("b", 600, 10).unwrap_err();
+        assert!(
+            err.to_string().contains("insufficient resources: memory"),
+            "{err}"
+        );
+        assert!(matches!(
+            store.reserve("a", 1, 1),
+            Err(StoreError::Reserve(ReserveError::GuidTaken(_)))
+        ));
+        assert_eq!(store.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn stop_ends_a_long_running_action_as_stopped_and_delete_cleans_up() {
+        let backend = backend();
+        let (store, _) = store(backend.clone());
+        let mut events = store.subscribe();
+        store.reserve("lrp", 64, 64).unwrap();
+        store.run("lrp", request(run("/bin/sleep"))).unwrap();
+        // RUNNING as soon as the action starts (no monitor).
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !matches!(events.recv().await.unwrap(), ContainerEvent::Running { .. }) {}
+        })
+        .await
+        .unwrap();
+        store.stop("lrp").unwrap();
+        until_completed(&mut events).await;
+        let result = store.get("lrp").unwrap().run_result.unwrap();
+        assert!(result.stopped, "{result:?}");
+        store.delete("lrp").await.unwrap();
+        assert!(backend.info("lrp").await.is_err());
+        assert_eq!(store.remaining().containers, 4);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_reserved_container_completes_and_releases_it() {
+        let backend = backend();
+        let (store, _) = store(backend.clone());
+        let mut events = store.subscribe();
+        store.reserve("r", 64, 64).unwrap();
+        store.delete("r").await.unwrap();
+        let seen = until_completed(&mut events).await;
+        assert!(matches!(seen.last(), Some(ContainerEvent::Completed { result, .. }) if result.stopped));
+        assert!(store.get("r").is_none());
+        assert_eq!(store.remaining().memory_mb, 1024);
+        assert!(backend.specs().is_empty(), "nothing was created");
+        assert!(matches!(
+            store.run("r", request(run("/bin/echo"))),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    /// A monitor that reports healthy after a while and then runs until cancelled.
+    fn healthy_after(delay: Duration, built: Arc<AtomicBool>) -> MonitorFactory {
+        Box::new(move |_ctx, ports, on_healthy| {
+            assert_eq!(ports.len(), 1, "the monitor sees the mapped ports");
+            built.store(true, Ordering::SeqCst);
+            struct Monitor(Duration, Arc<dyn Fn() + Send + Sync>);
+            #[async_trait::async_trait]
+            impl Step for Monitor {
+                async fn perform(&self, cancel: CancellationToken) -> Result<(), StepError> {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(StepError::Cancelled),
+                        _ = tokio::time::sleep(self.0) => (self.1)(),
+                    }
+                    cancel.cancelled().await;
+                    Err(StepError::Cancelled)
+                }
+            }
+            Box::new(Monitor(delay, on_healthy))
+        })
+    }
+
+    #[tokio::test]
+    async fn with_a_monitor_running_waits_for_healthy() {
+        let (store, _) = store(backend());
+        let mut events = store.subscribe();
+        store.reserve("web", 64, 64).unwrap();
+        let built = Arc::new(AtomicBool::new(false));
+        let mut req = request(run("/bin/sleep"));
+        req.monitor = Some(healthy_after(Duration::from_millis(200), built.clone()));
+        req.setup = Some(run("/bin/echo"));
+        store.run("web", req).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match events.recv().await.unwrap() {
+                    ContainerEvent::State {
+                        state: ContainerState::Created,
+                        ..
+                    } => {
+                        assert_eq!(store.get("web").unwrap().state, ContainerState::Created);
+                    }
+                    ContainerEvent::Running { .. } => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(built.load(Ordering::SeqCst));
+        assert_eq!(store.get("web").unwrap().state, ContainerState::Running);
+        store.delete("web").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_a_monitor_the_app_exiting_crashes_the_instance() {
+        let (store, _) = store(backend());
+        let mut events = store.subscribe();
+        store.reserve("crashy", 64, 64).unwrap();
+        let mut req = request(run("/bin/fail"));
+        req.monitor = Some(healthy_after(Duration::from_secs(60), Arc::default()));
+        store.run("crashy", req).unwrap();
+        let seen = until_completed(&mut events).await;
+        assert!(
+            !seen.iter().any(|e| matches!(e, ContainerEvent::Running { .. })),
+            "never healthy, never running: {seen:?}"
+        );
+        let result = store.get("crashy").unwrap().run_result.unwrap();
+        assert!(result.failed && !result.stopped, "{result:?}");
+        assert_eq!(result.failure_reason, "LOG: Exited with status 3");
+    }
+}
