@@ -334,6 +334,7 @@ impl ContainerStore {
         let mut ctx = StepContext::new(self.backend.clone(), guid, streamer);
         ctx.graceful_shutdown = self.graceful_shutdown;
         ctx.extra_env = request.env.clone();
+        ctx.extra_env.extend(port_env(&info.host_ip, &info.mapped_ports));
 
         let action = step_for(&request.action, &ctx);
         let long_lived: Box<dyn Step> = match request.monitor {
@@ -423,6 +424,28 @@ impl ContainerStore {
         });
         Ok(())
     }
+}
+
+/// Where the instance is reachable, as Diego tells its processes (diego-spec §1.7):
+/// `CF_INSTANCE_IP`, and for the first port `CF_INSTANCE_PORT` (host port) and
+/// `CF_INSTANCE_ADDR`, and every mapping in `CF_INSTANCE_PORTS`.
+pub fn port_env(host_ip: &str, ports: &[PortMapping]) -> Vec<String> {
+    let mut env = vec![format!("CF_INSTANCE_IP={host_ip}")];
+    if let Some(first) = ports.first() {
+        env.push(format!("CF_INSTANCE_PORT={}", first.host_port));
+        env.push(format!("CF_INSTANCE_ADDR={host_ip}:{}", first.host_port));
+    }
+    let all: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"external\":{},\"internal\":{}}}",
+                p.host_port, p.container_port
+            )
+        })
+        .collect();
+    env.push(format!("CF_INSTANCE_PORTS=[{}]", all.join(",")));
+    env
 }
 
 /// A failed run's result: the step's user-facing error, or a generic reason for internal ones.
@@ -566,6 +589,29 @@ mod tests {
         assert!(
             backend.info("t1").await.is_err(),
             "the backend container is destroyed"
+        );
+    }
+
+    #[test]
+    fn port_env_names_the_first_port_and_lists_all() {
+        let ports = [
+            PortMapping {
+                host_port: 61001,
+                container_port: 8080,
+            },
+            PortMapping {
+                host_port: 61002,
+                container_port: 9090,
+            },
+        ];
+        assert_eq!(
+            port_env("127.0.0.1", &ports),
+            [
+                "CF_INSTANCE_IP=127.0.0.1",
+                "CF_INSTANCE_PORT=61001",
+                "CF_INSTANCE_ADDR=127.0.0.1:61001",
+                r#"CF_INSTANCE_PORTS=[{"external":61001,"internal":8080},{"external":61002,"internal":9090}]"#,
+            ]
         );
     }
 
