@@ -106,7 +106,7 @@ struct Entry {
     created: bool,
 }
 
-/// The failure reason for a step error with no user-facing text.
+/// The start of the failure reason for a step error with no user-facing text.
 const INTERNAL_FAILURE: &str = "container failed";
 
 /// The failure reason when the backend cannot create the container.
@@ -452,7 +452,7 @@ pub fn port_env(host_ip: &str, ports: &[PortMapping]) -> Vec<String> {
 fn failure(e: &StepError) -> RunResult {
     RunResult::failed(e.emittable().unwrap_or_else(|| {
         warn!(error = %e, "container failed without a user-facing reason");
-        INTERNAL_FAILURE.to_string()
+        format!("{INTERNAL_FAILURE}: {e}")
     }))
 }
 

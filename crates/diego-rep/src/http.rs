@@ -1,0 +1,160 @@
+//! The rep's HTTP API (diego-spec §3.5): the auction's `/state` and `/work`, and the BBS's stop
+//! and cancel calls.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use diego_client::routes::rep as r;
+use diego_executor::ContainerState;
+use diego_model::auction::{CellLrp, CellResources, CellState, CellTask, Work};
+use diego_model::{ApiError, ErrorType};
+use serde_json::json;
+use tracing::info;
+
+use crate::work::{admit, release, Workload};
+use crate::Rep;
+
+type AppState = State<Arc<Rep>>;
+
+pub(crate) fn router(rep: Arc<Rep>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route(r::STATE, get(state))
+        .route(r::WORK, post(work))
+        .route(r::STOP_LRP_INSTANCE, post(stop_lrp_instance))
+        .route(r::CANCEL_TASK, post(cancel_task))
+        .with_state(rep)
+}
+
+async fn ping(State(rep): AppState) -> Json<serde_json::Value> {
+    Json(json!({"cell_id": rep.config.cell_id}))
+}
+
+fn resources(c: diego_executor::ResourceCapacity) -> CellResources {
+    CellResources {
+        memory_mb: c.memory_mb as i32,
+        disk_mb: c.disk_mb as i32,
+        containers: c.containers as i32,
+    }
+}
+
+/// The cell's state for the auction.
+pub(crate) fn cell_state(rep: &Rep) -> CellState {
+    let mut lrps = Vec::new();
+    let mut tasks = Vec::new();
+    for w in rep.workloads().values() {
+        match w {
+            Workload::Lrp {
+                process_guid,
+                index,
+                domain,
+                instance_guid,
+                memory_mb,
+                disk_mb,
+            } => lrps.push(CellLrp {
+                process_guid: process_guid.clone(),
+                index: *index,
+                domain: domain.clone(),
+                instance_guid: instance_guid.clone(),
+                memory_mb: *memory_mb,
+                disk_mb: *disk_mb,
+            }),
+            Workload::Task {
+                task_guid,
+                domain,
+                memory_mb,
+                disk_mb,
+                ..
+            } => tasks.push(CellTask {
+                task_guid: task_guid.clone(),
+                domain: domain.clone(),
+                memory_mb: *memory_mb,
+                disk_mb: *disk_mb,
+            }),
+        }
+    }
+    let starting = rep
+        .store
+        .list()
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.state,
+                ContainerState::Reserved | ContainerState::Initializing | ContainerState::Created
+            )
+        })
+        .count();
+    CellState {
+        cell_id: rep.config.cell_id.clone(),
+        rep_url: rep.url.clone(),
+        zone: rep.config.zone.clone(),
+        rootfs_providers: crate::presence::rootfs_providers(rep),
+        total_resources: resources(rep.store.total()),
+        available_resources: resources(rep.store.remaining()),
+        lrps,
+        tasks,
+        starting_container_count: starting as i32,
+        evacuating: false,
+        volume_drivers: Vec::new(),
+        placement_tags: rep.config.placement_tags.clone(),
+        optional_placement_tags: rep.config.optional_placement_tags.clone(),
+    }
+}
+
+async fn state(State(rep): AppState) -> Json<CellState> {
+    Json(cell_state(&rep))
+}
+
+async fn work(State(rep): AppState, Json(work): Json<Work>) -> Response {
+    if work.cell_id != rep.config.cell_id {
+        let e = ApiError::new(
+            ErrorType::ResourceConflict,
+            format!(
+                "work for cell {:?} was sent to cell {:?}",
+                work.cell_id, rep.config.cell_id
+            ),
+        );
+        return (StatusCode::CONFLICT, Json(e)).into_response();
+    }
+    Json(admit(&rep, work)).into_response()
+}
+
+/// The BBS asks to stop an instance (scale-down, delete): the container is stopped, and its
+/// completion removes the actual LRP.
+async fn stop_lrp_instance(
+    State(rep): AppState,
+    Path((process_guid, instance_guid)): Path<(String, String)>,
+) -> StatusCode {
+    match rep.workload(&instance_guid) {
+        Some(Workload::Lrp { process_guid: p, .. }) if p == process_guid => {
+            info!(
+                process_guid,
+                instance_guid, "stopping instance at the BBS's request"
+            );
+            let _ = rep.store.stop(&instance_guid);
+            StatusCode::ACCEPTED
+        }
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+/// The BBS cancelled a task: its container goes without a completion report.
+async fn cancel_task(State(rep): AppState, Path(task_guid): Path<String>) -> StatusCode {
+    let known = match rep.workloads().get_mut(&task_guid) {
+        Some(Workload::Task { cancelled, .. }) => {
+            *cancelled = true;
+            true
+        }
+        _ => false,
+    };
+    if !known {
+        return StatusCode::NOT_FOUND;
+    }
+    info!(task_guid, "cancelling task at the BBS's request");
+    tokio::spawn(async move { release(&rep, &task_guid).await });
+    StatusCode::ACCEPTED
+}

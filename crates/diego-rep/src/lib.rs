@@ -1,0 +1,188 @@
+//! Diego's rep, the cell agent (diego-spec §3.5, §4.4, §6.4): it represents one cell to the
+//! rest of Diego and keeps the BBS true to what the cell's containers do.
+//!
+//! - **Presence** (`presence.rs`): registers the cell in the BBS (capacity, zone, rootfs
+//!   providers, placement tags) and renews it every third of its TTL.
+//! - **The auction contract** (`http.rs`): `GET /state` reports the executor's totals and what
+//!   is left, its LRP instances and tasks, and how many containers are starting; `POST /work`
+//!   reserves containers for what fits (largest memory first) and answers with the rest.
+//!   `POST …/stop` and `…/cancel` are the BBS asking to stop an instance or drop a task.
+//! - **Work** (`work.rs`): after a reservation, an LRP instance is claimed in the BBS and its
+//!   container run from the desired LRP; a task is started in the BBS and run from its
+//!   definition. A refused claim or start gives the reservation back.
+//! - **Harmonising** (`harmonize.rs`): every container event is turned into the BBS call Diego's
+//!   rep makes — RUNNING → start the actual LRP with its address and ports; COMPLETED → remove
+//!   it (stopped) or crash it (with the failure reason), complete the task (with its result
+//!   file) — and then the container is deleted.
+//!
+//! The executor (`diego-executor`) runs the containers on any `ContainerBackend`; the rep
+//! decides nothing about placement.
+
+mod harmonize;
+mod http;
+mod presence;
+mod work;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diego_client::BbsClient;
+use diego_executor::{ContainerStore, LogSink, ResourceCapacity};
+use diego_garden::DynBackend;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use work::Workload;
+
+/// How a cell runs.
+#[derive(Debug, Clone)]
+pub struct RepConfig {
+    pub cell_id: String,
+    pub zone: String,
+    pub bbs_url: String,
+    pub listen: SocketAddr,
+    /// The URL the BBS and auctioneer use (default `http://<bound address>`).
+    pub advertise_url: Option<String>,
+    pub capacity: ResourceCapacity,
+    /// `preloaded:NAME` root filesystems this cell has (busybox is always there).
+    pub preloaded_rootfs: Vec<String>,
+    pub placement_tags: Vec<String>,
+    pub optional_placement_tags: Vec<String>,
+    pub presence_ttl: Duration,
+    /// SIGTERM → SIGKILL delay when stopping a container.
+    pub graceful_shutdown: Duration,
+}
+
+impl RepConfig {
+    pub fn new(cell_id: impl Into<String>, bbs_url: impl Into<String>, listen: SocketAddr) -> Self {
+        RepConfig {
+            cell_id: cell_id.into(),
+            zone: String::new(),
+            bbs_url: bbs_url.into(),
+            listen,
+            advertise_url: None,
+            capacity: ResourceCapacity {
+                memory_mb: 8192,
+                disk_mb: 65536,
+                containers: 250,
+            },
+            preloaded_rootfs: vec!["busybox".into()],
+            placement_tags: Vec::new(),
+            optional_placement_tags: Vec::new(),
+            presence_ttl: Duration::from_secs(30),
+            graceful_shutdown: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registering the cell with the BBS at {url}: {source}")]
+    Register {
+        url: String,
+        #[source]
+        source: diego_client::ClientError,
+    },
+}
+
+/// The rep's shared state.
+pub struct Rep {
+    pub config: RepConfig,
+    /// The URL this rep is reached at.
+    pub url: String,
+    pub bbs: BbsClient,
+    pub store: Arc<ContainerStore>,
+    pub backend: DynBackend,
+    /// Container guid → what runs in it.
+    workloads: Mutex<HashMap<String, Workload>>,
+}
+
+impl Rep {
+    fn workloads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Workload>> {
+        self.workloads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn workload(&self, guid: &str) -> Option<Workload> {
+        self.workloads().get(guid).cloned()
+    }
+}
+
+/// A rep serving in the background.
+pub struct RunningRep {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub rep: Arc<Rep>,
+    /// Ends once `shutdown` is cancelled and the presence is removed.
+    pub task: JoinHandle<()>,
+}
+
+/// Binds `config.listen`, registers the cell and serves until `shutdown` is cancelled.
+pub async fn start(
+    config: RepConfig,
+    backend: DynBackend,
+    sink: Arc<dyn LogSink>,
+    shutdown: CancellationToken,
+) -> Result<RunningRep, RepError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RepError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RepError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .expect("building an HTTP client without TLS cannot fail");
+    let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
+    let store = ContainerStore::new(backend.clone(), config.capacity, sink)
+        .with_graceful_shutdown(config.graceful_shutdown);
+    let rep = Arc::new(Rep {
+        config,
+        url: url.clone(),
+        bbs,
+        store,
+        backend,
+        workloads: Mutex::default(),
+    });
+    presence::register(&rep)
+        .await
+        .map_err(|source| RepError::Register {
+            url: rep.config.bbs_url.clone(),
+            source,
+        })?;
+    let harmonizer = tokio::spawn(harmonize::run(rep.clone(), shutdown.clone()));
+    let presence = tokio::spawn(presence::renew(rep.clone(), shutdown.clone()));
+    let app = http::router(rep.clone());
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "rep HTTP server failed");
+            }
+        })
+    };
+    tracing::info!(%addr, url, cell_id = %rep.config.cell_id, "rep listening");
+    let task = tokio::spawn(async move {
+        let _ = tokio::join!(server, presence, harmonizer);
+    });
+    Ok(RunningRep { addr, url, rep, task })
+}

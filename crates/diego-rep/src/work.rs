@@ -1,0 +1,291 @@
+//! Taking work (diego-spec §6.4, §4.4): reserve what fits, then claim (LRP) or start (task) in
+//! the BBS and run the container; anything refused gives its reservation back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use diego_executor::RunRequest;
+use diego_garden::Limits;
+use diego_model::auction::{LrpWork, TaskStartRequest, Work};
+use diego_model::{ActualLrpInstanceKey, DesiredLrp, EnvironmentVariable, Task};
+use tracing::{debug, info, warn};
+
+use crate::Rep;
+
+/// What a container of this cell runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    Lrp {
+        process_guid: String,
+        index: i32,
+        domain: String,
+        instance_guid: String,
+        memory_mb: i32,
+        disk_mb: i32,
+    },
+    Task {
+        task_guid: String,
+        domain: String,
+        memory_mb: i32,
+        disk_mb: i32,
+        /// Set once the task has been started in the BBS (so its completion is reported).
+        started: bool,
+        /// Set when the BBS cancelled it: its container goes without a report.
+        cancelled: bool,
+    },
+}
+
+impl Workload {
+    pub(crate) fn instance_key(&self, cell_id: &str) -> Option<ActualLrpInstanceKey> {
+        match self {
+            Workload::Lrp { instance_guid, .. } => Some(ActualLrpInstanceKey {
+                instance_guid: instance_guid.clone(),
+                cell_id: cell_id.to_string(),
+            }),
+            Workload::Task { .. } => None,
+        }
+    }
+}
+
+/// `POST /work`: what fits is reserved and started in the background; the rest is returned.
+pub(crate) fn admit(rep: &Arc<Rep>, work: Work) -> Work {
+    let mut failed = Work {
+        cell_id: work.cell_id.clone(),
+        ..Default::default()
+    };
+    let mut lrps = work.lrps;
+    lrps.sort_by_key(|l| std::cmp::Reverse(l.resource.memory_mb));
+    for lrp in lrps {
+        // One instance per index on a cell.
+        let held = rep.workloads().values().any(|w| {
+            matches!(w, Workload::Lrp { process_guid, index, .. }
+                if *process_guid == lrp.process_guid && *index == lrp.index)
+        });
+        if held {
+            continue;
+        }
+        let instance_guid = uuid::Uuid::new_v4().to_string();
+        let (memory, disk) = (lrp.resource.memory_mb.max(0), lrp.resource.disk_mb.max(0));
+        match rep.store.reserve(&instance_guid, memory as u64, disk as u64) {
+            Ok(_) => {
+                rep.workloads().insert(
+                    instance_guid.clone(),
+                    Workload::Lrp {
+                        process_guid: lrp.process_guid.clone(),
+                        index: lrp.index,
+                        domain: lrp.domain.clone(),
+                        instance_guid: instance_guid.clone(),
+                        memory_mb: memory,
+                        disk_mb: disk,
+                    },
+                );
+                tokio::spawn(start_lrp(rep.clone(), instance_guid, lrp));
+            }
+            Err(e) => {
+                debug!(process_guid = %lrp.process_guid, index = lrp.index, error = %e, "cannot take LRP instance");
+                failed.lrps.push(lrp);
+            }
+        }
+    }
+    let mut tasks = work.tasks;
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.resource.memory_mb));
+    for task in tasks {
+        if rep.workloads().contains_key(&task.task_guid) {
+            continue;
+        }
+        let (memory, disk) = (task.resource.memory_mb.max(0), task.resource.disk_mb.max(0));
+        match rep.store.reserve(&task.task_guid, memory as u64, disk as u64) {
+            Ok(_) => {
+                rep.workloads().insert(
+                    task.task_guid.clone(),
+                    Workload::Task {
+                        task_guid: task.task_guid.clone(),
+                        domain: task.domain.clone(),
+                        memory_mb: memory,
+                        disk_mb: disk,
+                        started: false,
+                        cancelled: false,
+                    },
+                );
+                tokio::spawn(start_task(rep.clone(), task));
+            }
+            Err(e) => {
+                debug!(task_guid = %task.task_guid, error = %e, "cannot take task");
+                failed.tasks.push(task);
+            }
+        }
+    }
+    failed
+}
+
+/// Gives a reservation back (and forgets the workload).
+pub(crate) async fn release(rep: &Rep, guid: &str) {
+    rep.workloads().remove(guid);
+    if let Err(e) = rep.store.delete(guid).await {
+        warn!(guid, error = %e, "deleting a container");
+    }
+}
+
+fn env(vars: &[EnvironmentVariable]) -> Vec<String> {
+    vars.iter().map(|v| format!("{}={}", v.name, v.value)).collect()
+}
+
+fn limits(memory_mb: i32, disk_mb: i32, max_pids: i32, cpu_weight: i32) -> Limits {
+    Limits {
+        memory_bytes: (memory_mb.max(0) as u64) << 20,
+        disk_bytes: (disk_mb.max(0) as u64) << 20,
+        pids: max_pids.max(0) as u64,
+        cpu_shares: Limits::cpu_shares_for_weight(cpu_weight.max(0) as u32),
+    }
+}
+
+/// The run request for instance `index` (`instance_guid`) of `lrp`.
+pub(crate) fn lrp_run_request(
+    rep: &Rep,
+    lrp: &DesiredLrp,
+    index: i32,
+    instance_guid: &str,
+) -> Option<RunRequest> {
+    let action = lrp.action.clone()?;
+    let mut vars = env(&lrp.env);
+    for (k, v) in [
+        ("INSTANCE_INDEX", index.to_string()),
+        ("INSTANCE_GUID", instance_guid.to_string()),
+        ("CF_INSTANCE_INDEX", index.to_string()),
+        ("CF_INSTANCE_GUID", instance_guid.to_string()),
+    ] {
+        vars.push(format!("{k}={v}"));
+    }
+    let mut properties = BTreeMap::new();
+    properties.insert("diego.kind".into(), "lrp".into());
+    properties.insert("diego.process_guid".into(), lrp.process_guid.clone());
+    properties.insert("diego.index".into(), index.to_string());
+    properties.insert("diego.instance_guid".into(), instance_guid.to_string());
+    properties.insert("diego.cell_id".into(), rep.config.cell_id.clone());
+    Some(RunRequest {
+        rootfs: lrp.rootfs.clone(),
+        env: vars,
+        setup: lrp.setup.clone(),
+        action,
+        ports: lrp.ports.iter().filter_map(|p| u16::try_from(*p).ok()).collect(),
+        limits: limits(lrp.memory_mb, lrp.disk_mb, lrp.max_pids, lrp.cpu_weight),
+        privileged: lrp.privileged,
+        properties,
+        log_source_id: if lrp.log_guid.is_empty() {
+            lrp.process_guid.clone()
+        } else {
+            lrp.log_guid.clone()
+        },
+        log_source_instance: index.to_string(),
+        monitor: None,
+    })
+}
+
+/// The run request for `task`.
+pub(crate) fn task_run_request(rep: &Rep, task: &Task) -> Option<RunRequest> {
+    let d = &task.task_definition;
+    let action = d.action.clone()?;
+    let mut properties = BTreeMap::new();
+    properties.insert("diego.kind".into(), "task".into());
+    properties.insert("diego.task_guid".into(), task.task_guid.clone());
+    properties.insert("diego.cell_id".into(), rep.config.cell_id.clone());
+    Some(RunRequest {
+        rootfs: d.rootfs.clone(),
+        env: env(&d.env),
+        setup: None,
+        action,
+        ports: Vec::new(),
+        limits: limits(d.memory_mb, d.disk_mb, d.max_pids, d.cpu_weight),
+        privileged: d.privileged,
+        properties,
+        log_source_id: if d.log_guid.is_empty() {
+            task.task_guid.clone()
+        } else {
+            d.log_guid.clone()
+        },
+        log_source_instance: String::new(),
+        monitor: None,
+    })
+}
+
+async fn start_lrp(rep: Arc<Rep>, instance_guid: String, lrp: LrpWork) {
+    let ik = ActualLrpInstanceKey {
+        instance_guid: instance_guid.clone(),
+        cell_id: rep.config.cell_id.clone(),
+    };
+    if let Err(e) = rep.bbs.claim_actual_lrp(&lrp.process_guid, lrp.index, &ik).await {
+        info!(process_guid = %lrp.process_guid, index = lrp.index, error = %e, "claim refused; giving the reservation back");
+        release(&rep, &instance_guid).await;
+        return;
+    }
+    let desired = match rep.bbs.desired_lrp(&lrp.process_guid).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(process_guid = %lrp.process_guid, error = %e, "fetching the desired LRP");
+            let _ = rep
+                .bbs
+                .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
+                .await;
+            release(&rep, &instance_guid).await;
+            return;
+        }
+    };
+    let Some(request) = lrp_run_request(&rep, &desired, lrp.index, &instance_guid) else {
+        warn!(process_guid = %lrp.process_guid, "desired LRP has no action");
+        let _ = rep
+            .bbs
+            .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
+            .await;
+        release(&rep, &instance_guid).await;
+        return;
+    };
+    if let Err(e) = rep.store.run(&instance_guid, request) {
+        warn!(instance_guid, error = %e, "running the container");
+        let _ = rep
+            .bbs
+            .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
+            .await;
+        release(&rep, &instance_guid).await;
+    }
+}
+
+async fn start_task(rep: Arc<Rep>, task: TaskStartRequest) {
+    let guid = task.task_guid.clone();
+    match rep.bbs.start_task(&guid, &rep.config.cell_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            debug!(task_guid = %guid, "the BBS says not to start the task");
+            release(&rep, &guid).await;
+            return;
+        }
+        Err(e) => {
+            info!(task_guid = %guid, error = %e, "start refused; giving the reservation back");
+            release(&rep, &guid).await;
+            return;
+        }
+    }
+    if let Some(Workload::Task { started, .. }) = rep.workloads().get_mut(&guid) {
+        *started = true;
+    }
+    let run = match rep.bbs.task(&guid).await {
+        Ok(t) => task_run_request(&rep, &t),
+        Err(e) => {
+            warn!(task_guid = %guid, error = %e, "fetching the task");
+            None
+        }
+    };
+    let result = match run {
+        Some(request) => rep.store.run(&guid, request).map_err(|e| e.to_string()),
+        None => Err("the task has no action".to_string()),
+    };
+    if let Err(e) = result {
+        let req = diego_model::api::CompleteTaskRequest {
+            cell_id: rep.config.cell_id.clone(),
+            failed: true,
+            failure_reason: e,
+            result: String::new(),
+        };
+        let _ = rep.bbs.complete_task(&guid, &req).await;
+        release(&rep, &guid).await;
+    }
+}

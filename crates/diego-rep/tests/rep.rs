@@ -1,0 +1,241 @@
+//! A cell end to end without root: a real BBS and auctioneer over loopback, and a rep running
+//! real processes with the process backend (no isolation). Tasks complete with their result,
+//! instances run, crash, scale down and go away, and the BBS stays true to the cell.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diego_auction::service::{self as auctioneer, AuctioneerConfig};
+use diego_client::{ActualLrpQuery, BbsClient};
+use diego_executor::{MemorySink, ResourceCapacity};
+use diego_garden::process::ProcessBackend;
+use diego_garden::{Capacity, DynBackend};
+use diego_model::{
+    Action, ActualLrpState, DesireTaskRequest, DesiredLrp, DesiredLrpUpdate, RunAction, TaskDefinition,
+    TaskState,
+};
+use diego_rep::{RepConfig, RunningRep};
+use diego_testkit::{eventually, TestBbs};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    bbs: TestBbs,
+    rep: RunningRep,
+    shutdown: CancellationToken,
+    _depot: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn cluster() -> Cluster {
+    let bbs = TestBbs::start().await;
+    let shutdown = CancellationToken::new();
+    let mut config = AuctioneerConfig::new(bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    config.lock_ttl = Duration::from_secs(2);
+    auctioneer::start(config, shutdown.clone()).await.unwrap();
+    let depot = tempfile::tempdir().unwrap();
+    let backend: DynBackend = Arc::new(
+        ProcessBackend::new(
+            depot.path().join("depot"),
+            Capacity {
+                memory_bytes: 4 << 30,
+                disk_bytes: 4 << 30,
+                max_containers: 20,
+            },
+        )
+        .unwrap(),
+    );
+    let mut rep_config = RepConfig::new("cell-1", bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    rep_config.zone = "z1".into();
+    rep_config.capacity = ResourceCapacity {
+        memory_mb: 1024,
+        disk_mb: 4096,
+        containers: 20,
+    };
+    rep_config.graceful_shutdown = Duration::from_millis(500);
+    let rep = diego_rep::start(rep_config, backend, MemorySink::new(), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(WAIT, || async {
+        bbs.client
+            .lock_holder("auctioneer")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no auctioneer yet".to_string())
+    })
+    .await;
+    Cluster {
+        bbs,
+        rep,
+        shutdown,
+        _depot: depot,
+    }
+}
+
+fn sh(script: &str) -> Action {
+    Action::run(RunAction {
+        path: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    })
+}
+
+fn task(guid: &str, script: &str, result_file: &str) -> DesireTaskRequest {
+    DesireTaskRequest {
+        task_guid: guid.into(),
+        domain: "d".into(),
+        task_definition: TaskDefinition {
+            rootfs: "preloaded:busybox".into(),
+            action: Some(sh(script)),
+            memory_mb: 64,
+            disk_mb: 64,
+            result_file: result_file.into(),
+            ..Default::default()
+        },
+    }
+}
+
+async fn finished(client: &BbsClient, guid: &str) -> diego_model::Task {
+    eventually(WAIT, || async {
+        let t = client.task(guid).await.map_err(|e| e.to_string())?;
+        (t.state == TaskState::Completed)
+            .then_some(t.clone())
+            .ok_or(format!("{}", t.state))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_complete_with_their_result_or_failure() {
+    let c = cluster().await;
+    c.bbs
+        .client
+        .desire_task(&task("t1", "echo 42 > $TMPDIR/out", "/tmp/out"))
+        .await
+        .unwrap();
+    let t = finished(&c.bbs.client, "t1").await;
+    assert!(!t.failed, "{t:?}");
+    assert_eq!(t.result.trim(), "42");
+
+    c.bbs.client.desire_task(&task("t2", "exit 3", "")).await.unwrap();
+    let t = finished(&c.bbs.client, "t2").await;
+    assert!(t.failed);
+    assert!(
+        t.failure_reason.contains("Exited with status 3"),
+        "{}",
+        t.failure_reason
+    );
+
+    // Nothing is left on the cell.
+    eventually(WAIT, || async {
+        let n = c.rep.rep.store.list().len();
+        (n == 0).then_some(()).ok_or(format!("{n} containers"))
+    })
+    .await;
+    assert_eq!(c.rep.rep.store.remaining().memory_mb, 1024);
+}
+
+fn lrp(guid: &str, instances: i32, script: &str) -> DesiredLrp {
+    DesiredLrp {
+        process_guid: guid.into(),
+        domain: "d".into(),
+        rootfs: "preloaded:busybox".into(),
+        instances,
+        memory_mb: 64,
+        disk_mb: 64,
+        action: Some(sh(script)),
+        ..Default::default()
+    }
+}
+
+async fn states(client: &BbsClient, guid: &str) -> Vec<(i32, ActualLrpState, String)> {
+    let mut v: Vec<_> = client
+        .actual_lrps(&ActualLrpQuery {
+            process_guid: Some(guid.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.index, a.state, a.cell_id))
+        .collect();
+    v.sort_by_key(|a| a.0);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_scale_down_crash_and_go_away() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    client
+        .desire_lrp(&lrp("web", 2, "exec sleep 1000"))
+        .await
+        .unwrap();
+    eventually(WAIT, || async {
+        let s = states(client, "web").await;
+        let running = s
+            .iter()
+            .filter(|a| a.1 == ActualLrpState::Running && a.2 == "cell-1")
+            .count();
+        (running == 2).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    let a = client.actual_lrp("web", 0).await.unwrap();
+    assert_eq!(a[0].address, "127.0.0.1");
+    assert_eq!(c.rep.rep.store.list().len(), 2);
+
+    // Scale down: the BBS asks the cell to stop index 1; its container goes and so does the row.
+    client
+        .update_desired_lrp(
+            "web",
+            &DesiredLrpUpdate {
+                instances: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, || async {
+        let s = states(client, "web").await;
+        let n = c.rep.rep.store.list().len();
+        (s.len() == 1 && n == 1)
+            .then_some(())
+            .ok_or(format!("{s:?}, {n} containers"))
+    })
+    .await;
+
+    // An app that exits crashes its instance, which is restarted at once (crash count 1).
+    client
+        .desire_lrp(&lrp("crashy", 1, "sleep 0.3; exit 1"))
+        .await
+        .unwrap();
+    let crashed = eventually(WAIT, || async {
+        let a = client.actual_lrp("crashy", 0).await.map_err(|e| e.to_string())?;
+        let a = a.first().cloned().ok_or("no instance")?;
+        (a.crash_count >= 1).then_some(a.clone()).ok_or(format!("{a:?}"))
+    })
+    .await;
+    assert!(
+        crashed.crash_reason.contains("Exited with status 1"),
+        "{}",
+        crashed.crash_reason
+    );
+
+    // Deleting the LRPs stops everything on the cell.
+    client.remove_desired_lrp("web").await.unwrap();
+    client.remove_desired_lrp("crashy").await.unwrap();
+    eventually(WAIT, || async {
+        let rows = states(client, "web").await.len() + states(client, "crashy").await.len();
+        let n = c.rep.rep.store.list().len();
+        (rows == 0 && n == 0)
+            .then_some(())
+            .ok_or(format!("{rows} rows, {n} containers"))
+    })
+    .await;
+}
