@@ -1,7 +1,7 @@
 //! `diego garden`: serve a container backend over HTTP.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -48,7 +48,7 @@ pub struct GardenArgs {
 }
 
 /// MemTotal of /proc/meminfo, in bytes.
-fn machine_memory_bytes() -> Option<u64> {
+pub fn machine_memory_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = meminfo
         .lines()
@@ -66,33 +66,30 @@ pub fn shim_command() -> anyhow::Result<ShimCommand> {
     Ok(ShimCommand::new(exe, ["garden-shim"]))
 }
 
-pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
-    process::init_logging();
-    let capacity = Capacity {
-        memory_bytes: match args.memory_mb {
-            Some(mb) => mb << 20,
-            None => machine_memory_bytes().context("reading /proc/meminfo")?,
-        },
-        disk_bytes: args.disk_mb << 20,
-        max_containers: args.max_containers,
-    };
-    let backend: DynBackend = match args.backend {
+/// A container backend over `depot`. The runc backend keeps its rootfs cache and runc state
+/// beside the depot (`<depot>.rootfs`, `<depot>.runc`: the depot holds exactly one directory
+/// per container) and takes over the containers an earlier run left there.
+pub async fn open_backend(
+    kind: Backend,
+    depot: &Path,
+    preloaded_dir: Option<PathBuf>,
+    capacity: Capacity,
+) -> anyhow::Result<DynBackend> {
+    Ok(match kind {
         Backend::Process => Arc::new(
-            ProcessBackend::new(args.depot.clone(), capacity)
-                .with_context(|| format!("opening the depot {}", args.depot.display()))?,
+            ProcessBackend::new(depot.to_path_buf(), capacity)
+                .with_context(|| format!("opening the depot {}", depot.display()))?,
         ),
         Backend::Runc => {
-            // Beside the depot, not in it: the depot holds exactly one directory per container.
-            let name = args
-                .depot
+            let name = depot
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "depot".into());
-            let sibling = |suffix: &str| args.depot.with_file_name(format!("{name}.{suffix}"));
+            let sibling = |suffix: &str| depot.with_file_name(format!("{name}.{suffix}"));
             let config = RuncConfig {
-                depot: args.depot.clone(),
+                depot: depot.to_path_buf(),
                 store: sibling("rootfs"),
-                preloaded_dir: args.preloaded_dir.clone(),
+                preloaded_dir,
                 runc_root: sibling("runc"),
                 capacity,
                 host_ip: "127.0.0.1".into(),
@@ -104,7 +101,31 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
                     .context("starting the runc backend (it needs root and runc)")?,
             )
         }
+    })
+}
+
+/// Whether the runc backend can work here: root, and `runc` runs.
+pub fn runc_usable() -> bool {
+    process::is_root()
+        && std::process::Command::new("runc")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
+    process::init_logging();
+    let capacity = Capacity {
+        memory_bytes: match args.memory_mb {
+            Some(mb) => mb << 20,
+            None => machine_memory_bytes().context("reading /proc/meminfo")?,
+        },
+        disk_bytes: args.disk_mb << 20,
+        max_containers: args.max_containers,
     };
+    let backend = open_backend(args.backend, &args.depot, args.preloaded_dir.clone(), capacity).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

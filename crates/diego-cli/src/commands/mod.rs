@@ -4,6 +4,7 @@ pub mod actual;
 pub mod auctioneer;
 pub mod bbs;
 pub mod bench;
+pub mod cell;
 pub mod cells;
 pub mod dev;
 pub mod domains;
@@ -38,6 +39,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
         Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
+        Command::Cell(args) => cell::run(ctx.client.base_url(), args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
         Command::Lrp(cmd) => lrp::run(&ctx, cmd).await,

@@ -1,0 +1,155 @@
+//! `diego cell`: a cell agent (rep + executor) running work in containers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diego_executor::{LogLine, LogSink, LogStream, ResourceCapacity};
+use diego_garden::http::client::GardenClient;
+use diego_garden::{Capacity, DynBackend};
+use diego_rep::{RepConfig, RunningRep};
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::garden::{self, Backend};
+use crate::process;
+
+#[derive(Debug, clap::Args)]
+pub struct CellArgs {
+    /// Address the rep listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1801")]
+    pub listen: SocketAddr,
+    /// Where the cell keeps its containers, root filesystems and id.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The cell's id [default: kept in DATA_DIR/cell_id, made once as cell-<random>].
+    #[arg(long, value_name = "ID")]
+    pub cell_id: Option<String>,
+    #[arg(long, value_name = "ZONE", default_value = "z1")]
+    pub zone: String,
+    /// A placement tag of this cell (repeatable).
+    #[arg(long = "placement-tag", value_name = "TAG")]
+    pub placement_tags: Vec<String>,
+    /// Memory for containers, in MB [default: the machine's].
+    #[arg(long, value_name = "MB")]
+    pub memory_mb: Option<u64>,
+    #[arg(long, value_name = "MB", default_value_t = 64 * 1024)]
+    pub disk_mb: u64,
+    #[arg(long, value_name = "N", default_value_t = 250)]
+    pub max_containers: u64,
+    /// How containers run [default: runc when root and runc are there, else process].
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Use a remote `diego garden` instead of a backend in this process.
+    #[arg(long, value_name = "URL", conflicts_with = "backend")]
+    pub garden: Option<String>,
+    /// Directory of configured root filesystems (runc backend; `preloaded:NAME`).
+    #[arg(long, value_name = "DIR")]
+    pub preloaded_dir: Option<PathBuf>,
+}
+
+/// App and platform log lines, printed as `[SOURCE/INDEX] OUT|ERR message` (a log server
+/// comes with the logs issue).
+struct PrintSink;
+
+impl LogSink for PrintSink {
+    fn emit(&self, line: LogLine) {
+        let stream = match line.stream {
+            LogStream::Stdout => "OUT",
+            LogStream::Stderr => "ERR",
+        };
+        let instance = if line.source_instance.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", line.source_instance)
+        };
+        eprintln!(
+            "{} [{}{instance}] {stream} {}",
+            line.source_id, line.source_type, line.message
+        );
+    }
+}
+
+/// The cell id kept in `data_dir`, made on first use.
+fn cell_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("cell_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("cell-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// The backend the flags ask for, and a line saying what it is.
+async fn backend(args: &CellArgs, capacity: Capacity) -> anyhow::Result<(DynBackend, String)> {
+    if let Some(url) = &args.garden {
+        let client = GardenClient::new(url).with_context(|| format!("garden URL {url}"))?;
+        return Ok((Arc::new(client), format!("remote garden at {url}")));
+    }
+    let kind = args.backend.unwrap_or(if garden::runc_usable() {
+        Backend::Runc
+    } else {
+        Backend::Process
+    });
+    let depot = args.data_dir.join("depot");
+    let backend = garden::open_backend(kind, &depot, args.preloaded_dir.clone(), capacity).await?;
+    let what = match kind {
+        Backend::Runc => "runc backend (isolated containers)".to_string(),
+        Backend::Process => {
+            "process backend: NO isolation, processes run on this host as this user (runc needs root and runc)"
+                .to_string()
+        }
+    };
+    Ok((backend, what))
+}
+
+/// Starts a cell; it runs until `shutdown` is cancelled.
+pub async fn start(bbs_url: &str, args: &CellArgs, shutdown: CancellationToken) -> anyhow::Result<(RunningRep, String)> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let memory_mb = match args.memory_mb {
+        Some(mb) => mb,
+        None => garden::machine_memory_bytes().context("reading /proc/meminfo")? >> 20,
+    };
+    let capacity = Capacity {
+        memory_bytes: memory_mb << 20,
+        disk_bytes: args.disk_mb << 20,
+        max_containers: args.max_containers,
+    };
+    let (backend, what) = backend(args, capacity).await?;
+    let id = match &args.cell_id {
+        Some(id) => id.clone(),
+        None => cell_id(&args.data_dir)?,
+    };
+    let mut config = RepConfig::new(id, bbs_url, args.listen);
+    config.zone = args.zone.clone();
+    config.placement_tags = args.placement_tags.clone();
+    config.capacity = ResourceCapacity {
+        memory_mb,
+        disk_mb: args.disk_mb,
+        containers: args.max_containers,
+    };
+    config.graceful_shutdown = Duration::from_secs(10);
+    let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
+        .await
+        .context("starting the rep")?;
+    Ok((rep, what))
+}
+
+pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
+    process::init_logging();
+    let shutdown = CancellationToken::new();
+    process::cancel_on_signal(shutdown.clone());
+    let (rep, what) = start(bbs_url, &args, shutdown).await?;
+    eprintln!(
+        "diego cell {} listening on {} ({what}), BBS {bbs_url}",
+        rep.rep.config.cell_id, rep.url
+    );
+    rep.task.await.context("cell task")?;
+    Ok(())
+}
