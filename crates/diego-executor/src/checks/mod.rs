@@ -7,6 +7,10 @@
 //! the same port on loopback). Messages keep Diego's texts, and probe failures read like the
 //! `healthcheck` binary's output.
 //!
+//! Caveat: the runc net-in forwarder is a userspace proxy that accepts every connection before
+//! dialing the container, so a TCP probe of its host port always passes; HTTP probes are not
+//! fooled. Fixing that needs a backend method to dial a container port (docs/080-executor.md).
+//!
 //! Three steps, each a [`Step`] so they compose with the action steps:
 //! - [`StartupCheckStep`]: polls until every startup check passed (fast first, backing off to
 //!   the unhealthy interval), then calls `on_healthy`; fails after the start timeout with
