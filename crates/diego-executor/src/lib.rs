@@ -4,14 +4,18 @@
 //! - [`resources`]: capacity and reservations that never overcommit;
 //! - [`container`]: the lifecycle state machine (reserved → initializing → created → running
 //!   → completed) and [`container::RunResult`];
+//! - [`checks`]: health checks of LRP instances (startup, liveness, readiness) probed from the
+//!   cell, and [`checks::health_steps`], the monitor part of an LRP's tree;
 //! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts (upload is not
 //!   implemented yet);
 //! - [`transformer`]: [`transformer::step_for`] builds a step tree from an action tree;
 //! - [`log`]: log lines, the [`log::LogSink`] they go to, line splitting.
 //!
 //! Depends on `diego-model` and `diego-garden` only; must not depend on the rep, the BBS or any
-//! HTTP server (the rep depends on this crate, not the other way).
+//! HTTP server (the rep depends on this crate, not the other way). HTTP *clients* (reqwest) are
+//! fine: downloads and HTTP health checks use one.
 
+pub mod checks;
 pub mod container;
 pub mod log;
 pub mod resources;
