@@ -35,10 +35,11 @@ use crate::resources::{ReserveError, ResourceCapacity, Resources};
 use crate::steps::{CodependentStep, SerialStep, Step, StepContext, StepError};
 use crate::transformer::step_for;
 
-/// Builds an instance's monitor once its container exists: given the step context, the
-/// container's port mappings and a callback to call (once) when the instance is healthy.
+/// Builds an instance's monitor once its container exists: given the step context, the host
+/// address and port mappings of the container, and a callback to call (once) when the
+/// instance is healthy.
 pub type MonitorFactory =
-    Box<dyn FnOnce(&StepContext, &[PortMapping], Arc<dyn Fn() + Send + Sync>) -> Box<dyn Step> + Send>;
+    Box<dyn FnOnce(&StepContext, &str, &[PortMapping], Arc<dyn Fn() + Send + Sync>) -> Box<dyn Step> + Send>;
 
 /// Everything needed to create and run a reserved container.
 pub struct RunRequest {
@@ -349,7 +350,7 @@ impl ContainerStore {
                         }
                     })
                 });
-                let monitor = factory(&ctx, &info.mapped_ports, on_healthy);
+                let monitor = factory(&ctx, &info.host_ip, &info.mapped_ports, on_healthy);
                 Box::new(CodependentStep::new(vec![action, monitor]))
             }
             None => {
@@ -685,7 +686,7 @@ mod tests {
 
     /// A monitor that reports healthy after a while and then runs until cancelled.
     fn healthy_after(delay: Duration, built: Arc<AtomicBool>) -> MonitorFactory {
-        Box::new(move |_ctx, ports, on_healthy| {
+        Box::new(move |_ctx, _host_ip, ports, on_healthy| {
             assert_eq!(ports.len(), 1, "the monitor sees the mapped ports");
             built.store(true, Ordering::SeqCst);
             struct Monitor(Duration, Arc<dyn Fn() + Send + Sync>);

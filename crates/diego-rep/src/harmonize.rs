@@ -195,3 +195,37 @@ async fn read_file(rep: &Rep, guid: &str, path: &str) -> Result<String, String> 
     }
     Err("no such file".to_string())
 }
+
+/// Readiness changed: the instance's `routable` in the BBS follows (a start with the same net
+/// info, as Diego's rep does).
+pub(crate) async fn set_routable(
+    rep: &Rep,
+    process_guid: &str,
+    index: i32,
+    instance_guid: &str,
+    ready: bool,
+) {
+    let Ok(actuals) = rep.bbs.actual_lrp(process_guid, index).await else {
+        return;
+    };
+    let Some(current) = actuals
+        .into_iter()
+        .find(|a| a.instance_guid == instance_guid && a.state == diego_model::ActualLrpState::Running)
+    else {
+        return;
+    };
+    let req = StartActualLrpRequest {
+        instance_key: current.instance_key(),
+        net_info: ActualLrpNetInfo {
+            address: current.address.clone(),
+            ports: current.ports.clone(),
+            instance_address: current.instance_address.clone(),
+        },
+        routable: Some(ready),
+        availability_zone: current.availability_zone.clone(),
+    };
+    match rep.bbs.start_actual_lrp(process_guid, index, &req).await {
+        Ok(_) => info!(process_guid, index, ready, "readiness changed"),
+        Err(e) => warn!(process_guid, index, error = %e, "recording readiness"),
+    }
+}

@@ -1,10 +1,13 @@
 //! Taking work (diego-spec §6.4, §4.4): reserve what fits, then claim (LRP) or start (task) in
 //! the BBS and run the container; anything refused gives its reservation back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use diego_executor::RunRequest;
+use diego_executor::checks::{health_steps, CheckContext, PortResolver};
+use diego_executor::{MonitorFactory, RunRequest, StepContext};
 use diego_garden::Limits;
 use diego_model::auction::{LrpWork, TaskStartRequest, Work};
 use diego_model::{ActualLrpInstanceKey, DesiredLrp, EnvironmentVariable, Task};
@@ -139,9 +142,54 @@ fn limits(memory_mb: i32, disk_mb: i32, max_pids: i32, cpu_weight: i32) -> Limit
     }
 }
 
+/// The health monitor of an instance of `lrp`, if it has checks: probes go from the cell to the
+/// container's mapped ports on the host address; readiness changes update `routable` in the BBS.
+fn monitor(rep: &Arc<Rep>, lrp: &DesiredLrp, index: i32, instance_guid: &str) -> Option<MonitorFactory> {
+    let def = lrp.check_definition.clone()?;
+    if def.checks.is_empty() && def.startup_checks.is_empty() && def.readiness_checks.is_empty() {
+        return None;
+    }
+    let start_timeout = Duration::from_millis(if lrp.start_timeout_ms > 0 {
+        lrp.start_timeout_ms as u64
+    } else {
+        diego_model::desired_lrp::DEFAULT_START_TIMEOUT_MS as u64
+    });
+    let rep = rep.clone();
+    let (process_guid, instance_guid) = (lrp.process_guid.clone(), instance_guid.to_string());
+    Some(Box::new(
+        move |ctx: &StepContext, host_ip: &str, ports: &[diego_garden::PortMapping], on_healthy| {
+            let ip: std::net::IpAddr = host_ip.parse().unwrap_or([127, 0, 0, 1].into());
+            let map: HashMap<u16, u16> = ports
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        u16::try_from(p.container_port).ok()?,
+                        u16::try_from(p.host_port).ok()?,
+                    ))
+                })
+                .collect();
+            let resolver: PortResolver =
+                Arc::new(move |port| map.get(&port).map(|h| SocketAddr::new(ip, *h)));
+            let checks = CheckContext::new(resolver, &ctx.streamer)
+                .with_on_healthy(move || on_healthy())
+                .with_on_ready(move |ready| {
+                    let (rep, guid, iguid) = (rep.clone(), process_guid.clone(), instance_guid.clone());
+                    tokio::spawn(async move {
+                        crate::harmonize::set_routable(&rep, &guid, index, &iguid, ready).await
+                    });
+                });
+            health_steps(&def, start_timeout, &checks).unwrap_or_else(|| {
+                Box::new(diego_executor::steps::FailStep::new(
+                    diego_executor::StepError::Invalid("check definition without checks".into()),
+                ))
+            })
+        },
+    ))
+}
+
 /// The run request for instance `index` (`instance_guid`) of `lrp`.
 pub(crate) fn lrp_run_request(
-    rep: &Rep,
+    rep: &Arc<Rep>,
     lrp: &DesiredLrp,
     index: i32,
     instance_guid: &str,
@@ -177,7 +225,7 @@ pub(crate) fn lrp_run_request(
             lrp.log_guid.clone()
         },
         log_source_instance: index.to_string(),
-        monitor: None,
+        monitor: monitor(rep, lrp, index, instance_guid),
     })
 }
 

@@ -239,3 +239,55 @@ async fn instances_run_scale_down_crash_and_go_away() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_a_health_check_runs_once_healthy() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    let port = diego_testkit::free_port();
+    let mut web = lrp(
+        "checked",
+        1,
+        // Healthy only after a while: the instance must not be RUNNING before.
+        &format!("sleep 1; exec python3 -m http.server {port} --bind 127.0.0.1"),
+    );
+    web.ports = vec![u32::from(port)];
+    web.check_definition = Some(diego_model::CheckDefinition {
+        checks: vec![diego_model::Check {
+            http_check: Some(diego_model::HttpCheck {
+                port: u32::from(port),
+                path: "/".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    client.desire_lrp(&web).await.unwrap();
+    // CLAIMED while the check has not passed…
+    eventually(WAIT, || async {
+        let s = states(client, "checked").await;
+        (s.first().map(|a| a.1) == Some(ActualLrpState::Claimed))
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+    // …RUNNING once it does, and the app answers on the instance's port.
+    eventually(WAIT, || async {
+        let s = states(client, "checked").await;
+        (s.first().map(|a| a.1) == Some(ActualLrpState::Running))
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+    let a = client.actual_lrp("checked", 0).await.unwrap();
+    let addr = format!("{}:{}", a[0].address, a[0].ports[0].host_port);
+    let body = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert!(body.status().is_success());
+    client.remove_desired_lrp("checked").await.unwrap();
+    eventually(WAIT, || async {
+        let n = c.rep.rep.store.list().len();
+        (n == 0).then_some(()).ok_or(format!("{n} containers"))
+    })
+    .await;
+}

@@ -109,7 +109,11 @@ async fn backend(args: &CellArgs, capacity: Capacity) -> anyhow::Result<(DynBack
 }
 
 /// Starts a cell; it runs until `shutdown` is cancelled.
-pub async fn start(bbs_url: &str, args: &CellArgs, shutdown: CancellationToken) -> anyhow::Result<(RunningRep, String)> {
+pub async fn start(
+    bbs_url: &str,
+    args: &CellArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(RunningRep, String)> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let memory_mb = match args.memory_mb {
