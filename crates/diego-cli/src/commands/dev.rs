@@ -26,11 +26,20 @@ pub struct DevArgs {
     /// Address the BBS listens on (loopback only in dev).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Cells to run (each with its own data dir, port and zone z1, z2, …).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cells: usize,
+
+    /// How the cells run containers [default: runc when root and runc are there, else
+    /// process, which does not isolate].
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::commands::garden::Backend>,
 }
 
 /// A running role: what to print about it and the work to wait for.
 struct Role {
-    name: &'static str,
+    name: String,
     /// Where it serves, if it serves anything.
     url: Option<String>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -60,6 +69,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
     roles.push(start_auctioneer(&bbs_url, shutdown.clone()).await?);
+    for i in 0..args.cells {
+        roles.push(start_cell(&data_dir, &bbs_url, i, args.backend, shutdown.clone()).await?);
+    }
 
     crate::output::emit(&summary(&data_dir, &roles));
     supervise(roles, shutdown).await
@@ -82,7 +94,7 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationTo
     let url = running.url();
     let task = tokio::spawn(async move { running.task.await.context("BBS task")?.context("BBS") });
     Ok(Role {
-        name: "bbs",
+        name: "bbs".into(),
         url: Some(url),
         task,
     })
@@ -99,7 +111,53 @@ async fn start_auctioneer(bbs_url: &str, shutdown: CancellationToken) -> anyhow:
     let url = running.url.clone();
     let task = tokio::spawn(async move { running.task.await.context("auctioneer task") });
     Ok(Role {
-        name: "auctioneer",
+        name: "auctioneer".into(),
+        url: Some(url),
+        task,
+    })
+}
+
+/// Cell `i` on a free loopback port, in zone `z<i+1>`, with its data in `cell-<i>/`.
+async fn start_cell(
+    data_dir: &Path,
+    bbs_url: &str,
+    i: usize,
+    backend: Option<crate::commands::garden::Backend>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Role> {
+    use clap::Parser as _;
+    // The cell's own flags, as `diego cell` would parse them.
+    let dir = data_dir.join(format!("cell-{i}"));
+    let mut argv = vec![
+        "cell".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--zone".into(),
+        format!("z{}", i + 1),
+    ];
+    if let Some(b) = backend {
+        argv.push("--backend".into());
+        argv.push(match b {
+            crate::commands::garden::Backend::Runc => "runc".into(),
+            crate::commands::garden::Backend::Process => "process".into(),
+        });
+    }
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        cell: crate::commands::cell::CellArgs,
+    }
+    let args = Wrap::try_parse_from(&argv).context("cell flags")?.cell;
+    let (running, what) = crate::commands::cell::start(bbs_url, &args, shutdown)
+        .await
+        .with_context(|| format!("starting cell {i}"))?;
+    eprintln!("cell {} uses the {what}", running.rep.config.cell_id);
+    let url = running.url.clone();
+    let task = tokio::spawn(async move { running.task.await.context("cell task") });
+    Ok(Role {
+        name: format!("cell {i}"),
         url: Some(url),
         task,
     })
@@ -114,7 +172,7 @@ async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Res
                 Ok(r) => r,
                 Err(e) => Err(anyhow::anyhow!("panicked: {e}")),
             };
-            (role.name, result)
+            (role.name.clone(), result)
         });
     }
     let mut failures = Vec::new();
@@ -128,14 +186,14 @@ async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Res
         () = shutdown.cancelled() => {}
         Some(Ok((name, result))) = set.join_next() => {
             // A role that ends because shutdown began in the meantime did not fail.
-            record(name, result, shutdown.is_cancelled());
+            record(&name, result, shutdown.is_cancelled());
             shutdown.cancel();
         }
     }
     let drain = async {
         while let Some(joined) = set.join_next().await {
             if let Ok((name, result)) = joined {
-                record(name, result, true);
+                record(&name, result, true);
             }
         }
     };
