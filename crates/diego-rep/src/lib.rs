@@ -15,12 +15,17 @@
 //!   it (stopped) or crash it (with the failure reason), complete the task (with its result
 //!   file) — and then the container is deleted.
 //!
+//! - **Restarts** (`recover.rs`): a starting rep destroys containers an earlier run of the cell
+//!   left, crashes the instances and fails the tasks the BBS still has on the cell. (Taking
+//!   running containers over instead is the next step.)
+//!
 //! The executor (`diego-executor`) runs the containers on any `ContainerBackend`; the rep
 //! decides nothing about placement.
 
 mod harmonize;
 mod http;
 mod presence;
+mod recover;
 mod work;
 
 use std::collections::HashMap;
@@ -34,6 +39,7 @@ use diego_garden::DynBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use recover::{LOST_CONTAINER, TASK_CONTAINER_MISSING};
 pub use work::Workload;
 
 /// How a cell runs.
@@ -160,12 +166,14 @@ pub async fn start(
         backend,
         workloads: Mutex::default(),
     });
+    recover::destroy_leftovers(&rep).await;
     presence::register(&rep)
         .await
         .map_err(|source| RepError::Register {
             url: rep.config.bbs_url.clone(),
             source,
         })?;
+    recover::reconcile_bbs(&rep).await;
     let harmonizer = tokio::spawn(harmonize::run(rep.clone(), shutdown.clone()));
     let presence = tokio::spawn(presence::renew(rep.clone(), shutdown.clone()));
     let app = http::router(rep.clone());

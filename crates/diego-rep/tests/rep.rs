@@ -24,6 +24,8 @@ struct Cluster {
     bbs: TestBbs,
     rep: RunningRep,
     shutdown: CancellationToken,
+    /// Stops only the rep.
+    rep_shutdown: CancellationToken,
     _depot: tempfile::TempDir,
 }
 
@@ -59,7 +61,8 @@ async fn cluster() -> Cluster {
         containers: 20,
     };
     rep_config.graceful_shutdown = Duration::from_millis(500);
-    let rep = diego_rep::start(rep_config, backend, MemorySink::new(), shutdown.clone())
+    let rep_shutdown = shutdown.child_token();
+    let rep = diego_rep::start(rep_config, backend, MemorySink::new(), rep_shutdown.clone())
         .await
         .unwrap();
     eventually(WAIT, || async {
@@ -74,6 +77,7 @@ async fn cluster() -> Cluster {
         bbs,
         rep,
         shutdown,
+        rep_shutdown,
         _depot: depot,
     }
 }
@@ -290,4 +294,68 @@ async fn an_instance_with_a_health_check_runs_once_healthy() {
         (n == 0).then_some(()).ok_or(format!("{n} containers"))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_rep_replaces_what_it_lost() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    client
+        .desire_lrp(&lrp("web", 1, "exec sleep 1000"))
+        .await
+        .unwrap();
+    client
+        .desire_task(&task("long", "exec sleep 1000", ""))
+        .await
+        .unwrap();
+    let first = eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        let t = client.task("long").await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running && t.state == TaskState::Running => Ok(a.clone()),
+            other => Err(format!("{other:?} {}", t.state)),
+        }
+    })
+    .await;
+
+    // The rep goes away (its containers stay in the backend), and a new one starts for the
+    // same cell on the same backend.
+    let backend = c.rep.rep.backend.clone();
+    let rep_shutdown = CancellationToken::new();
+    let mut config = RepConfig::new("cell-1", c.bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    config.graceful_shutdown = Duration::from_millis(500);
+    let Cluster {
+        rep,
+        rep_shutdown: old,
+        ..
+    } = &c;
+    old.cancel();
+    while !rep.task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let restarted = diego_rep::start(config, backend.clone(), MemorySink::new(), rep_shutdown.clone())
+        .await
+        .unwrap();
+    // The old container is gone, the task failed as Diego says, the instance crashed and runs
+    // again in a new container.
+    let t = finished(client, "long").await;
+    assert!(t.failed);
+    assert_eq!(t.failure_reason, diego_rep::TASK_CONTAINER_MISSING);
+    let again = eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running && a.instance_guid != first.instance_guid => {
+                Ok(a.clone())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(again.crash_count, 1);
+    assert!(
+        backend.info(&first.instance_guid).await.is_err(),
+        "the old container was destroyed"
+    );
+    rep_shutdown.cancel();
+    let _ = restarted.task.await;
 }
