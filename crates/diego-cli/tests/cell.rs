@@ -1,0 +1,197 @@
+//! A whole Diego on this machine with real containers: `diego dev` (BBS, auctioneer, one cell
+//! on the runc backend) driven by the CLI as a user would (root; needs runc and busybox-static).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use diego_cli::process::is_root;
+use diego_client::{ActualLrpQuery, BbsClient};
+use diego_model::{ActualLrpState, TaskState};
+use diego_testkit::{eventually, free_port};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_diego");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Root, runc and busybox-static are there; otherwise prints why `test` is skipped.
+fn runc_usable(test: &str) -> bool {
+    let runc = std::process::Command::new("runc").arg("--version").output();
+    if is_root() && runc.is_ok() && std::path::Path::new("/bin/busybox").exists() {
+        return true;
+    }
+    println!("SKIPPED {test}: needs root, runc and busybox-static");
+    false
+}
+
+/// `diego ARGS` to completion: (success, stdout + stderr).
+async fn diego(bbs: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DIEGO_BBS_URL", bbs)
+        .output()
+        .await
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `diego dev` stopped (SIGTERM, by its PID) when dropped.
+struct Dev {
+    child: Child,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
+    if !runc_usable("tasks_and_lrps_run_in_runc_containers_under_diego_dev") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bbs = format!("http://127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["dev", "--backend", "runc", "--data-dir"])
+        .arg(data.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let dev = Dev { child };
+    let client = BbsClient::new(bbs.clone());
+    eventually(WAIT, || async {
+        let n = client.cells().await.map_err(|e| e.to_string())?.len();
+        (n == 1).then_some(()).ok_or(format!("{n} cells"))
+    })
+    .await;
+
+    // A task's result file comes back; a failing one says how it exited.
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "task",
+            "submit",
+            "t1",
+            "--image",
+            "preloaded:busybox",
+            "--result-file",
+            "/tmp/out",
+            "--",
+            "sh",
+            "-c",
+            "echo 42 > /tmp/out",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = diego(&bbs, &["task", "submit", "t2", "--", "sh", "-c", "exit 3"]).await;
+    assert!(ok, "{out}");
+    for (guid, failed) in [("t1", false), ("t2", true)] {
+        let t = eventually(WAIT, || async {
+            let t = client.task(guid).await.map_err(|e| e.to_string())?;
+            (t.state == TaskState::Completed)
+                .then_some(t.clone())
+                .ok_or(t.state.to_string())
+        })
+        .await;
+        assert_eq!(t.failed, failed, "{t:?}");
+        if failed {
+            assert!(
+                t.failure_reason.contains("Exited with status 3"),
+                "{}",
+                t.failure_reason
+            );
+        } else {
+            assert_eq!(t.result.trim(), "42");
+        }
+    }
+
+    // Three busybox httpd instances answer HTTP on their host addresses.
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "lrp",
+            "create",
+            "web",
+            "--instances",
+            "3",
+            "--image",
+            "preloaded:busybox",
+            "--port",
+            "8080",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let running = eventually(WAIT, || async {
+        let a = client
+            .actual_lrps(&ActualLrpQuery {
+                process_guid: Some("web".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let running: Vec<_> = a
+            .iter()
+            .filter(|a| a.state == ActualLrpState::Running)
+            .cloned()
+            .collect();
+        (running.len() == 3)
+            .then_some(running.clone())
+            .ok_or(format!("{} running", running.len()))
+    })
+    .await;
+    for a in &running {
+        let url = format!("http://{}:{}/", a.address, a.ports[0].host_port);
+        let status = eventually(WAIT, || async {
+            reqwest::get(&url)
+                .await
+                .map(|r| r.status())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        // busybox httpd answers (404: no index page in its directory).
+        assert!(status.as_u16() < 500, "{url}: {status}");
+    }
+    let (_, shown) = diego(&bbs, &["lrp", "get", "web"]).await;
+    assert!(shown.contains("3 running of 3 desired"), "{shown}");
+
+    // Deleting the LRP stops and removes every container.
+    let (ok, out) = diego(&bbs, &["lrp", "delete", "web"]).await;
+    assert!(ok, "{out}");
+    let depot = data.path().join("cell-0").join("depot");
+    eventually(WAIT, || async {
+        let rows = client
+            .actual_lrps(&ActualLrpQuery {
+                process_guid: Some("web".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        let dirs = std::fs::read_dir(&depot).map(|d| d.count()).unwrap_or(0);
+        (rows == 0 && dirs == 0)
+            .then_some(())
+            .ok_or(format!("{rows} rows, {dirs} containers"))
+    })
+    .await;
+    drop(dev);
+}
