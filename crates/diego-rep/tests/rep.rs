@@ -359,3 +359,107 @@ async fn a_restarted_rep_replaces_what_it_lost() {
     rep_shutdown.cancel();
     let _ = restarted.task.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cells_racing_never_run_a_task_twice() {
+    let c = cluster().await;
+    // A second cell on the same BBS.
+    let depot = tempfile::tempdir().unwrap();
+    let backend: DynBackend = Arc::new(
+        ProcessBackend::new(
+            depot.path().join("depot"),
+            Capacity {
+                memory_bytes: 4 << 30,
+                disk_bytes: 4 << 30,
+                max_containers: 20,
+            },
+        )
+        .unwrap(),
+    );
+    let mut config = RepConfig::new("cell-2", c.bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    config.capacity = ResourceCapacity {
+        memory_mb: 1024,
+        disk_mb: 4096,
+        containers: 20,
+    };
+    let second = diego_rep::start(config, backend, MemorySink::new(), c.shutdown.child_token())
+        .await
+        .unwrap();
+    let ran = depot.path().join("ran");
+    let http = reqwest::Client::new();
+    let cells = [("cell-1", c.rep.url.clone()), ("cell-2", second.url.clone())];
+    let n = 12;
+    for i in 0..n {
+        let guid = format!("race-{i}");
+        let script = format!("echo {guid} >> {}", ran.display());
+        c.bbs.client.desire_task(&task(&guid, &script, "")).await.unwrap();
+        // Besides the auctioneer's placement, both cells are handed the task at once.
+        let sends = cells.iter().map(|(cell_id, url)| {
+            let work = diego_model::auction::Work {
+                cell_id: cell_id.to_string(),
+                tasks: vec![diego_model::auction::TaskStartRequest {
+                    task_guid: guid.clone(),
+                    domain: "d".into(),
+                    placement_constraint: Default::default(),
+                    resource: diego_model::common::Resources {
+                        memory_mb: 64,
+                        disk_mb: 64,
+                        max_pids: 0,
+                    },
+                }],
+                ..Default::default()
+            };
+            let rep = diego_client::RepClient::new(url.clone(), http.clone(), WAIT);
+            async move { rep.perform(&work).await }
+        });
+        futures_util::future::join_all(sends).await;
+    }
+    for i in 0..n {
+        finished(&c.bbs.client, &format!("race-{i}")).await;
+    }
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let mut seen: Vec<&str> = lines.lines().collect();
+    seen.sort();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(before, n, "each task ran exactly once: {lines}");
+    assert_eq!(seen.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_callback_receives_the_result_and_the_task_is_then_deleted() {
+    let c = cluster().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/done",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut t = task("cb", "echo callback-result > $TMPDIR/out", "/tmp/out");
+    t.task_definition.completion_callback_url = url;
+    c.bbs.client.desire_task(&t).await.unwrap();
+    let body = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(body["task_guid"], "cb", "{body}");
+    assert_eq!(
+        body["result"].as_str().map(str::trim),
+        Some("callback-result"),
+        "{body}"
+    );
+    assert_eq!(body["failed"], false, "{body}");
+    eventually(WAIT, || async {
+        match c.bbs.client.task("cb").await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
