@@ -99,6 +99,36 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
     assert!(ok, "{out}");
     let (ok, out) = diego(&bbs, &["task", "submit", "t2", "--", "sh", "-c", "exit 3"]).await;
     assert!(ok, "{out}");
+    // Over its memory limit: killed by the OOM killer, and said so.
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "task",
+            "submit",
+            "t3",
+            "--memory",
+            "16",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let oom = eventually(WAIT, || async {
+        let t = client.task("t3").await.map_err(|e| e.to_string())?;
+        (t.state == TaskState::Completed)
+            .then_some(t.clone())
+            .ok_or(t.state.to_string())
+    })
+    .await;
+    assert!(oom.failed);
+    assert!(
+        oom.failure_reason.contains("(out of memory)"),
+        "{}",
+        oom.failure_reason
+    );
     for (guid, failed) in [("t1", false), ("t2", true)] {
         let t = eventually(WAIT, || async {
             let t = client.task(guid).await.map_err(|e| e.to_string())?;
