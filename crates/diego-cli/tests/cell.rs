@@ -139,11 +139,7 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
         .await;
         assert_eq!(t.failed, failed, "{t:?}");
         if failed {
-            assert!(
-                t.failure_reason.contains("Exited with status 3"),
-                "{}",
-                t.failure_reason
-            );
+            assert!(t.failure_reason.contains("Exit status 3"), "{}", t.failure_reason);
         } else {
             assert_eq!(t.result.trim(), "42");
         }

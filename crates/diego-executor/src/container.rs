@@ -66,7 +66,7 @@ impl fmt::Display for ContainerState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunResult {
     pub failed: bool,
-    /// Why, when `failed` (e.g. `APP/PROC/WEB: Exited with status 1`).
+    /// Why, when `failed` (e.g. `Exit status 1`).
     pub failure_reason: String,
     /// Whether running it again elsewhere may succeed (e.g. the backend was unavailable).
     pub retryable: bool,
@@ -197,8 +197,7 @@ mod tests {
             c.transition(Completed).is_err(),
             "completion goes through complete()"
         );
-        c.complete(RunResult::failed("APP/PROC/WEB: Exited with status 1"))
-            .unwrap();
+        c.complete(RunResult::failed("Exit status 1")).unwrap();
         let err = c.complete(RunResult::stopped()).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -206,6 +205,6 @@ mod tests {
         );
         let r = c.run_result.unwrap();
         assert!(r.failed && !r.stopped);
-        assert_eq!(r.failure_reason, "APP/PROC/WEB: Exited with status 1");
+        assert_eq!(r.failure_reason, "Exit status 1");
     }
 }

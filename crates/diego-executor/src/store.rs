@@ -625,7 +625,7 @@ mod tests {
         until_completed(&mut events).await;
         let result = store.get("t2").unwrap().run_result.unwrap();
         assert!(result.failed && !result.stopped, "{result:?}");
-        assert_eq!(result.failure_reason, "LOG: Exited with status 3");
+        assert_eq!(result.failure_reason, "Exit status 3");
     }
 
     #[tokio::test]
@@ -751,6 +751,6 @@ mod tests {
         );
         let result = store.get("crashy").unwrap().run_result.unwrap();
         assert!(result.failed && !result.stopped, "{result:?}");
-        assert_eq!(result.failure_reason, "LOG: Exited with status 3");
+        assert_eq!(result.failure_reason, "Exit status 3");
     }
 }

@@ -145,7 +145,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(err.emittable().unwrap(), "APP/PROC/WEB: Exited with status 1");
+        assert_eq!(err.emittable().unwrap(), "Exit status 1");
     }
 
     #[tokio::test]

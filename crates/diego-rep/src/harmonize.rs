@@ -21,6 +21,9 @@ use tracing::{debug, info, warn};
 use crate::work::{release, Workload};
 use crate::Rep;
 
+/// Diego's failure reason when a successful task's result file cannot be read.
+pub const FETCH_RESULT_FAILED: &str = "failed to fetch result";
+
 /// Diego reads at most this much of a task's result file.
 const MAX_RESULT_BYTES: usize = 10 * 1024;
 
@@ -159,8 +162,9 @@ async fn task_completion(rep: &Rep, task_guid: &str, result: &RunResult) -> Comp
     match read_file(rep, task_guid, &result_file).await {
         Ok(text) => req.result = text,
         Err(e) => {
+            warn!(task_guid, result_file, error = %e, "reading the result file");
             req.failed = true;
-            req.failure_reason = format!("failed to read result file {result_file}: {e}");
+            req.failure_reason = FETCH_RESULT_FAILED.to_string();
         }
     }
     req

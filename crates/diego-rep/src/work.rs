@@ -327,10 +327,12 @@ async fn start_task(rep: Arc<Rep>, task: TaskStartRequest) {
         None => Err("the task has no action".to_string()),
     };
     if let Err(e) = result {
+        warn!(task_guid = %guid, error = %e, "running the task's container");
         let req = diego_model::api::CompleteTaskRequest {
             cell_id: rep.config.cell_id.clone(),
             failed: true,
-            failure_reason: e,
+            // Diego's text (diego-spec §1.1).
+            failure_reason: "failed to run container".into(),
             result: String::new(),
         };
         let _ = rep.bbs.complete_task(&guid, &req).await;

@@ -130,11 +130,7 @@ async fn tasks_complete_with_their_result_or_failure() {
     c.bbs.client.desire_task(&task("t2", "exit 3", "")).await.unwrap();
     let t = finished(&c.bbs.client, "t2").await;
     assert!(t.failed);
-    assert!(
-        t.failure_reason.contains("Exited with status 3"),
-        "{}",
-        t.failure_reason
-    );
+    assert!(t.failure_reason.contains("Exit status 3"), "{}", t.failure_reason);
 
     // Nothing is left on the cell.
     eventually(WAIT, || async {
@@ -226,7 +222,7 @@ async fn instances_run_scale_down_crash_and_go_away() {
     })
     .await;
     assert!(
-        crashed.crash_reason.contains("Exited with status 1"),
+        crashed.crash_reason.contains("Exit status 1"),
         "{}",
         crashed.crash_reason
     );

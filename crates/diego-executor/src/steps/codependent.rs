@@ -71,7 +71,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(err, StepError::Emittable("LOG: Exited with status 3".into()));
+        assert_eq!(err, StepError::Emittable("Exit status 3".into()));
         // A sibling may be cancelled before it started its process; every one that did start
         // was sent SIGTERM.
         let started = h.specs().iter().filter(|s| s.path == "forever").count();
@@ -105,11 +105,11 @@ mod tests {
         assert_eq!(
             err,
             StepError::Aggregate(vec![
-                StepError::Emittable("LOG: Exited with status 1".into()),
+                StepError::Emittable("Exit status 1".into()),
                 StepError::ExceededGracefulShutdownInterval,
             ])
         );
-        assert_eq!(err.emittable().as_deref(), Some("LOG: Exited with status 1"));
+        assert_eq!(err.emittable().as_deref(), Some("Exit status 1"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -95,9 +95,9 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(err, StepError::Emittable("LOG: Exited with status 1".into()));
+        assert_eq!(err, StepError::Emittable("Exit status 1".into()));
         let last = h.sink.lines().pop().unwrap();
-        assert_eq!(last.message, "Staging failed: LOG: Exited with status 1");
+        assert_eq!(last.message, "Staging failed: Exit status 1");
         assert_eq!(last.stream, LogStream::Stderr);
     }
 

@@ -3,7 +3,7 @@
 //! `Box<dyn Step>`; [`crate::transformer`] builds the tree from an [`diego_model::Action`].
 //!
 //! Errors keep Diego's distinction between *emittable* errors (text a user may see, e.g.
-//! `APP/PROC/WEB: Exited with status 1`, used for progress messages and failure reasons) and
+//! `Exit status 1`, used for progress messages and failure reasons) and
 //! internal ones (a backend failure), see [`StepError::emittable`].
 
 mod codependent;

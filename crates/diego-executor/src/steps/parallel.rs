@@ -72,10 +72,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "LOG: Exited with status 1; LOG: Exited with status 2"
-        );
+        assert_eq!(err.to_string(), "Exit status 1; Exit status 2");
         assert_eq!(h.specs().len(), 3, "a failure does not stop the others");
 
         let h = Harness::by_path().await;
@@ -83,7 +80,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(err, StepError::Emittable("LOG: Exited with status 5".into()));
+        assert_eq!(err, StepError::Emittable("Exit status 5".into()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -100,7 +97,7 @@ mod tests {
         cancel.cancel();
         assert_eq!(
             run.await.unwrap(),
-            Err(StepError::Emittable("LOG: Exited with status 1".into()))
+            Err(StepError::Emittable("Exit status 1".into()))
         );
         assert_eq!(h.signals().len(), 2);
     }

@@ -3,7 +3,8 @@
 //! Diego's texts: on exit the process's log gets `Exit status N` (plus ` (out of memory)` when
 //! the container hit its memory limit, or ` (exceeded 10s graceful shutdown interval)` when it
 //! had to be killed); a non-zero exit fails the step with the emittable
-//! `<source>: Exited with status N[ (out of memory)]`. Cancelling sends SIGTERM, then SIGKILL
+//! `Exit status N[ (out of memory)]`, which becomes the task's failure reason or the instance's
+//! crash reason (diego-spec §1.1). Cancelling sends SIGTERM, then SIGKILL
 //! after the graceful shutdown interval.
 
 use std::future::pending;
@@ -163,7 +164,9 @@ impl Step for RunStep {
 
         let code = status.code;
         let mut log_message = format!("Exit status {code}");
-        let mut emittable = format!("{}: Exited with status {code}", ctx.streamer.source_type());
+        // The failure reason is the same text as the log line (diego-spec §1.1's failure
+        // reasons: `Exit status N`, `… (out of memory)`).
+        let mut emittable = format!("Exit status {code}");
         if killed {
             log_message.push_str(&format!(
                 " (exceeded {} graceful shutdown interval)",
@@ -267,10 +270,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(
-            err,
-            StepError::Emittable("APP/PROC/WEB: Exited with status 3".into())
-        );
+        assert_eq!(err, StepError::Emittable("Exit status 3".into()));
         assert_eq!(h.sink.messages(), ["Exit status 3"]);
     }
 
@@ -289,10 +289,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(
-            err.emittable().unwrap(),
-            "LOG: Exited with status 137 (out of memory)"
-        );
+        assert_eq!(err.emittable().unwrap(), "Exit status 137 (out of memory)");
         assert_eq!(h.sink.messages(), ["Exit status 137 (out of memory)"]);
     }
 

@@ -57,7 +57,7 @@ mod tests {
             .perform(CancellationToken::new())
             .await
             .unwrap_err();
-        assert_eq!(err, StepError::Emittable("LOG: Exited with status 4".into()));
+        assert_eq!(err, StepError::Emittable("Exit status 4".into()));
         let paths: Vec<String> = h.specs().into_iter().map(|s| s.path).collect();
         assert_eq!(paths, ["exit-0", "exit-4"], "the third never ran");
     }

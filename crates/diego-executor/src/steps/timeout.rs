@@ -61,7 +61,7 @@ mod tests {
         let failed = timeout(&h, "exit-2", Duration::from_secs(1));
         assert_eq!(
             failed.perform(CancellationToken::new()).await,
-            Err(StepError::Emittable("LOG: Exited with status 2".into()))
+            Err(StepError::Emittable("Exit status 2".into()))
         );
     }
 
