@@ -199,6 +199,13 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
     }
     let (_, shown) = diego(&bbs, &["lrp", "get", "web"]).await;
     assert!(shown.contains("3 running of 3 desired"), "{shown}");
+    // Per instance: index, state, cell, address, uptime (SINCE), crashes, CPU and memory.
+    assert!(shown.contains("CPU") && shown.contains("MEMORY"), "{shown}");
+    for line in shown.lines().filter(|l| l.contains("RUNNING")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (cpu, memory) = (fields[fields.len() - 3], fields[fields.len() - 2]);
+        assert!(cpu.ends_with('%') && memory.ends_with('M'), "{line}");
+    }
 
     // Deleting the LRP stops and removes every container.
     let (ok, out) = diego(&bbs, &["lrp", "delete", "web"]).await;

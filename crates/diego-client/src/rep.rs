@@ -34,6 +34,11 @@ impl RepClient {
         self.api.get(r::STATE.to_string()).await
     }
 
+    /// `GET /container_metrics`.
+    pub async fn container_metrics(&self) -> Result<Vec<diego_model::CellContainerMetrics>> {
+        self.api.get(r::CONTAINER_METRICS.to_string()).await
+    }
+
     /// `POST /work`: what the cell could not take.
     pub async fn perform(&self, work: &Work) -> Result<Work> {
         self.api

@@ -58,6 +58,8 @@ pub mod rep {
     pub const STATE: &str = "/state";
     /// POST a `Work`: the answer is the `Work` it could not take.
     pub const WORK: &str = "/work";
+    /// GET: what each of the cell's containers uses.
+    pub const CONTAINER_METRICS: &str = "/container_metrics";
     /// The BBS asks a cell's rep to stop an instance (scale-down, retire, delete).
     pub const STOP_LRP_INSTANCE: &str = "/v1/lrps/{process_guid}/instances/{instance_guid}/stop";
     /// The BBS tells a cell's rep a task was cancelled.

@@ -120,3 +120,18 @@ impl AcquireLockRequest {
         v.into_result()
     }
 }
+
+/// `GET {rep_url}/container_metrics`: what one container of a cell uses.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMetrics {
+    /// The instance guid (LRPs) or the task guid.
+    pub guid: String,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// CPU time used since the container started.
+    pub cpu_usage_ns: u64,
+    /// Average CPU use since the container started, in percent of one core.
+    pub cpu_percent: f64,
+    pub age_ms: u64,
+}

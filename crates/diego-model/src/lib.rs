@@ -33,8 +33,8 @@ pub use actual_lrp::{
     CrashOutcome, PortMapping, Presence,
 };
 pub use cell::{
-    AcquireLockRequest, CellCapacity, CellPresence, Domain, RegisterCellRequest, RootfsProvider,
-    UpsertDomainRequest,
+    AcquireLockRequest, CellCapacity, CellPresence, ContainerMetrics as CellContainerMetrics, Domain,
+    RegisterCellRequest, RootfsProvider, UpsertDomainRequest,
 };
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -25,6 +25,7 @@ pub(crate) fn router(rep: Arc<Rep>) -> Router {
         .route("/ping", get(ping))
         .route(r::STATE, get(state))
         .route(r::WORK, post(work))
+        .route(r::CONTAINER_METRICS, get(container_metrics))
         .route(r::STOP_LRP_INSTANCE, post(stop_lrp_instance))
         .route(r::CANCEL_TASK, post(cancel_task))
         .with_state(rep)
@@ -107,6 +108,35 @@ pub(crate) fn cell_state(rep: &Rep) -> CellState {
 
 async fn state(State(rep): AppState) -> Json<CellState> {
     Json(cell_state(&rep))
+}
+
+/// What each container uses (memory, disk, CPU since start), from the backend's cgroups.
+async fn container_metrics(State(rep): AppState) -> Response {
+    let guids: Vec<String> = rep.workloads().keys().cloned().collect();
+    match rep.backend.bulk_metrics(&guids).await {
+        Ok(metrics) => Json(
+            metrics
+                .into_iter()
+                .map(|(guid, m)| diego_model::CellContainerMetrics {
+                    guid,
+                    memory_bytes: m.memory_bytes,
+                    disk_bytes: m.disk_bytes,
+                    cpu_usage_ns: m.cpu_usage_ns,
+                    cpu_percent: if m.age_ms > 0 {
+                        m.cpu_usage_ns as f64 / (m.age_ms as f64 * 1e6) * 100.0
+                    } else {
+                        0.0
+                    },
+                    age_ms: m.age_ms,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => {
+            let e = ApiError::new(ErrorType::UnknownError, format!("container metrics: {e}"));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response()
+        }
+    }
 }
 
 async fn work(State(rep): AppState, Json(work): Json<Work>) -> Response {

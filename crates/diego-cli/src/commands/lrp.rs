@@ -1,6 +1,6 @@
 //! `diego lrp …`: create, list, inspect, scale, update and delete desired LRPs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -323,7 +323,8 @@ async fn get(ctx: &Ctx, guid: &str) -> anyhow::Result<()> {
     if actuals.is_empty() {
         emit("no instances");
     } else {
-        emit(&actual_table(&actuals, false, now).render());
+        let usage = container_usage(ctx, &actuals).await;
+        emit(&actual_table_with_usage(&actuals, now, &usage).render());
     }
     let unplaced = placement_notes(&actuals);
     if !unplaced.is_empty() {
@@ -352,6 +353,27 @@ pub fn placement_notes(actuals: &[ActualLrp]) -> String {
         .map(|(line, indices)| format!("not placed (index {}): {line}", join(&indices)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What the instances' containers use, asked of their cells' reps (best effort: a cell that
+/// does not answer within 2 s shows `-`).
+async fn container_usage(ctx: &Ctx, actuals: &[ActualLrp]) -> Usage {
+    let mut usage = Usage::new();
+    let Ok(cells) = ctx.client.cells().await else {
+        return usage;
+    };
+    let http = reqwest::Client::new();
+    for cell in cells {
+        let c = cell.cell_presence;
+        if !actuals.iter().any(|a| a.cell_id == c.cell_id) {
+            continue;
+        }
+        let rep = diego_client::RepClient::new(c.rep_url, http.clone(), std::time::Duration::from_secs(2));
+        if let Ok(metrics) = rep.container_metrics().await {
+            usage.extend(metrics.into_iter().map(|m| (m.guid.clone(), m)));
+        }
+    }
+    usage
 }
 
 pub fn lrp_details(lrp: &DesiredLrp, actuals: &[ActualLrp], now: i64) -> String {
@@ -403,6 +425,18 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 /// Actual LRPs as a table; `with_guid` adds the process guid column (for `actual list`).
 pub fn actual_table(actuals: &[ActualLrp], with_guid: bool, now: i64) -> Table {
+    table(actuals, with_guid, now, None)
+}
+
+/// What each instance's container uses, by instance guid.
+pub type Usage = HashMap<String, diego_model::CellContainerMetrics>;
+
+/// Like [`actual_table`], with CPU (average since start) and memory columns from `usage`.
+pub fn actual_table_with_usage(actuals: &[ActualLrp], now: i64, usage: &Usage) -> Table {
+    table(actuals, false, now, Some(usage))
+}
+
+fn table(actuals: &[ActualLrp], with_guid: bool, now: i64, usage: Option<&Usage>) -> Table {
     let mut header = vec![
         "INDEX",
         "STATE",
@@ -416,6 +450,10 @@ pub fn actual_table(actuals: &[ActualLrp], with_guid: bool, now: i64) -> Table {
     if with_guid {
         header.insert(0, "PROCESS_GUID");
     }
+    if usage.is_some() {
+        header.insert(header.len() - 1, "CPU");
+        header.insert(header.len() - 1, "MEMORY");
+    }
     let mut t = Table::new(header);
     for a in actuals {
         let mut row = vec![
@@ -428,6 +466,18 @@ pub fn actual_table(actuals: &[ActualLrp], with_guid: bool, now: i64) -> Table {
             a.crash_count.to_string(),
             dash(&output::ellipsize(&a.placement_error, 60)),
         ];
+        if let Some(usage) = usage {
+            let (cpu, memory) = match usage.get(&a.instance_guid) {
+                Some(m) => (
+                    format!("{:.1}%", m.cpu_percent),
+                    format!("{:.1}M", m.memory_bytes as f64 / (1024.0 * 1024.0)),
+                ),
+                None => ("-".to_string(), "-".to_string()),
+            };
+            let at = row.len() - 1;
+            row.insert(at, memory);
+            row.insert(at, cpu);
+        }
         if with_guid {
             row.insert(0, a.process_guid.clone());
         }
