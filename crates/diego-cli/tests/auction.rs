@@ -2,7 +2,6 @@
 //! `diego sim-cells`, and two `diego auctioneer`s of which the active one is SIGKILLed.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use diego_client::{ActualLrpQuery, BbsClient};
@@ -10,35 +9,9 @@ use diego_model::{ActualLrpState, DesiredLrp};
 use diego_testkit::{eventually, free_port, TestBbs};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_diego");
+mod common;
+use common::{diego, spawn};
 const WAIT: Duration = Duration::from_secs(30);
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("DIEGO_BBS_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawning diego")
-}
-
-/// `diego ARGS` to completion: (success, stdout).
-async fn diego(bbs: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DIEGO_BBS_URL", bbs)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 /// Claimed (or already running) instances of `guid` per cell.
 async fn held_per_cell(client: &BbsClient, guid: &str) -> Result<BTreeMap<String, usize>, String> {
@@ -64,8 +37,11 @@ async fn dev_with_ten_sim_cells_places_twenty_instances_two_per_cell() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let bbs = format!("http://127.0.0.1:{port}");
+    // No real cell: the 20 instances go to the 10 simulated ones.
     let _dev = spawn(&[
         "dev",
+        "--cells",
+        "0",
         "--data-dir",
         data.path().to_str().unwrap(),
         "--listen",

@@ -10,7 +10,8 @@ use diego_model::{ActualLrpState, TaskState};
 use diego_testkit::{eventually, free_port};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_diego");
+mod common;
+use common::{diego, BIN};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Root, runc and busybox-static are there; otherwise prints why `test` is skipped.
@@ -21,19 +22,6 @@ fn runc_usable(test: &str) -> bool {
     }
     println!("SKIPPED {test}: needs root, runc and busybox-static");
     false
-}
-
-/// `diego ARGS` to completion: (success, stdout + stderr).
-async fn diego(bbs: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DIEGO_BBS_URL", bbs)
-        .output()
-        .await
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 /// `diego dev` stopped (SIGTERM, by its PID) when dropped.

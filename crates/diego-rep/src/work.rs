@@ -266,32 +266,20 @@ async fn start_lrp(rep: Arc<Rep>, instance_guid: String, lrp: LrpWork) {
         release(&rep, &instance_guid).await;
         return;
     }
-    let desired = match rep.bbs.desired_lrp(&lrp.process_guid).await {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(process_guid = %lrp.process_guid, error = %e, "fetching the desired LRP");
-            let _ = rep
-                .bbs
-                .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
-                .await;
-            release(&rep, &instance_guid).await;
-            return;
-        }
+    let request = match rep.bbs.desired_lrp(&lrp.process_guid).await {
+        Ok(desired) => lrp_run_request(&rep, &desired, lrp.index, &instance_guid)
+            .ok_or_else(|| "the desired LRP has no action".to_string()),
+        Err(e) => Err(format!("fetching the desired LRP: {e}")),
     };
-    let Some(request) = lrp_run_request(&rep, &desired, lrp.index, &instance_guid) else {
-        warn!(process_guid = %lrp.process_guid, "desired LRP has no action");
+    let ran = request.and_then(|r| rep.store.run(&instance_guid, r).map_err(|e| e.to_string()));
+    if let Err(e) = ran {
+        // Claimed but cannot run: crash it (so the restart policy places it again; Diego
+        // removes it and lets convergence recreate it, which is not built here yet) and give
+        // the space back.
+        warn!(process_guid = %lrp.process_guid, index = lrp.index, error = %e, "cannot run a claimed instance");
         let _ = rep
             .bbs
-            .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
-            .await;
-        release(&rep, &instance_guid).await;
-        return;
-    };
-    if let Err(e) = rep.store.run(&instance_guid, request) {
-        warn!(instance_guid, error = %e, "running the container");
-        let _ = rep
-            .bbs
-            .remove_actual_lrp(&lrp.process_guid, lrp.index, Some(&ik))
+            .crash_actual_lrp(&lrp.process_guid, lrp.index, &ik, "failed to run container")
             .await;
         release(&rep, &instance_guid).await;
     }

@@ -35,6 +35,28 @@ impl Drop for Cluster {
     }
 }
 
+/// Real processes on this host, no isolation: runs without root.
+fn process_backend(dir: &std::path::Path) -> DynBackend {
+    let capacity = Capacity {
+        memory_bytes: 4 << 30,
+        disk_bytes: 4 << 30,
+        max_containers: 20,
+    };
+    Arc::new(ProcessBackend::new(dir.join("depot"), capacity).unwrap())
+}
+
+/// A cell of 1 GiB and 20 containers on a free port.
+fn rep_config(cell_id: &str, bbs_url: &str) -> RepConfig {
+    let mut config = RepConfig::new(cell_id, bbs_url, "127.0.0.1:0".parse().unwrap());
+    config.capacity = ResourceCapacity {
+        memory_mb: 1024,
+        disk_mb: 4096,
+        containers: 20,
+    };
+    config.graceful_shutdown = Duration::from_millis(500);
+    config
+}
+
 async fn cluster() -> Cluster {
     let bbs = TestBbs::start().await;
     let shutdown = CancellationToken::new();
@@ -42,24 +64,9 @@ async fn cluster() -> Cluster {
     config.lock_ttl = Duration::from_secs(2);
     auctioneer::start(config, shutdown.clone()).await.unwrap();
     let depot = tempfile::tempdir().unwrap();
-    let backend: DynBackend = Arc::new(
-        ProcessBackend::new(
-            depot.path().join("depot"),
-            Capacity {
-                memory_bytes: 4 << 30,
-                disk_bytes: 4 << 30,
-                max_containers: 20,
-            },
-        )
-        .unwrap(),
-    );
-    let mut rep_config = RepConfig::new("cell-1", bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    let backend = process_backend(depot.path());
+    let mut rep_config = rep_config("cell-1", &bbs.url);
     rep_config.zone = "z1".into();
-    rep_config.capacity = ResourceCapacity {
-        memory_mb: 1024,
-        disk_mb: 4096,
-        containers: 20,
-    };
     rep_config.graceful_shutdown = Duration::from_millis(500);
     let rep_shutdown = shutdown.child_token();
     let rep = diego_rep::start(rep_config, backend, MemorySink::new(), rep_shutdown.clone())
@@ -361,23 +368,8 @@ async fn two_cells_racing_never_run_a_task_twice() {
     let c = cluster().await;
     // A second cell on the same BBS.
     let depot = tempfile::tempdir().unwrap();
-    let backend: DynBackend = Arc::new(
-        ProcessBackend::new(
-            depot.path().join("depot"),
-            Capacity {
-                memory_bytes: 4 << 30,
-                disk_bytes: 4 << 30,
-                max_containers: 20,
-            },
-        )
-        .unwrap(),
-    );
-    let mut config = RepConfig::new("cell-2", c.bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
-    config.capacity = ResourceCapacity {
-        memory_mb: 1024,
-        disk_mb: 4096,
-        containers: 20,
-    };
+    let backend = process_backend(depot.path());
+    let config = rep_config("cell-2", &c.bbs.url);
     let second = diego_rep::start(config, backend, MemorySink::new(), c.shutdown.child_token())
         .await
         .unwrap();
