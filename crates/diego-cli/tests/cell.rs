@@ -195,6 +195,50 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
         assert!(cpu.ends_with('%') && memory.ends_with('M'), "{line}");
     }
 
+    // A TCP health check is probed inside the container (not through the accepting net-in
+    // proxy): an app that never listens never becomes RUNNING and crashes as Diego says.
+    let sh = |script: &str| {
+        Some(diego_model::Action::run(diego_model::RunAction {
+            path: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        }))
+    };
+    let tcp_check = Some(diego_model::CheckDefinition {
+        checks: vec![diego_model::Check::tcp(8080)],
+        ..Default::default()
+    });
+    client
+        .desire_lrp(&diego_model::DesiredLrp {
+            process_guid: "deaf".into(),
+            domain: "d".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances: 1,
+            memory_mb: 64,
+            disk_mb: 64,
+            ports: vec![8080],
+            start_timeout_ms: 2000,
+            check_definition: tcp_check.clone(),
+            action: sh("exec sleep 1000"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deaf = eventually(WAIT, || async {
+        let a = client.actual_lrp("deaf", 0).await.map_err(|e| e.to_string())?;
+        let a = a.first().cloned().ok_or("no instance")?;
+        (a.crash_count >= 1)
+            .then_some(a.clone())
+            .ok_or(format!("{:?} crashes {}", a.state, a.crash_count))
+    })
+    .await;
+    assert!(
+        deaf.crash_reason.starts_with("Instance never healthy after 2s"),
+        "{}",
+        deaf.crash_reason
+    );
+    client.remove_desired_lrp("deaf").await.unwrap();
+
     // Deleting the LRP stops and removes every container.
     let (ok, out) = diego(&bbs, &["lrp", "delete", "web"]).await;
     assert!(ok, "{out}");

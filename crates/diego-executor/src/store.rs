@@ -308,16 +308,18 @@ impl ContainerStore {
             privileged: request.privileged,
             ..Default::default()
         };
-        let info = tokio::select! {
-            _ = cancel.cancelled() => return RunResult::stopped(),
-            created = self.backend.create(spec) => match created {
-                Ok(info) => info,
-                Err(e) => {
-                    warn!(guid, error = %e, "creating the container failed");
-                    return RunResult::failed(format!("{CREATE_FAILURE}: {e}"));
-                }
-            },
+        // Not raced with a stop: a backend may finish creating after its caller gave up, and
+        // the container must exist (so delete destroys it) before this says stopped.
+        let info = match self.backend.create(spec).await {
+            Ok(info) => info,
+            Err(e) => {
+                warn!(guid, error = %e, "creating the container failed");
+                return RunResult::failed(format!("{CREATE_FAILURE}: {e}"));
+            }
         };
+        if cancel.is_cancelled() {
+            return RunResult::stopped();
+        }
         if let Some(e) = self.lock().get_mut(guid) {
             e.host_ip = info.host_ip.clone();
             e.ports = info.mapped_ports.clone();

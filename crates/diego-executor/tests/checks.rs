@@ -572,3 +572,59 @@ async fn malformed_checks_fail_at_once() {
     let err = tree.perform(CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, StepError::Invalid(_)), "{err:?}");
 }
+
+/// A dialer standing in for a backend that connects into containers: container port →
+/// `addr` on the host.
+fn dialer_to(map: &[(u16, SocketAddr)]) -> diego_executor::checks::ContainerDialer {
+    let map = map.to_vec();
+    Arc::new(move |port: u16| {
+        let addr = map.iter().find(|(p, _)| *p == port).map(|(_, a)| *a);
+        Box::pin(async move {
+            match addr {
+                Some(a) => tokio::net::TcpStream::connect(a).await,
+                None => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            }
+        })
+    })
+}
+
+#[tokio::test]
+async fn with_a_dialer_probes_connect_into_the_container_not_to_an_accepting_proxy() {
+    // The host port accepts everything (like a userspace proxy); inside, nothing listens.
+    let proxy = closed_port().await;
+    let _accepts_all = tcp_server_at(proxy).await;
+    let inside = closed_port().await;
+    let (ctx, _) = context(&[(APP_PORT, proxy)]);
+    let probe = Probe::from_check(&Check::tcp(u32::from(APP_PORT))).unwrap();
+    assert_eq!(
+        probe.run(&ctx).await,
+        Ok(()),
+        "through the proxy the probe is fooled"
+    );
+    let ctx = ctx.with_dialer(dialer_to(&[(APP_PORT, inside)]));
+    assert_eq!(
+        probe.run(&ctx).await,
+        Err("Failed to make TCP connection to port 8080: connection refused".to_string())
+    );
+    // Once the app listens inside, the probe passes.
+    let _app = tcp_server_at(inside).await;
+    assert_eq!(probe.run(&ctx).await, Ok(()));
+}
+
+#[tokio::test]
+async fn http_checks_over_a_dialer_read_the_status() {
+    let server = HttpServer::start(200).await;
+    let (ctx, _) = context(&[]);
+    let ctx = ctx.with_dialer(dialer_to(&[(APP_PORT, server.addr)]));
+    let probe = Probe::from_check(&Check::http(u32::from(APP_PORT), "/health")).unwrap();
+    assert_eq!(probe.run(&ctx).await, Ok(()));
+    assert_eq!(server.requests.lock().unwrap()[0], "GET /health HTTP/1.1");
+    server.status.store(503, Ordering::SeqCst);
+    let err = probe.run(&ctx).await.unwrap_err();
+    assert!(err.starts_with("Received status code 503 in "), "{err}");
+    let refused = context(&[]).0.with_dialer(dialer_to(&[]));
+    assert_eq!(
+        probe.run(&refused).await,
+        Err("Failed to make HTTP request to '/health' on port 8080: connection refused".to_string())
+    );
+}

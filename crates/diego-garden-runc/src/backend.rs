@@ -116,6 +116,8 @@ struct Container {
     created_unix_ms: u64,
     /// The net-in forwarders, one per `spec.net_in` entry, in order.
     forwarders: Vec<Forwarder>,
+    /// Connects inside the container's network namespace (health checks); made on first use.
+    dialer: Option<Dialer>,
 }
 
 impl Container {
@@ -306,6 +308,7 @@ impl RuncBackend {
                 created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                 created_unix_ms: record.created_unix_ms,
                 forwarders,
+                dialer: None,
             };
             self.lock().ready.insert(handle, container);
         }
@@ -716,6 +719,7 @@ impl ContainerBackend for RuncBackend {
                 created: Instant::now(),
                 created_unix_ms: unix_ms_now(),
                 forwarders,
+                dialer: None,
             };
             // Recorded last: a restart removes a container without a record as half-made.
             container.persist().map(|()| container)
@@ -889,6 +893,32 @@ impl ContainerBackend for RuncBackend {
     async fn stream_out(&self, handle: &str, src_path: &str) -> Result<TarStream, GardenError> {
         let (merged, src) = self.host_path(handle, src_path)?;
         diego_garden::tar::archive(&merged, &src).await
+    }
+
+    fn can_connect(&self) -> bool {
+        true
+    }
+
+    /// Through a thread that joined the container's network namespace (one per container,
+    /// made on first use and kept): a connection to `127.0.0.1:port` inside it.
+    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
+        let dialer = self.with_container(handle, |c| {
+            if c.dialer.is_none() {
+                let pid: u32 = std::fs::read_to_string(c.dir.join("init.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .ok_or_else(|| {
+                        GardenError::Unavailable(format!("container {handle:?} has no init pid"))
+                    })?;
+                c.dialer =
+                    Some(Dialer::for_pid(pid).map_err(unavailable("joining the container's network"))?);
+            }
+            Ok(c.dialer.clone().expect("just set"))
+        })?;
+        dialer
+            .connect(port)
+            .await
+            .map_err(|e| GardenError::Unavailable(format!("connecting to port {port} in {handle:?}: {e}")))
     }
 
     async fn bulk_metrics(

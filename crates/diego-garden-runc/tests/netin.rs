@@ -239,3 +239,34 @@ async fn containers_get_their_own_host_ports_and_a_taken_port_is_invalid() {
         assert_no_netns_thread(&pid).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reaches_a_container_port_only_when_something_listens_there() {
+    let Some(env) = Env::new("netin_connect") else {
+        return;
+    };
+    let (h, mapping) = env.create("c", 0).await.unwrap();
+    assert!(env.backend.can_connect());
+    // Nothing listens yet: the host port (a proxy) accepts, but connect says refused.
+    assert!(TcpStream::connect(("127.0.0.1", mapping.host_port as u16))
+        .await
+        .is_ok());
+    let err = env.backend.connect(&h, 8080).await.unwrap_err();
+    assert!(matches!(err, GardenError::Unavailable(_)), "{err:?}");
+    env.serve(&h, "hello").await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if env.backend.connect(&h, 8080).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "httpd never became reachable through connect");
+    assert!(env.backend.connect(&h, 9999).await.is_err());
+    assert!(matches!(
+        env.backend.connect("no-such-container", 8080).await,
+        Err(GardenError::NotFound(_))
+    ));
+    env.backend.destroy(&h).await.unwrap();
+}

@@ -71,6 +71,23 @@ pub trait ContainerBackend: Send + Sync + 'static {
         &self,
         handles: &[String],
     ) -> Result<BTreeMap<String, ContainerMetrics>, GardenError>;
+
+    /// Whether [`ContainerBackend::connect`] works here (a cell's health checks then connect
+    /// straight into containers instead of through their mapped host ports).
+    fn can_connect(&self) -> bool {
+        false
+    }
+
+    /// A TCP connection to `port` inside container `handle`, as a process in the container
+    /// would make to `127.0.0.1:port` — refused when nothing listens there. Unlike a mapped
+    /// host port (which a userspace proxy may accept first), this says whether the container
+    /// really listens. Backends that cannot do it say `Invalid`.
+    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
+        let _ = (handle, port);
+        Err(GardenError::Invalid(
+            "this backend cannot connect into containers".into(),
+        ))
+    }
 }
 
 /// A shared handle to any backend.

@@ -170,7 +170,23 @@ fn monitor(rep: &Arc<Rep>, lrp: &DesiredLrp, index: i32, instance_guid: &str) ->
                 .collect();
             let resolver: PortResolver =
                 Arc::new(move |port| map.get(&port).map(|h| SocketAddr::new(ip, *h)));
-            let checks = CheckContext::new(resolver, &ctx.streamer)
+            let mut checks = CheckContext::new(resolver, &ctx.streamer);
+            if ctx.backend.can_connect() {
+                // Straight into the container: exact even where the host port is a proxy.
+                let (backend, handle) = (ctx.backend.clone(), ctx.handle.clone());
+                checks = checks.with_dialer(Arc::new(move |port| {
+                    let (backend, handle) = (backend.clone(), handle.clone());
+                    Box::pin(async move {
+                        backend.connect(&handle, port).await.map_err(|e| match e {
+                            diego_garden::GardenError::Unavailable(m) if m.contains("refused") => {
+                                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, m)
+                            }
+                            other => std::io::Error::other(other.to_string()),
+                        })
+                    })
+                }));
+            }
+            let checks = checks
                 .with_on_healthy(move || on_healthy())
                 .with_on_ready(move |ready| {
                     let (rep, guid, iguid) = (rep.clone(), process_guid.clone(), instance_guid.clone());

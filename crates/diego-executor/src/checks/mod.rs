@@ -92,9 +92,20 @@ impl Default for CheckTiming {
 }
 
 /// What every check step needs. Cheap to clone.
+/// Opens a connection to a container port from inside the container's network (see
+/// `diego_garden::ContainerBackend::connect`); errors say why, as `io::Error`s.
+pub type ContainerDialer = Arc<
+    dyn Fn(u16) -> futures_util::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Clone)]
 pub struct CheckContext {
     pub resolver: PortResolver,
+    /// When set, probes connect through it instead of to the resolved host address: exact even
+    /// where a host port is a proxy that accepts before the container does.
+    pub dialer: Option<ContainerDialer>,
     /// Lifecycle messages (`CELL`).
     pub cell_log: LogStreamer,
     /// Probe failures and readiness messages (`HEALTH`, or the definition's `log_source`).
@@ -118,6 +129,7 @@ impl CheckContext {
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             resolver,
+            dialer: None,
             cell_log: streamer.with_source(CELL_LOG_SOURCE),
             health_log: streamer.with_source(HEALTH_LOG_SOURCE),
             timing: CheckTiming::default(),
@@ -125,6 +137,12 @@ impl CheckContext {
             on_healthy: Arc::new(|| {}),
             on_ready: Arc::new(|_| {}),
         }
+    }
+
+    /// Probes connect through `dialer` (into the container) rather than to host addresses.
+    pub fn with_dialer(mut self, dialer: ContainerDialer) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     pub fn with_timing(mut self, timing: CheckTiming) -> Self {

@@ -78,10 +78,55 @@ impl Probe {
     }
 
     async fn tcp(&self, ctx: &CheckContext) -> Result<(), String> {
-        let addr = (ctx.resolver)(self.port).ok_or_else(not_mapped)?;
-        match timeout(self.timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(_stream)) => Ok(()),
+        self.dial(ctx).await.map(|_| ())
+    }
+
+    /// A connection to the check's port: through the context's dialer when it has one, else to
+    /// the resolved host address.
+    async fn dial(&self, ctx: &CheckContext) -> Result<TcpStream, String> {
+        let connecting = match &ctx.dialer {
+            Some(dial) => dial(self.port),
+            None => {
+                let addr = (ctx.resolver)(self.port).ok_or_else(not_mapped)?;
+                Box::pin(TcpStream::connect(addr))
+            }
+        };
+        match timeout(self.timeout, connecting).await {
+            Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(io_text(&e)),
+            Err(_) => Err(timed_out(self.timeout)),
+        }
+    }
+
+    /// `GET path` over a dialled connection (HTTP/1.1, `Connection: close`): the status code.
+    async fn http_over_dialer(&self, ctx: &CheckContext, path: &str) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let exchange = async {
+            let mut stream = self.dial(ctx).await?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: diego-healthcheck\r\nConnection: close\r\n\r\n", self.port);
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| io_text(&e))?;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 512];
+            while !head.contains(&b'\n') && head.len() < 4096 {
+                let n = stream.read(&mut buf).await.map_err(|e| io_text(&e))?;
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let line = String::from_utf8_lossy(&head);
+            let status = line
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|code| code.parse::<u16>().ok());
+            status.ok_or_else(|| "EOF".to_string())
+        };
+        match timeout(self.timeout, exchange).await {
+            Ok(r) => r,
             Err(_) => Err(timed_out(self.timeout)),
         }
     }
@@ -93,9 +138,19 @@ impl Probe {
                 self.port
             )
         };
+        let start = Instant::now();
+        if ctx.dialer.is_some() {
+            return match self.http_over_dialer(ctx, path).await {
+                Ok(200) => Ok(()),
+                Ok(code) => Err(format!(
+                    "Received status code {code} in {}ms",
+                    start.elapsed().as_millis()
+                )),
+                Err(e) => Err(failed(e)),
+            };
+        }
         let addr = (ctx.resolver)(self.port).ok_or_else(|| failed(not_mapped()))?;
         let url = format!("http://{addr}{path}");
-        let start = Instant::now();
         match timeout(self.timeout, ctx.http.get(&url).send()).await {
             Err(_) => Err(failed(timed_out(self.timeout))),
             Ok(Err(e)) => Err(failed(reqwest_text(&e))),

@@ -450,6 +450,18 @@ impl ContainerBackend for ProcessBackend {
         crate::tar::archive(&dirs.root, &src).await
     }
 
+    fn can_connect(&self) -> bool {
+        true
+    }
+
+    /// Processes share the host's network: a container port is a host port.
+    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
+        self.with_container(handle, |_| Ok(()))?;
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| GardenError::Unavailable(format!("connecting to port {port}: {e}")))
+    }
+
     async fn bulk_metrics(
         &self,
         handles: &[String],
