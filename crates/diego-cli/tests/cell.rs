@@ -24,9 +24,12 @@ fn runc_usable(test: &str) -> bool {
     false
 }
 
-/// `diego dev` stopped (SIGTERM, by its PID) when dropped.
+/// `diego dev` stopped (SIGTERM, by its PID) when dropped, then whatever containers its cell
+/// left removed (cells keep their containers across a stop by design). Fields drop in order:
+/// the process is stopped before the leftovers are cleaned.
 struct Dev {
     child: Child,
+    _leftovers: common::RuncLeftovers,
 }
 
 impl Drop for Dev {
@@ -35,6 +38,12 @@ impl Drop for Dev {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
 }
@@ -58,7 +67,10 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let dev = Dev { child };
+    let dev = Dev {
+        child,
+        _leftovers: common::RuncLeftovers::for_depot(&data.path().join("cell-0").join("depot")),
+    };
     let client = BbsClient::new(bbs.clone());
     eventually(WAIT, || async {
         let n = client.cells().await.map_err(|e| e.to_string())?.len();

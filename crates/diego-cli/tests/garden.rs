@@ -3,6 +3,8 @@
 
 use diego_cli::process::is_root;
 
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -134,44 +136,6 @@ async fn start_garden(backend: &str, port: u16, depot: &std::path::Path) -> toki
     child
 }
 
-/// Removes the runc containers (and their overlays and cgroups) a failed test left in `top`.
-struct RuncLeftovers {
-    top: std::path::PathBuf,
-}
-
-impl Drop for RuncLeftovers {
-    fn drop(&mut self) {
-        let runc_root = self.top.join("depot.runc");
-        let listed = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "--quiet"])
-            .output();
-        for id in listed
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            let _ = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["delete", "--force", id])
-                .status();
-            let _ = std::process::Command::new("umount")
-                .arg(self.top.join("depot").join(id).join("merged"))
-                .status();
-            for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_dir(hierarchy.path().join("diego").join(id));
-            }
-        }
-    }
-}
-
 /// Stdout until it contains `needle`.
 async fn stdout_until(
     events: &mut futures_util::stream::BoxStream<'static, ProcessEvent>,
@@ -208,9 +172,7 @@ async fn garden_runc_containers_survive_a_sigkilled_server() {
         return;
     }
     let top = tempfile::tempdir().unwrap();
-    let _leftovers = RuncLeftovers {
-        top: top.path().to_path_buf(),
-    };
+    let _leftovers = common::RuncLeftovers::for_depot(&top.path().join("depot"));
     let depot = top.path().join("depot");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,3 +6,4 @@ pub mod bbs;
 pub mod control_plane;
 pub mod garden;
 mod procs;
+pub mod start;

@@ -11,6 +11,8 @@ pub enum BenchCommand {
     ControlPlane(BenchControlPlaneArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
+    /// Benchmark instance starts on a real cell: desire → RUNNING against raw runc create+start.
+    Start(BenchStartArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +41,16 @@ pub struct BenchControlPlaneArgs {
     /// Seconds to wait for every instance to be claimed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchStartArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Instances of the benchmark LRP.
+    #[arg(long, default_value_t = 20)]
+    pub instances: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,7 +90,7 @@ pub struct BenchBbsArgs {
     pub claim_start_instances: usize,
 }
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Auction(a) => {
             crate::bench::auction::run(crate::bench::auction::Options {
@@ -105,6 +117,14 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 lrps: a.lrps.max(1),
                 instances_per_lrp: a.instances_per_lrp.max(1),
                 timeout: std::time::Duration::from_secs(a.timeout),
+            })
+            .await
+        }
+        BenchCommand::Start(a) => {
+            crate::bench::start::run(crate::bench::start::Options {
+                json: a.json,
+                instances: a.instances.max(1),
+                bbs,
             })
             .await
         }

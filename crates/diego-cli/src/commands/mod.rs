@@ -47,7 +47,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cells => cells::run(&ctx).await,
         Command::Domains => domains::run(&ctx).await,
         Command::Events(args) => events::run(&ctx, args).await,
-        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Bench(cmd) => {
+            // A BBS named on the command line or in the environment (not just the default) is
+            // one to benchmark instead of starting a cluster.
+            let named = std::env::var_os("DIEGO_BBS_URL").is_some() || cli.bbs != crate::cli::DEFAULT_BBS_URL;
+            bench::run(cmd, named.then(|| cli.bbs.clone())).await
+        }
         Command::Garden(args) => garden::run(args).await,
         Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
     }

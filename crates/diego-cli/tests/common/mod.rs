@@ -33,3 +33,60 @@ pub fn spawn(args: &[&str]) -> Child {
         .spawn()
         .expect("spawning diego")
 }
+
+/// Removes, on drop, the runc containers (with their overlays, disk images and cgroups) a test
+/// left behind in a runc backend's depot — so a failing test leaves nothing either.
+pub struct RuncLeftovers {
+    depot: std::path::PathBuf,
+}
+
+impl RuncLeftovers {
+    /// For the runc backend over `depot` (its runc state is `<depot>.runc`).
+    pub fn for_depot(depot: &std::path::Path) -> Self {
+        RuncLeftovers {
+            depot: depot.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for RuncLeftovers {
+    fn drop(&mut self) {
+        let runc_root = self.depot.with_file_name(format!(
+            "{}.runc",
+            self.depot
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let listed = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "--quiet"])
+            .output();
+        for id in listed
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", id])
+                .status();
+            for mount in ["merged", "disk"] {
+                let _ = std::process::Command::new("umount")
+                    .arg(self.depot.join(id).join(mount))
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(hierarchy.path().join("diego").join(id));
+            }
+        }
+    }
+}

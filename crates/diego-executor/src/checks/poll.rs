@@ -1,9 +1,10 @@
 //! The two polling loops every check step is made of, and the backoff between polls.
 //!
 //! - [`until_all_pass`]: startup and "until ready". Probes every check that has not passed yet,
-//!   waits, probes again; the wait starts short and doubles up to the unhealthy interval, so an
-//!   app that is up in 300 ms is seen as healthy within ~100 ms of that instead of up to 2 s
-//!   later, while a slow starter is not probed more than once per unhealthy interval.
+//!   waits, probes again; the wait starts short and grows by half each time up to the unhealthy
+//!   interval, so an app that is up in 300 ms is seen as healthy within ~100 ms of that instead
+//!   of up to 2 s later, while a slow starter is not probed more than once per unhealthy
+//!   interval.
 //! - [`first_failure`]: liveness and "until failure". Each check probes at its own steady
 //!   interval; the first failure ends the loop.
 //!
@@ -21,7 +22,7 @@ use super::{CheckContext, Probe};
 /// Below this a "fast" first interval would spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Doubling delays from `initial` up to `max`, which then repeats.
+/// Delays growing by half from `initial` up to `max`, which then repeats.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -39,7 +40,9 @@ impl Backoff {
 
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
+        self.next = (self.next + self.next / 2)
+            .max(self.next + MIN_INTERVAL)
+            .min(self.max);
         d
     }
 }
@@ -101,11 +104,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_steady_interval() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(25), Duration::from_secs(2));
-        let got: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
-        assert_eq!(got, [25, 50, 100, 200, 400, 800, 1600, 2000, 2000, 2000].map(ms));
+    fn backoff_grows_by_half_up_to_the_steady_interval() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let got: Vec<_> = (0..7).map(|_| b.next_delay()).collect();
+        let expected = [100_000, 150_000, 225_000, 337_500, 500_000, 500_000, 500_000];
+        assert_eq!(got, expected.map(Duration::from_micros));
     }
 
     #[test]
