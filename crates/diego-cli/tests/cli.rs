@@ -798,6 +798,12 @@ async fn dev_restart_resumes_state() {
     assert!(banner.contains(&data_dir), "{banner}");
     let out = diego_at(&url, &["task", "submit", "survivor", "--", "true"]).await;
     assert_eq!(out.code, 0, "{out:?}");
+    // dev's cell runs it: wait for the end state, so the restart has a settled state to keep.
+    eventually(WAIT, || async {
+        let out = diego_at(&url, &["task", "get", "survivor"]).await;
+        out.stdout.contains("COMPLETED").then_some(()).ok_or(out.stdout)
+    })
+    .await;
     stop_cleanly(child).await;
 
     let mut child = spawn(&args);
@@ -805,6 +811,6 @@ async fn dev_restart_resumes_state() {
     let url = dev_bbs_url(&mut lines).await;
     let out = diego_at(&url, &["task", "get", "survivor"]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("PENDING"), "{out:?}");
+    assert!(out.stdout.contains("COMPLETED"), "{out:?}");
     stop_cleanly(child).await;
 }
