@@ -120,6 +120,32 @@ fn raw_runc_start(runc: &Runc, base: &Path, dir: &Path, handle: &str) -> anyhow:
     timed
 }
 
+/// The `diego dev` this benchmark started: on drop (success or not) it is stopped and the
+/// containers its cell kept are removed.
+struct OwnCluster {
+    dev: Option<procs::Role>,
+    depot: std::path::PathBuf,
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        drop(self.dev.take());
+        remove_cell_leftovers(&self.depot);
+    }
+}
+
+/// Kills and removes every runc container a stopped cell left in `depot` (runc state in
+/// `<depot>.runc`): overlay, disk image, cgroups.
+fn remove_cell_leftovers(depot: &Path) {
+    let runc = Runc::new("runc", depot.with_file_name("depot.runc"));
+    for id in runc.list().unwrap_or_default() {
+        let _ = runc.kill(&id);
+        let _ = runc.delete_force(&id);
+        let _ = Overlay::new(depot.join(&id)).destroy();
+        let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &id);
+    }
+}
+
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let dir = tempfile::Builder::new()
@@ -127,7 +153,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary dir")?;
     // Our own cluster unless told otherwise (stopped when `_dev` drops).
-    let (bbs_url, _dev) = match &o.bbs {
+    let (bbs_url, dev) = match &o.bbs {
         Some(url) => (url.clone(), None),
         None => {
             if !is_root() {
@@ -148,7 +174,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 format!("http://{listen}"),
             )?;
             procs::wait_ready(&http, &mut dev, "/v1/ping").await?;
-            (dev.url.clone(), Some(dev))
+            let url = dev.url.clone();
+            let own = OwnCluster {
+                dev: Some(dev),
+                depot: dir.path().join("dev").join("cell-0").join("depot"),
+            };
+            (url, Some(own))
         }
     };
     let client = BbsClient::with_http(bbs_url.clone(), http.clone());
@@ -221,7 +252,19 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         percentile(&times, 99.0),
         times[times.len() - 1],
     );
+    // Stop the instances and wait until the cell has removed them (their containers go first).
     let _ = client.remove_desired_lrp(&guid).await;
+    let gone_by = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < gone_by
+        && !client
+            .actual_lrps(&query)
+            .await
+            .map(|a| a.is_empty())
+            .unwrap_or(false)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(dev);
     say(
         &o,
         &format!(
