@@ -124,27 +124,23 @@ pub struct ContainerStore {
 }
 
 impl ContainerStore {
-    pub fn new(backend: DynBackend, capacity: ResourceCapacity, sink: Arc<dyn LogSink>) -> Arc<Self> {
+    /// A store over `backend` with `capacity`; stopped containers get `graceful_shutdown`
+    /// between SIGTERM and SIGKILL (Diego: 10 s, [`crate::steps::DEFAULT_GRACEFUL_SHUTDOWN`]).
+    pub fn new(
+        backend: DynBackend,
+        capacity: ResourceCapacity,
+        sink: Arc<dyn LogSink>,
+        graceful_shutdown: Duration,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(Self {
             backend,
             resources: Resources::new(capacity),
             sink,
-            graceful_shutdown: crate::steps::DEFAULT_GRACEFUL_SHUTDOWN,
+            graceful_shutdown,
             entries: Mutex::default(),
             events,
         })
-    }
-
-    /// The SIGTERM → SIGKILL delay for stopped containers.
-    pub fn with_graceful_shutdown(self: Arc<Self>, grace: Duration) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut s) => {
-                s.graceful_shutdown = grace;
-                Arc::new(s)
-            }
-            Err(shared) => shared,
-        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
@@ -491,8 +487,7 @@ mod tests {
             disk_mb: 1024,
             containers: 4,
         };
-        let store = ContainerStore::new(backend, capacity, sink.clone())
-            .with_graceful_shutdown(Duration::from_millis(100));
+        let store = ContainerStore::new(backend, capacity, sink.clone(), Duration::from_millis(100));
         (store, sink)
     }
 

@@ -901,24 +901,22 @@ impl ContainerBackend for RuncBackend {
 
     /// Through a thread that joined the container's network namespace (one per container,
     /// made on first use and kept): a connection to `127.0.0.1:port` inside it.
-    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
-        let dialer = self.with_container(handle, |c| {
-            if c.dialer.is_none() {
-                let pid: u32 = std::fs::read_to_string(c.dir.join("init.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse().ok())
-                    .ok_or_else(|| {
-                        GardenError::Unavailable(format!("container {handle:?} has no init pid"))
-                    })?;
-                c.dialer =
-                    Some(Dialer::for_pid(pid).map_err(unavailable("joining the container's network"))?);
+    async fn connect(&self, handle: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+        use std::io::{Error, ErrorKind};
+        let dialer = match self.lock().ready.get_mut(handle) {
+            None => return Err(Error::new(ErrorKind::NotFound, missing(handle).to_string())),
+            Some(c) => {
+                if c.dialer.is_none() {
+                    let pid: u32 = std::fs::read_to_string(c.dir.join("init.pid"))?
+                        .trim()
+                        .parse()
+                        .map_err(|e| Error::other(format!("container {handle:?}: init.pid: {e}")))?;
+                    c.dialer = Some(Dialer::for_pid(pid)?);
+                }
+                c.dialer.clone().expect("just set")
             }
-            Ok(c.dialer.clone().expect("just set"))
-        })?;
-        dialer
-            .connect(port)
-            .await
-            .map_err(|e| GardenError::Unavailable(format!("connecting to port {port} in {handle:?}: {e}")))
+        };
+        dialer.connect(port).await
     }
 
     async fn bulk_metrics(

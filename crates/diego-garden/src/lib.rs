@@ -81,11 +81,14 @@ pub trait ContainerBackend: Send + Sync + 'static {
     /// A TCP connection to `port` inside container `handle`, as a process in the container
     /// would make to `127.0.0.1:port` — refused when nothing listens there. Unlike a mapped
     /// host port (which a userspace proxy may accept first), this says whether the container
-    /// really listens. Backends that cannot do it say `Invalid`.
-    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
+    /// really listens. The error keeps its kind (`ConnectionRefused` when nothing listens,
+    /// `NotFound` for an unknown container, `Unsupported` from backends that cannot do it), so
+    /// health checks report it as the probe's own connect error.
+    async fn connect(&self, handle: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
         let _ = (handle, port);
-        Err(GardenError::Invalid(
-            "this backend cannot connect into containers".into(),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this backend cannot connect into containers",
         ))
     }
 }

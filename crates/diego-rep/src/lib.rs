@@ -156,8 +156,7 @@ pub async fn start(
         .build()
         .expect("building an HTTP client without TLS cannot fail");
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
-    let store = ContainerStore::new(backend.clone(), config.capacity, sink)
-        .with_graceful_shutdown(config.graceful_shutdown);
+    let store = ContainerStore::new(backend.clone(), config.capacity, sink, config.graceful_shutdown);
     let rep = Arc::new(Rep {
         config,
         url: url.clone(),

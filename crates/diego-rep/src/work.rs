@@ -176,14 +176,7 @@ fn monitor(rep: &Arc<Rep>, lrp: &DesiredLrp, index: i32, instance_guid: &str) ->
                 let (backend, handle) = (ctx.backend.clone(), ctx.handle.clone());
                 checks = checks.with_dialer(Arc::new(move |port| {
                     let (backend, handle) = (backend.clone(), handle.clone());
-                    Box::pin(async move {
-                        backend.connect(&handle, port).await.map_err(|e| match e {
-                            diego_garden::GardenError::Unavailable(m) if m.contains("refused") => {
-                                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, m)
-                            }
-                            other => std::io::Error::other(other.to_string()),
-                        })
-                    })
+                    Box::pin(async move { backend.connect(&handle, port).await })
                 }));
             }
             let checks = checks

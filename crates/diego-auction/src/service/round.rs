@@ -92,12 +92,9 @@ async fn round(
         .map(|(i, (_, s))| cell_state(s, i as u32))
         .collect();
     let auction = config.auction;
-    let (results, cells) = tokio::task::spawn_blocking(move || {
-        let results = crate::schedule(&cells, &request, &auction);
-        (results, cells)
-    })
-    .await
-    .expect("the placement algorithm panicked");
+    let results = tokio::task::spawn_blocking(move || crate::schedule(&cells, &request, &auction))
+        .await
+        .expect("the placement algorithm panicked");
     let scheduled = started.elapsed();
 
     // One `/work` per cell.
@@ -175,7 +172,7 @@ async fn round(
         Ordering::Relaxed,
     );
     info!(
-        cells = cells.len(),
+        cells = fetched.len(),
         lrps_placed = results.successful_lrps.len() - refused_lrps,
         tasks_placed = results.successful_tasks.len() - refused_tasks,
         lrps_failed = results.failed_lrps.len() + refused_lrps,

@@ -136,6 +136,8 @@ struct Tail {
     file: Option<std::fs::File>,
     path: std::path::PathBuf,
     event: fn(Bytes) -> ProcessEvent,
+    /// Reused by every poll (a poll runs every 2–100 ms for each running process).
+    buf: Vec<u8>,
 }
 
 impl Tail {
@@ -148,13 +150,12 @@ impl Tail {
             return false;
         };
         let mut any = false;
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            match file.read(&mut buf) {
+            match file.read(&mut self.buf) {
                 Ok(0) | Err(_) => return any,
                 Ok(n) => {
                     any = true;
-                    log.push((self.event)(Bytes::copy_from_slice(&buf[..n])));
+                    log.push((self.event)(Bytes::copy_from_slice(&self.buf[..n])));
                 }
             }
         }
@@ -175,11 +176,13 @@ async fn follow(
             file: None,
             path: files.stdout(),
             event: ProcessEvent::Stdout,
+            buf: vec![0; 16 * 1024],
         },
         Tail {
             file: None,
             path: files.stderr(),
             event: ProcessEvent::Stderr,
+            buf: vec![0; 16 * 1024],
         },
     ];
     let mut poll = FASTEST_POLL;

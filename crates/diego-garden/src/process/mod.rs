@@ -455,11 +455,10 @@ impl ContainerBackend for ProcessBackend {
     }
 
     /// Processes share the host's network: a container port is a host port.
-    async fn connect(&self, handle: &str, port: u16) -> Result<tokio::net::TcpStream, GardenError> {
-        self.with_container(handle, |_| Ok(()))?;
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| GardenError::Unavailable(format!("connecting to port {port}: {e}")))
+    async fn connect(&self, handle: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+        self.with_container(handle, |_| Ok(()))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
     }
 
     async fn bulk_metrics(
