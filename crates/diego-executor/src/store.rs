@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diego_garden::{ContainerSpec, DynBackend, Limits, NetIn, PortMapping};
+use diego_garden::{ContainerInfo, ContainerSpec, DynBackend, Limits, NetIn, PortMapping};
 use diego_model::Action;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +107,17 @@ struct Entry {
     created: bool,
 }
 
+/// How much of a container's steps a run performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// A new container: everything, every process started.
+    No,
+    /// An adopted container: every step, attaching to the processes that exist.
+    Everything,
+    /// An adopted container whose setup finished: the action and monitor only.
+    SkipSetup,
+}
+
 /// The start of the failure reason for a step error with no user-facing text.
 const INTERNAL_FAILURE: &str = "container failed";
 
@@ -166,6 +177,13 @@ impl ContainerStore {
 
     pub fn get(&self, guid: &str) -> Option<Container> {
         self.lock().get(guid).map(|e| e.container.clone())
+    }
+
+    /// Where `guid`'s ports are reachable (host address and mappings), once it exists.
+    pub fn address(&self, guid: &str) -> Option<(String, Vec<PortMapping>)> {
+        let entries = self.lock();
+        let e = entries.get(guid)?;
+        (!e.host_ip.is_empty()).then(|| (e.host_ip.clone(), e.ports.clone()))
     }
 
     pub fn list(&self) -> Vec<Container> {
@@ -313,6 +331,18 @@ impl ContainerStore {
                 return RunResult::failed(format!("{CREATE_FAILURE}: {e}"));
             }
         };
+        self.perform(guid, request, info, cancel, Resume::No).await
+    }
+
+    /// From CREATED on: the container `info` exists; run its steps (or resume them).
+    async fn perform(
+        self: &Arc<Self>,
+        guid: &str,
+        request: RunRequest,
+        info: ContainerInfo,
+        cancel: CancellationToken,
+        resume: Resume,
+    ) -> RunResult {
         if cancel.is_cancelled() {
             return RunResult::stopped();
         }
@@ -334,8 +364,9 @@ impl ContainerStore {
         ctx.graceful_shutdown = self.graceful_shutdown;
         ctx.extra_env = request.env.clone();
         ctx.extra_env.extend(port_env(&info.host_ip, &info.mapped_ports));
+        ctx.resume = resume != Resume::No;
 
-        let action = step_for(&request.action, &ctx);
+        let action = step_for(&request.action, &ctx.with_process_names("action"));
         let long_lived: Box<dyn Step> = match request.monitor {
             Some(factory) => {
                 let store = Arc::downgrade(self);
@@ -358,8 +389,11 @@ impl ContainerStore {
             }
         };
         let tree: Box<dyn Step> = match &request.setup {
-            Some(setup) => Box::new(SerialStep::new(vec![step_for(setup, &ctx), long_lived])),
-            None => long_lived,
+            Some(setup) if resume != Resume::SkipSetup => Box::new(SerialStep::new(vec![
+                step_for(setup, &ctx.with_process_names("setup")),
+                long_lived,
+            ])),
+            _ => long_lived,
         };
         match tree.perform(cancel.clone()).await {
             Ok(()) => RunResult::succeeded(),
@@ -370,6 +404,52 @@ impl ContainerStore {
             },
             Err(e) => failure(&e),
         }
+    }
+
+    /// Takes over container `guid`, which the backend still runs from an earlier run of this
+    /// cell: reserves its resources again and resumes its steps — processes that still run
+    /// (or exited meanwhile) are attached to, not started again; with `skip_setup` the setup
+    /// is not performed again (an instance that was RUNNING had finished it). Its life then
+    /// goes on as if this store had started it. Refused, changing nothing, when the resources
+    /// do not fit or the guid is taken.
+    pub async fn adopt(
+        self: &Arc<Self>,
+        guid: &str,
+        memory_mb: u64,
+        disk_mb: u64,
+        request: RunRequest,
+        skip_setup: bool,
+    ) -> Result<(), StoreError> {
+        let info = self
+            .backend
+            .info(guid)
+            .await
+            .map_err(|_| StoreError::NotFound(guid.to_string()))?;
+        self.reserve(guid, memory_mb, disk_mb)?;
+        let cancel = {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(guid) else {
+                return Err(StoreError::NotFound(guid.to_string()));
+            };
+            e.created = true;
+            e.cancel.clone()
+        };
+        let store = self.clone();
+        let guid = guid.to_string();
+        let resume = if skip_setup {
+            Resume::SkipSetup
+        } else {
+            Resume::Everything
+        };
+        tokio::spawn(async move {
+            let result = if store.transition(&guid, ContainerState::Initializing) {
+                store.perform(&guid, request, info, cancel, resume).await
+            } else {
+                RunResult::stopped()
+            };
+            store.complete(&guid, result);
+        });
+        Ok(())
     }
 
     /// Cancels `guid`'s steps (or its creation); it completes with `stopped`.
@@ -749,5 +829,118 @@ mod tests {
         let result = store.get("crashy").unwrap().run_result.unwrap();
         assert!(result.failed && !result.stopped, "{result:?}");
         assert_eq!(result.failure_reason, "Exit status 3");
+    }
+
+    /// A fresh store over the backend of an earlier one whose container `guid` still runs.
+    /// Events until RUNNING (or, with `to_the_end`, until COMPLETED).
+    async fn adopted(
+        backend: Arc<FakeBackend>,
+        guid: &str,
+        path: &str,
+        to_the_end: bool,
+    ) -> (Arc<ContainerStore>, Vec<ContainerEvent>) {
+        let (store, _) = store(backend);
+        let mut events = store.subscribe();
+        store.adopt(guid, 64, 64, request(run(path)), true).await.unwrap();
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let e = events.recv().await.unwrap();
+                let end = match e {
+                    ContainerEvent::Running { .. } => !to_the_end,
+                    ContainerEvent::Completed { .. } => true,
+                    _ => false,
+                };
+                seen.push(e);
+                if end {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("adopted container neither ran nor completed: {seen:?}"));
+        (store, seen)
+    }
+
+    fn counting_backend(runs: Arc<std::sync::atomic::AtomicUsize>) -> Arc<FakeBackend> {
+        Arc::new(FakeBackend::with_script(Arc::new(move |spec| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            match spec.path.as_str() {
+                "/bin/fail" => FakeProcess::exits(3),
+                _ => FakeProcess::runs_forever(),
+            }
+        })))
+    }
+
+    #[tokio::test]
+    async fn an_adopted_container_keeps_its_process_and_can_be_stopped() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backend = counting_backend(runs.clone());
+        let (first, _) = store(backend.clone());
+        let mut events = first.subscribe();
+        first.reserve("app", 64, 64).unwrap();
+        first.run("app", request(run("/bin/sleep"))).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !matches!(events.recv().await.unwrap(), ContainerEvent::Running { .. }) {}
+        })
+        .await
+        .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        let (second, seen) = adopted(backend.clone(), "app", "/bin/sleep", false).await;
+        assert!(
+            matches!(seen.last(), Some(ContainerEvent::Running { ports, .. }) if ports.len() == 1),
+            "{seen:?}"
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the process was attached to, not started again"
+        );
+        assert_eq!(
+            second.remaining().memory_mb,
+            1024 - 64,
+            "its resources are reserved again"
+        );
+        second.delete("app").await.unwrap();
+        assert!(
+            backend.info("app").await.is_err(),
+            "deleting the adopted container destroys it"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_adopted_container_whose_process_exited_completes_with_its_status() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backend = counting_backend(runs.clone());
+        let (first, _) = store(backend.clone());
+        let mut events = first.subscribe();
+        first.reserve("gone", 64, 64).unwrap();
+        first.run("gone", request(run("/bin/fail"))).unwrap();
+        until_completed(&mut events).await;
+
+        let (second, seen) = adopted(backend, "gone", "/bin/fail", true).await;
+        let Some(ContainerEvent::Completed { result, .. }) = seen.last() else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(result.failure_reason, "Exit status 3");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the exited process was not run again"
+        );
+        second.delete("gone").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn adopting_a_container_the_backend_does_not_have_changes_nothing() {
+        let (store, _) = store(backend());
+        let err = store
+            .adopt("nope", 64, 64, request(run("/bin/sleep")), true)
+            .await
+            .unwrap_err();
+        assert_eq!(err, StoreError::NotFound("nope".into()));
+        assert!(store.list().is_empty());
+        assert_eq!(store.remaining().memory_mb, 1024);
     }
 }

@@ -27,8 +27,12 @@ pub const FETCH_RESULT_FAILED: &str = "failed to fetch result";
 /// Diego reads at most this much of a task's result file.
 const MAX_RESULT_BYTES: usize = 10 * 1024;
 
-pub(crate) async fn run(rep: Arc<Rep>, shutdown: CancellationToken) {
-    let mut events = rep.store.subscribe();
+/// Handles container events from `events` (subscribed before any container can change).
+pub(crate) async fn run(
+    rep: Arc<Rep>,
+    mut events: tokio::sync::broadcast::Receiver<ContainerEvent>,
+    shutdown: CancellationToken,
+) {
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -50,7 +54,7 @@ pub(crate) async fn run(rep: Arc<Rep>, shutdown: CancellationToken) {
     }
 }
 
-async fn running(rep: &Rep, guid: &str, host_ip: &str, ports: &[diego_garden::PortMapping]) {
+pub(crate) async fn running(rep: &Rep, guid: &str, host_ip: &str, ports: &[diego_garden::PortMapping]) {
     let Some(w @ Workload::Lrp { .. }) = rep.workload(guid) else {
         return;
     };

@@ -31,8 +31,18 @@ pub(crate) fn router(rep: Arc<Rep>) -> Router {
         .with_state(rep)
 }
 
-async fn ping(State(rep): AppState) -> Json<serde_json::Value> {
-    Json(json!({"cell_id": rep.config.cell_id}))
+/// 503 with the reason while the cell's self-check fails.
+fn unhealthy(rep: &Rep) -> Option<Response> {
+    let reason = rep.unhealthy_reason()?;
+    let e = ApiError::new(ErrorType::ServiceUnavailable, reason);
+    Some((StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response())
+}
+
+async fn ping(State(rep): AppState) -> Response {
+    if let Some(r) = unhealthy(&rep) {
+        return r;
+    }
+    Json(json!({"cell_id": rep.config.cell_id})).into_response()
 }
 
 fn resources(c: diego_executor::ResourceCapacity) -> CellResources {
@@ -106,8 +116,11 @@ pub(crate) fn cell_state(rep: &Rep) -> CellState {
     }
 }
 
-async fn state(State(rep): AppState) -> Json<CellState> {
-    Json(cell_state(&rep))
+async fn state(State(rep): AppState) -> Response {
+    if let Some(r) = unhealthy(&rep) {
+        return r;
+    }
+    Json(cell_state(&rep)).into_response()
 }
 
 /// What each container uses (memory, disk, CPU since start), from the backend's cgroups.
@@ -140,6 +153,9 @@ async fn container_metrics(State(rep): AppState) -> Response {
 }
 
 async fn work(State(rep): AppState, Json(work): Json<Work>) -> Response {
+    if let Some(r) = unhealthy(&rep) {
+        return r;
+    }
     if work.cell_id != rep.config.cell_id {
         let e = ApiError::new(
             ErrorType::ResourceConflict,

@@ -15,9 +15,14 @@
 //!   it (stopped) or crash it (with the failure reason), complete the task (with its result
 //!   file) — and then the container is deleted.
 //!
-//! - **Restarts** (`recover.rs`): a starting rep destroys containers an earlier run of the cell
-//!   left, crashes the instances and fails the tasks the BBS still has on the cell. (Taking
-//!   running containers over instead is the next step.)
+//! - **Restarts** (`recover.rs`): a starting rep takes over the containers an earlier run of
+//!   the cell left that the BBS still wants here (their processes keep running) and destroys
+//!   the rest.
+//! - **Bulk sync** (`sync.rs`): right after registering and then on a timer, the BBS's view of
+//!   the cell is compared with its containers and mended (lost instances crashed, lost tasks
+//!   failed, containers nobody wants stopped or destroyed).
+//! - **Self-check** (`selfcheck.rs`): on a timer a small container is created, run and
+//!   destroyed; while that fails the cell answers 503 and takes no work.
 //!
 //! The executor (`diego-executor`) runs the containers on any `ContainerBackend`; the rep
 //! decides nothing about placement.
@@ -26,6 +31,8 @@ mod harmonize;
 mod http;
 mod presence;
 mod recover;
+mod selfcheck;
+mod sync;
 mod work;
 
 use std::collections::HashMap;
@@ -38,6 +45,7 @@ use diego_executor::{ContainerStore, LogSink, ResourceCapacity};
 use diego_garden::DynBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 pub use recover::{LOST_CONTAINER, TASK_CONTAINER_MISSING};
 pub use work::Workload;
@@ -59,6 +67,10 @@ pub struct RepConfig {
     pub presence_ttl: Duration,
     /// SIGTERM → SIGKILL delay when stopping a container.
     pub graceful_shutdown: Duration,
+    /// How often the BBS is compared with the containers (Diego: 30 s).
+    pub sync_interval: Duration,
+    /// How often the cell checks it can still run containers.
+    pub self_check_interval: Duration,
 }
 
 impl RepConfig {
@@ -79,6 +91,8 @@ impl RepConfig {
             optional_placement_tags: Vec::new(),
             presence_ttl: Duration::from_secs(30),
             graceful_shutdown: Duration::from_secs(10),
+            sync_interval: Duration::from_secs(30),
+            self_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -109,9 +123,20 @@ pub struct Rep {
     pub backend: DynBackend,
     /// Container guid → what runs in it.
     workloads: Mutex<HashMap<String, Workload>>,
+    /// Why the cell's last self-check failed (`None`: healthy).
+    unhealthy: Mutex<Option<String>>,
 }
 
 impl Rep {
+    /// Why the cell is unhealthy, if it is (its last self-check failed).
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        self.unhealthy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_unhealthy(&self, reason: Option<String>) {
+        *self.unhealthy.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
     fn workloads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Workload>> {
         self.workloads.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -164,16 +189,30 @@ pub async fn start(
         store,
         backend,
         workloads: Mutex::default(),
+        unhealthy: Mutex::default(),
     });
-    recover::destroy_leftovers(&rep).await;
-    presence::register(&rep)
-        .await
-        .map_err(|source| RepError::Register {
+    // Subscribed before anything can change a container: adopted ones report at once.
+    let harmonizing = shutdown.child_token();
+    let harmonizer = tokio::spawn(harmonize::run(
+        rep.clone(),
+        rep.store.subscribe(),
+        harmonizing.clone(),
+    ));
+    let adopted = recover::adopt_leftovers(&rep).await;
+    selfcheck::check(&rep).await;
+    if let Err(source) = presence::register(&rep).await {
+        harmonizing.cancel();
+        return Err(RepError::Register {
             url: rep.config.bbs_url.clone(),
             source,
-        })?;
-    recover::reconcile_bbs(&rep).await;
-    let harmonizer = tokio::spawn(harmonize::run(rep.clone(), shutdown.clone()));
+        });
+    }
+    sync::sync(&rep).await;
+    if adopted > 0 {
+        info!(adopted, "took over containers from an earlier run of this cell");
+    }
+    let syncer = tokio::spawn(sync::run(rep.clone(), shutdown.clone()));
+    let self_checker = tokio::spawn(selfcheck::run(rep.clone(), shutdown.clone()));
     let presence = tokio::spawn(presence::renew(rep.clone(), shutdown.clone()));
     let app = http::router(rep.clone());
     let server = {
@@ -189,7 +228,7 @@ pub async fn start(
     };
     tracing::info!(%addr, url, cell_id = %rep.config.cell_id, "rep listening");
     let task = tokio::spawn(async move {
-        let _ = tokio::join!(server, presence, harmonizer);
+        let _ = tokio::join!(server, presence, harmonizer, syncer, self_checker);
     });
     Ok(RunningRep { addr, url, rep, task })
 }

@@ -1,88 +1,189 @@
-//! What a starting rep finds left from an earlier run of this cell, and how it makes the BBS
-//! true again. This rep does not take running containers over yet (a restart of the cell
-//! agent replaces its instances rather than keeping them), so at start:
+//! What a starting rep finds left from an earlier run of this cell. The cell agent may die
+//! (kill -9, a crash, an upgrade) while its containers go on running: a backend that outlives it
+//! (runc keeps containers and their processes; a remote Garden keeps everything) still has them.
+//! Before the cell registers, every container labelled with this cell's id is looked up in the
+//! BBS and either taken over or destroyed:
 //!
-//! - containers in the backend labelled with this cell's id are destroyed (the executor does not
-//!   know them: Diego's reaper does the same with unknown containers);
-//! - actual LRPs the BBS has CLAIMED or RUNNING on this cell are crashed (their containers are
-//!   gone), so the restart policy places them again;
-//! - tasks the BBS has RUNNING on this cell are completed as failed with Diego's
-//!   "task container does not exist".
+//! - an LRP container whose instance the BBS still has CLAIMED or RUNNING here (same instance
+//!   guid) and whose index is still desired is **adopted**: its resources are reserved again
+//!   and its steps resumed — the app's processes are attached to, not restarted, so they keep
+//!   their PIDs; an instance that was RUNNING skips its setup; its health monitor starts again
+//!   and reports it RUNNING once healthy;
+//! - a task container whose task the BBS has RUNNING here is adopted the same way;
+//! - anything else (no record, another instance took the index, the LRP was deleted or scaled
+//!   down, the task was cancelled) is destroyed, and the record it left, if any, removed.
+//!
+//! Records without a container (the container died with the agent, or the backend does not
+//! outlive it) are the sync's job (`sync.rs`), which runs right after registration.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use diego_client::{ActualLrpQuery, TaskQuery};
-use diego_model::api::CompleteTaskRequest;
-use diego_model::{ActualLrpState, TaskState};
+use diego_client::ClientError;
+use diego_model::{ActualLrpState, Presence, TaskState};
 use tracing::{info, warn};
 
+use crate::work::{lrp_run_request, task_run_request, Workload};
 use crate::Rep;
 
-/// The crash reason of an instance whose container a restart of its cell lost.
-pub const LOST_CONTAINER: &str = "the cell restarted and the instance's container is gone";
+/// The crash reason of an instance whose container is gone (the agent restarted and the
+/// container did not survive, or it vanished from the backend).
+pub const LOST_CONTAINER: &str = "the instance's container is gone";
 
 /// Diego's failure reason for a task whose container is missing.
 pub const TASK_CONTAINER_MISSING: &str = "task container does not exist";
 
-/// Destroys the containers an earlier run left (before the cell registers, so nothing new is
-/// placed on it meanwhile).
-pub(crate) async fn destroy_leftovers(rep: &Rep) {
-    let cell = rep.config.cell_id.clone();
-    let mut mine = BTreeMap::new();
-    mine.insert("diego.cell_id".to_string(), cell.clone());
-    match rep.backend.list(&mine).await {
-        Ok(handles) => {
-            for handle in handles {
-                info!(handle, "destroying a container left from an earlier run");
+/// The property every container of this cell carries.
+pub(crate) const CELL_PROPERTY: &str = "diego.cell_id";
+
+/// Takes over or destroys every container an earlier run of this cell left (see the module
+/// docs). Returns how many were adopted.
+pub(crate) async fn adopt_leftovers(rep: &Arc<Rep>) -> usize {
+    let mine = BTreeMap::from([(CELL_PROPERTY.to_string(), rep.config.cell_id.clone())]);
+    let handles = match rep.backend.list(&mine).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "listing containers left from an earlier run");
+            return 0;
+        }
+    };
+    let mut adopted = 0;
+    for handle in handles {
+        match adopt(rep, &handle).await {
+            Ok(()) => {
+                info!(handle, "adopted a container that outlived the cell agent");
+                adopted += 1;
+            }
+            Err(why) => {
+                info!(handle, why, "destroying a container left from an earlier run");
+                rep.workloads().remove(&handle);
                 if let Err(e) = rep.backend.destroy(&handle).await {
                     warn!(handle, error = %e, "destroying a leftover container");
                 }
             }
         }
-        Err(e) => warn!(error = %e, "listing leftover containers"),
+    }
+    adopted
+}
+
+/// Retries a BBS read for a while when the BBS is unreachable (not when it answers).
+async fn bbs_read<T, F, Fut>(f: F) -> Result<T, ClientError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..8 {
+        match f().await {
+            Err(ClientError::Transport { .. }) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+    f().await
+}
+
+/// Adopts `handle`, or says why not.
+async fn adopt(rep: &Arc<Rep>, handle: &str) -> Result<(), String> {
+    let info = rep.backend.info(handle).await.map_err(|e| e.to_string())?;
+    let prop = |k: &str| info.properties.get(k).cloned().unwrap_or_default();
+    match prop("diego.kind").as_str() {
+        "lrp" => {
+            let process_guid = prop("diego.process_guid");
+            let index: i32 = prop("diego.index").parse().map_err(|_| "no instance index")?;
+            if prop("diego.instance_guid") != handle {
+                return Err("its instance guid is not its handle".into());
+            }
+            adopt_lrp(rep, handle, &process_guid, index).await
+        }
+        "task" => adopt_task(rep, handle, &prop("diego.task_guid")).await,
+        other => Err(format!("unknown container kind {other:?}")),
     }
 }
 
-/// Crashes the instances and fails the tasks the BBS still has on this cell (after the cell
-/// registered, so the crashed instances can be placed again at once, here or elsewhere).
-pub(crate) async fn reconcile_bbs(rep: &Rep) {
-    let cell = rep.config.cell_id.clone();
-    let actuals = rep
-        .bbs
-        .actual_lrps(&ActualLrpQuery {
-            cell_id: Some(cell.clone()),
-            ..Default::default()
-        })
-        .await;
-    for a in actuals.unwrap_or_default() {
-        if matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running) {
-            info!(process_guid = %a.process_guid, index = a.index, "crashing an instance whose container a restart lost");
+async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32) -> Result<(), String> {
+    let cell = &rep.config.cell_id;
+    let rows = match bbs_read(|| rep.bbs.actual_lrp(process_guid, index)).await {
+        Ok(rows) => rows,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(format!("the BBS cannot say whether it is wanted: {e}")),
+    };
+    let Some(row) = rows.into_iter().find(|a| {
+        a.presence == Presence::Ordinary
+            && a.instance_guid == handle
+            && a.cell_id == *cell
+            && matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
+    }) else {
+        return Err("the BBS has no instance for it on this cell".into());
+    };
+    let desired = match bbs_read(|| rep.bbs.desired_lrp(process_guid)).await {
+        Ok(d) if index < d.instances => d,
+        outcome => {
+            // Deleted or scaled down while the agent was away: the record goes too.
+            let why = match outcome {
+                Ok(_) => "its index is no longer desired".to_string(),
+                Err(e) => format!("its desired LRP is gone ({e})"),
+            };
             if let Err(e) = rep
                 .bbs
-                .crash_actual_lrp(&a.process_guid, a.index, &a.instance_key(), LOST_CONTAINER)
+                .remove_actual_lrp(process_guid, index, Some(&row.instance_key()))
                 .await
             {
-                warn!(process_guid = %a.process_guid, index = a.index, error = %e, "crashing a lost instance");
+                warn!(process_guid, index, error = %e, "removing the record of an undesired instance");
             }
+            return Err(why);
         }
+    };
+    let request = lrp_run_request(rep, &desired, index, handle).ok_or("the desired LRP has no action")?;
+    let (memory, disk) = (desired.memory_mb.max(0), desired.disk_mb.max(0));
+    rep.workloads().insert(
+        handle.to_string(),
+        Workload::Lrp {
+            process_guid: process_guid.to_string(),
+            index,
+            domain: desired.domain.clone(),
+            instance_guid: handle.to_string(),
+            memory_mb: memory,
+            disk_mb: disk,
+        },
+    );
+    let skip_setup = row.state == ActualLrpState::Running;
+    rep.store
+        .adopt(handle, memory as u64, disk as u64, request, skip_setup)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn adopt_task(rep: &Arc<Rep>, handle: &str, task_guid: &str) -> Result<(), String> {
+    if task_guid != handle {
+        return Err("its task guid is not its handle".into());
     }
-    let tasks = rep
-        .bbs
-        .tasks(&TaskQuery {
-            cell_id: Some(cell.clone()),
-            state: Some(TaskState::Running),
-            ..Default::default()
-        })
-        .await;
-    for t in tasks.unwrap_or_default() {
-        let req = CompleteTaskRequest {
-            cell_id: cell.clone(),
-            failed: true,
-            failure_reason: TASK_CONTAINER_MISSING.into(),
-            result: String::new(),
-        };
-        if let Err(e) = rep.bbs.complete_task(&t.task_guid, &req).await {
-            warn!(task_guid = %t.task_guid, error = %e, "failing a lost task");
-        }
+    let task = bbs_read(|| rep.bbs.task(task_guid))
+        .await
+        .map_err(|e| format!("the BBS has no such task ({e})"))?;
+    if task.state != TaskState::Running || task.cell_id != rep.config.cell_id {
+        return Err(format!("the task is {} on {:?}", task.state, task.cell_id));
     }
+    let request = task_run_request(rep, &task).ok_or("the task has no action")?;
+    let d = &task.task_definition;
+    let (memory, disk) = (d.memory_mb.max(0), d.disk_mb.max(0));
+    rep.workloads().insert(
+        handle.to_string(),
+        Workload::Task {
+            task_guid: task_guid.to_string(),
+            domain: task.domain.clone(),
+            memory_mb: memory,
+            disk_mb: disk,
+            started: true,
+            cancelled: false,
+        },
+    );
+    rep.store
+        .adopt(handle, memory as u64, disk as u64, request, false)
+        .await
+        .map_err(|e| e.to_string())
 }

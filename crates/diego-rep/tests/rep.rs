@@ -299,16 +299,20 @@ async fn an_instance_with_a_health_check_runs_once_healthy() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_rep_replaces_what_it_lost() {
-    let c = cluster().await;
+/// The cell's first rep goes away without touching its containers (as a SIGKILLed agent
+/// would); returns the instance and task it ran.
+async fn run_then_lose_the_rep(c: &Cluster, go: &std::path::Path) -> diego_model::ActualLrp {
     let client = &c.bbs.client;
     client
         .desire_lrp(&lrp("web", 1, "exec sleep 1000"))
         .await
         .unwrap();
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo finished > $TMPDIR/out",
+        go.display()
+    );
     client
-        .desire_task(&task("long", "exec sleep 1000", ""))
+        .desire_task(&task("long", &script, "/tmp/out"))
         .await
         .unwrap();
     let first = eventually(WAIT, || async {
@@ -320,27 +324,102 @@ async fn a_restarted_rep_replaces_what_it_lost() {
         }
     })
     .await;
-
-    // The rep goes away (its containers stay in the backend), and a new one starts for the
-    // same cell on the same backend.
-    let backend = c.rep.rep.backend.clone();
-    let rep_shutdown = CancellationToken::new();
-    let mut config = RepConfig::new("cell-1", c.bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
-    config.graceful_shutdown = Duration::from_millis(500);
-    let Cluster {
-        rep,
-        rep_shutdown: old,
-        ..
-    } = &c;
-    old.cancel();
-    while !rep.task.is_finished() {
+    c.rep_shutdown.cancel();
+    while !c.rep.task.is_finished() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let restarted = diego_rep::start(config, backend.clone(), MemorySink::new(), rep_shutdown.clone())
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_rep_takes_over_what_still_runs() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    let scratch = tempfile::tempdir().unwrap();
+    let go = scratch.path().join("go");
+    let first = run_then_lose_the_rep(&c, &go).await;
+    let backend = c.rep.rep.backend.clone();
+    let before = backend.info(&first.instance_guid).await.unwrap().process_ids;
+    // A container of this cell that nothing in the BBS wants.
+    backend
+        .create(diego_garden::ContainerSpec {
+            handle: "stray".into(),
+            rootfs: "preloaded:busybox".into(),
+            properties: [
+                ("diego.cell_id".to_string(), "cell-1".to_string()),
+                ("diego.kind".to_string(), "lrp".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    // The old container is gone, the task failed as Diego says, the instance crashed and runs
-    // again in a new container.
+
+    // A new rep for the same cell on the same backend.
+    let rep_shutdown = c.shutdown.child_token();
+    let restarted = diego_rep::start(
+        rep_config("cell-1", &c.bbs.url),
+        backend.clone(),
+        MemorySink::new(),
+        rep_shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        backend.info("stray").await.is_err(),
+        "the unwanted container was destroyed"
+    );
+    // The instance is the same one: same guid, same process, never crashed, RUNNING again.
+    let again = eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(again.instance_guid, first.instance_guid);
+    assert_eq!(again.crash_count, 0);
+    assert_eq!(
+        backend.info(&first.instance_guid).await.unwrap().process_ids,
+        before,
+        "no process was started again"
+    );
+    assert_eq!(
+        restarted.rep.store.remaining().memory_mb,
+        1024 - 64 - 64,
+        "the adopted containers hold their reservations"
+    );
+    // The task went on running and completes through the new rep.
+    assert_eq!(client.task("long").await.unwrap().state, TaskState::Running);
+    std::fs::write(&go, "").unwrap();
+    let t = finished(client, "long").await;
+    assert!(!t.failed, "{}", t.failure_reason);
+    assert_eq!(t.result.trim(), "finished");
+    rep_shutdown.cancel();
+    let _ = restarted.task.await;
+    let _ = backend.destroy(&first.instance_guid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_rep_mends_records_whose_containers_are_gone() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    let scratch = tempfile::tempdir().unwrap();
+    let first = run_then_lose_the_rep(&c, &scratch.path().join("go")).await;
+    let old_backend = c.rep.rep.backend.clone();
+
+    // The new rep's backend has none of the old containers.
+    let rep_shutdown = c.shutdown.child_token();
+    let restarted = diego_rep::start(
+        rep_config("cell-1", &c.bbs.url),
+        process_backend(scratch.path()),
+        MemorySink::new(),
+        rep_shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    // The task failed as Diego says; the instance crashed and runs again in a new container.
     let t = finished(client, "long").await;
     assert!(t.failed);
     assert_eq!(t.failure_reason, diego_rep::TASK_CONTAINER_MISSING);
@@ -355,12 +434,12 @@ async fn a_restarted_rep_replaces_what_it_lost() {
     })
     .await;
     assert_eq!(again.crash_count, 1);
-    assert!(
-        backend.info(&first.instance_guid).await.is_err(),
-        "the old container was destroyed"
-    );
+    assert_eq!(again.crash_reason, diego_rep::LOST_CONTAINER);
     rep_shutdown.cancel();
     let _ = restarted.task.await;
+    for handle in [first.instance_guid.as_str(), "long"] {
+        let _ = old_backend.destroy(handle).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,4 +529,120 @@ async fn a_completion_callback_receives_the_result_and_the_task_is_then_deleted(
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_whose_self_check_fails_answers_503_until_it_passes() {
+    use diego_garden::fake::{FakeBackend, FakeProcess};
+    use diego_garden::ContainerBackend;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let bbs = TestBbs::start().await;
+    let broken = Arc::new(AtomicBool::new(false));
+    let script_broken = broken.clone();
+    let backend = Arc::new(FakeBackend::with_script(Arc::new(move |spec| {
+        if spec.path == "/bin/sh" && script_broken.load(Ordering::SeqCst) {
+            FakeProcess::exits(1)
+        } else {
+            FakeProcess::exits(0)
+        }
+    })));
+    let mut config = rep_config("cell-1", &bbs.url);
+    config.self_check_interval = Duration::from_millis(100);
+    let shutdown = CancellationToken::new();
+    let rep = diego_rep::start(config, backend.clone(), MemorySink::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let (http, url) = (http.clone(), rep.url.clone());
+        async move {
+            let r = http.get(format!("{url}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(status("/ping").await.0, 200);
+    assert_eq!(status("/state").await.0, 200);
+
+    broken.store(true, Ordering::SeqCst);
+    let (code, body) = eventually(WAIT, || async {
+        let (code, body) = status("/ping").await;
+        (code == 503)
+            .then_some((code, body.clone()))
+            .ok_or(format!("{code} {body}"))
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("cell self-check failed: a process exited with status 1"),
+        "{body}"
+    );
+    assert_eq!(status("/state").await.0, 503, "the auction gets no state from it");
+    let work = http
+        .post(format!("{}/work", rep.url))
+        .json(&diego_model::auction::Work {
+            cell_id: "cell-1".into(),
+            ..Default::default()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(work.status().as_u16(), 503, "it takes no work");
+
+    broken.store(false, Ordering::SeqCst);
+    eventually(WAIT, || async {
+        let (code, body) = status("/ping").await;
+        (code == 200).then_some(()).ok_or(format!("{code} {body}"))
+    })
+    .await;
+    assert!(
+        backend.list(&Default::default()).await.unwrap().is_empty(),
+        "self-check containers are destroyed"
+    );
+    shutdown.cancel();
+    let _ = rep.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_stops_a_container_whose_record_is_gone() {
+    let bbs = TestBbs::start().await;
+    let shutdown = CancellationToken::new();
+    let mut config = AuctioneerConfig::new(bbs.url.clone(), "127.0.0.1:0".parse().unwrap());
+    config.lock_ttl = Duration::from_secs(2);
+    auctioneer::start(config, shutdown.clone()).await.unwrap();
+    let depot = tempfile::tempdir().unwrap();
+    let backend = process_backend(depot.path());
+    let mut config = rep_config("cell-1", &bbs.url);
+    config.sync_interval = Duration::from_millis(200);
+    let rep = diego_rep::start(config, backend.clone(), MemorySink::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let client = &bbs.client;
+    client
+        .desire_lrp(&lrp("web", 1, "exec sleep 1000"))
+        .await
+        .unwrap();
+    let running = eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The record goes behind the cell's back (as if an operator or a bug removed it).
+    client
+        .remove_actual_lrp("web", 0, Some(&running.instance_key()))
+        .await
+        .unwrap();
+    eventually(WAIT, || async {
+        match backend.info(&running.instance_guid).await {
+            Err(_) => Ok(()),
+            Ok(_) => Err("the container is still there".to_string()),
+        }
+    })
+    .await;
+    assert!(rep.rep.workload(&running.instance_guid).is_none());
+    shutdown.cancel();
+    let _ = rep.task.await;
 }

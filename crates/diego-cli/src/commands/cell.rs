@@ -47,6 +47,12 @@ pub struct CellArgs {
     /// Directory of configured root filesystems (runc backend; `preloaded:NAME`).
     #[arg(long, value_name = "DIR")]
     pub preloaded_dir: Option<PathBuf>,
+    /// Seconds between comparisons of the BBS with the cell's containers.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub sync_interval: u64,
+    /// Seconds between self-checks (create, run, destroy a container; 503 while failing).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub self_check_interval: u64,
 }
 
 /// App and platform log lines, printed as `[SOURCE/INDEX] OUT|ERR message` (a log server
@@ -139,6 +145,8 @@ pub async fn start(
         containers: args.max_containers,
     };
     config.graceful_shutdown = Duration::from_secs(10);
+    config.sync_interval = Duration::from_secs(args.sync_interval.max(1));
+    config.self_check_interval = Duration::from_secs(args.self_check_interval.max(1));
     let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
         .await
         .context("starting the rep")?;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use diego_client::{ActualLrpQuery, DesiredLrpQuery};
 use diego_model::{
-    ActualLrp, ActualLrpState, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable, Presence, Routes,
+    ActualLrp, ActualLrpState, Check, CheckDefinition, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable,
+    Presence, Routes,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -72,6 +73,17 @@ pub struct CreateArgs {
     #[arg(long = "route", value_name = "HOST")]
     pub routes: Vec<String>,
 
+    /// How the cell checks an instance is up, on the first port: `port` (a TCP connect, the
+    /// default when there is a port), `http` (GET --health-check-path answers 200) or `none`
+    /// (RUNNING as soon as the process starts). A check definition from -f is kept unless
+    /// this is given.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub health_check: Option<HealthCheck>,
+
+    /// The path an `http` health check gets.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub health_check_path: String,
+
     /// An environment variable (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -83,6 +95,13 @@ pub struct CreateArgs {
     /// The command to run, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HealthCheck {
+    Port,
+    Http,
+    None,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +197,30 @@ pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
     }
     if !args.ports.is_empty() {
         lrp.ports = args.ports.clone();
+    }
+    let kind = match args.health_check {
+        Some(kind) => Some(kind),
+        None if lrp.check_definition.is_none() && !lrp.ports.is_empty() => Some(HealthCheck::Port),
+        None => None,
+    };
+    if let Some(kind) = kind {
+        let port = lrp.ports.first().copied();
+        lrp.check_definition = match (kind, port) {
+            (HealthCheck::None, _) => None,
+            (_, None) => {
+                return Err(usage(
+                    "--health-check port|http needs a --port: the container port to check",
+                ))
+            }
+            (HealthCheck::Port, Some(p)) => Some(CheckDefinition {
+                checks: vec![Check::tcp(p)],
+                ..Default::default()
+            }),
+            (HealthCheck::Http, Some(p)) => Some(CheckDefinition {
+                checks: vec![Check::http(p, &args.health_check_path)],
+                ..Default::default()
+            }),
+        };
     }
     if !args.routes.is_empty() {
         let Some(&port) = lrp.ports.first() else {
@@ -546,6 +589,42 @@ mod tests {
             Command::Lrp(LrpCommand::Create(a)) => a,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn create_checks_the_first_port_unless_told_otherwise() {
+        let lrp = |extra: &[&str]| {
+            let mut argv = vec!["diego", "lrp", "create", "web"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "./server"]);
+            build_lrp(&create_args(&argv))
+        };
+        let checks = |l: DesiredLrp| l.check_definition.map(|d| d.checks);
+        assert_eq!(checks(lrp(&[]).unwrap()), None, "no port, no check");
+        assert_eq!(
+            checks(lrp(&["--port", "8080", "--port", "9090"]).unwrap()),
+            Some(vec![Check::tcp(8080)])
+        );
+        assert_eq!(
+            checks(
+                lrp(&[
+                    "-p",
+                    "8080",
+                    "--health-check",
+                    "http",
+                    "--health-check-path",
+                    "/up"
+                ])
+                .unwrap()
+            ),
+            Some(vec![Check::http(8080, "/up")])
+        );
+        assert_eq!(
+            checks(lrp(&["-p", "8080", "--health-check", "none"]).unwrap()),
+            None
+        );
+        let err = lrp(&["--health-check", "port"]).unwrap_err().to_string();
+        assert!(err.contains("needs a --port"), "{err}");
     }
 
     #[test]

@@ -124,6 +124,38 @@ pub struct StepContext {
     pub extra_env: Vec<String>,
     /// HTTP client for download steps (shared: it pools connections).
     pub http: reqwest::Client,
+    /// Names the run steps' processes as the tree is built.
+    pub process_names: ProcessNames,
+    /// Resuming a tree whose container outlived an earlier run of the cell: a run step whose
+    /// process exists is attached to (its output replayed, its exit awaited) instead of run.
+    pub resume: bool,
+}
+
+/// Names run steps' processes in the order a tree is built (`action-0`, `action-1`, …), so
+/// the same tree built again after a restart of the cell names them the same and can find
+/// them. An empty prefix leaves naming to the backend.
+#[derive(Clone, Default)]
+pub struct ProcessNames {
+    prefix: String,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ProcessNames {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            next: Default::default(),
+        }
+    }
+
+    /// The next process id (empty when unnamed).
+    pub fn next(&self) -> String {
+        if self.prefix.is_empty() {
+            return String::new();
+        }
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
 }
 
 impl StepContext {
@@ -135,6 +167,16 @@ impl StepContext {
             graceful_shutdown: DEFAULT_GRACEFUL_SHUTDOWN,
             extra_env: Vec::new(),
             http: reqwest::Client::new(),
+            process_names: ProcessNames::default(),
+            resume: false,
+        }
+    }
+
+    /// The same context naming its run steps' processes `<prefix>-0`, `<prefix>-1`, ….
+    pub fn with_process_names(&self, prefix: &str) -> Self {
+        Self {
+            process_names: ProcessNames::new(prefix),
+            ..self.clone()
         }
     }
 

@@ -24,11 +24,30 @@ use crate::log::{LineBuffer, LogStream};
 pub struct RunStep {
     action: RunAction,
     ctx: StepContext,
+    /// The process id (empty: the backend picks one).
+    id: String,
 }
 
 impl RunStep {
     pub fn new(action: RunAction, ctx: StepContext) -> Self {
-        Self { action, ctx }
+        let id = ctx.process_names.next();
+        Self { action, ctx, id }
+    }
+
+    /// The process: attached to when resuming and it exists, else started.
+    async fn process(&self) -> Result<diego_garden::ProcessStream, diego_garden::GardenError> {
+        let ctx = &self.ctx;
+        if ctx.resume && !self.id.is_empty() {
+            match ctx.backend.attach(&ctx.handle, &self.id).await {
+                Ok(p) => {
+                    tracing::info!(handle = %ctx.handle, process = %self.id, "resumed a process that outlived the cell agent");
+                    return Ok(p);
+                }
+                Err(diego_garden::GardenError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        ctx.backend.run(&ctx.handle, self.process_spec()).await
     }
 
     fn process_spec(&self) -> ProcessSpec {
@@ -36,7 +55,7 @@ impl RunStep {
         let mut env: Vec<String> = a.env.iter().map(|e| format!("{}={}", e.name, e.value)).collect();
         env.extend(self.ctx.extra_env.iter().cloned());
         ProcessSpec {
-            id: String::new(),
+            id: self.id.clone(),
             path: a.path.clone(),
             args: a.args.clone(),
             env,
@@ -107,7 +126,7 @@ impl Step for RunStep {
         let ctx = &self.ctx;
         // Not raced against `cancel`: a process created after we stopped waiting would be
         // left running unsupervised. Cancellation is handled as soon as it exists.
-        let process = match ctx.backend.run(&ctx.handle, self.process_spec()).await {
+        let process = match self.process().await {
             Ok(p) => p,
             Err(err) => {
                 self.note(&format!("failed-creating-process: {err}"));
