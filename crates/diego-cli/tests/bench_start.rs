@@ -25,6 +25,8 @@ fn bench_start_prints_its_figures_as_json() {
         "desire_to_running_p99_ms",
         "all_running_ms",
         "raw_runc_start_ms",
+        "raw_runc_parallel_p50_ms",
+        "raw_runc_parallel_all_ms",
     ] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
@@ -32,5 +34,20 @@ fn bench_start_prints_its_figures_as_json() {
     assert!(
         v["desire_to_running_p50_ms"].as_f64() <= v["all_running_ms"].as_f64(),
         "{v}"
+    );
+    // It leaves nothing: no mount, no loop device, no temporary directory of its own.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("diego-bench-start"), "{mounts}");
+    let loops = std::process::Command::new("losetup").arg("-a").output().unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
+    assert!(!loops.contains("diego-bench-start"), "{loops}");
+    let tmp = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("diego-bench-start"))
+        .count();
+    assert_eq!(
+        tmp, 0,
+        "a diego-bench-start directory is left in the temporary directory"
     );
 }

@@ -48,7 +48,7 @@ use diego_garden::{
     ContainerState, GardenError, NetIn, PortMapping, ProcessSpec, ProcessStream, Properties, Signal,
     TarStream,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::bundle::{self, BundleError};
 use crate::netin::{Dialer, Forwarder};
@@ -438,7 +438,8 @@ fn create_container(
     spec: &ContainerSpec,
     dir: &Path,
 ) -> Result<Option<String>, GardenError> {
-    let overlay = Overlay::new(dir);
+    let overlay = Overlay::new(dir).with_disk_templates(store.disk_templates_dir());
+    let started = Instant::now();
     let result = (|| {
         let base = store.resolve(&spec.rootfs).map_err(rootfs_error)?;
         overlay
@@ -447,6 +448,7 @@ fn create_container(
                 crate::OverlayError::Invalid(_) => GardenError::Invalid(e.to_string()),
                 _ => GardenError::Unavailable(e.to_string()),
             })?;
+        let layered = started.elapsed();
         let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
         let init = ProcessSpec {
             path: "/bin/sh".into(),
@@ -474,6 +476,12 @@ fn create_container(
                 output.trim()
             )));
         }
+        debug!(
+            handle = %spec.handle,
+            layer_ms = layered.as_secs_f64() * 1e3,
+            runc_ms = (started.elapsed() - layered).as_secs_f64() * 1e3,
+            "container layer mounted and runc run"
+        );
         Ok(passwd)
     })();
     if result.is_err() {

@@ -152,6 +152,11 @@ impl RootfsStore {
         self.store_dir.join("images")
     }
 
+    /// Where disk-limited containers' formatted images are kept, one per size, to copy.
+    pub fn disk_templates_dir(&self) -> PathBuf {
+        self.store_dir.join("disk-templates")
+    }
+
     /// The read-only base directory for `url`, building or unpacking it on first use.
     /// Blocking: async callers run it on `spawn_blocking`.
     pub fn resolve(&self, url: &str) -> Result<PathBuf, RootfsError> {

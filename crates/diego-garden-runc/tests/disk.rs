@@ -121,10 +121,41 @@ async fn a_disk_limit_caps_the_writable_layer_and_destroy_leaves_nothing() {
     assert_eq!(parse_write(&out), (0, 64 * MIB), "stderr: {err}");
     assert_eq!(exit.code, 0);
 
+    // A second image of the same size is a copy of one formatted template (not a second
+    // mkfs), and a filesystem of its own: empty, with the same limit.
+    let templates: Vec<_> = std::fs::read_dir(sandbox.config.store.join("disk-templates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert!(
+        templates[0].starts_with("ext4-") && templates[0].ends_with(".img"),
+        "{templates:?}"
+    );
+    let second = create(&sandbox, "disk2", 16 * MIB).await;
+    let (out, err, exit) = sh(&sandbox, &second, "ls /home/vcap; echo listed").await;
+    assert_eq!((out.as_str(), exit.code), ("listed\n", 0), "stderr: {err}");
+    let (out, err, _) = sh(&sandbox, &second, WRITE_64_MIB).await;
+    let (rc, size) = parse_write(&out);
+    assert!(
+        rc != 0 && size <= 16 * MIB + 256 * 1024,
+        "{size} bytes; stderr: {err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(sandbox.config.store.join("disk-templates"))
+            .unwrap()
+            .count(),
+        1,
+        "one template per size"
+    );
+    let second_dir = sandbox.depot.join(&second);
+
     sandbox.backend.destroy(&limited).await.unwrap();
     sandbox.backend.destroy(&unlimited).await.unwrap();
+    sandbox.backend.destroy(&second).await.unwrap();
     assert_nothing_left(&limited_dir);
     assert_nothing_left(&unlimited_dir);
+    assert_nothing_left(&second_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

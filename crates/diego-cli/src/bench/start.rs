@@ -77,6 +77,19 @@ fn lrp(guid: &str, instances: usize) -> DesiredLrp {
 
 /// One `runc run --detach` of busybox httpd over a fresh overlay: the create+start time only.
 fn raw_runc_start(runc: &Runc, base: &Path, dir: &Path, handle: &str) -> anyhow::Result<Duration> {
+    let timed = raw_runc_create(runc, base, dir, handle).map(|(took, _)| took);
+    raw_runc_remove(runc, dir, handle)?;
+    timed
+}
+
+/// Mounts a fresh overlay in `dir` and runs busybox httpd there (`runc run --detach`);
+/// returns how long runc took and when it was done. The container is left running.
+fn raw_runc_create(
+    runc: &Runc,
+    base: &Path,
+    dir: &Path,
+    handle: &str,
+) -> anyhow::Result<(Duration, Instant)> {
     let overlay = Overlay::new(dir);
     overlay.mount(base, 0).context("mounting the raw overlay")?;
     let spec = ContainerSpec {
@@ -89,35 +102,75 @@ fn raw_runc_start(runc: &Runc, base: &Path, dir: &Path, handle: &str) -> anyhow:
         args: vec!["-f".into(), "-p".into(), "8080".into()],
         ..Default::default()
     };
-    let timed = (|| {
-        let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
-        let user = User::resolve("", passwd.as_deref())?;
-        let config = bundle::config(&spec, &process, &user, &overlay.merged())?;
-        bundle::write_config(dir, &config)?;
-        // A detached container keeps runc's stdio: a file, never a pipe we would wait on.
-        let log_path = dir.join("runc.log");
-        let log = std::fs::File::create(&log_path)?;
-        let started = Instant::now();
-        let status = runc
-            .run_detached(dir, handle, &dir.join("init.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .context("running runc run --detach")?;
-        let took = started.elapsed();
-        if !status.success() {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("runc run --detach failed ({status}): {}", text.trim());
-        }
-        anyhow::Ok(took)
-    })();
+    let passwd = std::fs::read_to_string(overlay.merged().join("etc/passwd")).ok();
+    let user = User::resolve("", passwd.as_deref())?;
+    let config = bundle::config(&spec, &process, &user, &overlay.merged())?;
+    bundle::write_config(dir, &config)?;
+    // A detached container keeps runc's stdio: a file, never a pipe we would wait on.
+    let log_path = dir.join("runc.log");
+    let log = std::fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let status = runc
+        .run_detached(dir, handle, &dir.join("init.pid"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("running runc run --detach")?;
+    let done = Instant::now();
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        bail!("runc run --detach failed ({status}): {}", text.trim());
+    }
+    Ok((done - started, done))
+}
+
+/// Kills and removes a raw container with its overlay and cgroups.
+fn raw_runc_remove(runc: &Runc, dir: &Path, handle: &str) -> anyhow::Result<()> {
     let _ = runc.kill(handle);
     let _ = runc.delete_force(handle);
-    overlay.destroy().context("removing the raw overlay")?;
+    Overlay::new(dir).destroy().context("removing the raw overlay")?;
     let _ = std::fs::remove_dir_all(dir);
     cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), handle)?;
-    timed
+    Ok(())
+}
+
+/// `n` raw containers started at once (overlay + `runc run --detach` each, on its own
+/// thread): each one's time from the common start to running, sorted. All are removed after.
+async fn raw_runc_parallel(runc: &Runc, base: &Path, root: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let (runc, base, d, h) = (
+            runc.clone(),
+            base.to_path_buf(),
+            root.join(format!("raw-par-{i}")),
+            format!("bench-start-rawp-{}-{i}", std::process::id()),
+        );
+        handles.push(tokio::task::spawn_blocking(move || {
+            let created = raw_runc_create(&runc, &base, &d, &h);
+            (created, runc, d, h)
+        }));
+    }
+    let mut done = Vec::new();
+    let mut failure = None;
+    let mut made = Vec::new();
+    for h in handles {
+        let (created, runc, d, h) = h.await?;
+        match created {
+            Ok((_, at)) => done.push(at - start),
+            Err(e) => failure = Some(e),
+        }
+        made.push((runc, d, h));
+    }
+    for (runc, d, h) in made {
+        tokio::task::spawn_blocking(move || raw_runc_remove(&runc, &d, &h)).await??;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    done.sort();
+    Ok(done)
 }
 
 /// The `diego dev` this benchmark started: on drop (success or not) it is stopped and the
@@ -135,15 +188,36 @@ impl Drop for OwnCluster {
 }
 
 /// Kills and removes every runc container a stopped cell left in `depot` (runc state in
-/// `<depot>.runc`): overlay, disk image, cgroups.
+/// `<depot>.runc`): overlay, disk image, cgroups, directory — also those runc no longer lists
+/// (a destroy the cell's stop interrupted half-way).
 fn remove_cell_leftovers(depot: &Path) {
     let runc = Runc::new("runc", depot.with_file_name("depot.runc"));
-    for id in runc.list().unwrap_or_default() {
+    let mut ids: std::collections::BTreeSet<String> = runc.list().unwrap_or_default().into_iter().collect();
+    ids.extend(
+        std::fs::read_dir(depot)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned()),
+    );
+    for id in ids {
         let _ = runc.kill(&id);
         let _ = runc.delete_force(&id);
-        let _ = Overlay::new(depot.join(&id)).destroy();
+        // The directory only once nothing is mounted in it any more.
+        if Overlay::new(depot.join(&id)).destroy().is_ok() {
+            let _ = std::fs::remove_dir_all(depot.join(&id));
+        }
         let _ = cgroup::remove_leftovers(Path::new(cgroup::CGROUP_ROOT), &id);
     }
+}
+
+/// Whether `depot` holds no container (a missing depot holds none).
+fn depot_empty(depot: Option<&Path>) -> bool {
+    depot.is_none_or(|d| {
+        std::fs::read_dir(d)
+            .map(|mut e| e.next().is_none())
+            .unwrap_or(true)
+    })
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
@@ -209,6 +283,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     }
     raw.sort();
     let raw_median = raw[raw.len() / 2];
+    // The same number of raw containers at once: what runc itself needs on this machine to
+    // start them all together (the floor under the cell's figures).
+    let raw_parallel = raw_runc_parallel(&runc, &base, dir.path(), o.instances).await?;
+    let (raw_par_p50, raw_par_all) = (
+        percentile(&raw_parallel, 50.0),
+        raw_parallel[raw_parallel.len() - 1],
+    );
 
     let guid = format!("bench-start-{}", std::process::id());
     say(
@@ -252,15 +333,18 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         percentile(&times, 99.0),
         times[times.len() - 1],
     );
-    // Stop the instances and wait until the cell has removed them (their containers go first).
+    // Stop the instances and wait until the cell has removed them: their records go when
+    // their processes have stopped, their containers right after.
     let _ = client.remove_desired_lrp(&guid).await;
     let gone_by = Instant::now() + Duration::from_secs(60);
+    let own_depot = dev.as_ref().map(|d| d.depot.clone());
     while Instant::now() < gone_by
-        && !client
+        && !(client
             .actual_lrps(&query)
             .await
             .map(|a| a.is_empty())
             .unwrap_or(false)
+            && depot_empty(own_depot.as_deref()))
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -268,12 +352,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     say(
         &o,
         &format!(
-            "{} instances: desire → RUNNING p50 {:.1} ms, p99 {:.1} ms, all RUNNING after {:.1} ms; raw runc create+start (runc run --detach of httpd) median {:.1} ms",
+            "{} instances: desire → RUNNING p50 {:.1} ms, p99 {:.1} ms, all RUNNING after {:.1} ms; raw runc create+start (runc run --detach of httpd) median {:.1} ms; {} raw at once: p50 {:.1} ms, all after {:.1} ms",
             o.instances,
             ms(p50),
             ms(p99),
             ms(all),
-            ms(raw_median)
+            ms(raw_median),
+            o.instances,
+            ms(raw_par_p50),
+            ms(raw_par_all)
         ),
     );
     if o.json {
@@ -284,6 +371,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 "desire_to_running_p99_ms": ms(p99),
                 "all_running_ms": ms(all),
                 "raw_runc_start_ms": ms(raw_median),
+                "raw_runc_parallel_p50_ms": ms(raw_par_p50),
+                "raw_runc_parallel_all_ms": ms(raw_par_all),
                 "instances": o.instances,
             })
         );

@@ -92,24 +92,60 @@ pub(super) fn checked_image_bytes(limit: u64) -> Result<u64, OverlayError> {
         .ok_or_else(|| OverlayError::Invalid(format!("disk_bytes {limit} is too large for a disk image")))
 }
 
-/// Makes a formatted sparse image of `size` bytes at `image`. It is formatted under a
-/// temporary name and renamed into place, so an existing `image` is always a whole filesystem
-/// (a crash mid-mkfs leaves only the temporary, which [`remove`] deletes).
-pub(super) fn create(image: &Path, size: u64) -> Result<(), OverlayError> {
+/// Makes a formatted sparse image of `size` bytes at `image`: a sparse copy of the template
+/// for that size in `templates` (formatted the first time), or formatted in place without
+/// one. It is made under a temporary name and renamed into place, so an existing `image` is
+/// always a whole filesystem (a crash half-way leaves only the temporary, which [`remove`]
+/// deletes).
+pub(super) fn create(image: &Path, size: u64, templates: Option<&Path>) -> Result<(), OverlayError> {
     let tmp = tmp_path(image);
     let made = (|| {
-        let file = fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-        file.set_len(size)
-            .map_err(io_err(format!("sizing {} to {size} bytes", tmp.display())))?;
-        drop(file);
-        host::run(Command::new("mkfs.ext4").args(MKFS_ARGS).arg(&tmp))
-            .map_err(io_err(format!("formatting {}", tmp.display())))?;
+        match templates {
+            Some(dir) => {
+                let template = template(dir, size)?;
+                host::run(Command::new("cp").arg("--sparse=always").arg(&template).arg(&tmp)).map_err(
+                    io_err(format!("copying {} to {}", template.display(), tmp.display())),
+                )?;
+            }
+            None => format(&tmp, size)?,
+        }
         fs::rename(&tmp, image).map_err(io_err(format!("renaming {} into place", tmp.display())))
     })();
     if made.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     made
+}
+
+/// A new sparse file of `size` bytes at `path`, formatted.
+fn format(path: &Path, size: u64) -> Result<(), OverlayError> {
+    let file = fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    file.set_len(size)
+        .map_err(io_err(format!("sizing {} to {size} bytes", path.display())))?;
+    drop(file);
+    host::run(Command::new("mkfs.ext4").args(MKFS_ARGS).arg(path))
+        .map_err(io_err(format!("formatting {}", path.display())))
+        .map(drop)
+}
+
+/// The formatted template of `size` bytes in `dir`, made the first time it is needed. Makers
+/// racing each format their own temporary and rename it into place; any of the (equivalent)
+/// results may win.
+fn template(dir: &Path, size: u64) -> Result<PathBuf, OverlayError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = dir.join(format!("ext4-{size}.img"));
+    if path.exists() {
+        return Ok(path);
+    }
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("ext4-{size}.img.{}-{n}.tmp", std::process::id()));
+    let made = format(&tmp, size)
+        .and_then(|()| fs::rename(&tmp, &path).map_err(io_err(format!("renaming {}", tmp.display()))));
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made.map(|()| path)
 }
 
 /// Loop-mounts `image` at `at`. util-linux sets the loop device to clear itself when the
