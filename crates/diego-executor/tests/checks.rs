@@ -255,14 +255,14 @@ async fn startup_polls_fast_at_first_then_backs_off() {
         let (step, cancel) = (step.clone(), cancel.clone());
         tokio::spawn(async move { step.perform(cancel).await })
     };
-    // Delays 5, 10, 20, 40, 80 ms: 5 probes in the first ~155 ms (plus probe time). Polling
-    // at the steady 100 ms from the start would give at most 3 in 200 ms.
+    // Delays 5, 5.5, 6.05, … ms (growing by a tenth): over 20 probes in the first 200 ms (plus
+    // probe time). Polling at the steady 100 ms from the start would give at most 3.
     sleep(ms(200)).await;
     let early = server.hits();
-    assert!(early >= 4, "{early} probes in the first 200 ms");
-    // Once backed off to 100 ms, half a second holds about 5 probes; with no backoff at 5 ms it
-    // would be close to 100.
-    sleep(ms(200)).await;
+    assert!(early >= 10, "{early} probes in the first 200 ms");
+    // The wait reaches 100 ms after about a second; from then on half a second holds about 5
+    // probes, where with no backoff at 5 ms it would be close to 100.
+    sleep(ms(1300)).await;
     let before = server.hits();
     sleep(ms(500)).await;
     let steady = server.hits() - before;

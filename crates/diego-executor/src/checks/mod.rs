@@ -73,7 +73,7 @@ pub mod messages {
 /// plus our fast start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckTiming {
-    /// First wait after a failed startup / until-ready poll; grows by half each time up to `unhealthy_interval`.
+    /// First wait after a failed startup / until-ready poll; grows by a tenth each time up to `unhealthy_interval`.
     pub initial_interval: Duration,
     /// Steady wait between polls while not yet healthy / ready (Diego: 2 s).
     pub unhealthy_interval: Duration,

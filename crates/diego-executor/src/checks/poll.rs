@@ -1,10 +1,12 @@
 //! The two polling loops every check step is made of, and the backoff between polls.
 //!
 //! - [`until_all_pass`]: startup and "until ready". Probes every check that has not passed yet,
-//!   waits, probes again; the wait starts short and grows by half each time up to the unhealthy
-//!   interval, so an app that is up in 300 ms is seen as healthy within ~100 ms of that instead
-//!   of up to 2 s later, while a slow starter is not probed more than once per unhealthy
-//!   interval.
+//!   waits, probes again; the wait starts short and grows by a tenth each time up to the
+//!   unhealthy interval. Each wait is then about a tenth of the time spent polling so far, so an
+//!   app is seen as healthy at most ~10% later than it became so (an app up in 800 ms within
+//!   ~80 ms of that, rather than up to 2 s later; growing by half would allow 50%), for a few
+//!   dozen cheap probes more on a slow starter, which is still not probed more than once per
+//!   unhealthy interval.
 //! - [`first_failure`]: liveness and "until failure". Each check probes at its own steady
 //!   interval; the first failure ends the loop.
 //!
@@ -22,7 +24,7 @@ use super::{CheckContext, Probe};
 /// Below this a "fast" first interval would spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Delays growing by half from `initial` up to `max`, which then repeats.
+/// Delays growing by a tenth from `initial` up to `max`, which then repeats.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -40,7 +42,7 @@ impl Backoff {
 
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next + self.next / 2)
+        self.next = (self.next + self.next / 10)
             .max(self.next + MIN_INTERVAL)
             .min(self.max);
         d
@@ -104,11 +106,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_by_half_up_to_the_steady_interval() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let got: Vec<_> = (0..7).map(|_| b.next_delay()).collect();
-        let expected = [100_000, 150_000, 225_000, 337_500, 500_000, 500_000, 500_000];
+    fn backoff_grows_by_a_tenth_up_to_the_steady_interval() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(130));
+        let got: Vec<_> = (0..5).map(|_| b.next_delay()).collect();
+        let expected = [100_000, 110_000, 121_000, 130_000, 130_000];
         assert_eq!(got, expected.map(Duration::from_micros));
+    }
+
+    #[test]
+    fn each_wait_is_about_a_tenth_of_the_time_polled_so_far() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_secs(2));
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..40 {
+            let d = b.next_delay();
+            if elapsed > Duration::from_millis(200) {
+                assert!(d <= elapsed / 5, "waited {d:?} after {elapsed:?}");
+            }
+            elapsed += d;
+        }
     }
 
     #[test]
