@@ -27,5 +27,8 @@ pub use container::{Container, ContainerState, RunResult};
 pub use log::{LogLine, LogSink, LogStream, LogStreamer, MemorySink};
 pub use resources::{Reservation, ReserveError, ResourceCapacity, Resources};
 pub use steps::{Step, StepContext, StepError};
-pub use store::{ContainerEvent, ContainerStore, MonitorFactory, RunRequest, StoreError};
+pub use store::{
+    default_concurrent_creates, ContainerEvent, ContainerStore, MonitorFactory, RunRequest, StoreConfig,
+    StoreError,
+};
 pub use transformer::step_for;

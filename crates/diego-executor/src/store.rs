@@ -124,31 +124,55 @@ const INTERNAL_FAILURE: &str = "container failed";
 /// The failure reason when the backend cannot create the container.
 const CREATE_FAILURE: &str = "failed to create container";
 
+/// How a [`ContainerStore`] runs its containers.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    pub capacity: ResourceCapacity,
+    /// SIGTERM → SIGKILL delay for stopped containers (Diego: 10 s,
+    /// [`crate::steps::DEFAULT_GRACEFUL_SHUTDOWN`]).
+    pub graceful_shutdown: Duration,
+    /// How many backend creates run at once; the rest queue (in order). Creating a container
+    /// is mostly CPU (runc), so running a batch of 20 all at once on 2 cores makes every one of
+    /// them late, where a few at a time lets the first ones start early for the same total.
+    pub max_concurrent_creates: usize,
+}
+
+impl StoreConfig {
+    pub fn new(capacity: ResourceCapacity) -> Self {
+        StoreConfig {
+            capacity,
+            graceful_shutdown: crate::steps::DEFAULT_GRACEFUL_SHUTDOWN,
+            max_concurrent_creates: default_concurrent_creates(),
+        }
+    }
+}
+
+/// One create per core (at least 2).
+pub fn default_concurrent_creates() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
 /// See the module docs.
 pub struct ContainerStore {
     backend: DynBackend,
     resources: Resources,
     sink: Arc<dyn LogSink>,
     graceful_shutdown: Duration,
+    creates: tokio::sync::Semaphore,
     entries: Mutex<BTreeMap<String, Entry>>,
     events: broadcast::Sender<ContainerEvent>,
 }
 
 impl ContainerStore {
-    /// A store over `backend` with `capacity`; stopped containers get `graceful_shutdown`
-    /// between SIGTERM and SIGKILL (Diego: 10 s, [`crate::steps::DEFAULT_GRACEFUL_SHUTDOWN`]).
-    pub fn new(
-        backend: DynBackend,
-        capacity: ResourceCapacity,
-        sink: Arc<dyn LogSink>,
-        graceful_shutdown: Duration,
-    ) -> Arc<Self> {
+    /// A store over `backend`, logging to `sink`.
+    pub fn new(backend: DynBackend, sink: Arc<dyn LogSink>, config: StoreConfig) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(Self {
             backend,
-            resources: Resources::new(capacity),
+            resources: Resources::new(config.capacity),
             sink,
-            graceful_shutdown,
+            graceful_shutdown: config.graceful_shutdown,
+            creates: tokio::sync::Semaphore::new(config.max_concurrent_creates.max(1)),
             entries: Mutex::default(),
             events,
         })
@@ -322,9 +346,16 @@ impl ContainerStore {
             privileged: request.privileged,
             ..Default::default()
         };
+        // A turn among the creates (a stop meanwhile ends the wait: nothing was created).
+        let permit = tokio::select! {
+            p = self.creates.acquire() => p.ok(),
+            _ = cancel.cancelled() => return RunResult::stopped(),
+        };
         // Not raced with a stop: a backend may finish creating after its caller gave up, and
         // the container must exist (so delete destroys it) before this says stopped.
-        let info = match self.backend.create(spec).await {
+        let created = self.backend.create(spec).await;
+        drop(permit);
+        let info = match created {
             Ok(info) => info,
             Err(e) => {
                 warn!(guid, error = %e, "creating the container failed");
@@ -567,7 +598,12 @@ mod tests {
             disk_mb: 1024,
             containers: 4,
         };
-        let store = ContainerStore::new(backend, capacity, sink.clone(), Duration::from_millis(100));
+        let config = StoreConfig {
+            graceful_shutdown: Duration::from_millis(100),
+            max_concurrent_creates: 2,
+            ..StoreConfig::new(capacity)
+        };
+        let store = ContainerStore::new(backend, sink.clone(), config);
         (store, sink)
     }
 
@@ -942,5 +978,37 @@ mod tests {
         assert_eq!(err, StoreError::NotFound("nope".into()));
         assert!(store.list().is_empty());
         assert_eq!(store.remaining().memory_mb, 1024);
+    }
+
+    #[tokio::test]
+    async fn creates_wait_their_turn_and_a_stop_ends_the_wait() {
+        let backend = backend();
+        let (store, _) = store(backend.clone());
+        let mut events = store.subscribe();
+        // Every turn taken: the container waits in INITIALIZING, nothing is created.
+        let turns = store.creates.acquire_many(2).await.unwrap();
+        store.reserve("queued", 64, 64).unwrap();
+        store.run("queued", request(run("/bin/sleep"))).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.get("queued").unwrap().state, ContainerState::Initializing);
+        assert!(backend.specs().is_empty());
+        store.stop("queued").unwrap();
+        until_completed(&mut events).await;
+        assert!(store.get("queued").unwrap().run_result.unwrap().stopped);
+        assert!(
+            backend.specs().is_empty(),
+            "a stopped queued container is never created"
+        );
+        store.delete("queued").await.unwrap();
+        // A turn freed: the next one goes ahead.
+        drop(turns);
+        store.reserve("next", 64, 64).unwrap();
+        store.run("next", request(run("/bin/echo"))).unwrap();
+        until_completed(&mut events).await;
+        assert_eq!(
+            store.get("next").unwrap().run_result,
+            Some(RunResult::succeeded())
+        );
+        store.delete("next").await.unwrap();
     }
 }

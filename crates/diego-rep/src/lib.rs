@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diego_client::BbsClient;
-use diego_executor::{ContainerStore, LogSink, ResourceCapacity};
+use diego_executor::{ContainerStore, LogSink, ResourceCapacity, StoreConfig};
 use diego_garden::DynBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,8 @@ pub struct RepConfig {
     pub sync_interval: Duration,
     /// How often the cell checks it can still run containers.
     pub self_check_interval: Duration,
+    /// Containers created at once (the rest wait their turn).
+    pub max_concurrent_creates: usize,
 }
 
 impl RepConfig {
@@ -93,6 +95,7 @@ impl RepConfig {
             graceful_shutdown: Duration::from_secs(10),
             sync_interval: Duration::from_secs(30),
             self_check_interval: Duration::from_secs(60),
+            max_concurrent_creates: diego_executor::default_concurrent_creates(),
         }
     }
 }
@@ -181,7 +184,15 @@ pub async fn start(
         .build()
         .expect("building an HTTP client without TLS cannot fail");
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
-    let store = ContainerStore::new(backend.clone(), config.capacity, sink, config.graceful_shutdown);
+    let store = ContainerStore::new(
+        backend.clone(),
+        sink,
+        StoreConfig {
+            capacity: config.capacity,
+            graceful_shutdown: config.graceful_shutdown,
+            max_concurrent_creates: config.max_concurrent_creates,
+        },
+    );
     let rep = Arc::new(Rep {
         config,
         url: url.clone(),

@@ -53,6 +53,9 @@ pub struct CellArgs {
     /// Seconds between self-checks (create, run, destroy a container; 503 while failing).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub self_check_interval: u64,
+    /// Containers created at once; more wait their turn [default: one per core, at least 2].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_creates: Option<usize>,
 }
 
 /// App and platform log lines, printed as `[SOURCE/INDEX] OUT|ERR message` (a log server
@@ -147,6 +150,9 @@ pub async fn start(
     config.graceful_shutdown = Duration::from_secs(10);
     config.sync_interval = Duration::from_secs(args.sync_interval.max(1));
     config.self_check_interval = Duration::from_secs(args.self_check_interval.max(1));
+    if let Some(n) = args.max_concurrent_creates {
+        config.max_concurrent_creates = n.max(1);
+    }
     let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
         .await
         .context("starting the rep")?;
