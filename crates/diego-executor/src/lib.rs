@@ -6,8 +6,9 @@
 //!   → completed) and [`container::RunResult`];
 //! - [`checks`]: health checks of LRP instances (startup, liveness, readiness) probed from the
 //!   cell, and [`checks::health_steps`], the monitor part of an LRP's tree;
-//! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts (upload is not
-//!   implemented yet);
+//! - [`steps`]: one [`steps::Step`] per action kind, with Diego's failure texts;
+//! - [`archive`], [`checksum`], [`download_cache`]: what the download step is made of — safe
+//!   archive extraction (tar, tgz, zip), md5/sha1/sha256 checks, the cell's download cache;
 //! - [`transformer`]: [`transformer::step_for`] builds a step tree from an action tree;
 //! - [`log`]: log lines, the [`log::LogSink`] they go to, line splitting.
 //!
@@ -15,8 +16,11 @@
 //! HTTP server (the rep depends on this crate, not the other way). HTTP *clients* (reqwest) are
 //! fine: downloads and HTTP health checks use one.
 
+pub mod archive;
 pub mod checks;
+pub mod checksum;
 pub mod container;
+pub mod download_cache;
 pub mod log;
 pub mod resources;
 pub mod steps;

@@ -10,7 +10,7 @@ use diego_model::{Action, ActionKind};
 
 use crate::steps::{
     CodependentStep, DownloadStep, EmitProgressStep, FailStep, ParallelStep, RunStep, SerialStep, Step,
-    StepContext, StepError, TimeoutStep, TryStep,
+    StepContext, StepError, TimeoutStep, TryStep, UploadStep,
 };
 
 /// The step that runs `action` in `ctx`'s container.
@@ -23,7 +23,7 @@ pub fn step_for(action: &Action, ctx: &StepContext) -> Box<dyn Step> {
     };
     match kind {
         ActionKind::Download(a) => Box::new(DownloadStep::new(a.clone(), ctx.with_source(&a.log_source))),
-        ActionKind::Upload(_) => Box::new(FailStep::new(StepError::Unsupported("upload"))),
+        ActionKind::Upload(a) => Box::new(UploadStep::new(a.clone(), ctx.with_source(&a.log_source))),
         ActionKind::Run(a) => Box::new(RunStep::new(a.clone(), ctx.with_source(&a.log_source))),
         ActionKind::Timeout(a) => {
             let ctx = ctx.with_source(&a.log_source);
@@ -172,7 +172,7 @@ mod tests {
                     upload: Some(Default::default()),
                     ..Default::default()
                 },
-                "upload actions are not supported yet",
+                "Uploading failed",
             ),
             (
                 Action {

@@ -15,6 +15,7 @@ mod serial;
 mod timeout;
 mod try_step;
 mod unsupported;
+mod upload;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -28,13 +29,16 @@ pub use serial::SerialStep;
 pub use timeout::TimeoutStep;
 pub use try_step::TryStep;
 pub use unsupported::FailStep;
+pub use upload::UploadStep;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use diego_garden::{DynBackend, GardenError};
 use tokio_util::sync::CancellationToken;
 
+use crate::download_cache::DownloadCache;
 use crate::log::LogStreamer;
 
 /// Diego's default (and minimum) time between SIGTERM and SIGKILL when a run step is cancelled.
@@ -122,13 +126,15 @@ pub struct StepContext {
     pub graceful_shutdown: Duration,
     /// `KEY=VALUE` entries appended to every run step's env (e.g. `CF_INSTANCE_*`).
     pub extra_env: Vec<String>,
-    /// HTTP client for download steps (shared: it pools connections).
+    /// HTTP client for download and upload steps (shared: it pools connections).
     pub http: reqwest::Client,
     /// Names the run steps' processes as the tree is built.
     pub process_names: ProcessNames,
     /// Resuming a tree whose container outlived an earlier run of the cell: a run step whose
     /// process exists is attached to (its output replayed, its exit awaited) instead of run.
     pub resume: bool,
+    /// The cell's download cache, for downloads with a `cache_key` (none: never cached).
+    pub download_cache: Option<Arc<DownloadCache>>,
 }
 
 /// Names run steps' processes in the order a tree is built (`action-0`, `action-1`, …), so
@@ -169,6 +175,7 @@ impl StepContext {
             http: reqwest::Client::new(),
             process_names: ProcessNames::default(),
             resume: false,
+            download_cache: None,
         }
     }
 
