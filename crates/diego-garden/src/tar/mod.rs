@@ -1,48 +1,67 @@
 //! Files in and out of a container root directory with the host's `tar` command, shared by
 //! the backends that keep a container's files in a host directory (process, runc).
 //!
-//! GNU tar already refuses members with `..` and strips leading `/`, so an archive cannot
-//! write outside the directory it is extracted into; we check that the directory itself,
-//! after following symlinks, is inside the container's root.
+//! Extraction does not use the host's `tar`: GNU tar follows symlinks that already exist under
+//! the destination (a container can make `/home/vcap/x -> /` and stream in `x/etc/...`), which
+//! as root on the host writes outside the container. [`extract`] parses the stream itself and
+//! makes every file relative to directory descriptors opened with `openat2`:
+//! - the destination is resolved with `RESOLVE_IN_ROOT` (the container's view: an absolute
+//!   symlink in it stays inside the container's root);
+//! - every entry is resolved below the destination with `RESOLVE_BENEATH` (symlinks that stay
+//!   below it are followed, ones that lead out fail the extraction), and its last component is
+//!   never followed (an existing symlink there is replaced, not written through);
+//! - a leading `/` is stripped and a `..` component fails the extraction, as GNU tar does;
+//!   hard links must name something below the destination; devices and fifos are skipped;
+//!   owners are not kept (files belong to the backend's user) and set-uid/set-gid bits are
+//!   dropped.
+//!
+//! Archiving (`stream_out`) still runs `tar -c`, which does not follow symlinks among the
+//! members it writes; the directory it starts in is checked to resolve inside the root.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::{GardenError, TarStream};
 
-/// Extracts `tar` into `dir` (created if missing), which must resolve inside `root`.
+mod confined;
+
+/// Extracts `tar` into `dir`, which must be `root` or below it: `dir` is found and created the
+/// way a process in the container would see it (its symlinks resolved inside `root`), and no
+/// entry is written outside `dir` (see the module docs).
 pub async fn extract(root: &Path, dir: &Path, mut tar: TarStream) -> Result<(), GardenError> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| GardenError::Invalid(format!("creating {}: {e}", dir.display())))?;
-    ensure_inside(root, dir).await?;
-    let mut child = Command::new("tar")
-        .args(["-x", "--no-same-owner", "-f", "-", "-C"])
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| GardenError::Unavailable(format!("running tar: {e}")))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let errors = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
+    let rel = dir
+        .strip_prefix(root)
+        .map_err(|_| GardenError::Invalid(format!("{} is not inside {}", dir.display(), root.display())))?
+        .to_path_buf();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (root, shown) = (root.to_path_buf(), dir.to_path_buf());
+    let worker = tokio::task::spawn_blocking(move || {
+        confined::extract(
+            &root,
+            &rel,
+            ChannelReader {
+                rx,
+                chunk: Bytes::new(),
+            },
+        )
+        .map_err(|e| {
+            GardenError::Invalid(format!(
+                "extracting the tar stream into {} failed: {e}",
+                shown.display()
+            ))
+        })
     });
     let mut fed = Ok(());
     while let Some(chunk) = tar.next().await {
         match chunk {
+            // The extractor stopping early (a bad archive) drops its end; its result says why.
             Ok(bytes) => {
-                // tar exiting early (a bad archive) closes the pipe; its stderr says why.
-                if stdin.write_all(&bytes).await.is_err() {
+                if tx.send(bytes).await.is_err() {
                     break;
                 }
             }
@@ -52,23 +71,31 @@ pub async fn extract(root: &Path, dir: &Path, mut tar: TarStream) -> Result<(), 
             }
         }
     }
-    drop(stdin);
-    if let Err(e) = fed {
-        let _ = child.kill().await;
-        return Err(e);
-    }
-    let status = child
-        .wait()
+    drop(tx);
+    let extracted = worker
         .await
-        .map_err(|e| GardenError::Unavailable(format!("waiting for tar: {e}")))?;
-    let errors = errors.await.unwrap_or_default();
-    if status.success() {
-        Ok(())
-    } else {
-        Err(GardenError::Invalid(format!(
-            "extracting the tar stream failed: {}",
-            errors.trim()
-        )))
+        .map_err(|e| GardenError::Unavailable(format!("the extracting thread failed: {e}")))?;
+    fed?;
+    extracted
+}
+
+/// The blocking side of the stream: chunks from the async feeder, read as one byte stream.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(next) => self.chunk = next,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 
