@@ -21,7 +21,7 @@ mod upload;
 pub(crate) mod testing;
 
 pub use codependent::CodependentStep;
-pub use download::DownloadStep;
+pub use download::{byte_size, DownloadStep};
 pub use emit_progress::EmitProgressStep;
 pub use parallel::ParallelStep;
 pub use run::RunStep;
