@@ -161,6 +161,7 @@ pub struct ContainerStore {
     creates: tokio::sync::Semaphore,
     entries: Mutex<BTreeMap<String, Entry>>,
     events: broadcast::Sender<ContainerEvent>,
+    download_cache: std::sync::OnceLock<Arc<crate::download_cache::DownloadCache>>,
 }
 
 impl ContainerStore {
@@ -175,7 +176,13 @@ impl ContainerStore {
             creates: tokio::sync::Semaphore::new(config.max_concurrent_creates.max(1)),
             entries: Mutex::default(),
             events,
+            download_cache: Default::default(),
         })
+    }
+
+    /// Gives downloads with a `cache_key` the cell's cache (first call wins).
+    pub fn set_download_cache(&self, cache: Arc<crate::download_cache::DownloadCache>) {
+        let _ = self.download_cache.set(cache);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
@@ -396,6 +403,7 @@ impl ContainerStore {
         ctx.extra_env = request.env.clone();
         ctx.extra_env.extend(port_env(&info.host_ip, &info.mapped_ports));
         ctx.resume = resume != Resume::No;
+        ctx.download_cache = self.download_cache.get().cloned();
 
         let action = step_for(&request.action, &ctx.with_process_names("action"));
         let long_lived: Box<dyn Step> = match request.monitor {

@@ -37,10 +37,12 @@ mod work;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diego_client::BbsClient;
+use diego_executor::download_cache::DownloadCache;
 use diego_executor::{ContainerStore, LogSink, ResourceCapacity, StoreConfig};
 use diego_garden::DynBackend;
 use tokio::task::JoinHandle;
@@ -73,6 +75,8 @@ pub struct RepConfig {
     pub self_check_interval: Duration,
     /// Containers created at once (the rest wait their turn).
     pub max_concurrent_creates: usize,
+    /// Where downloads with a `cache_key` are cached (emptied at start); none: no cache.
+    pub download_cache_dir: Option<PathBuf>,
 }
 
 impl RepConfig {
@@ -96,6 +100,7 @@ impl RepConfig {
             sync_interval: Duration::from_secs(30),
             self_check_interval: Duration::from_secs(60),
             max_concurrent_creates: diego_executor::default_concurrent_creates(),
+            download_cache_dir: None,
         }
     }
 }
@@ -193,6 +198,14 @@ pub async fn start(
             max_concurrent_creates: config.max_concurrent_creates,
         },
     );
+    if let Some(dir) = &config.download_cache_dir {
+        match DownloadCache::open(dir, diego_executor::download_cache::DEFAULT_MAX_BYTES) {
+            Ok(cache) => store.set_download_cache(cache),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), %err, "no download cache: cannot use its directory")
+            }
+        }
+    }
     let rep = Arc::new(Rep {
         config,
         url: url.clone(),

@@ -153,6 +153,7 @@ pub async fn start(
     if let Some(n) = args.max_concurrent_creates {
         config.max_concurrent_creates = n.max(1);
     }
+    config.download_cache_dir = Some(args.data_dir.join("cache"));
     let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
         .await
         .context("starting the rep")?;
