@@ -39,7 +39,8 @@ pub async fn extract(root: &Path, dir: &Path, mut tar: TarStream) -> Result<(), 
         .map_err(|_| GardenError::Invalid(format!("{} is not inside {}", dir.display(), root.display())))?
         .to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let (root, shown) = (root.to_path_buf(), dir.to_path_buf());
+    let root = root.to_path_buf();
+    // The message leaves out host paths: it may reach a user (a download's failure text).
     let worker = tokio::task::spawn_blocking(move || {
         confined::extract(
             &root,
@@ -49,12 +50,7 @@ pub async fn extract(root: &Path, dir: &Path, mut tar: TarStream) -> Result<(), 
                 chunk: Bytes::new(),
             },
         )
-        .map_err(|e| {
-            GardenError::Invalid(format!(
-                "extracting the tar stream into {} failed: {e}",
-                shown.display()
-            ))
-        })
+        .map_err(|e| GardenError::Invalid(format!("extracting the tar stream failed: {e}")))
     });
     let mut fed = Ok(());
     while let Some(chunk) = tar.next().await {
