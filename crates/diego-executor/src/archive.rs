@@ -186,6 +186,8 @@ impl<W: Write> Sanitiser<W> {
                 tar::EntryType::Char => Kind::Other("a character device"),
                 tar::EntryType::Block => Kind::Other("a block device"),
                 tar::EntryType::Fifo => Kind::Other("a fifo"),
+                // Metadata only (`git archive` writes a global pax header): nothing to extract.
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
                 _ => Kind::Other("of an unsupported entry type"),
             };
             let size = entry.size();
@@ -628,6 +630,22 @@ pub(crate) mod tests {
                 ("kept", "file:k"),
             ])
         );
+    }
+
+    #[test]
+    fn a_global_pax_header_is_metadata_not_a_skipped_entry() {
+        let mut b = tar::Builder::new(Vec::new());
+        let comment = b"52 comment=0123456789012345678901234567890123456789\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XGlobalHeader);
+        h.set_size(comment.len() as u64);
+        b.append_data(&mut h, "pax_global_header", &comment[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let (report, got) = run(&b.into_inner().unwrap()).unwrap();
+        assert!(report.skipped.is_empty(), "{report:?}");
+        assert_eq!(got, pairs(&[("f", "file:x")]));
     }
 
     #[test]
