@@ -749,7 +749,12 @@ async fn malicious_archives(env: Arc<Env>) {
         ),
         (
             "symlink-etc",
-            raw_tar(&[Raw::Symlink("a", "/etc"), Raw::File("a/passwd", b"pwned")]),
+            // A new file name, not `a/passwd`: should both layers ever regress, nothing of the
+            // host's is overwritten, and the assertions below still notice.
+            raw_tar(&[
+                Raw::Symlink("a", "/etc"),
+                Raw::File("a/diego-archive-test", b"pwned"),
+            ]),
             "would be written through the symlink \"a\"",
         ),
         (
@@ -797,6 +802,11 @@ async fn malicious_archives(env: Arc<Env>) {
     assert!(!env.root.join("escape").exists());
     assert_eq!(std::fs::read(c.merged.join("etc/passwd")).unwrap(), passwd_before);
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), host_passwd_before);
+    assert!(
+        !Path::new("/etc/diego-archive-test").exists(),
+        "written to the host's /etc"
+    );
+    assert!(!c.merged.join("etc/diego-archive-test").exists());
 
     // Links that would lead out are left out; the rest of the archive arrives.
     let url = server.put(
@@ -841,11 +851,13 @@ async fn container_symlinks(env: Arc<Env>) {
     .await;
     let evil_passwd_before = std::fs::read(c.merged.join("etc/passwd")).unwrap();
     for (link, entry) in [
-        ("host-link", "host-link/pwned"),
-        ("up-link", "up-link/pwned"),
-        ("root-link", "root-link/etc/passwd"),
+        ("host-link", "host-link/pwned".to_string()),
+        ("up-link", "up-link/pwned".to_string()),
+        // Should this ever regress, the write lands in the marker directory, not in the host's
+        // /etc.
+        ("root-link", format!("root-link{marker}/pwned")),
     ] {
-        let url = server.put(&format!("/{link}"), raw_tar(&[Raw::File(entry, b"pwned")]));
+        let url = server.put(&format!("/{link}"), raw_tar(&[Raw::File(&entry, b"pwned")]));
         let err = c
             .perform(&Action {
                 download: Some(download(url, "/home/vcap", "app")),
