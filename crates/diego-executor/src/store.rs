@@ -125,7 +125,7 @@ const INTERNAL_FAILURE: &str = "container failed";
 const CREATE_FAILURE: &str = "failed to create container";
 
 /// How a [`ContainerStore`] runs its containers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct StoreConfig {
     pub capacity: ResourceCapacity,
     /// SIGTERM → SIGKILL delay for stopped containers (Diego: 10 s,
@@ -135,6 +135,8 @@ pub struct StoreConfig {
     /// is mostly CPU (runc), so running a batch of 20 all at once on 2 cores makes every one of
     /// them late, where a few at a time lets the first ones start early for the same total.
     pub max_concurrent_creates: usize,
+    /// The cell's download cache, for downloads with a `cache_key` (none: never cached).
+    pub download_cache: Option<Arc<crate::download_cache::DownloadCache>>,
 }
 
 impl StoreConfig {
@@ -143,6 +145,7 @@ impl StoreConfig {
             capacity,
             graceful_shutdown: crate::steps::DEFAULT_GRACEFUL_SHUTDOWN,
             max_concurrent_creates: default_concurrent_creates(),
+            download_cache: None,
         }
     }
 }
@@ -161,7 +164,7 @@ pub struct ContainerStore {
     creates: tokio::sync::Semaphore,
     entries: Mutex<BTreeMap<String, Entry>>,
     events: broadcast::Sender<ContainerEvent>,
-    download_cache: std::sync::OnceLock<Arc<crate::download_cache::DownloadCache>>,
+    download_cache: Option<Arc<crate::download_cache::DownloadCache>>,
 }
 
 impl ContainerStore {
@@ -176,13 +179,8 @@ impl ContainerStore {
             creates: tokio::sync::Semaphore::new(config.max_concurrent_creates.max(1)),
             entries: Mutex::default(),
             events,
-            download_cache: Default::default(),
+            download_cache: config.download_cache,
         })
-    }
-
-    /// Gives downloads with a `cache_key` the cell's cache (first call wins).
-    pub fn set_download_cache(&self, cache: Arc<crate::download_cache::DownloadCache>) {
-        let _ = self.download_cache.set(cache);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
@@ -403,7 +401,7 @@ impl ContainerStore {
         ctx.extra_env = request.env.clone();
         ctx.extra_env.extend(port_env(&info.host_ip, &info.mapped_ports));
         ctx.resume = resume != Resume::No;
-        ctx.download_cache = self.download_cache.get().cloned();
+        ctx.download_cache = self.download_cache.clone();
 
         let action = step_for(&request.action, &ctx.with_process_names("action"));
         let long_lived: Box<dyn Step> = match request.monitor {

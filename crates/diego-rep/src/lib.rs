@@ -189,6 +189,13 @@ pub async fn start(
         .build()
         .expect("building an HTTP client without TLS cannot fail");
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
+    let download_cache = config.download_cache_dir.as_ref().and_then(|dir| {
+        DownloadCache::open(dir, diego_executor::download_cache::DEFAULT_MAX_BYTES)
+            .map_err(|err| {
+                tracing::warn!(dir = %dir.display(), %err, "no download cache: cannot use its directory")
+            })
+            .ok()
+    });
     let store = ContainerStore::new(
         backend.clone(),
         sink,
@@ -196,16 +203,9 @@ pub async fn start(
             capacity: config.capacity,
             graceful_shutdown: config.graceful_shutdown,
             max_concurrent_creates: config.max_concurrent_creates,
+            download_cache,
         },
     );
-    if let Some(dir) = &config.download_cache_dir {
-        match DownloadCache::open(dir, diego_executor::download_cache::DEFAULT_MAX_BYTES) {
-            Ok(cache) => store.set_download_cache(cache),
-            Err(err) => {
-                tracing::warn!(dir = %dir.display(), %err, "no download cache: cannot use its directory")
-            }
-        }
-    }
     let rep = Arc::new(Rep {
         config,
         url: url.clone(),
