@@ -646,3 +646,75 @@ async fn the_sync_stops_a_container_whose_record_is_gone() {
     shutdown.cancel();
     let _ = rep.task.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_never_takes_more_than_its_capacity() {
+    let c = cluster().await;
+    let client = &c.bbs.client;
+    // 3 × 400 MB on a 1024 MB cell: two run, the third is not placed.
+    let mut big = lrp("big", 3, "exec sleep 1000");
+    big.memory_mb = 400;
+    client.desire_lrp(&big).await.unwrap();
+    let failed = eventually(WAIT, || async {
+        let rows = client
+            .actual_lrps(&ActualLrpQuery {
+                process_guid: Some("big".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let running = rows.iter().filter(|a| a.state == ActualLrpState::Running).count();
+        let unplaced: Vec<_> = rows
+            .iter()
+            .filter(|a| !a.placement_error.is_empty())
+            .cloned()
+            .collect();
+        (running == 2 && unplaced.len() == 1)
+            .then(|| unplaced[0].clone())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    assert!(
+        failed.placement_error.starts_with("insufficient resources"),
+        "{}",
+        failed.placement_error
+    );
+
+    // Work sent straight to the full cell comes back as not taken, and nothing is reserved.
+    let before = c.rep.rep.store.remaining();
+    assert_eq!(before.memory_mb, 1024 - 800);
+    let resource = diego_model::Resources {
+        memory_mb: 400,
+        disk_mb: 64,
+        ..Default::default()
+    };
+    let work = diego_model::auction::Work {
+        cell_id: "cell-1".into(),
+        lrps: vec![diego_model::auction::LrpWork {
+            process_guid: "big".into(),
+            domain: "d".into(),
+            index: failed.index,
+            placement_constraint: Default::default(),
+            resource: resource.clone(),
+        }],
+        tasks: vec![diego_model::auction::TaskStartRequest {
+            task_guid: "too-big".into(),
+            domain: "d".into(),
+            placement_constraint: Default::default(),
+            resource,
+        }],
+    };
+    let answer: diego_model::auction::Work = reqwest::Client::new()
+        .post(format!("{}/work", c.rep.url))
+        .json(&work)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.lrps.len(), 1, "the instance is returned: {answer:?}");
+    assert_eq!(answer.tasks.len(), 1, "the task is returned: {answer:?}");
+    assert_eq!(c.rep.rep.store.remaining(), before, "nothing was reserved");
+    assert_eq!(c.rep.rep.store.list().len(), 2);
+}
