@@ -38,6 +38,27 @@ pub const TASK_CONTAINER_MISSING: &str = "task container does not exist";
 /// The property every container of this cell carries.
 pub(crate) const CELL_PROPERTY: &str = "diego.cell_id";
 
+/// Why a container was not adopted.
+enum NotAdopted {
+    /// Nothing wants it: it is destroyed.
+    Unwanted(String),
+    /// The BBS could not say (unreachable): it is left alone for now — a later start, or the
+    /// sync's reaper once the BBS answers, decides.
+    Undecided(String),
+}
+
+impl From<String> for NotAdopted {
+    fn from(why: String) -> Self {
+        NotAdopted::Unwanted(why)
+    }
+}
+
+impl From<&str> for NotAdopted {
+    fn from(why: &str) -> Self {
+        NotAdopted::Unwanted(why.to_string())
+    }
+}
+
 /// Takes over or destroys every container an earlier run of this cell left (see the module
 /// docs). Returns how many were adopted.
 pub(crate) async fn adopt_leftovers(rep: &Arc<Rep>) -> usize {
@@ -56,7 +77,14 @@ pub(crate) async fn adopt_leftovers(rep: &Arc<Rep>) -> usize {
                 info!(handle, "adopted a container that outlived the cell agent");
                 adopted += 1;
             }
-            Err(why) => {
+            Err(NotAdopted::Undecided(why)) => {
+                rep.workloads().remove(&handle);
+                warn!(
+                    handle,
+                    why, "leaving a container from an earlier run alone for now"
+                );
+            }
+            Err(NotAdopted::Unwanted(why)) => {
                 info!(handle, why, "destroying a container left from an earlier run");
                 rep.workloads().remove(&handle);
                 if let Err(e) = rep.backend.destroy(&handle).await {
@@ -88,8 +116,12 @@ where
 }
 
 /// Adopts `handle`, or says why not.
-async fn adopt(rep: &Arc<Rep>, handle: &str) -> Result<(), String> {
-    let info = rep.backend.info(handle).await.map_err(|e| e.to_string())?;
+async fn adopt(rep: &Arc<Rep>, handle: &str) -> Result<(), NotAdopted> {
+    let info = rep
+        .backend
+        .info(handle)
+        .await
+        .map_err(|e| NotAdopted::Unwanted(e.to_string()))?;
     let prop = |k: &str| info.properties.get(k).cloned().unwrap_or_default();
     match prop("diego.kind").as_str() {
         "lrp" => {
@@ -101,16 +133,20 @@ async fn adopt(rep: &Arc<Rep>, handle: &str) -> Result<(), String> {
             adopt_lrp(rep, handle, &process_guid, index).await
         }
         "task" => adopt_task(rep, handle, &prop("diego.task_guid")).await,
-        other => Err(format!("unknown container kind {other:?}")),
+        other => Err(format!("unknown container kind {other:?}").into()),
     }
 }
 
-async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32) -> Result<(), String> {
+async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32) -> Result<(), NotAdopted> {
     let cell = &rep.config.cell_id;
     let rows = match bbs_read(|| rep.bbs.actual_lrp(process_guid, index)).await {
         Ok(rows) => rows,
         Err(e) if e.is_not_found() => Vec::new(),
-        Err(e) => return Err(format!("the BBS cannot say whether it is wanted: {e}")),
+        Err(e) => {
+            return Err(NotAdopted::Undecided(format!(
+                "the BBS cannot say whether it is wanted: {e}"
+            )))
+        }
     };
     let Some(row) = rows.into_iter().find(|a| {
         a.presence == Presence::Ordinary
@@ -122,6 +158,11 @@ async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32)
     };
     let desired = match bbs_read(|| rep.bbs.desired_lrp(process_guid)).await {
         Ok(d) if index < d.instances => d,
+        Err(e) if !e.is_not_found() => {
+            return Err(NotAdopted::Undecided(format!(
+                "the BBS cannot say whether it is desired: {e}"
+            )))
+        }
         outcome => {
             // Deleted or scaled down while the agent was away: the record goes too.
             let why = match outcome {
@@ -135,7 +176,7 @@ async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32)
             {
                 warn!(process_guid, index, error = %e, "removing the record of an undesired instance");
             }
-            return Err(why);
+            return Err(why.into());
         }
     };
     let request = lrp_run_request(rep, &desired, index, handle).ok_or("the desired LRP has no action")?;
@@ -155,18 +196,24 @@ async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32)
     rep.store
         .adopt(handle, memory as u64, disk as u64, request, skip_setup)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
-async fn adopt_task(rep: &Arc<Rep>, handle: &str, task_guid: &str) -> Result<(), String> {
+async fn adopt_task(rep: &Arc<Rep>, handle: &str, task_guid: &str) -> Result<(), NotAdopted> {
     if task_guid != handle {
         return Err("its task guid is not its handle".into());
     }
-    let task = bbs_read(|| rep.bbs.task(task_guid))
-        .await
-        .map_err(|e| format!("the BBS has no such task ({e})"))?;
+    let task = match bbs_read(|| rep.bbs.task(task_guid)).await {
+        Ok(t) => t,
+        Err(e) if !e.is_not_found() => {
+            return Err(NotAdopted::Undecided(format!(
+                "the BBS cannot say about the task: {e}"
+            )))
+        }
+        Err(e) => return Err(format!("the BBS has no such task ({e})").into()),
+    };
     if task.state != TaskState::Running || task.cell_id != rep.config.cell_id {
-        return Err(format!("the task is {} on {:?}", task.state, task.cell_id));
+        return Err(format!("the task is {} on {:?}", task.state, task.cell_id).into());
     }
     let request = task_run_request(rep, &task).ok_or("the task has no action")?;
     let d = &task.task_definition;
@@ -185,5 +232,5 @@ async fn adopt_task(rep: &Arc<Rep>, handle: &str, task_guid: &str) -> Result<(),
     rep.store
         .adopt(handle, memory as u64, disk as u64, request, false)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }

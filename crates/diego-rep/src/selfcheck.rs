@@ -30,13 +30,14 @@ pub(crate) async fn run(rep: Arc<Rep>, shutdown: CancellationToken) {
     }
 }
 
+/// The handles of this cell's self-check containers start with this.
+pub(crate) fn handle_prefix(rep: &Rep) -> String {
+    format!("selfcheck-{}-", rep.config.cell_id)
+}
+
 /// One check; records the outcome on `rep`.
 pub(crate) async fn check(rep: &Rep) {
-    let handle = format!(
-        "selfcheck-{}-{}",
-        rep.config.cell_id,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let handle = format!("{}{}", handle_prefix(rep), NEXT.fetch_add(1, Ordering::Relaxed));
     let outcome = match tokio::time::timeout(CHECK_TIMEOUT, attempt(rep, &handle)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {}s", CHECK_TIMEOUT.as_secs())),
@@ -65,7 +66,16 @@ async fn attempt(rep: &Rep, handle: &str) -> Result<(), String> {
     let spec = ContainerSpec {
         handle: handle.to_string(),
         rootfs: "preloaded:busybox".into(),
-        properties: [("diego.kind".to_string(), "self-check".to_string())].into(),
+        // Labelled with the cell, so one a crash left behind is destroyed when the cell starts
+        // again (the sync's reaper leaves a live check alone, by its handle).
+        properties: [
+            ("diego.kind".to_string(), "self-check".to_string()),
+            (
+                crate::recover::CELL_PROPERTY.to_string(),
+                rep.config.cell_id.clone(),
+            ),
+        ]
+        .into(),
         ..Default::default()
     };
     rep.backend

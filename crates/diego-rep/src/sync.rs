@@ -164,10 +164,14 @@ async fn reap_unknown(rep: &Rep) {
     let Ok(handles) = rep.backend.list(&mine).await else {
         return;
     };
+    let self_checks = crate::selfcheck::handle_prefix(rep);
     for handle in handles {
         // Workloads are recorded before their container is created, and the executor forgets
-        // a container only after destroying it.
-        if rep.workload(&handle).is_some() || rep.store.get(&handle).is_some() {
+        // a container only after destroying it; a self-check destroys its own.
+        if rep.workload(&handle).is_some()
+            || rep.store.get(&handle).is_some()
+            || handle.starts_with(&self_checks)
+        {
             continue;
         }
         info!(handle, "destroying a container nothing on this cell knows");
