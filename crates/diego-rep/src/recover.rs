@@ -72,28 +72,35 @@ pub(crate) async fn adopt_leftovers(rep: &Arc<Rep>) -> usize {
     };
     let mut adopted = 0;
     for handle in handles {
-        match adopt(rep, &handle).await {
-            Ok(()) => {
-                info!(handle, "adopted a container that outlived the cell agent");
-                adopted += 1;
-            }
-            Err(NotAdopted::Undecided(why)) => {
-                rep.workloads().remove(&handle);
-                warn!(
-                    handle,
-                    why, "leaving a container from an earlier run alone for now"
-                );
-            }
-            Err(NotAdopted::Unwanted(why)) => {
-                info!(handle, why, "destroying a container left from an earlier run");
-                rep.workloads().remove(&handle);
-                if let Err(e) = rep.backend.destroy(&handle).await {
-                    warn!(handle, error = %e, "destroying a leftover container");
-                }
-            }
+        if adopt_or_destroy(rep, &handle).await {
+            adopted += 1;
         }
     }
     adopted
+}
+
+/// Takes container `handle` over if the BBS still wants it here; destroys it if nothing does;
+/// leaves it alone if the BBS cannot say. True when adopted.
+pub(crate) async fn adopt_or_destroy(rep: &Arc<Rep>, handle: &str) -> bool {
+    match adopt(rep, handle).await {
+        Ok(()) => {
+            info!(handle, "adopted a container that outlived the cell agent");
+            true
+        }
+        Err(NotAdopted::Undecided(why)) => {
+            rep.workloads().remove(handle);
+            warn!(handle, why, "leaving a container alone until the BBS can say");
+            false
+        }
+        Err(NotAdopted::Unwanted(why)) => {
+            info!(handle, why, "destroying a container nothing wants");
+            rep.workloads().remove(handle);
+            if let Err(e) = rep.backend.destroy(handle).await {
+                warn!(handle, error = %e, "destroying a leftover container");
+            }
+            false
+        }
+    }
 }
 
 /// Retries a BBS read for a while when the BBS is unreachable (not when it answers).

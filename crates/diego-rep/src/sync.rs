@@ -11,7 +11,7 @@
 //! | no instance (ordinary or evacuating) with that guid here | a RUNNING container | stops the container |
 //! | task RUNNING here | no container | fails it ([`TASK_CONTAINER_MISSING`]) |
 //! | task not RUNNING here | a running container | stops the container |
-//! | — | a backend container labelled with this cell the rep does not know | destroys it |
+//! | — | a backend container labelled with this cell the rep does not know | adopts it if the BBS wants it here, else destroys it |
 //!
 //! Every BBS call is guarded by the instance key or the task's state, so a sync racing the
 //! harmonizer (a container completing meanwhile) at worst makes a call the BBS refuses.
@@ -157,9 +157,10 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
     reap_unknown(rep).await;
 }
 
-/// Destroys backend containers labelled with this cell that neither the rep nor the executor
-/// knows (Diego's container reaper).
-async fn reap_unknown(rep: &Rep) {
+/// Backend containers labelled with this cell that neither the rep nor the executor knows
+/// (left by an earlier run and undecided then, or made behind the rep's back): adopted if the
+/// BBS wants them here, else destroyed (Diego's container reaper destroys them all).
+async fn reap_unknown(rep: &Arc<Rep>) {
     let mine = BTreeMap::from([(CELL_PROPERTY.to_string(), rep.config.cell_id.clone())]);
     let Ok(handles) = rep.backend.list(&mine).await else {
         return;
@@ -174,9 +175,6 @@ async fn reap_unknown(rep: &Rep) {
         {
             continue;
         }
-        info!(handle, "destroying a container nothing on this cell knows");
-        if let Err(e) = rep.backend.destroy(&handle).await {
-            debug!(handle, error = %e, "destroying an unknown container");
-        }
+        crate::recover::adopt_or_destroy(rep, &handle).await;
     }
 }
