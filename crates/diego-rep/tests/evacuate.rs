@@ -259,3 +259,43 @@ async fn tasks_running(client: &BbsClient) -> Result<usize, String> {
     }
     Ok(n)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auctioneer_places_nothing_on_an_evacuating_cell() {
+    // Only an evacuating cell: the replacement of its instance cannot be placed, and the
+    // auction says why — it left the cell out because of /state, it did not try it.
+    let c = Cluster::start().await;
+    let client = &c.bbs.client;
+    let a = c.cell("cell-a", Duration::from_secs(60)).await;
+    client.desire_lrp(&lrp("web", 1)).await.unwrap();
+    let before = all_running_on(client, "web", 1, "cell-a").await;
+    a.rep.evacuate();
+    let waiting = eventually(WAIT, || async {
+        let rows = rows(client, "web").await;
+        let ordinary = rows.iter().find(|r| r.presence == Presence::Ordinary).cloned();
+        match ordinary {
+            Some(o) if !o.placement_error.is_empty() => Ok((o, rows)),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+    let (ordinary, all) = waiting;
+    // Diego's text when every cell is evacuating; the explanation counts the cell as such.
+    assert_eq!(
+        ordinary.placement_error,
+        "unable to communicate to compatible cells"
+    );
+    let explained = ordinary.placement_explanation.as_ref().map(|e| e.evacuating);
+    assert_eq!(explained, Some(1), "{:?}", ordinary.placement_explanation);
+    // Meanwhile the old instance keeps serving as EVACUATING, in its container.
+    let evacuating = all
+        .iter()
+        .find(|r| r.presence == Presence::Evacuating)
+        .unwrap_or_else(|| panic!("{all:?}"));
+    assert_eq!(
+        (evacuating.state, evacuating.instance_guid.as_str()),
+        (ActualLrpState::Running, before[0].instance_guid.as_str())
+    );
+    assert_eq!(a.rep.store.list().len(), 1);
+    assert!(!a.task.is_finished(), "the cell waits for the replacement");
+}
