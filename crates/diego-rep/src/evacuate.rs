@@ -48,11 +48,17 @@ pub(crate) struct Evacuation {
     dropped: Mutex<HashSet<String>>,
     /// Set when the rep stopped because its evacuation finished.
     drained: AtomicBool,
+    /// RUNNING containers whose start the BBS had not recorded yet, given one more pass.
+    awaiting_start: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Evacuation {
     fn dropped(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.dropped.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.dropped)
     }
 }
 
@@ -224,15 +230,24 @@ async fn report(rep: &Rep, guid: String, w: Workload, state: ContainerState, row
         return;
     };
     let ik = w.instance_key(&rep.config.cell_id).unwrap_or_default();
-    let serving =
-        state == ContainerState::Running && row.as_ref().is_some_and(|r| r.state == ActualLrpState::Running);
+    let row_state = row.as_ref().map(|r| r.state);
+    if state == ContainerState::Running
+        && row_state == Some(ActualLrpState::Claimed)
+        && lock(&rep.evacuation.awaiting_start).insert(guid.clone())
+    {
+        // Just became RUNNING: the harmonizer's start is on its way; evacuate it as a
+        // running instance on the next pass rather than drop one that serves (once: a start
+        // that never lands does not hold the evacuation up).
+        return;
+    }
+    let serving = state == ContainerState::Running && row_state == Some(ActualLrpState::Running);
     let answer = match &row {
         Some(r) if serving => {
             rep.bbs
                 .evacuate_running_actual_lrp(process_guid, *index, &ik, &r.net_info())
                 .await
         }
-        // Starting (or running but not yet RUNNING in the BBS): placed elsewhere at once.
+        // Starting, or unknown to the BBS: placed elsewhere at once.
         _ => {
             rep.bbs
                 .evacuate_claimed_actual_lrp(process_guid, *index, &ik)
