@@ -31,7 +31,7 @@ use diego_model::{ActualLrp, ActualLrpState, Presence};
 use futures_util::future::join_all;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::work::Workload;
 use crate::Rep;
@@ -130,6 +130,24 @@ pub(crate) async fn completed(rep: &Rep, guid: &str, result: &RunResult) -> bool
         warn!(process_guid, index, error = %e, "reporting a completed instance while evacuating");
     }
     true
+}
+
+/// For the bulk sync: an EVACUATING row of this cell. Its container is the evacuation's to
+/// keep or drop (so it counts as held); a row whose container is gone (an agent restarted
+/// mid-evacuation) serves nothing and is removed.
+pub(crate) async fn sync_evacuating(rep: &Rep, a: &ActualLrp, held: &mut HashSet<String>) {
+    if rep.workload(&a.instance_guid).is_some() {
+        held.insert(a.instance_guid.clone());
+        return;
+    }
+    info!(process_guid = %a.process_guid, index = a.index, "removing an EVACUATING instance that has no container here");
+    if let Err(e) = rep
+        .bbs
+        .remove_evacuating_actual_lrp(&a.process_guid, a.index, &a.instance_key())
+        .await
+    {
+        debug!(process_guid = %a.process_guid, index = a.index, error = %e, "removing a lost EVACUATING instance");
+    }
 }
 
 /// Waits for evacuation to be requested, then hands the work over; cancels `stop` (which

@@ -9,6 +9,8 @@
 //! | instance CLAIMED/RUNNING here | no container for that instance guid | crashes it ([`LOST_CONTAINER`]); the restart policy places it again |
 //! | instance CLAIMED here | its container RUNNING | starts it again (address, ports) |
 //! | no instance with that guid here | a RUNNING container | stops the container |
+//! | EVACUATING instance here | its container | keeps it (the evacuation decides, `evacuate.rs`) |
+//! | EVACUATING instance here | no container | removes the EVACUATING row |
 //! | task RUNNING here | no container | fails it ([`TASK_CONTAINER_MISSING`]) |
 //! | task not RUNNING here | a running container | stops the container |
 //! | — | a backend container labelled with this cell the rep does not know | destroys it |
@@ -67,6 +69,10 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
         Ok(actuals) => {
             let mut held = HashSet::new();
             for a in actuals {
+                if a.presence == Presence::Evacuating && a.cell_id == cell {
+                    crate::evacuate::sync_evacuating(rep, &a, &mut held).await;
+                    continue;
+                }
                 if a.presence != Presence::Ordinary
                     || a.cell_id != cell
                     || !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)

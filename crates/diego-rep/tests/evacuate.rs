@@ -72,6 +72,8 @@ impl Cluster {
         };
         config.graceful_shutdown = Duration::from_millis(500);
         config.evacuation_interval = Duration::from_millis(200);
+        // A busy bulk sync: it must leave the evacuation's containers alone.
+        config.sync_interval = Duration::from_millis(100);
         config.evacuation_timeout = evacuation_timeout;
         diego_rep::start(config, backend, MemorySink::new(), self.shutdown.child_token())
             .await
@@ -296,6 +298,49 @@ async fn the_auctioneer_places_nothing_on_an_evacuating_cell() {
         (evacuating.state, evacuating.instance_guid.as_str()),
         (ActualLrpState::Running, before[0].instance_guid.as_str())
     );
-    assert_eq!(a.rep.store.list().len(), 1);
+    // ... and keeps serving across many bulk syncs while no replacement can be placed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = rows(client, "web").await;
+    assert!(
+        still
+            .iter()
+            .any(|r| r.presence == Presence::Evacuating && r.instance_guid == before[0].instance_guid),
+        "{still:?}"
+    );
+    let containers = a.rep.store.list();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].state, diego_executor::ContainerState::Running);
     assert!(!a.task.is_finished(), "the cell waits for the replacement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_removes_an_evacuating_row_whose_container_is_gone() {
+    // An agent that died mid-evacuation left an EVACUATING row; started again, its cell has
+    // no container for it, so nothing serves it and the sync removes it.
+    let c = Cluster::start().await;
+    let client = &c.bbs.client;
+    client.desire_lrp(&lrp("web", 1)).await.unwrap();
+    let ik = diego_model::ActualLrpInstanceKey::new("ig-lost", "cell-a");
+    let net = diego_model::ActualLrpNetInfo {
+        address: "127.0.0.1".into(),
+        ports: Vec::new(),
+        instance_address: String::new(),
+    };
+    let req = diego_model::api::StartActualLrpRequest {
+        instance_key: ik.clone(),
+        net_info: net.clone(),
+        ..Default::default()
+    };
+    client.start_actual_lrp("web", 0, &req).await.unwrap();
+    assert!(client
+        .evacuate_running_actual_lrp("web", 0, &ik, &net)
+        .await
+        .unwrap());
+    let _a = c.cell("cell-a", Duration::from_secs(60)).await;
+    eventually(WAIT, || async {
+        let rows = rows(client, "web").await;
+        let stranded = rows.iter().any(|r| r.presence == Presence::Evacuating);
+        (!stranded).then_some(()).ok_or(format!("{rows:?}"))
+    })
+    .await;
 }
