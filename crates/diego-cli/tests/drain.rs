@@ -13,6 +13,7 @@ use diego_cli::process::is_root;
 use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrp, ActualLrpState, Presence};
 use diego_testkit::{eventually, free_port};
+use futures_util::StreamExt;
 use tokio::process::{Child, Command};
 
 mod common;
@@ -181,32 +182,37 @@ impl Cluster {
         &mut self.cells.iter_mut().find(|(c, _)| c == id).unwrap().1
     }
 
-    /// `web`: busybox httpd serving an index page on 8080, with a TCP check (RUNNING = serving).
+    /// `web`, as a user creates it (README tour, with an index page so `GET /` answers 200):
+    /// `--port` gives it a TCP health check, so RUNNING means serving.
     async fn desire_web(&self) -> Vec<ActualLrp> {
         let script =
             "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
-        self.client
-            .desire_lrp(&diego_model::DesiredLrp {
-                process_guid: "web".into(),
-                domain: "drain".into(),
-                rootfs: "preloaded:busybox".into(),
-                instances: INSTANCES,
-                memory_mb: 64,
-                disk_mb: 64,
-                ports: vec![8080],
-                check_definition: Some(diego_model::CheckDefinition {
-                    checks: vec![diego_model::Check::tcp(8080)],
-                    ..Default::default()
-                }),
-                action: Some(diego_model::Action::run(diego_model::RunAction {
-                    path: "sh".into(),
-                    args: vec!["-c".into(), script.into()],
-                    ..Default::default()
-                })),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let instances = INSTANCES.to_string();
+        let (ok, out) = diego(
+            &self.bbs,
+            &[
+                "lrp",
+                "create",
+                "web",
+                "--instances",
+                &instances,
+                "--image",
+                "preloaded:busybox",
+                "--port",
+                "8080",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+        .await;
+        assert!(ok, "{out}");
+        let desired = self.client.desired_lrp("web").await.unwrap();
+        assert!(
+            desired.check_definition.is_some_and(|c| !c.checks.is_empty()),
+            "lrp create --port checks the port"
+        );
         eventually(WAIT, || async {
             let running = running_rows(&self.client).await?;
             let ordinary = running
@@ -353,6 +359,24 @@ async fn evacuation_keeps_every_index_serving(how: &str) {
         assert!(ok, "index {index} does not serve before the drain: {what}");
     }
 
+    // Every EVACUATING row created from now on, by index (from the BBS's event stream).
+    let mut events = cluster.client.events_lrps(None).await.unwrap();
+    let evacuated = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watcher = {
+        let evacuated = evacuated.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = events.next().await {
+                if e.event != "actual_lrp_created" {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+                if v["actual_lrp"]["presence"] == "EVACUATING" {
+                    let index = v["actual_lrp"]["index"].as_i64().unwrap_or(-1);
+                    evacuated.lock().unwrap().push(index);
+                }
+            }
+        })
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let poller = poll(cluster.client.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -404,10 +428,23 @@ async fn evacuation_keeps_every_index_serving(how: &str) {
         seen.rounds,
         seen.gaps
     );
-    assert!(
-        seen.served_by_evacuating > 0,
-        "no index was ever served by its EVACUATING instance: {seen:?}"
-    );
+    // The drained cell's instances were handed over through EVACUATING rows (not dropped and
+    // placed again); index 0 was on it.
+    let on_drained: Vec<i64> = running
+        .iter()
+        .filter(|a| a.cell_id == drained)
+        .map(|a| a.index as i64)
+        .collect();
+    let seen_evacuating = eventually(Duration::from_secs(10), || async {
+        let mut seen = evacuated.lock().unwrap().clone();
+        seen.sort();
+        (seen == on_drained)
+            .then_some(seen.clone())
+            .ok_or(format!("{seen:?}"))
+    })
+    .await;
+    watcher.abort();
+    assert_eq!(seen_evacuating, on_drained, "EVACUATING rows created, by index");
     let all = cluster
         .client
         .actual_lrps(&ActualLrpQuery {
