@@ -33,7 +33,9 @@ use diego_store::DynStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::handlers::{actual_lrps, cells, desired_lrps, events as event_handlers, locks, system, tasks};
+use crate::handlers::{
+    actual_lrps, cells, desired_lrps, evacuation, events as event_handlers, locks, system, tasks,
+};
 use crate::state::{AppState, Bbs};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,14 @@ pub fn router(state: AppState) -> Router {
         .route(r::ACTUAL_LRP_FAIL, post(actual_lrps::fail))
         .route(r::ACTUAL_LRP_REMOVE, post(actual_lrps::remove))
         .route(r::ACTUAL_LRP_RETIRE, post(actual_lrps::retire))
+        .route(r::ACTUAL_LRP_EVACUATE_RUNNING, post(evacuation::evacuate_running))
+        .route(r::ACTUAL_LRP_EVACUATE_CLAIMED, post(evacuation::evacuate_claimed))
+        .route(r::ACTUAL_LRP_EVACUATE_CRASHED, post(evacuation::evacuate_crashed))
+        .route(r::ACTUAL_LRP_EVACUATE_STOPPED, post(evacuation::evacuate_stopped))
+        .route(
+            r::ACTUAL_LRP_REMOVE_EVACUATING,
+            post(evacuation::remove_evacuating),
+        )
         .route(r::DOMAINS, get(cells::list_domains).post(cells::upsert_domain))
         .route(r::CELLS, get(cells::list_cells).post(cells::register_cell))
         .route(r::CELL, axum::routing::delete(cells::remove_cell))

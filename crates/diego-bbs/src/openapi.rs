@@ -222,6 +222,46 @@ pub const OPERATIONS: &[Operation] = &[
         None,
     ),
     (
+        "post",
+        r::ACTUAL_LRP_EVACUATE_RUNNING,
+        "An evacuating cell reports a RUNNING instance: the first report moves it to an EVACUATING row and places the index again; keep_container says whether the cell keeps it.",
+        Some("EvacuateRunningActualLrpRequest"),
+        200,
+        Some("EvacuationResponse"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_EVACUATE_CLAIMED,
+        "An evacuating cell gives up a CLAIMED instance: unclaimed and placed again.",
+        Some("EvacuateActualLrpRequest"),
+        200,
+        Some("EvacuationResponse"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_EVACUATE_CRASHED,
+        "An evacuating cell's instance crashed: its EVACUATING row goes; an ORDINARY row it holds crashes.",
+        Some("CrashActualLrpRequest"),
+        200,
+        Some("EvacuationResponse"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_EVACUATE_STOPPED,
+        "An evacuating cell's instance stopped: the rows it held go.",
+        Some("EvacuateActualLrpRequest"),
+        200,
+        Some("EvacuationResponse"),
+    ),
+    (
+        "post",
+        r::ACTUAL_LRP_REMOVE_EVACUATING,
+        "Delete the caller's EVACUATING row.",
+        Some("EvacuateActualLrpRequest"),
+        204,
+        None,
+    ),
+    (
         "get",
         r::DOMAINS,
         "List fresh domains.",
@@ -340,6 +380,9 @@ fn record_schemas() -> Map<String, Value> {
     gen.subschema_for::<CrashActualLrpRequest>();
     gen.subschema_for::<FailActualLrpRequest>();
     gen.subschema_for::<RemoveActualLrpRequest>();
+    gen.subschema_for::<EvacuateRunningActualLrpRequest>();
+    gen.subschema_for::<EvacuateActualLrpRequest>();
+    gen.subschema_for::<EvacuationResponse>();
     gen.subschema_for::<Domain>();
     gen.subschema_for::<UpsertDomainRequest>();
     gen.subschema_for::<RegisterCellRequest>();

@@ -34,7 +34,7 @@ pub enum Command {
     /// Run the auctioneer (places LRP instances and tasks on cells; one active per BBS).
     Auctioneer(auctioneer::AuctioneerArgs),
     /// Run a cell: the rep and executor, running tasks and LRP instances in containers.
-    Cell(cell::CellArgs),
+    Cell(cell::CellCommand),
     /// Run a whole Diego on this machine, on loopback, until Ctrl-C.
     Dev(dev::DevArgs),
     /// Submit and manage one-off tasks.

@@ -41,7 +41,8 @@ pub async fn grace_expired(shutdown: &CancellationToken) {
     tokio::time::sleep(SHUTDOWN_GRACE).await;
 }
 
-async fn wait_for_signal() -> &'static str {
+/// The next SIGINT or SIGTERM, by name.
+pub async fn wait_for_signal() -> &'static str {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -8,15 +8,15 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use diego_model::api::{
-    ClaimActualLrpRequest, CompleteTaskRequest, CrashActualLrpRequest, FailActualLrpRequest, FailTaskRequest,
-    PingResponse, RejectTaskRequest, RemoveActualLrpRequest, StartActualLrpRequest, StartTaskRequest,
-    StartTaskResponse,
+    ClaimActualLrpRequest, CompleteTaskRequest, CrashActualLrpRequest, EvacuateActualLrpRequest,
+    EvacuateRunningActualLrpRequest, EvacuationResponse, FailActualLrpRequest, FailTaskRequest, PingResponse,
+    RejectTaskRequest, RemoveActualLrpRequest, StartActualLrpRequest, StartTaskRequest, StartTaskResponse,
 };
 use diego_model::auction::PlacementExplanation;
 use diego_model::{
-    AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpState, CellPresence, DesireTaskRequest,
-    DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence, RegisterCellRequest, Task,
-    TaskState, Timestamp, UpsertDomainRequest,
+    AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellPresence,
+    DesireTaskRequest, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence,
+    RegisterCellRequest, Task, TaskState, Timestamp, UpsertDomainRequest,
 };
 use futures_util::Stream;
 use reqwest::{Method, Response};
@@ -335,6 +335,101 @@ impl BbsClient {
             instance_key: instance_key.cloned(),
         };
         let p = path(r::ACTUAL_LRP_REMOVE, &[process_guid, &index.to_string()]);
+        self.api.send_no_content(Method::POST, p, Some(&body)).await
+    }
+
+    // ---- evacuation (an evacuating cell's reports) ----
+
+    /// A RUNNING instance of an evacuating cell; `true` = keep the container and ask again.
+    pub async fn evacuate_running_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: &ActualLrpNetInfo,
+    ) -> Result<bool> {
+        let body = EvacuateRunningActualLrpRequest {
+            instance_key: instance_key.clone(),
+            net_info: net_info.clone(),
+        };
+        let p = path(
+            r::ACTUAL_LRP_EVACUATE_RUNNING,
+            &[process_guid, &index.to_string()],
+        );
+        let r: EvacuationResponse = self.api.post(p, &body).await?;
+        Ok(r.keep_container)
+    }
+
+    /// A CLAIMED instance of an evacuating cell: placed again elsewhere.
+    pub async fn evacuate_claimed_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<bool> {
+        let body = EvacuateActualLrpRequest {
+            instance_key: instance_key.clone(),
+        };
+        let p = path(
+            r::ACTUAL_LRP_EVACUATE_CLAIMED,
+            &[process_guid, &index.to_string()],
+        );
+        let r: EvacuationResponse = self.api.post(p, &body).await?;
+        Ok(r.keep_container)
+    }
+
+    /// A crashed instance of an evacuating cell.
+    pub async fn evacuate_crashed_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+        error_message: &str,
+    ) -> Result<bool> {
+        let body = CrashActualLrpRequest {
+            instance_key: instance_key.clone(),
+            error_message: error_message.to_string(),
+        };
+        let p = path(
+            r::ACTUAL_LRP_EVACUATE_CRASHED,
+            &[process_guid, &index.to_string()],
+        );
+        let r: EvacuationResponse = self.api.post(p, &body).await?;
+        Ok(r.keep_container)
+    }
+
+    /// A stopped instance of an evacuating cell.
+    pub async fn evacuate_stopped_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<bool> {
+        let body = EvacuateActualLrpRequest {
+            instance_key: instance_key.clone(),
+        };
+        let p = path(
+            r::ACTUAL_LRP_EVACUATE_STOPPED,
+            &[process_guid, &index.to_string()],
+        );
+        let r: EvacuationResponse = self.api.post(p, &body).await?;
+        Ok(r.keep_container)
+    }
+
+    /// Deletes the caller's EVACUATING row.
+    pub async fn remove_evacuating_actual_lrp(
+        &self,
+        process_guid: &str,
+        index: i32,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<()> {
+        let body = EvacuateActualLrpRequest {
+            instance_key: instance_key.clone(),
+        };
+        let p = path(
+            r::ACTUAL_LRP_REMOVE_EVACUATING,
+            &[process_guid, &index.to_string()],
+        );
         self.api.send_no_content(Method::POST, p, Some(&body)).await
     }
 

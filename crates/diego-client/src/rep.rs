@@ -39,6 +39,13 @@ impl RepClient {
         self.api.get(r::CONTAINER_METRICS.to_string()).await
     }
 
+    /// `POST /evacuate`: the cell starts evacuating (its work moves elsewhere, then it exits).
+    pub async fn evacuate(&self) -> Result<()> {
+        self.api
+            .send_no_content(Method::POST, r::EVACUATE.to_string(), None::<&()>)
+            .await
+    }
+
     /// `POST /work`: what the cell could not take.
     pub async fn perform(&self, work: &Work) -> Result<Work> {
         self.api

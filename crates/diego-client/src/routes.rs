@@ -36,6 +36,13 @@ pub mod bbs {
     pub const ACTUAL_LRP_FAIL: &str = "/v1/actual_lrps/{process_guid}/{index}/fail";
     pub const ACTUAL_LRP_REMOVE: &str = "/v1/actual_lrps/{process_guid}/{index}/remove";
     pub const ACTUAL_LRP_RETIRE: &str = "/v1/actual_lrps/{process_guid}/{index}/retire";
+    /// Evacuation (an evacuating cell's reports; each answers `{"keep_container": bool}`).
+    pub const ACTUAL_LRP_EVACUATE_RUNNING: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_running";
+    pub const ACTUAL_LRP_EVACUATE_CLAIMED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_claimed";
+    pub const ACTUAL_LRP_EVACUATE_CRASHED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_crashed";
+    pub const ACTUAL_LRP_EVACUATE_STOPPED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_stopped";
+    /// Deletes the caller's EVACUATING row (204).
+    pub const ACTUAL_LRP_REMOVE_EVACUATING: &str = "/v1/actual_lrps/{process_guid}/{index}/remove_evacuating";
 
     /// GET (fresh domains), POST (upsert with TTL).
     pub const DOMAINS: &str = "/v1/domains";
@@ -64,6 +71,8 @@ pub mod rep {
     pub const STOP_LRP_INSTANCE: &str = "/v1/lrps/{process_guid}/instances/{instance_guid}/stop";
     /// The BBS tells a cell's rep a task was cancelled.
     pub const CANCEL_TASK: &str = "/v1/tasks/{task_guid}/cancel";
+    /// POST: the cell starts evacuating (202); it exits once its work has moved or finished.
+    pub const EVACUATE: &str = "/evacuate";
 }
 
 pub mod auctioneer {

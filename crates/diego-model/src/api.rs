@@ -100,6 +100,31 @@ pub struct RemoveActualLrpRequest {
     pub instance_key: Option<ActualLrpInstanceKey>,
 }
 
+/// `POST /v1/actual_lrps/{process_guid}/{index}/evacuate_running`: an evacuating cell's RUNNING
+/// instance, where it can be reached now.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuateRunningActualLrpRequest {
+    pub instance_key: ActualLrpInstanceKey,
+    pub net_info: ActualLrpNetInfo,
+}
+
+/// `POST …/evacuate_claimed`, `…/evacuate_stopped`, `…/remove_evacuating`: which instance of
+/// an evacuating cell.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuateActualLrpRequest {
+    pub instance_key: ActualLrpInstanceKey,
+}
+
+/// The answer to every evacuation report: whether the cell keeps the container running (and
+/// reports again later) or stops and deletes it now.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuationResponse {
+    pub keep_container: bool,
+}
+
 /// `GET /v1/ping`
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +164,23 @@ impl StartActualLrpRequest {
         let mut v = Validator::new();
         self.instance_key.validate(&mut v, "instance_key");
         self.net_info.validate(&mut v, "net_info");
+        v.into_result()
+    }
+}
+
+impl EvacuateRunningActualLrpRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        self.instance_key.validate(&mut v, "instance_key");
+        self.net_info.validate(&mut v, "net_info");
+        v.into_result()
+    }
+}
+
+impl EvacuateActualLrpRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        self.instance_key.validate(&mut v, "instance_key");
         v.into_result()
     }
 }

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod common;
 pub mod desired_lrp;
 pub mod error;
+pub mod evacuation;
 pub mod event;
 pub mod modification_tag;
 pub mod restart;

@@ -55,6 +55,9 @@ pub(crate) async fn run(
 }
 
 pub(crate) async fn running(rep: &Rep, guid: &str, host_ip: &str, ports: &[diego_garden::PortMapping]) {
+    if crate::evacuate::skip_running(rep, guid) {
+        return;
+    }
     let Some(w @ Workload::Lrp { .. }) = rep.workload(guid) else {
         return;
     };
@@ -92,6 +95,10 @@ pub(crate) async fn running(rep: &Rep, guid: &str, host_ip: &str, ports: &[diego
 }
 
 async fn completed(rep: &Rep, guid: &str, result: RunResult) {
+    if crate::evacuate::completed(rep, guid, &result).await {
+        release(rep, guid).await;
+        return;
+    }
     let Some(workload) = rep.workload(guid) else {
         return;
     };
@@ -218,7 +225,12 @@ pub(crate) async fn set_routable(
     };
     let Some(current) = actuals
         .into_iter()
-        .find(|a| a.instance_guid == instance_guid && a.state == diego_model::ActualLrpState::Running)
+        // Not an EVACUATING row: a start names the ORDINARY one, which a replacement may hold.
+        .find(|a| {
+            a.instance_guid == instance_guid
+                && a.state == diego_model::ActualLrpState::Running
+                && a.presence == diego_model::Presence::Ordinary
+        })
     else {
         return;
     };

@@ -28,6 +28,7 @@ pub(crate) fn router(rep: Arc<Rep>) -> Router {
         .route(r::CONTAINER_METRICS, get(container_metrics))
         .route(r::STOP_LRP_INSTANCE, post(stop_lrp_instance))
         .route(r::CANCEL_TASK, post(cancel_task))
+        .route(r::EVACUATE, post(crate::evacuate::http_evacuate))
         .with_state(rep)
 }
 
@@ -109,7 +110,7 @@ pub(crate) fn cell_state(rep: &Rep) -> CellState {
         lrps,
         tasks,
         starting_container_count: starting as i32,
-        evacuating: false,
+        evacuating: rep.is_evacuating(),
         volume_drivers: Vec::new(),
         placement_tags: rep.config.placement_tags.clone(),
         optional_placement_tags: rep.config.optional_placement_tags.clone(),
@@ -165,6 +166,10 @@ async fn work(State(rep): AppState, Json(work): Json<Work>) -> Response {
             ),
         );
         return (StatusCode::CONFLICT, Json(e)).into_response();
+    }
+    if rep.is_evacuating() {
+        // An evacuating cell takes nothing new.
+        return Json(work).into_response();
     }
     Json(admit(&rep, work)).into_response()
 }

@@ -15,6 +15,9 @@
 //!   it (stopped) or crash it (with the failure reason), complete the task (with its result
 //!   file) — and then the container is deleted.
 //!
+//! - **Evacuation** (`evacuate.rs`): `POST /evacuate` (or SIGTERM to `diego cell`) hands the
+//!   cell's instances over to other cells — each keeps serving until its replacement runs —
+//!   lets tasks finish up to `evacuation_timeout`, then stops the rep and removes its presence.
 //! - **Restarts** (`recover.rs`): a starting rep takes over the containers an earlier run of
 //!   the cell left that the BBS still wants here (their processes keep running) and destroys
 //!   the rest.
@@ -27,6 +30,7 @@
 //! The executor (`diego-executor`) runs the containers on any `ContainerBackend`; the rep
 //! decides nothing about placement.
 
+mod evacuate;
 mod harmonize;
 mod http;
 mod presence;
@@ -49,6 +53,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use evacuate::TASK_EVACUATION_TIMED_OUT;
 pub use recover::{LOST_CONTAINER, TASK_CONTAINER_MISSING};
 pub use work::Workload;
 
@@ -77,6 +82,10 @@ pub struct RepConfig {
     pub max_concurrent_creates: usize,
     /// Where downloads with a `cache_key` are cached (emptied at start); none: no cache.
     pub download_cache_dir: Option<PathBuf>,
+    /// How long an evacuation waits for instances to move and tasks to finish.
+    pub evacuation_timeout: Duration,
+    /// How often an evacuating cell reports its instances again.
+    pub evacuation_interval: Duration,
 }
 
 impl RepConfig {
@@ -101,6 +110,8 @@ impl RepConfig {
             self_check_interval: Duration::from_secs(60),
             max_concurrent_creates: diego_executor::default_concurrent_creates(),
             download_cache_dir: None,
+            evacuation_timeout: Duration::from_secs(600),
+            evacuation_interval: Duration::from_secs(1),
         }
     }
 }
@@ -133,6 +144,7 @@ pub struct Rep {
     workloads: Mutex<HashMap<String, Workload>>,
     /// Why the cell's last self-check failed (`None`: healthy).
     unhealthy: Mutex<Option<String>>,
+    evacuation: evacuate::Evacuation,
 }
 
 impl Rep {
@@ -159,7 +171,8 @@ pub struct RunningRep {
     pub addr: SocketAddr,
     pub url: String,
     pub rep: Arc<Rep>,
-    /// Ends once `shutdown` is cancelled and the presence is removed.
+    /// Ends once `shutdown` is cancelled (or an evacuation finished) and the presence is
+    /// removed.
     pub task: JoinHandle<()>,
 }
 
@@ -214,7 +227,10 @@ pub async fn start(
         backend,
         workloads: Mutex::default(),
         unhealthy: Mutex::default(),
+        evacuation: Default::default(),
     });
+    // The rep's own stop: the caller's shutdown, or the end of an evacuation.
+    let shutdown = shutdown.child_token();
     // Subscribed before anything can change a container: adopted ones report at once.
     let harmonizing = shutdown.child_token();
     let harmonizer = tokio::spawn(harmonize::run(
@@ -238,6 +254,7 @@ pub async fn start(
     let syncer = tokio::spawn(sync::run(rep.clone(), shutdown.clone()));
     let self_checker = tokio::spawn(selfcheck::run(rep.clone(), shutdown.clone()));
     let presence = tokio::spawn(presence::renew(rep.clone(), shutdown.clone()));
+    let evacuator = tokio::spawn(evacuate::run(rep.clone(), shutdown.clone()));
     let app = http::router(rep.clone());
     let server = {
         let shutdown = shutdown.clone();
@@ -252,7 +269,7 @@ pub async fn start(
     };
     tracing::info!(%addr, url, cell_id = %rep.config.cell_id, "rep listening");
     let task = tokio::spawn(async move {
-        let _ = tokio::join!(server, presence, harmonizer, syncer, self_checker);
+        let _ = tokio::join!(server, presence, harmonizer, syncer, self_checker, evacuator);
     });
     Ok(RunningRep { addr, url, rep, task })
 }

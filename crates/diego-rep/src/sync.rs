@@ -9,6 +9,8 @@
 //! | instance CLAIMED/RUNNING here | no container for that instance guid | crashes it ([`LOST_CONTAINER`]); the restart policy places it again |
 //! | instance CLAIMED here | its container RUNNING | starts it again (address, ports) |
 //! | no instance (ordinary or evacuating) with that guid here | a RUNNING container | stops the container |
+//! | EVACUATING instance here | its container | keeps it (the evacuation decides, `evacuate.rs`) |
+//! | EVACUATING instance here | no container | removes the EVACUATING row |
 //! | task RUNNING here | no container | fails it ([`TASK_CONTAINER_MISSING`]) |
 //! | task not RUNNING here | a running container | stops the container |
 //! | — | a backend container labelled with this cell the rep does not know | adopts it if the BBS wants it here, else destroys it |
@@ -67,16 +69,19 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
         Ok(actuals) => {
             let mut held = HashSet::new();
             for a in actuals {
-                if a.cell_id != cell || !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
+                if a.presence == Presence::Evacuating && a.cell_id == cell {
+                    // An EVACUATING copy keeps its container until its replacement runs (the
+                    // evacuation's business, not the sync's).
+                    crate::evacuate::sync_evacuating(rep, &a, &mut held).await;
+                    continue;
+                }
+                if a.presence != Presence::Ordinary
+                    || a.cell_id != cell
+                    || !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
                 {
                     continue;
                 }
                 held.insert(a.instance_guid.clone());
-                if a.presence != Presence::Ordinary {
-                    // An EVACUATING copy keeps its container until its replacement runs (the
-                    // evacuation's business, not the sync's).
-                    continue;
-                }
                 if rep.workload(&a.instance_guid).is_none() {
                     info!(process_guid = %a.process_guid, index = a.index, instance_guid = %a.instance_guid, "crashing an instance that has no container here");
                     if let Err(e) = rep

@@ -7,6 +7,7 @@
 
 pub mod actual_lrps;
 pub mod desired_lrps;
+pub mod evacuation;
 pub mod tasks;
 
 use diego_model::ErrorType;

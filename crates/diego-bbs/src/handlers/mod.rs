@@ -3,6 +3,7 @@
 pub mod actual_lrps;
 pub mod cells;
 pub mod desired_lrps;
+pub mod evacuation;
 pub mod events;
 pub mod locks;
 pub mod system;

@@ -1,8 +1,9 @@
-//! `diego cell`: a cell agent (rep + executor) running work in containers.
+//! `diego cell`: a cell agent (rep + executor) running work in containers; `diego cell drain`
+//! evacuates one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::garden::{self, Backend};
 use crate::process;
+
+/// `diego cell [FLAGS]` runs a cell; `diego cell drain CELL_ID` evacuates one.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CellCommand {
+    #[command(subcommand)]
+    pub action: Option<CellAction>,
+    #[command(flatten)]
+    pub run: Option<CellArgs>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CellAction {
+    /// Evacuate a cell: its instances move to other cells (each keeps serving until its
+    /// replacement runs), its tasks finish, then the cell stops. Waits until it is gone.
+    Drain(crate::commands::drain::DrainArgs),
+}
 
 #[derive(Debug, clap::Args)]
 pub struct CellArgs {
@@ -56,6 +74,10 @@ pub struct CellArgs {
     /// Containers created at once; more wait their turn [default: one per core, at least 2].
     #[arg(long, value_name = "N")]
     pub max_concurrent_creates: Option<usize>,
+    /// How long an evacuation (SIGTERM, `diego cell drain`) waits for instances to move and
+    /// tasks to finish before it stops what is left.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub evacuation_timeout: u64,
 }
 
 /// App and platform log lines, printed as `[SOURCE/INDEX] OUT|ERR message` (a log server
@@ -154,21 +176,59 @@ pub async fn start(
         config.max_concurrent_creates = n.max(1);
     }
     config.download_cache_dir = Some(args.data_dir.join("cache"));
+    config.evacuation_timeout = Duration::from_secs(args.evacuation_timeout);
     let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
         .await
         .context("starting the rep")?;
     Ok((rep, what))
 }
 
+/// Runs a cell until Ctrl-C (stops at once; its containers keep running for the next start to
+/// take over) or SIGTERM
+/// (evacuates first, then exits 0). A second signal exits at once.
 pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
-    process::cancel_on_signal(shutdown.clone());
+    let started: Arc<OnceLock<Arc<diego_rep::Rep>>> = Arc::default();
+    {
+        let (shutdown, started) = (shutdown.clone(), started.clone());
+        tokio::spawn(async move {
+            let signal = process::wait_for_signal().await;
+            match started.get() {
+                Some(rep) if signal == "SIGTERM" => {
+                    tracing::info!("SIGTERM: evacuating (SIGTERM or SIGINT again exits at once)");
+                    rep.evacuate();
+                }
+                _ => {
+                    tracing::info!(signal, "stopping (send the signal again to exit at once)");
+                    shutdown.cancel();
+                }
+            }
+            let signal = process::wait_for_signal().await;
+            eprintln!("{signal} again: exiting without waiting");
+            std::process::exit(130);
+        });
+    }
     let (rep, what) = start(bbs_url, &args, shutdown).await?;
+    let _ = started.set(rep.rep.clone());
     eprintln!(
         "diego cell {} listening on {} ({what}), BBS {bbs_url}",
         rep.rep.config.cell_id, rep.url
     );
     rep.task.await.context("cell task")?;
+    if rep.rep.drained() {
+        eprintln!("diego cell {} evacuated", rep.rep.config.cell_id);
+    }
     Ok(())
+}
+
+/// `diego cell …`: run a cell, or one of its subcommands.
+pub async fn dispatch(ctx: &crate::commands::Ctx, cmd: CellCommand) -> anyhow::Result<()> {
+    match (cmd.action, cmd.run) {
+        (Some(CellAction::Drain(args)), _) => crate::commands::drain::run(ctx, args).await,
+        (None, Some(args)) => run(ctx.client.base_url(), args).await,
+        (None, None) => anyhow::bail!(
+            "diego cell needs --data-dir DIR to run a cell (see `diego cell --help`), or a subcommand such as `diego cell drain CELL_ID`"
+        ),
+    }
 }

@@ -153,12 +153,24 @@ async fn start_cell(
         cell: crate::commands::cell::CellArgs,
     }
     let args = Wrap::try_parse_from(&argv).context("cell flags")?.cell;
-    let (running, what) = crate::commands::cell::start(bbs_url, &args, shutdown)
+    let (running, what) = crate::commands::cell::start(bbs_url, &args, shutdown.clone())
         .await
         .with_context(|| format!("starting cell {i}"))?;
     eprintln!("cell {} uses the {what}", running.rep.config.cell_id);
     let url = running.url.clone();
-    let task = tokio::spawn(async move { running.task.await.context("cell task") });
+    let rep = running.rep.clone();
+    let task = tokio::spawn(async move {
+        running.task.await.context("cell task")?;
+        if rep.drained() && !shutdown.is_cancelled() {
+            // `diego cell drain`: this cell is done; the rest of the cluster keeps running.
+            eprintln!(
+                "cell {} drained; the other roles keep running",
+                rep.config.cell_id
+            );
+            shutdown.cancelled().await;
+        }
+        Ok(())
+    });
     Ok(Role {
         name: format!("cell {i}"),
         url: Some(url),

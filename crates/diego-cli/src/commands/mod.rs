@@ -8,6 +8,7 @@ pub mod cell;
 pub mod cells;
 pub mod dev;
 pub mod domains;
+pub mod drain;
 pub mod events;
 pub mod garden;
 pub mod lrp;
@@ -39,7 +40,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
         Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
-        Command::Cell(args) => cell::run(ctx.client.base_url(), args).await,
+        Command::Cell(cmd) => cell::dispatch(&ctx, cmd).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
         Command::Lrp(cmd) => lrp::run(&ctx, cmd).await,

@@ -1,0 +1,146 @@
+//! `diego cell drain CELL_ID`: asks a cell to evacuate (diego-spec §4.7) and follows it until
+//! it has left the BBS.
+//!
+//! The cell is found by its presence in the BBS (its rep URL); `POST /evacuate` starts the
+//! evacuation, and progress is what the BBS still has on the cell: instances (held, or
+//! EVACUATING while their replacements start) and running tasks.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diego_client::{ActualLrpQuery, RepClient, TaskQuery};
+use diego_model::{ActualLrpState, Presence, TaskState};
+use tokio::time::Instant;
+
+use super::Ctx;
+use crate::output::emit;
+
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The cell to evacuate (see `diego cells`).
+    pub cell_id: String,
+    /// Give up waiting after this long (the cell's own evacuation timeout is 600 s by default).
+    #[arg(long, value_name = "SECS", default_value_t = 660)]
+    pub timeout: u64,
+}
+
+/// What the BBS still has on an evacuating cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Left {
+    /// Instances the cell holds in ORDINARY rows (running or starting).
+    held: usize,
+    /// Instances kept serving while their replacements start.
+    evacuating: usize,
+    tasks: usize,
+}
+
+impl std::fmt::Display for Left {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} instances left ({} evacuating, waiting for their replacements), {} tasks running",
+            self.held + self.evacuating,
+            self.evacuating,
+            self.tasks
+        )
+    }
+}
+
+async fn left(ctx: &Ctx, cell_id: &str) -> anyhow::Result<Left> {
+    let actuals = ctx
+        .client
+        .actual_lrps(&ActualLrpQuery {
+            cell_id: Some(cell_id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    let tasks = ctx
+        .client
+        .tasks(&TaskQuery {
+            cell_id: Some(cell_id.to_string()),
+            state: Some(TaskState::Running),
+            ..Default::default()
+        })
+        .await?;
+    let held =
+        |a: &&diego_model::ActualLrp| matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running);
+    Ok(Left {
+        held: actuals
+            .iter()
+            .filter(held)
+            .filter(|a| a.presence == Presence::Ordinary)
+            .count(),
+        evacuating: actuals
+            .iter()
+            .filter(|a| a.presence == Presence::Evacuating)
+            .count(),
+        tasks: tasks.len(),
+    })
+}
+
+async fn present(ctx: &Ctx, cell_id: &str) -> anyhow::Result<bool> {
+    Ok(ctx
+        .client
+        .cells()
+        .await?
+        .iter()
+        .any(|c| c.cell_presence.cell_id == cell_id))
+}
+
+pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
+    let id = &args.cell_id;
+    let bbs = ctx.client.base_url().to_string();
+    let cells = ctx
+        .client
+        .cells()
+        .await
+        .with_context(|| format!("listing the cells of the BBS at {bbs}"))?;
+    let Some(cell) = cells.iter().find(|c| c.cell_presence.cell_id == *id) else {
+        let known: Vec<&str> = cells.iter().map(|c| c.cell_presence.cell_id.as_str()).collect();
+        anyhow::bail!(
+            "cell {id:?} is not registered with the BBS at {bbs} (live cells: {}); see `diego cells`",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let rep_url = cell.cell_presence.rep_url.clone();
+    let rep = RepClient::new(&rep_url, reqwest::Client::new(), Duration::from_secs(10));
+    rep.evacuate()
+        .await
+        .with_context(|| format!("asking cell {id:?} at {rep_url} to evacuate"))?;
+    eprintln!("cell {id}: evacuating (rep {rep_url})");
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut shown = None;
+    loop {
+        match present(ctx, id).await {
+            Ok(false) => {
+                emit(&format!("cell {id} drained"));
+                return Ok(());
+            }
+            Ok(true) => {}
+            Err(e) => eprintln!("cell {id}: cannot reach the BBS ({e:#}); still waiting"),
+        }
+        let now = left(ctx, id).await.ok();
+        if now.is_some() && now != shown {
+            if let Some(l) = now {
+                eprintln!("cell {id}: {l}");
+            }
+            shown = now;
+        }
+        if Instant::now() >= deadline {
+            let what = shown
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "unknown work left".into());
+            anyhow::bail!(
+                "cell {id:?} is still registered after {}s ({what}); it keeps evacuating — run \
+                 `diego cell drain {id}` again to keep waiting, or raise --timeout",
+                args.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
