@@ -73,7 +73,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         roles.push(start_cell(&data_dir, &bbs_url, i, args.backend, shutdown.clone()).await?);
     }
 
-    crate::output::emit(&summary(&data_dir, &roles));
+    // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
+    // on a host without it.
+    let containers = args.cells > 0
+        && args.backend.unwrap_or(if crate::commands::garden::runc_usable() {
+            crate::commands::garden::Backend::Runc
+        } else {
+            crate::commands::garden::Backend::Process
+        }) == crate::commands::garden::Backend::Runc;
+    crate::output::emit(&summary(&data_dir, &roles, containers));
     supervise(roles, shutdown).await
 }
 
@@ -232,7 +240,7 @@ async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Res
     }
 }
 
-fn summary(data_dir: &Path, roles: &[Role]) -> String {
+fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     let mut lines =
         vec!["diego dev is running (Ctrl-C to stop; starting it again resumes the same state)".to_string()];
     let mut bbs_url = DEFAULT_BBS_URL.to_string();
@@ -254,9 +262,11 @@ fn summary(data_dir: &Path, roles: &[Role]) -> String {
     lines.push("try:".to_string());
     lines.push(format!("  diego{flag} task submit hello -- echo hello"));
     lines.push(format!("  diego{flag} task list"));
-    lines.push(format!(
-        "  diego{flag} lrp create web --instances 2 --port 8080 -- sleep 3600"
-    ));
+    lines.push(if containers {
+        format!("  diego{flag} lrp create web --instances 2 --port 8080 -- httpd -f -p 8080")
+    } else {
+        format!("  diego{flag} lrp create web --instances 2 --port 8080 --health-check none -- sleep 3600")
+    });
     lines.push(format!("  diego{flag} events"));
     lines.join("\n")
 }

@@ -36,12 +36,15 @@ struct Left {
 
 impl std::fmt::Display for Left {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let instances = self.held + self.evacuating;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         write!(
             f,
-            "{} instances left ({} evacuating, waiting for their replacements), {} tasks running",
-            self.held + self.evacuating,
+            "{instances} instance{} left ({} evacuating, waiting for their replacements), {} task{} running",
+            plural(instances),
             self.evacuating,
-            self.tasks
+            self.tasks,
+            plural(self.tasks)
         )
     }
 }
