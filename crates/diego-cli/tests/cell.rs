@@ -4,7 +4,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use diego_cli::process::is_root;
 use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrpState, TaskState};
 use diego_testkit::{eventually, free_port};
@@ -13,16 +12,6 @@ use tokio::process::{Child, Command};
 mod common;
 use common::{diego, BIN};
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Root, runc and busybox-static are there; otherwise prints why `test` is skipped.
-fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if is_root() && runc.is_ok() && std::path::Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root, runc and busybox-static");
-    false
-}
 
 /// `diego dev` stopped (SIGTERM, by its PID) when dropped, then whatever containers its cell
 /// left removed (cells keep their containers across a stop by design). Fields drop in order:
@@ -50,7 +39,7 @@ impl Drop for Dev {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
-    if !runc_usable("tasks_and_lrps_run_in_runc_containers_under_diego_dev") {
+    if !common::runc_usable("tasks_and_lrps_run_in_runc_containers_under_diego_dev") {
         return;
     }
     let data = tempfile::tempdir().unwrap();

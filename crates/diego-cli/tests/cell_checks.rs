@@ -13,15 +13,6 @@ mod common;
 use common::spawn;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if diego_cli::process::is_root() && runc.is_ok() && std::path::Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root, runc and busybox-static");
-    false
-}
-
 /// `diego dev` killed on drop, then the containers its cell kept removed (fields drop in order).
 struct Dev {
     _child: tokio::process::Child,
@@ -60,7 +51,7 @@ async fn instance(client: &BbsClient, guid: &str) -> Result<ActualLrp, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_liveness_checks_in_runc_containers() {
-    if !runc_usable("readiness_and_liveness_checks_in_runc_containers") {
+    if !common::runc_usable("readiness_and_liveness_checks_in_runc_containers") {
         return;
     }
     let data = tempfile::tempdir().unwrap();

@@ -16,15 +16,6 @@ mod common;
 use common::{diego, spawn};
 const WAIT: Duration = Duration::from_secs(60);
 
-fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if diego_cli::process::is_root() && runc.is_ok() && std::path::Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root, runc and busybox-static");
-    false
-}
-
 /// Children stopped (SIGKILL via kill_on_drop) before the containers their cell left are
 /// removed: fields drop in order.
 struct Procs {
@@ -96,7 +87,7 @@ async fn answers(a: &ActualLrp) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_cell_agent_takes_its_containers_over() {
-    if !runc_usable("a_sigkilled_cell_agent_takes_its_containers_over") {
+    if !common::runc_usable("a_sigkilled_cell_agent_takes_its_containers_over") {
         return;
     }
     let data = tempfile::tempdir().unwrap();

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diego_cli::process::is_root;
 use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrp, ActualLrpState, Presence};
 use diego_testkit::{eventually, free_port};
@@ -24,16 +23,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(50);
 const POLL_FOR: Duration = Duration::from_secs(60);
 const INSTANCES: i32 = 2;
-
-/// Root, runc and busybox-static are there; otherwise prints why `test` is skipped.
-fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if is_root() && runc.is_ok() && Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root, runc and busybox-static");
-    false
-}
 
 /// A `diego` process of the test, its stderr kept in a log file (printed if the test fails).
 /// Dropped: SIGKILLed by its PID and waited for, then (for a cell) whatever containers it left
@@ -481,7 +470,7 @@ async fn evacuation_keeps_every_index_serving(how: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cell_drain_moves_instances_with_every_index_serving_throughout() {
-    if !runc_usable("cell_drain_moves_instances_with_every_index_serving_throughout") {
+    if !common::runc_usable("cell_drain_moves_instances_with_every_index_serving_throughout") {
         return;
     }
     evacuation_keeps_every_index_serving("drain").await;
@@ -489,7 +478,7 @@ async fn cell_drain_moves_instances_with_every_index_serving_throughout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_evacuates_a_cell_with_every_index_serving_throughout() {
-    if !runc_usable("sigterm_evacuates_a_cell_with_every_index_serving_throughout") {
+    if !common::runc_usable("sigterm_evacuates_a_cell_with_every_index_serving_throughout") {
         return;
     }
     evacuation_keeps_every_index_serving("sigterm").await;

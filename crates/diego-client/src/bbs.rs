@@ -340,6 +340,20 @@ impl BbsClient {
 
     // ---- evacuation (an evacuating cell's reports) ----
 
+    /// Posts an evacuation report for instance `index` of `process_guid` to `route`: whether
+    /// the cell should keep the container.
+    async fn evacuation<B: serde::Serialize>(
+        &self,
+        route: &str,
+        process_guid: &str,
+        index: i32,
+        body: &B,
+    ) -> Result<bool> {
+        let p = path(route, &[process_guid, &index.to_string()]);
+        let r: EvacuationResponse = self.api.post(p, body).await?;
+        Ok(r.keep_container)
+    }
+
     /// A RUNNING instance of an evacuating cell; `true` = keep the container and ask again.
     pub async fn evacuate_running_actual_lrp(
         &self,
@@ -352,12 +366,8 @@ impl BbsClient {
             instance_key: instance_key.clone(),
             net_info: net_info.clone(),
         };
-        let p = path(
-            r::ACTUAL_LRP_EVACUATE_RUNNING,
-            &[process_guid, &index.to_string()],
-        );
-        let r: EvacuationResponse = self.api.post(p, &body).await?;
-        Ok(r.keep_container)
+        self.evacuation(r::ACTUAL_LRP_EVACUATE_RUNNING, process_guid, index, &body)
+            .await
     }
 
     /// A CLAIMED instance of an evacuating cell: placed again elsewhere.
@@ -370,12 +380,8 @@ impl BbsClient {
         let body = EvacuateActualLrpRequest {
             instance_key: instance_key.clone(),
         };
-        let p = path(
-            r::ACTUAL_LRP_EVACUATE_CLAIMED,
-            &[process_guid, &index.to_string()],
-        );
-        let r: EvacuationResponse = self.api.post(p, &body).await?;
-        Ok(r.keep_container)
+        self.evacuation(r::ACTUAL_LRP_EVACUATE_CLAIMED, process_guid, index, &body)
+            .await
     }
 
     /// A crashed instance of an evacuating cell.
@@ -390,12 +396,8 @@ impl BbsClient {
             instance_key: instance_key.clone(),
             error_message: error_message.to_string(),
         };
-        let p = path(
-            r::ACTUAL_LRP_EVACUATE_CRASHED,
-            &[process_guid, &index.to_string()],
-        );
-        let r: EvacuationResponse = self.api.post(p, &body).await?;
-        Ok(r.keep_container)
+        self.evacuation(r::ACTUAL_LRP_EVACUATE_CRASHED, process_guid, index, &body)
+            .await
     }
 
     /// A stopped instance of an evacuating cell.
@@ -408,12 +410,8 @@ impl BbsClient {
         let body = EvacuateActualLrpRequest {
             instance_key: instance_key.clone(),
         };
-        let p = path(
-            r::ACTUAL_LRP_EVACUATE_STOPPED,
-            &[process_guid, &index.to_string()],
-        );
-        let r: EvacuationResponse = self.api.post(p, &body).await?;
-        Ok(r.keep_container)
+        self.evacuation(r::ACTUAL_LRP_EVACUATE_STOPPED, process_guid, index, &body)
+            .await
     }
 
     /// Deletes the caller's EVACUATING row.
