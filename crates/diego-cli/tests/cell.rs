@@ -196,6 +196,30 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
         assert!(cpu.ends_with('%') && memory.ends_with('M'), "{line}");
     }
 
+    // Scaling down stops the extra containers and removes their instances; the one kept
+    // goes on serving.
+    let (ok, out) = diego(&bbs, &["lrp", "scale", "web", "1"]).await;
+    assert!(ok, "{out}");
+    let depot = data.path().join("cell-0").join("depot");
+    let kept = eventually(WAIT, || async {
+        let rows = client
+            .actual_lrps(&ActualLrpQuery {
+                process_guid: Some("web".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let dirs = std::fs::read_dir(&depot).map(|d| d.count()).unwrap_or(0);
+        (rows.len() == 1 && dirs == 1)
+            .then(|| rows[0].clone())
+            .ok_or(format!("{} rows, {dirs} containers", rows.len()))
+    })
+    .await;
+    assert_eq!(kept.index, 0);
+    let url = format!("http://{}:{}/", kept.address, kept.ports[0].host_port);
+    let status = reqwest::get(&url).await.unwrap().status();
+    assert!(status.as_u16() < 500, "{url}: {status}");
+
     // A TCP health check is probed inside the container (not through the accepting net-in
     // proxy): an app that never listens never becomes RUNNING and crashes as Diego says.
     let sh = |script: &str| {
@@ -243,7 +267,6 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
     // Deleting the LRP stops and removes every container.
     let (ok, out) = diego(&bbs, &["lrp", "delete", "web"]).await;
     assert!(ok, "{out}");
-    let depot = data.path().join("cell-0").join("depot");
     eventually(WAIT, || async {
         let rows = client
             .actual_lrps(&ActualLrpQuery {
