@@ -1,8 +1,6 @@
 //! `diego garden --backend process|runc`: the real binary serving the container API, driven by the
 //! HTTP client as a backend.
 
-use diego_cli::process::is_root;
-
 mod common;
 
 use std::process::Stdio;
@@ -31,12 +29,7 @@ async fn garden_serves_the_runc_backend_and_stops_on_sigterm() {
 
 /// Root and runc are there; otherwise prints why `test` is skipped.
 fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if is_root() && runc.is_ok() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root and runc");
-    false
+    diego_testkit::host::root_with(test, &["runc"])
 }
 
 /// Starts `diego garden --backend BACKEND`, runs one process in a container through the HTTP

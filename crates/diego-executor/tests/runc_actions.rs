@@ -110,26 +110,6 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn on_path(tool: &str) -> bool {
-    if tool.starts_with('/') {
-        return Path::new(tool).is_file();
-    }
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
-}
-
 /// A runc backend in a temporary directory for one test. Dropping it force-deletes every
 /// container runc knows in its private state dir, unmounts every overlay in the depot and
 /// removes the containers' cgroups, so a failing test leaves nothing behind.
@@ -145,14 +125,7 @@ struct Env {
 
 impl Env {
     fn new(test: &str) -> Option<Env> {
-        if !is_root() {
-            eprintln!("SKIPPED {test}: needs root (mounts, runc)");
-            return None;
-        }
-        if let Some(missing) = TOOLS.iter().find(|t| !on_path(t)) {
-            eprintln!(
-                "SKIPPED {test}: {missing} is not installed (scripts/test installs runc and busybox-static)"
-            );
+        if !diego_testkit::host::root_with(test, TOOLS) {
             return None;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -55,7 +55,7 @@ impl Overlay {
     }
 
     /// The same overlay making its disk image (if limited) as a sparse copy of a template
-    /// formatted once per size in `dir` — a copy takes a few milliseconds, `mkfs.ext4` tens.
+    /// formatted once per size in `dir`, instead of running `mkfs.ext4` for every container.
     pub fn with_disk_templates(mut self, dir: impl Into<PathBuf>) -> Self {
         self.disk_templates = Some(dir.into());
         self

@@ -25,8 +25,6 @@ pub struct Plan {
     pub update: Option<ActualLrp>,
     /// Rows to delete (each carrying the tag that was read).
     pub delete: Vec<ActualLrp>,
-    /// Whether the index must be placed again (the ORDINARY row was unclaimed).
-    pub auction: bool,
 }
 
 impl Plan {
@@ -35,6 +33,11 @@ impl Plan {
             keep_container: true,
             ..Default::default()
         }
+    }
+
+    /// Whether the index must be placed again: the ORDINARY row is being unclaimed.
+    pub fn auction(&self) -> bool {
+        self.update.is_some()
     }
 
     /// Whether nothing is written.
@@ -67,22 +70,12 @@ fn ours(a: Option<&ActualLrp>, ik: &ActualLrpInstanceKey) -> bool {
     a.is_some_and(|a| !ik.is_empty() && a.instance_key() == *ik)
 }
 
-/// The ORDINARY row back to UNCLAIMED, to be placed again.
+/// The ORDINARY row (held by the caller, so CLAIMED or RUNNING) back to UNCLAIMED, to be
+/// placed again.
 fn unclaim(plan: &mut Plan, ordinary: &ActualLrp, now: Timestamp) {
-    let mut next = ordinary.clone();
-    next.instance_guid.clear();
-    next.cell_id.clear();
-    next.address.clear();
-    next.ports.clear();
-    next.instance_address.clear();
-    next.routable = None;
-    next.availability_zone.clear();
-    next.placement_error.clear();
-    next.placement_explanation = None;
-    next.state = ActualLrpState::Unclaimed;
-    next.since = now;
-    plan.update = Some(next);
-    plan.auction = true;
+    if let Ok(Some(next)) = ordinary.unclaim(now) {
+        plan.update = Some(next);
+    }
 }
 
 /// The caller's EVACUATING row, if it has one, goes.
@@ -255,7 +248,7 @@ mod tests {
     fn first_report_of_a_running_instance_moves_it_to_an_evacuating_row() {
         let o = ordinary(Running, &a_key());
         let plan = evacuate_running(&rows(Some(&o), None), &a_key(), &net(61001), 100, "e2".into());
-        assert!(plan.keep_container && plan.auction);
+        assert!(plan.keep_container && plan.auction());
         let e = plan.insert.unwrap();
         assert_eq!(
             (e.presence, e.state, e.cell_id.as_str(), e.ports[0].host_port),
@@ -286,7 +279,7 @@ mod tests {
                 assert!(plan.is_noop(), "{plan:?}");
             } else {
                 assert_eq!(plan.delete, vec![e.clone()], "replacement {state}");
-                assert!(plan.update.is_none() && !plan.auction);
+                assert!(plan.update.is_none() && !plan.auction());
             }
         }
         // Scaled down meanwhile: no ORDINARY row left.
@@ -336,15 +329,15 @@ mod tests {
             "x".into(),
         );
         assert!(!plan.keep_container && plan.insert.is_none() && plan.delete.is_empty());
-        assert_eq!(plan.update.unwrap().state, Unclaimed);
-        assert!(plan.auction);
+        assert_eq!(plan.update.as_ref().unwrap().state, Unclaimed);
+        assert!(plan.auction());
     }
 
     #[test]
     fn a_claimed_instance_reported_as_running_is_placed_again() {
         let o = ordinary(Claimed, &a_key());
         let plan = evacuate_running(&rows(Some(&o), None), &a_key(), &net(61000), 100, "x".into());
-        assert!(!plan.keep_container && plan.auction && plan.insert.is_none());
+        assert!(!plan.keep_container && plan.auction() && plan.insert.is_none());
     }
 
     #[test]
@@ -352,7 +345,7 @@ mod tests {
         let e = evacuating(&a_key());
         let o = ordinary(Claimed, &a_key());
         let plan = evacuate_claimed(&rows(Some(&o), Some(&e)), &a_key(), 100);
-        assert!(!plan.keep_container && plan.auction);
+        assert!(!plan.keep_container && plan.auction());
         assert_eq!(plan.delete, vec![e.clone()]);
         assert_eq!(plan.update.as_ref().unwrap().state, Unclaimed);
         // Another cell's instance is left alone.

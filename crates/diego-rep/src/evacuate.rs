@@ -101,7 +101,7 @@ pub(crate) async fn completed(rep: &Rep, guid: &str, result: &RunResult) -> bool
     if !rep.is_evacuating() {
         return false;
     }
-    let Some(w @ Workload::Lrp { .. }) = rep.workload(guid) else {
+    let Some(w) = rep.workload(guid) else {
         return false;
     };
     let Workload::Lrp {

@@ -58,7 +58,7 @@ pub(crate) async fn running(rep: &Rep, guid: &str, host_ip: &str, ports: &[diego
     if crate::evacuate::skip_running(rep, guid) {
         return;
     }
-    let Some(w @ Workload::Lrp { .. }) = rep.workload(guid) else {
+    let Some(w) = rep.workload(guid) else {
         return;
     };
     let Workload::Lrp {

@@ -15,7 +15,7 @@ use diego_model::{ApiError, ErrorType};
 use serde_json::json;
 use tracing::info;
 
-use crate::work::{admit, release, Workload};
+use crate::work::{admit, mark_cancelled, release, Workload};
 use crate::Rep;
 
 type AppState = State<Arc<Rep>>;
@@ -195,14 +195,7 @@ async fn stop_lrp_instance(
 
 /// The BBS cancelled a task: its container goes without a completion report.
 async fn cancel_task(State(rep): AppState, Path(task_guid): Path<String>) -> StatusCode {
-    let known = match rep.workloads().get_mut(&task_guid) {
-        Some(Workload::Task { cancelled, .. }) => {
-            *cancelled = true;
-            true
-        }
-        _ => false,
-    };
-    if !known {
+    if !mark_cancelled(&rep, &task_guid) {
         return StatusCode::NOT_FOUND;
     }
     info!(task_guid, "cancelling task at the BBS's request");

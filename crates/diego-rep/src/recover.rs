@@ -25,7 +25,7 @@ use diego_client::ClientError;
 use diego_model::{ActualLrpState, Presence, TaskState};
 use tracing::{info, warn};
 
-use crate::work::{lrp_run_request, task_run_request, Workload};
+use crate::work::{lrp_run_request, prop, task_run_request, Workload};
 use crate::Rep;
 
 /// The crash reason of an instance whose container is gone (the agent restarted and the
@@ -34,9 +34,6 @@ pub const LOST_CONTAINER: &str = "the instance's container is gone";
 
 /// Diego's failure reason for a task whose container is missing.
 pub const TASK_CONTAINER_MISSING: &str = "task container does not exist";
-
-/// The property every container of this cell carries.
-pub(crate) const CELL_PROPERTY: &str = "diego.cell_id";
 
 /// Why a container was not adopted.
 enum NotAdopted {
@@ -62,7 +59,7 @@ impl From<&str> for NotAdopted {
 /// Takes over or destroys every container an earlier run of this cell left (see the module
 /// docs). Returns how many were adopted.
 pub(crate) async fn adopt_leftovers(rep: &Arc<Rep>) -> usize {
-    let mine = BTreeMap::from([(CELL_PROPERTY.to_string(), rep.config.cell_id.clone())]);
+    let mine = BTreeMap::from([(prop::CELL_ID.to_string(), rep.config.cell_id.clone())]);
     let handles = match rep.backend.list(&mine).await {
         Ok(h) => h,
         Err(e) => {
@@ -129,17 +126,17 @@ async fn adopt(rep: &Arc<Rep>, handle: &str) -> Result<(), NotAdopted> {
         .info(handle)
         .await
         .map_err(|e| NotAdopted::Unwanted(e.to_string()))?;
-    let prop = |k: &str| info.properties.get(k).cloned().unwrap_or_default();
-    match prop("diego.kind").as_str() {
+    let get = |k: &str| info.properties.get(k).cloned().unwrap_or_default();
+    match get(prop::KIND).as_str() {
         "lrp" => {
-            let process_guid = prop("diego.process_guid");
-            let index: i32 = prop("diego.index").parse().map_err(|_| "no instance index")?;
-            if prop("diego.instance_guid") != handle {
+            let process_guid = get(prop::PROCESS_GUID);
+            let index: i32 = get(prop::INDEX).parse().map_err(|_| "no instance index")?;
+            if get(prop::INSTANCE_GUID) != handle {
                 return Err("its instance guid is not its handle".into());
             }
             adopt_lrp(rep, handle, &process_guid, index).await
         }
-        "task" => adopt_task(rep, handle, &prop("diego.task_guid")).await,
+        "task" => adopt_task(rep, handle, &get(prop::TASK_GUID)).await,
         other => Err(format!("unknown container kind {other:?}").into()),
     }
 }

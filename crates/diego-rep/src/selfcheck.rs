@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::work::prop;
 use crate::Rep;
 
 /// How long one check may take before it counts as failed.
@@ -69,11 +70,8 @@ async fn attempt(rep: &Rep, handle: &str) -> Result<(), String> {
         // Labelled with the cell, so one a crash left behind is destroyed when the cell starts
         // again (the sync's reaper leaves a live check alone, by its handle).
         properties: [
-            ("diego.kind".to_string(), "self-check".to_string()),
-            (
-                crate::recover::CELL_PROPERTY.to_string(),
-                rep.config.cell_id.clone(),
-            ),
+            (prop::KIND.to_string(), "self-check".to_string()),
+            (prop::CELL_ID.to_string(), rep.config.cell_id.clone()),
         ]
         .into(),
         ..Default::default()

@@ -30,7 +30,7 @@ use diego_model::{ActualLrpState, Presence, TaskState};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::recover::{CELL_PROPERTY, LOST_CONTAINER, TASK_CONTAINER_MISSING};
+use crate::recover::{LOST_CONTAINER, TASK_CONTAINER_MISSING};
 use crate::work::Workload;
 use crate::Rep;
 
@@ -69,14 +69,13 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
         Ok(actuals) => {
             let mut held = HashSet::new();
             for a in actuals {
-                if a.presence == Presence::Evacuating && a.cell_id == cell {
+                if a.presence == Presence::Evacuating {
                     // An EVACUATING copy keeps its container until its replacement runs (the
                     // evacuation's business, not the sync's).
                     crate::evacuate::sync_evacuating(rep, &a, &mut held).await;
                     continue;
                 }
                 if a.presence != Presence::Ordinary
-                    || a.cell_id != cell
                     || !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
                 {
                     continue;
@@ -120,6 +119,7 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
         .bbs
         .tasks(&TaskQuery {
             cell_id: Some(cell.clone()),
+            state: Some(TaskState::Running),
             ..Default::default()
         })
         .await;
@@ -127,9 +127,6 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
         Ok(tasks) => {
             let mut running_here = HashSet::new();
             for t in tasks {
-                if t.state != TaskState::Running || t.cell_id != cell {
-                    continue;
-                }
                 running_here.insert(t.task_guid.clone());
                 if rep.workload(&t.task_guid).is_none() {
                     info!(task_guid = %t.task_guid, "failing a task that has no container here");
@@ -148,9 +145,7 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
                 if let Workload::Task { started: true, .. } = w {
                     if running.contains(guid) && !running_here.contains(guid) {
                         info!(task_guid = guid, "stopping a task the BBS no longer runs here");
-                        if let Some(Workload::Task { cancelled, .. }) = rep.workloads().get_mut(guid) {
-                            *cancelled = true;
-                        }
+                        crate::work::mark_cancelled(rep, guid);
                         let _ = rep.store.stop(guid);
                     }
                 }
@@ -166,7 +161,7 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
 /// (left by an earlier run and undecided then, or made behind the rep's back): adopted if the
 /// BBS wants them here, else destroyed (Diego's container reaper destroys them all).
 async fn reap_unknown(rep: &Arc<Rep>) {
-    let mine = BTreeMap::from([(CELL_PROPERTY.to_string(), rep.config.cell_id.clone())]);
+    let mine = BTreeMap::from([(crate::work::prop::CELL_ID.to_string(), rep.config.cell_id.clone())]);
     let Ok(handles) = rep.backend.list(&mine).await else {
         return;
     };

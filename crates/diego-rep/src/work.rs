@@ -15,6 +15,18 @@ use tracing::{debug, info, warn};
 
 use crate::Rep;
 
+/// The properties each container of this cell carries, so a restarted rep can tell what it
+/// runs (`recover.rs` reads them back).
+pub(crate) mod prop {
+    pub const CELL_ID: &str = "diego.cell_id";
+    /// `lrp`, `task` or `self-check`.
+    pub const KIND: &str = "diego.kind";
+    pub const PROCESS_GUID: &str = "diego.process_guid";
+    pub const INDEX: &str = "diego.index";
+    pub const INSTANCE_GUID: &str = "diego.instance_guid";
+    pub const TASK_GUID: &str = "diego.task_guid";
+}
+
 /// What a container of this cell runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
@@ -121,6 +133,18 @@ pub(crate) fn admit(rep: &Arc<Rep>, work: Work) -> Work {
     failed
 }
 
+/// Marks task `guid` as cancelled (its container then goes without a completion report);
+/// false when the cell has no such task.
+pub(crate) fn mark_cancelled(rep: &Rep, guid: &str) -> bool {
+    match rep.workloads().get_mut(guid) {
+        Some(Workload::Task { cancelled, .. }) => {
+            *cancelled = true;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Gives a reservation back (and forgets the workload).
 pub(crate) async fn release(rep: &Rep, guid: &str) {
     rep.workloads().remove(guid);
@@ -214,11 +238,11 @@ pub(crate) fn lrp_run_request(
         vars.push(format!("{k}={v}"));
     }
     let mut properties = BTreeMap::new();
-    properties.insert("diego.kind".into(), "lrp".into());
-    properties.insert("diego.process_guid".into(), lrp.process_guid.clone());
-    properties.insert("diego.index".into(), index.to_string());
-    properties.insert("diego.instance_guid".into(), instance_guid.to_string());
-    properties.insert("diego.cell_id".into(), rep.config.cell_id.clone());
+    properties.insert(prop::KIND.into(), "lrp".into());
+    properties.insert(prop::PROCESS_GUID.into(), lrp.process_guid.clone());
+    properties.insert(prop::INDEX.into(), index.to_string());
+    properties.insert(prop::INSTANCE_GUID.into(), instance_guid.to_string());
+    properties.insert(prop::CELL_ID.into(), rep.config.cell_id.clone());
     Some(RunRequest {
         rootfs: lrp.rootfs.clone(),
         env: vars,
@@ -243,9 +267,9 @@ pub(crate) fn task_run_request(rep: &Rep, task: &Task) -> Option<RunRequest> {
     let d = &task.task_definition;
     let action = d.action.clone()?;
     let mut properties = BTreeMap::new();
-    properties.insert("diego.kind".into(), "task".into());
-    properties.insert("diego.task_guid".into(), task.task_guid.clone());
-    properties.insert("diego.cell_id".into(), rep.config.cell_id.clone());
+    properties.insert(prop::KIND.into(), "task".into());
+    properties.insert(prop::TASK_GUID.into(), task.task_guid.clone());
+    properties.insert(prop::CELL_ID.into(), rep.config.cell_id.clone());
     Some(RunRequest {
         rootfs: d.rootfs.clone(),
         env: env(&d.env),

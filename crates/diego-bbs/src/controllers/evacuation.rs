@@ -47,7 +47,7 @@ async fn apply(
                     deleted = plan.delete.len(),
                     "{what}"
                 );
-                if plan.auction {
+                if plan.auction() {
                     if let Some(d) = &desired {
                         bbs.auctions.lrp(&d.scheduling_info(), vec![index]);
                     }

@@ -29,6 +29,8 @@ pub struct Options {
     pub instances: usize,
     /// An existing cluster instead of a fresh `diego dev`.
     pub bbs: Option<String>,
+    /// Passed to the own cluster's cell.
+    pub max_concurrent_creates: Option<usize>,
 }
 
 fn say(o: &Options, line: &str) {
@@ -235,18 +237,20 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             }
             let listen = format!("127.0.0.1:{}", free_port()?);
             let data = dir.path().join("dev").display().to_string();
-            let mut dev = procs::spawn(
-                &[
-                    "dev",
-                    "--backend",
-                    "runc",
-                    "--data-dir",
-                    &data,
-                    "--listen",
-                    &listen,
-                ],
-                format!("http://{listen}"),
-            )?;
+            let mut argv = vec![
+                "dev".to_string(),
+                "--backend".into(),
+                "runc".into(),
+                "--data-dir".into(),
+                data,
+                "--listen".into(),
+                listen.clone(),
+            ];
+            if let Some(n) = o.max_concurrent_creates {
+                argv.extend(["--max-concurrent-creates".to_string(), n.to_string()]);
+            }
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let mut dev = procs::spawn(&argv, format!("http://{listen}"))?;
             procs::wait_ready(&http, &mut dev, "/v1/ping").await?;
             let url = dev.url.clone();
             let own = OwnCluster {

@@ -51,6 +51,10 @@ pub struct BenchStartArgs {
     /// Instances of the benchmark LRP.
     #[arg(long, default_value_t = 20)]
     pub instances: usize,
+    /// Containers the benchmark's own cell creates at once [default: the cell's, one per
+    /// core, at least 2]; not used with --bbs.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_creates: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +128,7 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
             crate::bench::start::run(crate::bench::start::Options {
                 json: a.json,
                 instances: a.instances.max(1),
+                max_concurrent_creates: a.max_concurrent_creates,
                 bbs,
             })
             .await

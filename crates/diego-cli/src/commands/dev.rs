@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// process, which does not isolate].
     #[arg(long, value_enum)]
     pub backend: Option<crate::commands::garden::Backend>,
+
+    /// Containers each cell creates at once (`diego cell --max-concurrent-creates`).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_creates: Option<usize>,
 }
 
 /// A running role: what to print about it and the work to wait for.
@@ -52,8 +56,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.listen
     );
     process::init_logging();
-    let data_dir = match args.data_dir {
-        Some(d) => d,
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
         None => default_data_dir().context(
             "cannot find a data directory (neither XDG_DATA_HOME nor HOME is set); pass --data-dir",
         )?,
@@ -70,7 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     roles.push(bbs);
     roles.push(start_auctioneer(&bbs_url, shutdown.clone()).await?);
     for i in 0..args.cells {
-        roles.push(start_cell(&data_dir, &bbs_url, i, args.backend, shutdown.clone()).await?);
+        roles.push(start_cell(&data_dir, &bbs_url, i, &args, shutdown.clone()).await?);
     }
 
     // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
@@ -130,7 +134,7 @@ async fn start_cell(
     data_dir: &Path,
     bbs_url: &str,
     i: usize,
-    backend: Option<crate::commands::garden::Backend>,
+    dev: &DevArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Role> {
     use clap::Parser as _;
@@ -148,7 +152,11 @@ async fn start_cell(
         "--sync-interval".into(),
         "5".into(),
     ];
-    if let Some(b) = backend {
+    if let Some(n) = dev.max_concurrent_creates {
+        argv.push("--max-concurrent-creates".into());
+        argv.push(n.to_string());
+    }
+    if let Some(b) = dev.backend {
         argv.push("--backend".into());
         argv.push(match b {
             crate::commands::garden::Backend::Runc => "runc".into(),

@@ -23,12 +23,7 @@ pub async fn diego(bbs: &str, args: &[&str]) -> (bool, String) {
 /// Root, runc and busybox-static are there (what the real-container tests need); otherwise
 /// prints why `test` is skipped.
 pub fn runc_usable(test: &str) -> bool {
-    let runc = std::process::Command::new("runc").arg("--version").output();
-    if diego_cli::process::is_root() && runc.is_ok() && std::path::Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    println!("SKIPPED {test}: needs root, runc and busybox-static");
-    false
+    diego_testkit::host::root_with(test, &["runc", "/bin/busybox"])
 }
 
 /// A quiet `diego ARGS` in the background, killed when dropped.

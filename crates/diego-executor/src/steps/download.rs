@@ -112,29 +112,37 @@ impl DownloadStep {
         let url = &self.action.from;
         let cache = self.ctx.download_cache.as_ref();
         let key = self.cache_key();
-        let validators = key.and_then(|k| cache?.validators(k)).unwrap_or_default();
-        let mut request = self.ctx.http.get(url);
-        if let Some(etag) = &validators.etag {
-            request = request.header(IF_NONE_MATCH, etag);
-        }
-        if let Some(modified) = &validators.last_modified {
-            request = request.header(IF_MODIFIED_SINCE, modified);
-        }
-        let response = request.send().await.map_err(|e| format!("fetching {url}: {e}"))?;
-        let status = response.status();
-        if let (Some(cache), Some(key)) = (cache, key) {
+        let mut validators = key.and_then(|k| cache?.validators(k)).unwrap_or_default();
+        // At most twice: a 304 whose entry was evicted meanwhile asks again without validators.
+        let (response, status) = loop {
+            let mut request = self.ctx.http.get(url);
+            if let Some(etag) = &validators.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(modified) = &validators.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, modified);
+            }
+            let response = request.send().await.map_err(|e| format!("fetching {url}: {e}"))?;
+            let status = response.status();
+            let (Some(cache), Some(key)) = (cache, key) else {
+                break (response, status);
+            };
             if status == StatusCode::NOT_MODIFIED && !validators.is_empty() {
                 if let Some(file) = cache.open_cached(key) {
                     tracing::debug!(%url, key, "download cache hit (304)");
                     let file = verify_file(file, expected.clone()).await?;
                     return Ok(Fetched { file, downloaded: 0 });
                 }
+                tracing::debug!(%url, key, "304 for an entry evicted meanwhile: fetching again");
+                validators = Validators::default();
+                continue;
             }
             if !status.is_success() {
                 // Anything but 304 invalidates what we had.
                 cache.remove(key);
             }
-        }
+            break (response, status);
+        };
         if !status.is_success() {
             return Err(format!("fetching {url}: HTTP {status}"));
         }
@@ -499,6 +507,40 @@ mod tests {
             "Copying app into the container failed: archive entry \"../escape\" has a '..' path component"
         );
         assert!(h.backend.stream_out("c", "/home/vcap").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_304_for_an_entry_gone_from_the_cache_downloads_again() {
+        let tar = raw_tar(&[Raw::File("f", b"cached")]);
+        let server = serve(tar.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DownloadCache::open(dir.path().join("cache"), 1 << 20).unwrap();
+        let mut a = download(&server.base, "/ok", "buildpack");
+        a.cache_key = "bp".into();
+        let run = || async {
+            let h = Harness::by_path().await;
+            let mut ctx = h.ctx.clone();
+            ctx.download_cache = Some(cache.clone());
+            DownloadStep::new(a.clone(), ctx)
+                .perform(CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(streamed_in(&h).await["f"], "cached");
+        };
+        run().await;
+        // The cached file goes behind the index's back (as an eviction racing the request
+        // would): the server's 304 finds nothing, so the archive is fetched again.
+        for entry in std::fs::read_dir(cache.dir()).unwrap().flatten() {
+            if entry.file_type().unwrap().is_file() {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        run().await;
+        assert_eq!(
+            server.bodies.load(Ordering::SeqCst),
+            2,
+            "fetched again after the 304"
+        );
     }
 
     #[tokio::test]

@@ -6,40 +6,9 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn on_path(tool: &str) -> bool {
-    if tool.starts_with('/') {
-        return Path::new(tool).is_file();
-    }
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
-}
-
 /// True when the test may run; otherwise prints why it is skipped.
 pub fn root_with(test: &str, tools: &[&str]) -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED {test}: needs root (mounts, runc)");
-        return false;
-    }
-    if let Some(missing) = tools.iter().find(|t| !on_path(t)) {
-        eprintln!(
-            "SKIPPED {test}: {missing} is not installed (scripts/test installs what the tests need: \
-             runc, busybox-static, e2fsprogs, mount)"
-        );
-        return false;
-    }
-    true
+    diego_testkit::host::root_with(test, tools)
 }
 
 /// A name unique across concurrent test processes (used as handle and runc id).
