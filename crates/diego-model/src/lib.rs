@@ -23,6 +23,7 @@ pub mod desired_lrp;
 pub mod error;
 pub mod evacuation;
 pub mod event;
+pub mod locks;
 pub mod modification_tag;
 pub mod restart;
 pub mod task;

@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             domains_expire,
             presences_expire_renew_remove,
             locks_collide_renew_expire_release,
+            fenced_writes_need_the_lock,
             change_feed_records_each_write,
             changes_since_pages,
             change_feed_retention,

@@ -14,7 +14,7 @@ use diego_model::{
 };
 use tokio::sync::watch;
 
-use crate::ttl::{domain_expiry, is_live, lease_expiry};
+use crate::ttl::{check_fence, domain_expiry, is_live, lease_expiry};
 use crate::{
     ActualLrpFilter, Change, ChangePage, Committed, DesiredLrpFilter, Expect, LockRecord, PresenceRecord,
     Record, RecordKey, Store, StoreError, TaskFilter, Txn, Write,
@@ -149,6 +149,10 @@ impl Store for MemoryStore {
     async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
         txn.check_distinct_keys()?;
         let mut st = self.state();
+        if let Some(fence) = &txn.fence {
+            let held = st.locks.get(&fence.key).map(|l| (l.owner.as_str(), l.expires_at));
+            check_fence(fence, held, self.clock.now())?;
+        }
         if txn.is_empty() {
             return Ok(Committed {
                 records: Vec::new(),

@@ -98,7 +98,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
         txn.check_distinct_keys()?;
-        if txn.is_empty() {
+        if txn.is_empty() && txn.fence.is_none() {
             return Ok(Committed {
                 records: Vec::new(),
                 revision: *self.head_rx.borrow(),
@@ -109,7 +109,10 @@ impl Store for SqliteStore {
             .into_iter()
             .map(codec::prepare)
             .collect::<Result<Vec<_>, _>>()?;
-        self.writer.call(|reply| Request::Commit { writes, reply }).await
+        let fence = txn.fence;
+        self.writer
+            .call(|reply| Request::Commit { writes, fence, reply })
+            .await
     }
 
     async fn get_task(&self, task_guid: &str) -> Result<Option<Task>, StoreError> {

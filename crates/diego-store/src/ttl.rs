@@ -34,6 +34,24 @@ pub(crate) fn is_live(expires_at: Timestamp, now: Timestamp) -> bool {
     expires_at == 0 || expires_at > now
 }
 
+/// Whether `fence` holds given the lock's stored `(owner, expires_at)` at `now`.
+pub(crate) fn check_fence(
+    fence: &crate::Fence,
+    held: Option<(&str, Timestamp)>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    match held {
+        Some((owner, expires_at)) if owner == fence.owner && is_live(expires_at, now) => Ok(()),
+        held => Err(StoreError::LockLost {
+            key: fence.key.clone(),
+            owner: fence.owner.clone(),
+            holder: held
+                .filter(|&(_, expires_at)| is_live(expires_at, now))
+                .map(|(owner, _)| owner.to_string()),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,10 +186,21 @@ impl Write {
     }
 }
 
+/// A lock that must still be held, by this owner and unexpired, when a transaction applies:
+/// the fencing that keeps a deposed holder (one that lost its lock while it was paused or cut
+/// off) from writing. Checked atomically with the writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: String,
+    pub owner: String,
+}
+
 /// An atomic group of writes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Txn {
     pub writes: Vec<Write>,
+    /// If set, the transaction applies only while this lock is held ([`StoreError::LockLost`]).
+    pub fence: Option<Fence>,
 }
 
 impl Txn {
@@ -198,7 +209,20 @@ impl Txn {
     }
 
     pub fn one(write: Write) -> Self {
-        Self { writes: vec![write] }
+        Self {
+            writes: vec![write],
+            fence: None,
+        }
+    }
+
+    pub fn of(writes: Vec<Write>) -> Self {
+        Self { writes, fence: None }
+    }
+
+    /// The same transaction, applied only while `fence` (if any) is held.
+    pub fn fenced(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     pub fn push(&mut self, write: Write) -> &mut Self {
@@ -350,6 +374,15 @@ pub enum StoreError {
     /// Another owner holds the lock.
     #[error("lock {key:?} is held by {owner:?}")]
     LockCollision { key: String, owner: String },
+    /// The transaction's [`Fence`] no longer holds: the lock lapsed or another owner has it.
+    /// Nothing was written; the writer has been deposed and must stop acting as the holder.
+    #[error("lock {key:?} is no longer held by {owner:?}{}", holder.as_ref().map(|h| format!(" (held by {h:?})")).unwrap_or_default())]
+    LockLost {
+        key: String,
+        owner: String,
+        /// The current holder, if any.
+        holder: Option<String>,
+    },
     /// The request itself is malformed (e.g. two writes to one record in a transaction).
     #[error("invalid store request: {0}")]
     Invalid(String),
@@ -417,10 +450,12 @@ mod tests {
     #[test]
     fn duplicate_keys_are_invalid() {
         let ok = Txn {
+            fence: None,
             writes: vec![Write::insert(task("a", 0)), Write::insert(task("b", 0))],
         };
         assert!(ok.check_distinct_keys().is_ok());
         let dup = Txn {
+            fence: None,
             writes: vec![Write::insert(task("a", 0)), Write::delete(&task("a", 0))],
         };
         assert!(matches!(dup.check_distinct_keys(), Err(StoreError::Invalid(m)) if m.contains("write 1")));

@@ -28,6 +28,7 @@ async fn reopen_keeps_records_changes_and_head() {
     let committed = {
         let s = open(dir.path(), &clock, 1000);
         let txn = Txn {
+            fence: None,
             writes: vec![
                 Write::insert(Record::Task(t.clone())),
                 Write::insert(Record::DesiredLrp(d.clone())),
@@ -121,7 +122,7 @@ async fn a_committed_txn_survives_drop_and_reopen() {
     let writes: Vec<Write> = (0..50)
         .map(|i| Write::insert(Record::Task(task(&format!("t{i:02}"), "d"))))
         .collect();
-    let c = s.commit(Txn { writes }).await.unwrap();
+    let c = s.commit(Txn { writes, fence: None }).await.unwrap();
     drop(s);
 
     let s = open(dir.path(), &clock, 1000);
@@ -147,4 +148,49 @@ async fn a_data_dir_that_is_a_file_is_unavailable() {
     .err()
     .expect("opening over a file fails");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+}
+
+/// Two stores (as two BBS processes would) on one database file: revisions never collide,
+/// each follows the other's commits, and the lock fences one out while the other holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_share_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START);
+    let a = open(dir.path(), &clock, 1000);
+    let b = open(dir.path(), &clock, 1000);
+    let ra = a
+        .commit(Txn::one(Write::insert(Record::Task(task("from-a", "d")))))
+        .await
+        .unwrap()
+        .revision;
+    let rb = b
+        .commit(Txn::one(Write::insert(Record::Task(task("from-b", "d")))))
+        .await
+        .unwrap()
+        .revision;
+    assert!(rb > ra, "b's revision {rb} follows a's {ra}");
+    assert!(b.get_task("from-a").await.unwrap().is_some());
+
+    // a learns of b's commit without writing itself.
+    let mut head = a.watch_head();
+    tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_for(|&h| h >= rb))
+        .await
+        .expect("a never saw b's head")
+        .unwrap();
+    let page = a.changes_since(ra, 10).await.unwrap();
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.changes[0].revision, rb);
+
+    a.acquire_lock("bbs", "a", "", 15).await.unwrap();
+    assert!(matches!(
+        b.acquire_lock("bbs", "b", "", 15).await,
+        Err(StoreError::LockCollision { .. })
+    ));
+    let fenced =
+        Txn::one(Write::insert(Record::Task(task("b-fenced", "d")))).fenced(Some(diego_store::Fence {
+            key: "bbs".into(),
+            owner: "b".into(),
+        }));
+    assert!(matches!(b.commit(fenced).await, Err(StoreError::LockLost { .. })));
+    assert!(a.get_task("b-fenced").await.unwrap().is_none());
 }

@@ -53,6 +53,7 @@ pub async fn change_feed_records_each_write(f: &impl StoreFactory) {
     let a = actual_lrp("p", 0, "d");
     let c3 = s
         .commit(Txn {
+            fence: None,
             writes: vec![
                 Write::insert(Record::ActualLrp(a.clone())),
                 Write::delete(&running),
@@ -157,6 +158,7 @@ pub async fn change_feed_retention(f: &impl StoreFactory) {
     // A two-write transaction pushes two more out.
     let c = s
         .commit(Txn {
+            fence: None,
             writes: vec![
                 Write::insert(Record::Task(task("x", "d"))),
                 Write::insert(Record::Task(task("y", "d"))),
@@ -201,6 +203,7 @@ pub async fn watch_head_advances(f: &impl StoreFactory) {
 
     let c = s
         .commit(Txn {
+            fence: None,
             writes: vec![
                 Write::insert(Record::Task(task("t2", "d"))),
                 Write::insert(Record::Task(task("t3", "d"))),

@@ -8,6 +8,7 @@ use crate::{ActualLrpFilter, DesiredLrpFilter, DynStore, Record, TaskFilter, Txn
 
 async fn insert_all(s: &DynStore, records: Vec<Record>) {
     s.commit(Txn {
+        fence: None,
         writes: records.into_iter().map(Write::insert).collect(),
     })
     .await
@@ -517,7 +518,7 @@ pub async fn large_listings_are_complete_and_ordered(f: &impl StoreFactory) {
                 )))
             })
             .collect();
-        s.commit(Txn { writes }).await.unwrap();
+        s.commit(Txn { writes, fence: None }).await.unwrap();
     }
     let all = s.list_actual_lrps(&ActualLrpFilter::default()).await.unwrap();
     assert_eq!(all.len(), N);

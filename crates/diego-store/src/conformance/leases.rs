@@ -143,3 +143,74 @@ pub async fn locks_collide_renew_expire_release(f: &impl StoreFactory) {
     assert!(!s.release_lock("bbs", "b").await.unwrap());
     assert_eq!(s.acquire_lock("bbs", "c", "addr-c", 10).await.unwrap().owner, "c");
 }
+
+/// A fenced transaction applies only while its owner holds the lock, unexpired; otherwise it
+/// fails with `LockLost` naming the current holder, and writes nothing.
+pub async fn fenced_writes_need_the_lock(f: &impl StoreFactory) {
+    use super::fixtures::task;
+    use crate::{Fence, Record, Txn, Write};
+
+    let (fx, clock) = setup(f).await;
+    let s = &fx.store;
+    let fence = |owner: &str| {
+        Some(Fence {
+            key: "bbs".into(),
+            owner: owner.into(),
+        })
+    };
+    let insert =
+        |guid: &str, owner: &str| Txn::one(Write::insert(Record::Task(task(guid, "d")))).fenced(fence(owner));
+    let lost = |r: Result<crate::Committed, StoreError>| match r {
+        Err(StoreError::LockLost { key, owner, holder }) => {
+            assert_eq!(key, "bbs");
+            (owner, holder)
+        }
+        other => panic!("expected LockLost, got {other:?}"),
+    };
+
+    assert_eq!(
+        lost(s.commit(insert("nobody-holds-it", "a")).await),
+        ("a".to_string(), None),
+        "no lock at all"
+    );
+    s.acquire_lock("bbs", "a", "", 15).await.unwrap();
+    s.commit(insert("by-a", "a")).await.unwrap();
+    let head = *s.watch_head().borrow();
+    assert_eq!(
+        lost(s.commit(insert("by-b", "b")).await),
+        ("b".to_string(), Some("a".to_string()))
+    );
+    assert_eq!(
+        lost(s.commit(Txn::new().fenced(fence("b"))).await).1.as_deref(),
+        Some("a"),
+        "an empty fenced transaction checks the lock too"
+    );
+    s.commit(Txn::new().fenced(fence("a"))).await.unwrap();
+
+    clock.advance_ms(15_000);
+    assert_eq!(
+        lost(s.commit(insert("a-lapsed", "a")).await),
+        ("a".to_string(), None),
+        "a lapsed lock fences its old owner out"
+    );
+    s.acquire_lock("bbs", "b", "", 15).await.unwrap();
+    assert_eq!(
+        lost(s.commit(insert("a-deposed", "a")).await).1.as_deref(),
+        Some("b")
+    );
+    s.commit(insert("by-b", "b")).await.unwrap();
+    assert!(s.release_lock("bbs", "b").await.unwrap());
+    lost(s.commit(insert("b-released", "b")).await);
+
+    for guid in ["nobody-holds-it", "a-lapsed", "a-deposed", "b-released"] {
+        assert_eq!(s.get_task(guid).await.unwrap(), None, "{guid} was written");
+    }
+    assert!(s.get_task("by-a").await.unwrap().is_some());
+    assert!(s.get_task("by-b").await.unwrap().is_some());
+    let page = s.changes_since(head, 100).await.unwrap();
+    assert_eq!(page.changes.len(), 1, "only by-b's write reached the change feed");
+    // Unfenced writes do not care about locks.
+    s.commit(Txn::one(Write::insert(Record::Task(task("plain", "d")))))
+        .await
+        .unwrap();
+}

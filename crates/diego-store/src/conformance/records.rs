@@ -26,6 +26,7 @@ pub async fn insert_and_get(f: &impl StoreFactory) {
     assert!(s.get_actual_lrps("p1", 0).await.unwrap().is_empty());
 
     let txn = Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(t.clone())),
             Write::insert(Record::DesiredLrp(d.clone())),
@@ -60,6 +61,7 @@ pub async fn insert_existing_is_exists(f: &impl StoreFactory) {
     let mut changed = task("t1", "other-domain");
     changed.modification_tag = ModificationTag::new("another-epoch");
     let txn = Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(task("t2", "d"))),
             Write::insert(Record::Task(changed)),
@@ -284,6 +286,7 @@ pub async fn txn_is_atomic(f: &impl StoreFactory) {
     let existing = task("existing", "d");
     let victim = actual_lrp("p", 0, "d");
     s.commit(Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(existing.clone())),
             Write::insert(Record::ActualLrp(victim.clone())),
@@ -294,6 +297,7 @@ pub async fn txn_is_atomic(f: &impl StoreFactory) {
     let before = head(s).await;
 
     let txn = Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(task("new", "d"))),
             Write::delete(&Record::ActualLrp(victim.clone())),
@@ -309,6 +313,7 @@ pub async fn txn_is_atomic(f: &impl StoreFactory) {
     let mut stale = existing.clone();
     stale.modification_tag.index = 9;
     let txn = Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(task("new", "d"))),
             Write::update(Record::Task(stale)),
@@ -332,6 +337,7 @@ pub async fn duplicate_key_in_txn_is_invalid(f: &impl StoreFactory) {
     let before = head(s).await;
     let t = task("t", "d");
     let txn = Txn {
+        fence: None,
         writes: vec![
             Write::insert(Record::Task(task("other", "d"))),
             Write::insert(Record::Task(t.clone())),

@@ -5,8 +5,8 @@ use diego_model::{CellPresence, Domain, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::schema::db_error;
-use crate::ttl::{domain_expiry, is_live, lease_expiry};
-use crate::{LockRecord, PresenceRecord, StoreError};
+use crate::ttl::{self, domain_expiry, is_live, lease_expiry};
+use crate::{Fence, LockRecord, PresenceRecord, StoreError};
 
 pub(super) fn upsert_domain(
     conn: &Connection,
@@ -94,4 +94,16 @@ pub(super) fn release_lock(conn: &Connection, key: &str, owner: &str) -> Result<
         .and_then(|mut s| s.execute([key, owner]))
         .map_err(|e| db_error("releasing lock", e))?;
     Ok(n > 0)
+}
+
+/// Whether `fence`'s lock is held by its owner at `now` ([`StoreError::LockLost`] if not).
+pub(super) fn check_fence(conn: &Connection, fence: &Fence, now: Timestamp) -> Result<(), StoreError> {
+    let held: Option<(String, Timestamp)> = conn
+        .prepare_cached("SELECT owner, expires_at FROM locks WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row([&fence.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| db_error("reading lock", e))?;
+    ttl::check_fence(fence, held.as_ref().map(|(o, t)| (o.as_str(), *t)), now)
 }

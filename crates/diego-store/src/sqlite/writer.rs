@@ -19,8 +19,11 @@ use super::apply::{self, Failure};
 use super::checkpoint::{Checkpointer, Nudge};
 use super::codec::PreparedWrite;
 use super::leases;
-use super::schema::db_error;
-use crate::{Committed, LockRecord, PresenceRecord, StoreError};
+use super::schema::{db_error, read_head};
+use crate::{Committed, Fence, LockRecord, PresenceRecord, StoreError};
+
+/// How often an idle writer looks for commits by other processes sharing the file.
+const FOREIGN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most requests in one batch: bounds the latency one COMMIT adds to the earliest request.
 const MAX_BATCH: usize = 512;
@@ -30,6 +33,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) enum Request {
     Commit {
         writes: Vec<PreparedWrite>,
+        fence: Option<Fence>,
         reply: Reply<Committed>,
     },
     UpsertDomain {
@@ -76,7 +80,7 @@ impl Request {
         }
         let mismatch = || StoreError::unavailable("sqlite writer: outcome of another request kind (a bug)");
         match self {
-            Request::Commit { writes, reply } => send(
+            Request::Commit { writes, reply, .. } => send(
                 reply,
                 outcome.and_then(|o| match o {
                     Outcome::Committed { revision } => Ok(Committed {
@@ -207,7 +211,21 @@ struct WriterThread {
 impl WriterThread {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Ok(first) = rx.recv() {
+        let mut data_version = self.data_version();
+        loop {
+            let first = match rx.recv_timeout(FOREIGN_POLL) {
+                Ok(r) => r,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Another process sharing the file may have committed: follow its head.
+                    let v = self.data_version();
+                    if v != data_version {
+                        data_version = v;
+                        self.follow_foreign_head();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -216,8 +234,29 @@ impl WriterThread {
                 }
             }
             self.process(&mut batch);
+            data_version = self.data_version();
         }
         debug!("sqlite writer stopping: store dropped");
+    }
+
+    /// SQLite's count of commits by other connections to this file.
+    fn data_version(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap_or(0)
+    }
+
+    /// Publishes the head another process committed, so this process's change-feed readers
+    /// (event streams, the converger's wake-ups) see its changes.
+    fn follow_foreign_head(&mut self) {
+        match read_head(&self.conn) {
+            Ok(head) if head > self.head => {
+                self.head = head;
+                self.head_tx.send_replace(head);
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "reading the change-feed head another process wrote"),
+        }
     }
 
     fn process(&mut self, batch: &mut Vec<Request>) {
@@ -275,6 +314,15 @@ impl WriterThread {
             return Err(BatchFailure::Fatal(format!(
                 "sqlite: starting a write transaction: {e}"
             )));
+        }
+        // Another process sharing the file may have advanced the head since the last batch;
+        // inside BEGIN IMMEDIATE nobody else can until COMMIT.
+        match read_head(&self.conn) {
+            Ok(head) => self.head = self.head.max(head),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(BatchFailure::Fatal(format!("{e}: {}", source_text(&e))));
+            }
         }
         let start_head = self.head;
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -341,12 +389,21 @@ impl WriterThread {
     ) -> Result<Result<Outcome, StoreError>, StoreError> {
         let conn = &self.conn;
         Ok(match request {
-            Request::Commit { writes, .. } => match apply::commit(conn, writes, &mut self.head, now, isolate)
-            {
-                Ok(()) => Ok(Outcome::Committed { revision: self.head }),
-                Err(Failure::Refused(e)) => Err(e),
-                Err(Failure::Broken(e)) => return Err(e),
-            },
+            Request::Commit { writes, fence, .. } => {
+                // Checked inside the batch's write transaction, so no lock change can come
+                // between the check and the writes.
+                if let Some(e) = fence
+                    .as_ref()
+                    .and_then(|f| leases::check_fence(conn, f, now).err())
+                {
+                    return Ok(Err(e));
+                }
+                match apply::commit(conn, writes, &mut self.head, now, isolate) {
+                    Ok(()) => Ok(Outcome::Committed { revision: self.head }),
+                    Err(Failure::Refused(e)) => Err(e),
+                    Err(Failure::Broken(e)) => return Err(e),
+                }
+            }
             Request::UpsertDomain {
                 domain, ttl_seconds, ..
             } => leases::upsert_domain(conn, domain, *ttl_seconds, now).map(Outcome::Domain),
@@ -388,7 +445,12 @@ mod tests {
             .into_iter()
             .map(codec::prepare)
             .collect::<Result<Vec<_>, _>>()?;
-        w.call(|reply| Request::Commit { writes, reply }).await
+        w.call(|reply| Request::Commit {
+            writes,
+            fence: None,
+            reply,
+        })
+        .await
     }
 
     /// An SQL failure inside a batch (here: the database is full) fails that transaction
@@ -414,6 +476,7 @@ mod tests {
         let mut big = task("big", "d");
         big.task_definition.annotation = "x".repeat(512 * 1024);
         let txn = Txn {
+            fence: None,
             writes: vec![
                 Write::insert(Record::Task(task("other", "d"))),
                 Write::insert(Record::Task(big)),
@@ -488,7 +551,14 @@ mod tests {
         let request = |t: diego_model::Task| {
             let (reply, rx) = oneshot::channel();
             let writes = vec![codec::prepare(Write::insert(Record::Task(t))).unwrap()];
-            (Request::Commit { writes, reply }, rx)
+            (
+                Request::Commit {
+                    writes,
+                    fence: None,
+                    reply,
+                },
+                rx,
+            )
         };
         let mut big = task("big", "d");
         big.task_definition.annotation = "x".repeat(512 * 1024);

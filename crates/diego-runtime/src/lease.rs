@@ -1,0 +1,183 @@
+//! Keeping a TTL'd registration — a lock, a cell presence — renewed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::PassError;
+
+/// The outcome of one renewal the store answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Taken or renewed for another TTL.
+    Held,
+    /// Someone else holds it (a lock collision).
+    Refused,
+}
+
+/// A registration with a TTL, renewed every third of it. It counts as held from a successful
+/// renewal until `ttl` after that renewal was *sent* (the store may count from any moment
+/// after), so a holder never believes it holds what the store already gave away.
+pub struct Lease {
+    name: &'static str,
+    ttl: Duration,
+    period: Duration,
+    held: watch::Sender<bool>,
+}
+
+impl Lease {
+    pub fn new(name: &'static str, ttl: Duration) -> Self {
+        Lease {
+            name,
+            ttl,
+            period: (ttl / 3).max(Duration::from_millis(100)),
+            held: watch::Sender::new(false),
+        }
+    }
+
+    /// Renew this often instead of every third of the TTL.
+    pub fn renew_every(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The TTL in whole seconds (at least 1), as the store's API takes it.
+    pub fn ttl_seconds(&self) -> i64 {
+        i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Follows whether the lease is held.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.held.subscribe()
+    }
+
+    /// Renews at once and then every period until `shutdown`. A retryable error leaves the
+    /// lease held until its TTL from the last good renewal has passed; a fatal one ends the
+    /// loop. The caller releases what it holds after this returns.
+    pub async fn keep<F, Fut>(&self, shutdown: &CancellationToken, mut renew: F) -> Result<(), PassError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Renewal, PassError>>,
+    {
+        let name = self.name;
+        let mut held_until: Option<Instant> = None;
+        loop {
+            let sent = Instant::now();
+            match renew().await {
+                Ok(Renewal::Held) => {
+                    held_until = Some(sent + self.ttl);
+                    if !self.held.send_replace(true) {
+                        info!(lease = name, "holding");
+                    }
+                }
+                Ok(Renewal::Refused) => {
+                    held_until = None;
+                    if self.held.send_replace(false) {
+                        warn!(lease = name, "lost: another owner holds it");
+                    }
+                }
+                Err(e) if e.is_fatal() => {
+                    self.held.send_replace(false);
+                    return Err(e);
+                }
+                Err(e) => warn!(lease = name, error = %e, "renewal failed"),
+            }
+            let next = Instant::now() + self.period;
+            loop {
+                let lapse = held_until.filter(|&t| t < next);
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep_until(next) => break,
+                    () = sleep_until_opt(lapse) => {
+                        held_until = None;
+                        if self.held.send_replace(false) {
+                            warn!(lease = name, "lapsed: no renewal succeeded within its TTL");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_every_third_of_the_ttl_and_lapses_without_renewals() {
+        let lease = Arc::new(Lease::new("l", Duration::from_secs(15)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let (l, c, s) = (lease.clone(), calls.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            l.keep(&s, || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Ok(Renewal::Held)
+                    } else {
+                        Err(PassError::retry("store unreachable"))
+                    }
+                }
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(lease.is_held());
+        // Renewals at 0, 5, 10 s succeed; 15, 20 s fail; the last good one was sent at 10 s.
+        tokio::time::sleep(Duration::from_millis(24_000)).await;
+        assert!(lease.is_held(), "held until 25 s");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(!lease.is_held(), "lapsed at 25 s");
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_drops_it_at_once_and_a_fatal_error_ends_the_loop() {
+        let lease = Lease::new("l", Duration::from_secs(3));
+        let mut n = 0;
+        let mut seen = Vec::new();
+        let mut rx = lease.watch();
+        let result = lease
+            .keep(&CancellationToken::new(), || {
+                n += 1;
+                seen.push(*rx.borrow_and_update());
+                let n = n;
+                async move {
+                    match n {
+                        1 => Ok(Renewal::Held),
+                        2 => Ok(Renewal::Refused),
+                        _ => Err(PassError::fatal("refused for good")),
+                    }
+                }
+            })
+            .await;
+        assert!(result.unwrap_err().is_fatal());
+        assert_eq!(seen, [false, true, false]);
+        assert!(!lease.is_held());
+    }
+}

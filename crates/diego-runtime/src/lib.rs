@@ -1,0 +1,23 @@
+//! One shape for the background work of every role.
+//!
+//! - [`Worker`]: a named loop that runs a pass on an interval and whenever it is woken,
+//!   never two passes at once, counting passes and errors.
+//! - [`Supervisor`]: a process's members under one cancellation token. A member that ends on
+//!   its own (returns, fails or panics) stops the others, and the supervisor reports it so
+//!   the process exits non-zero; on shutdown members stop in reverse start order.
+//! - [`Lease`]: keeps a TTL'd registration (a lock, a cell presence) renewed every third of
+//!   its TTL and knows when it is held.
+//! - [`serve`] and [`http_client`]: the one HTTP server loop and the one HTTP-client builder
+//!   every role uses, the seam where transport security goes.
+//!
+//! Depends on no other crate of this workspace.
+
+mod http;
+mod lease;
+mod supervisor;
+mod worker;
+
+pub use http::{http_client, serve};
+pub use lease::{Lease, Renewal};
+pub use supervisor::{Supervisor, SupervisorError};
+pub use worker::{PassError, Waker, Worker, WorkerStats};
