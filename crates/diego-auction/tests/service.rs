@@ -218,7 +218,7 @@ async fn places_work_and_explains_what_does_not_fit() {
     assert!(why.to_string().contains("2 lack placement tag \"gpu\""), "{why}");
     assert!(auctioneer.stats().rounds >= 3);
     shutdown.cancel();
-    auctioneer.task.await.unwrap();
+    auctioneer.task.await.unwrap().unwrap();
     assert!(
         bbs.client
             .lock_holder(service::AUCTIONEER_LOCK)
@@ -258,7 +258,7 @@ async fn a_standby_takes_over_and_placements_continue() {
     .await;
 
     stop_first.cancel();
-    first.task.await.unwrap();
+    first.task.await.unwrap().unwrap();
     eventually(Duration::from_secs(10), || async {
         second.is_active().then_some(()).ok_or("second not active")
     })

@@ -4,14 +4,16 @@
 //! (COMPLETED → RESOLVING, so exactly one resolver wins), POSTs the outcome to the URL, and
 //! deletes the task once the receiver has answered. 503 and 504 answers and timeouts are
 //! retried at once, up to 3 tries; any other answer resolves the task. When the receiver cannot
-//! be reached at all the task stays RESOLVING; convergence (a later issue) demotes it to
-//! COMPLETED after 30 s and tries again.
+//! be reached at all the task stays RESOLVING; convergence demotes it to COMPLETED after
+//! 30 s and tries again. Only the active BBS resolves, and its writes are fenced on the lock.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use diego_model::{Clock, Task, TaskState, Timestamp};
 use diego_store::{DynStore, Record, Txn, Write};
+
+use crate::active::ActiveRole;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -34,19 +36,21 @@ const WORKERS: usize = 256;
 #[derive(Clone)]
 pub struct Callbacks {
     store: DynStore,
+    role: Arc<ActiveRole>,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     workers: Arc<Semaphore>,
 }
 
 impl Callbacks {
-    pub fn new(store: DynStore, clock: Arc<dyn Clock>) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(store: DynStore, role: Arc<ActiveRole>, clock: Arc<dyn Clock>) -> Self {
+        let http = diego_runtime::http_client()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("building an HTTP client without TLS cannot fail");
         Self {
             store,
+            role,
             clock,
             http,
             workers: Arc::new(Semaphore::new(WORKERS)),
@@ -79,7 +83,7 @@ impl Callbacks {
             return Ok(());
         };
         let stored = match self
-            .store
+            .role
             .commit(Txn::one(Write::update(Record::Task(resolving))))
             .await
         {
@@ -120,7 +124,7 @@ impl Callbacks {
 
     async fn delete(&self, task: &Task) -> Result<(), String> {
         match self
-            .store
+            .role
             .commit(Txn::one(Write::delete(&Record::Task(task.clone()))))
             .await
         {

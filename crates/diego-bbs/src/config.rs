@@ -22,8 +22,15 @@ pub struct BbsConfig {
     pub event_retention: usize,
     /// Placement retries before a rejected task fails.
     pub max_task_retries: u32,
-    /// Where start requests go and how often stale work is asked for again.
+    /// Where start requests go.
     pub auction: crate::auction_requests::AuctionConfig,
+    /// The BBS lock several BBS processes on one store compete for.
+    pub lock: crate::active::LockConfig,
+    /// How often and by which durations convergence runs.
+    pub convergence: crate::converger::ConvergenceConfig,
+    /// The URL other roles reach this BBS at, stored in the lock (default `http://<bound
+    /// address>`).
+    pub advertise_url: Option<String>,
 }
 
 /// 1 MiB: room for the largest valid record (10 KiB annotation, 128 KiB routes, a big
@@ -41,6 +48,9 @@ impl BbsConfig {
             event_retention: DEFAULT_EVENT_RETENTION,
             max_task_retries: diego_model::task::DEFAULT_MAX_TASK_RETRIES,
             auction: Default::default(),
+            lock: Default::default(),
+            convergence: Default::default(),
+            advertise_url: None,
         }
     }
 }

@@ -44,7 +44,7 @@ impl From<StoreError> for HandlerError {
             StoreError::Exists { .. } => ErrorType::ResourceExists,
             StoreError::NotFound { .. } => ErrorType::ResourceNotFound,
             StoreError::Conflict { .. } => ErrorType::ResourceConflict,
-            StoreError::LockCollision { .. } => ErrorType::LockCollision,
+            StoreError::LockCollision { .. } | StoreError::LockLost { .. } => ErrorType::LockCollision,
             StoreError::Invalid(_) => ErrorType::InvalidRequest,
             StoreError::Unavailable { .. } => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store unavailable");

@@ -6,17 +6,20 @@
 //! event stream over SSE. Depends on `diego-model`, `diego-store` and `diego-client` (route
 //! constants, rep client); never on `diego-cli`.
 
+pub mod active;
 pub mod auction_requests;
 pub mod callbacks;
 pub mod config;
 pub mod controllers;
+pub mod converger;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod follower;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
-pub mod rep_client;
+pub mod rep_notify;
 pub mod state;
 
 pub use config::{BbsConfig, StoreConfig};
@@ -50,6 +53,8 @@ pub enum BbsError {
     },
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Member(#[from] diego_runtime::SupervisorError),
 }
 
 /// A BBS serving in the background.
@@ -108,30 +113,65 @@ pub async fn start_with_store(
         addr: config.listen,
         source,
     })?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let role = Arc::new(active::ActiveRole::new(store.clone(), &config.lock, url));
+    // Members stop in reverse order: the active work first, then the lock is released, then
+    // the API stops answering (event streams end with it).
+    let http_stop = CancellationToken::new();
     let state: AppState = Arc::new(Bbs {
-        callbacks: callbacks::Callbacks::new(store.clone(), clock.clone()),
-        auctions: auction_requests::AuctionRequester::start(
-            store.clone(),
-            clock.clone(),
-            config.auction.clone(),
-            shutdown.clone(),
-        ),
+        callbacks: callbacks::Callbacks::new(store.clone(), role.clone(), clock.clone()),
+        role: role.clone(),
+        converger: Default::default(),
         store,
         clock,
-        reps: rep_client::RepClient::new(),
+        reps: rep_notify::RepNotifier::new(),
         metrics: Default::default(),
-        shutdown: shutdown.clone(),
+        shutdown: http_stop.clone(),
         config,
     });
-    let app = router(state);
-    tracing::info!(%addr, "BBS listening");
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    let app = router(state.clone());
+    tracing::info!(%addr, owner = %role.owner(), "BBS listening");
+    let mut members = diego_runtime::Supervisor::new(shutdown);
+    members.add(
+        "bbs http",
+        http_stop.clone(),
+        diego_runtime::serve(listener, app, http_stop),
+    );
+    let lock_role = role.clone();
+    members.spawn(
+        "bbs lock",
+        move |stop| async move { lock_role.hold_lock(stop).await },
+    );
+    members.spawn("bbs active work", move |stop| async move {
+        role.while_active(stop, move |token| active_work(state.clone(), token))
             .await
-            .map_err(BbsError::Serve)
     });
+    let task = tokio::spawn(async move { members.wait().await.map_err(BbsError::from) });
     Ok(RunningBbs { addr, task })
+}
+
+/// What only the active BBS runs, until `stop` (losing the lock, or shutdown).
+async fn active_work(state: AppState, stop: CancellationToken) -> Result<(), diego_runtime::PassError> {
+    let from = *state.store.watch_head().borrow();
+    let (requester, sender) = auction_requests::AuctionRequester::new(
+        state.store.clone(),
+        state.config.auction.clone(),
+        stop.clone(),
+    );
+    let convergence = state.config.convergence.clone();
+    let sending = async {
+        sender.await;
+        Ok(())
+    };
+    tokio::try_join!(
+        sending,
+        follower::run(state.clone(), requester.clone(), from, stop.clone()),
+        converger::run(state.clone(), requester, convergence, stop.clone()),
+    )?;
+    Ok(())
 }
 
 /// Every route of the BBS.

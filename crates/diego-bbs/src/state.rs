@@ -7,17 +7,19 @@ use diego_store::DynStore;
 
 use crate::config::BbsConfig;
 use crate::metrics::Metrics;
-use crate::rep_client::RepClient;
+use crate::rep_notify::RepNotifier;
 
 pub struct Bbs {
     pub store: DynStore,
     pub clock: Arc<dyn Clock>,
     pub config: BbsConfig,
-    pub reps: RepClient,
+    pub reps: RepNotifier,
     pub metrics: Metrics,
     pub callbacks: crate::callbacks::Callbacks,
-    /// Start requests for the auctioneer.
-    pub auctions: crate::auction_requests::AuctionRequester,
+    /// Whether this BBS holds the BBS lock; fences its workers' writes.
+    pub role: Arc<crate::active::ActiveRole>,
+    /// The last convergence pass, and a way to ask for the next one.
+    pub converger: Arc<crate::converger::ConvergerState>,
     /// Cancelled when the BBS shuts down; long-lived responses (event streams) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -131,8 +131,7 @@ async fn new_work_goes_to_the_lock_holder() {
 #[tokio::test]
 async fn requests_wait_for_an_auctioneer_and_stale_work_is_asked_for_again() {
     let s = start_with(|c| {
-        c.auction.resend_interval = Duration::from_millis(100);
-        c.auction.stale_after = Duration::from_secs(30);
+        c.convergence.interval = Duration::from_millis(100);
     })
     .await;
     // No auctioneer yet: the requests wait (and are retried) until one holds the lock.
@@ -162,8 +161,8 @@ async fn requests_wait_for_an_auctioneer_and_stale_work_is_asked_for_again() {
 #[tokio::test]
 async fn a_crashed_instance_is_restarted_once_its_backoff_has_passed() {
     let s = start_with(|c| {
-        c.auction.resend_interval = Duration::from_millis(100);
-        c.auction.stale_after = Duration::from_secs(300);
+        c.convergence.interval = Duration::from_millis(100);
+        c.convergence.rules.stale_unclaimed_ms = 300_000;
     })
     .await;
     let (url, mut calls) = fake_auctioneer().await;

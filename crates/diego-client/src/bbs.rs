@@ -27,8 +27,6 @@ use crate::http::{check_status, execute, transport, Api};
 use crate::routes::{bbs as r, path};
 use crate::sse::{SseEvent, SseParser};
 
-/// Time to establish a TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lets the OS notice a dead peer on an idle event stream.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -100,8 +98,7 @@ pub struct BbsClient {
 impl BbsClient {
     /// `base_url` like `http://127.0.0.1:8889` (a trailing `/` is ignored).
     pub fn new(base_url: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+        let http = diego_runtime::http_client()
             .tcp_keepalive(TCP_KEEPALIVE)
             .build()
             // Only fails when the TLS backend or resolver cannot initialise; we build neither.

@@ -41,6 +41,14 @@ impl ClientError {
         self.api_error().map(|e| e.kind)
     }
 
+    /// The HTTP status, when the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.kind() == Some(ErrorType::ResourceNotFound)
     }

@@ -1,5 +1,5 @@
-//! [`RepClient`]: the auction's side of a cell's rep (diego-spec §3.5): its state and the work
-//! it is given.
+//! [`RepClient`]: the one client of a cell's rep (diego-spec §3.5): its state, the work it is
+//! given, and the BBS's stop and cancel notifications.
 
 use std::time::Duration;
 
@@ -44,6 +44,18 @@ impl RepClient {
         self.api
             .send_no_content(Method::POST, r::EVACUATE.to_string(), None::<&()>)
             .await
+    }
+
+    /// `POST /v1/lrps/{process_guid}/instances/{instance_guid}/stop`: stop one instance.
+    pub async fn stop_lrp_instance(&self, process_guid: &str, instance_guid: &str) -> Result<()> {
+        let path = crate::routes::path(r::STOP_LRP_INSTANCE, &[process_guid, instance_guid]);
+        self.api.send_no_content(Method::POST, path, None::<&()>).await
+    }
+
+    /// `POST /v1/tasks/{task_guid}/cancel`: the task was cancelled; stop running it.
+    pub async fn cancel_task(&self, task_guid: &str) -> Result<()> {
+        let path = crate::routes::path(r::CANCEL_TASK, &[task_guid]);
+        self.api.send_no_content(Method::POST, path, None::<&()>).await
     }
 
     /// `POST /work`: what the cell could not take.

@@ -130,6 +130,21 @@ pub struct EvacuationResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PingResponse {
     pub available: bool,
+    /// `active` (holds the BBS lock: runs convergence, start requests and task callbacks) or
+    /// `passive` (serves the API and stands by to take over when the lock lapses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// This BBS's name in the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The BBS holding the lock now, and its URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder_url: Option<String>,
+    /// Why this BBS last stopped being active, if it ever did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step_down: Option<String>,
 }
 
 impl StartTaskRequest {

@@ -150,9 +150,10 @@ pub(crate) async fn sync_evacuating(rep: &Rep, a: &ActualLrp, held: &mut HashSet
     }
 }
 
-/// Waits for evacuation to be requested, then hands the work over; cancels `stop` (which
-/// stops the rep and removes its presence) when nothing is left or the timeout passed.
-pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken) {
+/// Waits for evacuation to be requested (or `stop`), then hands the work over; cancels
+/// `evacuated` (which stops the rep and removes its presence) when nothing is left or the
+/// timeout passed.
+pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken, evacuated: CancellationToken) {
     tokio::select! {
         _ = stop.cancelled() => return,
         _ = rep.evacuation.requested.cancelled() => {}
@@ -193,7 +194,7 @@ pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken) {
     }
     rep.evacuation.drained.store(true, Ordering::SeqCst);
     info!(cell_id = %rep.config.cell_id, "evacuated; the cell stops");
-    stop.cancel();
+    evacuated.cancel();
 }
 
 /// LRP instances and tasks the cell still holds.

@@ -49,6 +49,9 @@ use diego_client::BbsClient;
 use diego_executor::download_cache::DownloadCache;
 use diego_executor::{ContainerStore, LogSink, ResourceCapacity, StoreConfig};
 use diego_garden::DynBackend;
+use diego_runtime::{Supervisor, SupervisorError};
+use futures_util::FutureExt;
+use std::convert::Infallible;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -172,8 +175,9 @@ pub struct RunningRep {
     pub url: String,
     pub rep: Arc<Rep>,
     /// Ends once `shutdown` is cancelled (or an evacuation finished) and the presence is
-    /// removed.
-    pub task: JoinHandle<()>,
+    /// removed; `Err` when a member (the presence, the server, a loop) stopped on its own and
+    /// took the rep down with it.
+    pub task: JoinHandle<Result<(), SupervisorError>>,
 }
 
 /// Binds `config.listen`, registers the cell and serves until `shutdown` is cancelled.
@@ -197,8 +201,7 @@ pub async fn start(
         .advertise_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
+    let http = diego_runtime::http_client()
         .build()
         .expect("building an HTTP client without TLS cannot fail");
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
@@ -231,17 +234,17 @@ pub async fn start(
     });
     // The rep's own stop: the caller's shutdown, or the end of an evacuation.
     let shutdown = shutdown.child_token();
+    let mut members = Supervisor::new(shutdown.clone());
     // Subscribed before anything can change a container: adopted ones report at once.
-    let harmonizing = shutdown.child_token();
-    let harmonizer = tokio::spawn(harmonize::run(
-        rep.clone(),
-        rep.store.subscribe(),
-        harmonizing.clone(),
-    ));
+    let events = rep.store.subscribe();
+    members.spawn("rep harmonizer", |stop| {
+        harmonize::run(rep.clone(), events, stop).map(Ok::<(), Infallible>)
+    });
     let adopted = recover::adopt_leftovers(&rep).await;
     selfcheck::check(&rep).await;
     if let Err(source) = presence::register(&rep).await {
-        harmonizing.cancel();
+        shutdown.cancel();
+        let _ = members.wait().await;
         return Err(RepError::Register {
             url: rep.config.bbs_url.clone(),
             source,
@@ -251,25 +254,24 @@ pub async fn start(
     if adopted > 0 {
         info!(adopted, "took over containers from an earlier run of this cell");
     }
-    let syncer = tokio::spawn(sync::run(rep.clone(), shutdown.clone()));
-    let self_checker = tokio::spawn(selfcheck::run(rep.clone(), shutdown.clone()));
-    let presence = tokio::spawn(presence::renew(rep.clone(), shutdown.clone()));
-    let evacuator = tokio::spawn(evacuate::run(rep.clone(), shutdown.clone()));
     let app = http::router(rep.clone());
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "rep HTTP server failed");
-            }
-        })
-    };
-    tracing::info!(%addr, url, cell_id = %rep.config.cell_id, "rep listening");
-    let task = tokio::spawn(async move {
-        let _ = tokio::join!(server, presence, harmonizer, syncer, self_checker, evacuator);
+    members.spawn("rep http", |stop| diego_runtime::serve(listener, app, stop));
+    members.spawn("rep sync", |stop| {
+        sync::run(rep.clone(), stop).map(Ok::<(), Infallible>)
     });
+    members.spawn("rep self-check", |stop| {
+        selfcheck::run(rep.clone(), stop).map(Ok::<(), Infallible>)
+    });
+    members.spawn("rep presence", |stop| presence::keep(rep.clone(), stop));
+    {
+        let (rep, evacuated) = (rep.clone(), shutdown.clone());
+        members.spawn("rep evacuator", move |stop| async move {
+            evacuate::run(rep, stop.clone(), evacuated).await;
+            stop.cancelled().await;
+            Ok::<(), Infallible>(())
+        });
+    }
+    tracing::info!(%addr, url, cell_id = %rep.config.cell_id, "rep listening");
+    let task = tokio::spawn(members.wait());
     Ok(RunningRep { addr, url, rep, task })
 }

@@ -1,9 +1,10 @@
-//! The cell's presence in the BBS: registered at start, renewed every third of its TTL,
+//! The cell's presence in the BBS: registered at start, kept renewed by a [`Lease`],
 //! removed on shutdown.
 
 use std::sync::Arc;
 
 use diego_model::{CellCapacity, CellPresence, RegisterCellRequest, RootfsProvider};
+use diego_runtime::{Lease, PassError, Renewal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -55,19 +56,29 @@ pub(crate) async fn register(rep: &Rep) -> Result<(), diego_client::ClientError>
     rep.bbs.register_cell(&request(rep)).await
 }
 
-pub(crate) async fn renew(rep: Arc<Rep>, shutdown: CancellationToken) {
-    let period = (rep.config.presence_ttl / 3).max(std::time::Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(period) => {}
-        }
-        if let Err(e) = register(&rep).await {
-            warn!(error = %e, "renewing the cell presence");
+/// Keeps the presence renewed every third of its TTL until `stop`, then removes it. The BBS
+/// refusing the registration (a 4xx answer: this is not a BBS that knows this cell's record)
+/// is fatal: the supervisor stops the cell rather than let it serve on unseen. Transport
+/// errors and 5xx answers are retried; the BBS forgets the cell once its TTL passes without
+/// a renewal, and takes it back at the next one.
+pub(crate) async fn keep(rep: Arc<Rep>, stop: CancellationToken) -> Result<(), PassError> {
+    let lease = Lease::new("cell presence", rep.config.presence_ttl);
+    let kept = lease
+        .keep(&stop, || async {
+            match register(&rep).await {
+                Ok(()) => Ok(Renewal::Held),
+                Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => Err(PassError::fatal(
+                    format!("the BBS refused the cell presence: {e}"),
+                )),
+                Err(e) => Err(PassError::retry(e)),
+            }
+        })
+        .await;
+    if kept.is_ok() {
+        match rep.bbs.remove_cell(&rep.config.cell_id).await {
+            Ok(()) => info!(cell_id = %rep.config.cell_id, "removed the cell presence"),
+            Err(e) => warn!(error = %e, "removing the cell presence"),
         }
     }
-    match rep.bbs.remove_cell(&rep.config.cell_id).await {
-        Ok(()) => info!(cell_id = %rep.config.cell_id, "removed the cell presence"),
-        Err(e) => warn!(error = %e, "removing the cell presence"),
-    }
+    kept
 }

@@ -156,7 +156,8 @@ async fn an_evacuating_cell_hands_its_instances_over_and_stops() {
     tokio::time::timeout(WAIT, a.task)
         .await
         .expect("the evacuated rep did not stop")
-        .unwrap();
+        .unwrap()
+        .expect("the evacuated rep stopped cleanly");
     assert!(a.rep.drained());
     assert!(
         a.rep.store.list().is_empty(),
@@ -224,7 +225,8 @@ async fn tasks_finish_and_the_timeout_fails_what_is_left() {
     tokio::time::timeout(WAIT, a.task)
         .await
         .expect("the rep did not stop after its evacuation timeout")
-        .unwrap();
+        .unwrap()
+        .expect("the rep stopped cleanly");
     assert!(a.rep.drained());
     let short = client.task("short").await.unwrap();
     assert_eq!(

@@ -27,4 +27,8 @@ pub enum SimCellsError {
     /// The HTTP server failed while serving.
     #[error("serving the sim cells' rep API")]
     Serve(#[source] std::io::Error),
+    /// A member (the server, the presence renewal) stopped on its own and took the others
+    /// down.
+    #[error(transparent)]
+    Member(#[from] diego_runtime::SupervisorError),
 }

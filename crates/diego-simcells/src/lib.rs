@@ -20,9 +20,9 @@ mod server;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use diego_client::BbsClient;
+use diego_runtime::Supervisor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -34,9 +34,6 @@ pub use server::CELL_PREFIX;
 
 use cell::SimCell;
 use lifecycle::Lifecycle;
-
-/// Time to establish a connection to the BBS.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The entry point.
 pub struct SimCells;
@@ -89,8 +86,7 @@ impl SimCells {
             .map(|(i, id)| Arc::new(SimCell::new(&config, i, id.clone(), &base_url)))
             .collect();
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+        let http = diego_runtime::http_client()
             .pool_max_idle_per_host(config.max_in_flight_bbs_calls + 64)
             .build()
             // Only fails when the TLS backend or resolver cannot initialise; we build neither.
@@ -111,16 +107,16 @@ impl SimCells {
                 .collect::<HashMap<_, _>>(),
             lifecycle: lifecycle.clone(),
         });
-        let serve =
-            axum::serve(listener, server::router(app)).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let server = tokio::spawn(async move { serve.await });
+        let mut members = Supervisor::new(stop.clone());
+        let app = server::router(app);
+        members.spawn("sim-cells http", |stop| diego_runtime::serve(listener, app, stop));
 
         // Serving first: the BBS may hand a cell work the moment its presence appears.
         if let Err(e) = presence::register_all(&bbs, &cells, config.presence_ttl).await {
             stop.cancel();
             // Those that did register go again (the rest are not there to remove).
             presence::remove_all(&bbs, &cells).await;
-            let _ = server.await;
+            let _ = members.wait().await;
             return Err(e);
         }
         info!(
@@ -131,30 +127,20 @@ impl SimCells {
             "simulated cells registered"
         );
 
-        let cells = Arc::new(cells);
         let ttl = config.presence_ttl;
         let lc = lifecycle.clone();
-        let task = tokio::spawn(async move {
+        members.spawn("sim-cells presence", move |stop| async move {
             let stats_of = lc.clone();
-            presence::renew_until_shutdown(
-                bbs.clone(),
-                cells.clone(),
-                ttl,
-                move || stats_of.counters.snapshot(),
-                stop,
-            )
-            .await;
+            let kept = presence::keep(&bbs, &cells, ttl, move || stats_of.counters.snapshot(), &stop).await;
             // Presences first, so the BBS stops sending work and stops here.
             match presence::remove_all(&bbs, &cells).await {
                 0 => info!(cells = cells.len(), "removed cell presences"),
                 failed => warn!(failed, "cell presences not removed; they lapse after their TTL"),
             }
             lc.drain().await;
-            match server.await {
-                Ok(served) => served.map_err(SimCellsError::Serve),
-                Err(join) => Err(SimCellsError::Serve(std::io::Error::other(join))),
-            }
+            kept
         });
+        let task = tokio::spawn(async move { members.wait().await.map_err(SimCellsError::Member) });
         Ok(RunningSimCells {
             addr,
             base_url,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diego_client::BbsClient;
+use diego_runtime::{Lease, PassError, Renewal};
 use futures_util::{stream, StreamExt};
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -22,7 +22,7 @@ const CONCURRENCY: usize = 32;
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+    Lease::new("sim cell presences", ttl).ttl_seconds()
 }
 
 /// Registers every cell; the first failure stops the start (a wrong `--bbs` should say so
@@ -68,38 +68,42 @@ async fn renew_all(bbs: &BbsClient, cells: &[Arc<SimCell>], ttl: i64) -> usize {
     failed.into_inner()
 }
 
-/// Renews every `ttl / 3` until shutdown. A pass in progress is finished, never cut off, so
-/// no renewal can land after [`remove_all`] and bring a presence back.
-pub(crate) async fn renew_until_shutdown(
-    bbs: BbsClient,
-    cells: Arc<Vec<Arc<SimCell>>>,
+/// Keeps every presence renewed every third of `ttl` until `stop` (a [`Lease`] over all the
+/// cells: held while a whole pass succeeds). A pass in progress is finished, never cut off,
+/// so no renewal can land after [`remove_all`] and bring a presence back.
+pub(crate) async fn keep(
+    bbs: &BbsClient,
+    cells: &[Arc<SimCell>],
     ttl: Duration,
     stats: impl Fn() -> SimStats,
-    shutdown: CancellationToken,
-) {
-    let period = (ttl / 3).max(Duration::from_millis(100));
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let ttl = ttl_seconds(ttl);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let failed = renew_all(&bbs, &cells, ttl).await;
-        let s = stats();
-        info!(
-            cells = cells.len(),
-            failed,
-            lrps_claimed = s.lrps_claimed,
-            lrps_started = s.lrps_started,
-            lrps_claim_failed = s.lrps_claim_failed,
-            lrps_stopped = s.lrps_stopped,
-            tasks_completed = s.tasks_completed,
-            work_refused = s.work_refused,
-            "renewed sim cell presences"
-        );
-    }
+    stop: &CancellationToken,
+) -> Result<(), PassError> {
+    let lease = Lease::new("sim cell presences", ttl);
+    let ttl = lease.ttl_seconds();
+    lease
+        .keep(stop, || async {
+            let failed = renew_all(bbs, cells, ttl).await;
+            let s = stats();
+            info!(
+                cells = cells.len(),
+                failed,
+                lrps_claimed = s.lrps_claimed,
+                lrps_started = s.lrps_started,
+                lrps_claim_failed = s.lrps_claim_failed,
+                lrps_stopped = s.lrps_stopped,
+                tasks_completed = s.tasks_completed,
+                work_refused = s.work_refused,
+                "renewed sim cell presences"
+            );
+            match failed {
+                0 => Ok(Renewal::Held),
+                n => Err(PassError::retry(format!(
+                    "{n} of {} presences not renewed",
+                    cells.len()
+                ))),
+            }
+        })
+        .await
 }
 
 /// Best effort: a presence not removed lapses after its TTL anyway. Returns how many could

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::AuctionConfig;
 
 /// The BBS lock the active auctioneer holds; its value is the auctioneer's URL.
-pub const AUCTIONEER_LOCK: &str = "auctioneer";
+pub use diego_model::locks::AUCTIONEER as AUCTIONEER_LOCK;
 
 /// How an auctioneer runs.
 #[derive(Debug, Clone)]
@@ -148,8 +148,9 @@ pub struct RunningAuctioneer {
     /// What it advertises in the lock.
     pub url: String,
     shared: Arc<Shared>,
-    /// Finishes once `shutdown` is cancelled and everything stopped (the lock released).
-    pub task: JoinHandle<()>,
+    /// Finishes once `shutdown` is cancelled and everything stopped (the lock released), or
+    /// with an error naming the member that stopped on its own.
+    pub task: JoinHandle<Result<(), diego_runtime::SupervisorError>>,
 }
 
 impl RunningAuctioneer {
@@ -191,44 +192,39 @@ pub async fn start(
         active: AtomicBool::new(false),
         counters: Counters::default(),
     });
-    let http_client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
+    let http_client = diego_runtime::http_client()
         .pool_max_idle_per_host(8)
         .build()
         .map_err(std::io::Error::other)?;
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http_client.clone());
 
+    // Stopped in reverse: the rounds first, then the lock is released, then the intake.
+    let mut members = diego_runtime::Supervisor::new(shutdown);
     let app = http::router(shared.clone());
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "auctioneer HTTP server failed");
-            }
-        })
-    };
-    let lock = tokio::spawn(lock::hold(
-        shared.clone(),
-        bbs.clone(),
-        config.owner.clone(),
-        url.clone(),
-        config.lock_ttl,
-        shutdown.clone(),
-    ));
-    let rounds = tokio::spawn(round::run_loop(
-        shared.clone(),
-        bbs,
-        http_client,
-        config.clone(),
-        shutdown.clone(),
-    ));
-    tracing::info!(%addr, url, owner = %config.owner, "auctioneer listening");
-    let task = tokio::spawn(async move {
-        let _ = tokio::join!(server, lock, rounds);
+    members.spawn("auctioneer http", move |stop| {
+        diego_runtime::serve(listener, app, stop)
     });
+    {
+        let (shared, bbs, owner, url, ttl) = (
+            shared.clone(),
+            bbs.clone(),
+            config.owner.clone(),
+            url.clone(),
+            config.lock_ttl,
+        );
+        members.spawn("auctioneer lock", move |stop| {
+            lock::hold(shared, bbs, owner, url, ttl, stop)
+        });
+    }
+    {
+        let (shared, config) = (shared.clone(), config.clone());
+        members.spawn("auction rounds", move |stop| async move {
+            round::run_loop(shared, bbs, http_client, config, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    tracing::info!(%addr, url, owner = %config.owner, "auctioneer listening");
+    let task = tokio::spawn(members.wait());
     Ok(RunningAuctioneer {
         addr,
         url,

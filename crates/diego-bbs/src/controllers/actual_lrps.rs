@@ -135,12 +135,7 @@ pub async fn crash(
         reason,
         "crashed actual LRP"
     );
-    if a.state == ActualLrpState::Unclaimed {
-        // An immediate restart: place it again.
-        if let Some(d) = &desired {
-            bbs.auctions.lrp(&d.scheduling_info(), vec![index]);
-        }
-    }
+    // An immediate restart (back to UNCLAIMED) is auctioned by the active BBS from the feed.
     Ok(a)
 }
 

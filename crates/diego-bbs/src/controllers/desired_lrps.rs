@@ -36,10 +36,8 @@ pub async fn desire(bbs: &Bbs, mut lrp: DesiredLrp) -> HandlerResult<DesiredLrp>
         Ok(c) => {
             tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP");
             match c.records.into_iter().next().flatten() {
-                Some(Record::DesiredLrp(d)) => {
-                    bbs.auctions.lrp(&d.scheduling_info(), (0..d.instances).collect());
-                    Ok(d)
-                }
+                // The active BBS auctions the new instances from the change feed.
+                Some(Record::DesiredLrp(d)) => Ok(d),
                 _ => Err(HandlerError::new(
                     ErrorType::UnknownError,
                     "store returned no desired LRP",
@@ -151,7 +149,6 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Handler
                     stopping = to_stop.len(),
                     "updated desired LRP"
                 );
-                bbs.auctions.lrp(&next.scheduling_info(), added);
                 for a in &to_stop {
                     retire_held(bbs, a).await?;
                 }

@@ -47,11 +47,7 @@ async fn apply(
                     deleted = plan.delete.len(),
                     "{what}"
                 );
-                if plan.auction() {
-                    if let Some(d) = &desired {
-                        bbs.auctions.lrp(&d.scheduling_info(), vec![index]);
-                    }
-                }
+                // A replacement left UNCLAIMED is auctioned by the active BBS from the feed.
                 return Ok(plan);
             }
             Err(e) if is_retryable(&e) => continue,

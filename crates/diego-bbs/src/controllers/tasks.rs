@@ -25,8 +25,8 @@ pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> HandlerResult<Task> {
     {
         Ok(mut c) => match c.records.pop().flatten() {
             Some(Record::Task(t)) => {
+                // The active BBS auctions it from the change feed.
                 tracing::info!(task_guid = %t.task_guid, domain = %t.domain, "desired task");
-                bbs.auctions.task(&t);
                 Ok(t)
             }
             _ => Err(HandlerError::new(
@@ -98,7 +98,6 @@ pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> Handl
     })
     .await?;
     tracing::info!(task_guid = guid, failed = t.failed, "completed task");
-    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
@@ -120,16 +119,14 @@ pub async fn reject(
     })
     .await?;
     tracing::info!(task_guid = guid, rejection_count = t.rejection_count, state = %t.state, "rejected task");
-    // Back to PENDING with retries left: the periodic pass asks the auctioneer again once it
-    // has waited `stale_after` (as Diego's convergence does), not at once against the same cells.
-    bbs.callbacks.completed(&t);
+    // Back to PENDING with retries left: convergence asks the auctioneer again once it has
+    // waited (as Diego's does), not at once against the same cells.
     Ok(t)
 }
 
 pub async fn fail(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| t.fail(reason, now).map(Some)).await?;
-    bbs.callbacks.completed(&t);
     Ok(t)
 }
 
@@ -148,7 +145,6 @@ pub async fn cancel(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
         }
     }
     tracing::info!(task_guid = guid, "cancelled task");
-    bbs.callbacks.completed(&t);
     Ok(t)
 }
 

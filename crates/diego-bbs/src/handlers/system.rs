@@ -13,8 +13,8 @@ use diego_model::{ActualLrpState, ErrorType, Presence, TaskState};
 use crate::error::{HandlerError, HandlerResult};
 use crate::state::AppState;
 
-pub async fn ping() -> Json<PingResponse> {
-    Json(PingResponse { available: true })
+pub async fn ping(State(s): State<AppState>) -> Json<PingResponse> {
+    Json(s.role.ping().await)
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

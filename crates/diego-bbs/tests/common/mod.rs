@@ -29,6 +29,8 @@ pub async fn start() -> Server {
 
 pub async fn start_with(configure: impl FnOnce(&mut BbsConfig)) -> Server {
     let mut config = BbsConfig::new("127.0.0.1:0".parse().unwrap(), StoreConfig::Memory);
+    // The store's clock is manual: a lock TTL in its seconds that tests' jumps never pass.
+    config.lock.ttl = std::time::Duration::from_secs(365 * 86_400);
     configure(&mut config);
     let clock = ManualClock::new(1_700_000_000_000_000_000);
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());

@@ -48,6 +48,6 @@ pub async fn run(bbs_url: &str, args: AuctioneerArgs) -> anyhow::Result<()> {
         running.url,
         service::AUCTIONEER_LOCK
     );
-    running.task.await.context("auctioneer task")?;
+    running.task.await.context("auctioneer task")??;
     Ok(())
 }

@@ -49,6 +49,30 @@ pub struct BbsArgs {
     /// auctioneer again (Diego: 30).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub auction_stale_after: u64,
+
+    /// Seconds between convergence passes (Diego: 30). A cell's presence appearing or
+    /// lapsing starts a pass at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub convergence_interval: u64,
+
+    /// Seconds the BBS lock lives without renewal (Diego: 15): how long a dead active BBS
+    /// is waited for before a passive one takes over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub lock_ttl: u64,
+
+    /// Seconds between renewals of the BBS lock, and between a passive BBS's attempts to take
+    /// it (Diego: 5).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub lock_retry_interval: u64,
+
+    /// This BBS's name in the lock [default: its URL, so a restart on the same address takes
+    /// its lock back at once].
+    #[arg(long, value_name = "NAME")]
+    pub owner: Option<String>,
+
+    /// The URL other roles reach this BBS at, stored in the lock [default: http://<listen>].
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl BbsArgs {
@@ -64,11 +88,16 @@ impl BbsArgs {
         config.event_retention = self.event_retention;
         config.max_task_retries = self.max_task_retries;
         config.auction.auctioneer_url = self.auctioneer_url.clone();
-        config.auction.stale_after = std::time::Duration::from_secs(self.auction_stale_after);
-        config.auction.resend_interval = config.auction.stale_after.clamp(
-            std::time::Duration::from_secs(1),
-            std::time::Duration::from_secs(30),
-        );
+        let stale_ms = i64::try_from(self.auction_stale_after.saturating_mul(1000)).unwrap_or(i64::MAX);
+        config.convergence.rules.stale_unclaimed_ms = stale_ms;
+        config.convergence.rules.resend_pending_task_ms = stale_ms;
+        config.convergence.interval = std::time::Duration::from_secs(self.convergence_interval.max(1));
+        config.lock.ttl = std::time::Duration::from_secs(self.lock_ttl.max(1));
+        config.lock.retry_interval = std::time::Duration::from_secs(self.lock_retry_interval.max(1));
+        if let Some(owner) = &self.owner {
+            config.lock.owner = owner.clone();
+        }
+        config.advertise_url = self.advertise_url.clone();
         config
     }
 }

@@ -215,7 +215,7 @@ pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
         "diego cell {} listening on {} ({what}), BBS {bbs_url}",
         rep.rep.config.cell_id, rep.url
     );
-    rep.task.await.context("cell task")?;
+    rep.task.await.context("cell task")??;
     if rep.rep.drained() {
         eprintln!("diego cell {} evacuated", rep.rep.config.cell_id);
     }

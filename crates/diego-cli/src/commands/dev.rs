@@ -97,9 +97,13 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationTo
             data_dir: dir.clone(),
         },
     );
-    // A dev cluster is small: ask again for unplaced work sooner than Diego's 30 s.
-    config.auction.stale_after = std::time::Duration::from_secs(5);
-    config.auction.resend_interval = std::time::Duration::from_secs(5);
+    // A dev cluster is small: converge and ask again for unplaced work sooner than Diego's
+    // 30 s, and take the lock over at once after a restart.
+    config.convergence.interval = std::time::Duration::from_secs(5);
+    config.convergence.rules.stale_unclaimed_ms = 5_000;
+    config.convergence.rules.resend_pending_task_ms = 5_000;
+    config.lock.ttl = std::time::Duration::from_secs(5);
+    config.lock.retry_interval = std::time::Duration::from_secs(1);
     let running = diego_bbs::start(config, shutdown)
         .await
         .with_context(|| format!("starting the BBS on {listen} with data in {}", dir.display()))?;
@@ -121,7 +125,7 @@ async fn start_auctioneer(bbs_url: &str, shutdown: CancellationToken) -> anyhow:
         .await
         .context("starting the auctioneer")?;
     let url = running.url.clone();
-    let task = tokio::spawn(async move { running.task.await.context("auctioneer task") });
+    let task = tokio::spawn(async move { Ok(running.task.await.context("auctioneer task")??) });
     Ok(Role {
         name: "auctioneer".into(),
         url: Some(url),
@@ -176,7 +180,7 @@ async fn start_cell(
     let url = running.url.clone();
     let rep = running.rep.clone();
     let task = tokio::spawn(async move {
-        running.task.await.context("cell task")?;
+        running.task.await.context("cell task")??;
         if rep.drained() && !shutdown.is_cancelled() {
             // `diego cell drain`: this cell is done; the rest of the cluster keeps running.
             eprintln!(

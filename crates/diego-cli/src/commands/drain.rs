@@ -110,7 +110,11 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
         );
     };
     let rep_url = cell.cell_presence.rep_url.clone();
-    let rep = RepClient::new(&rep_url, reqwest::Client::new(), Duration::from_secs(10));
+    let rep = RepClient::new(
+        &rep_url,
+        diego_runtime::http_client().build()?,
+        Duration::from_secs(10),
+    );
     rep.evacuate()
         .await
         .with_context(|| format!("asking cell {id:?} at {rep_url} to evacuate"))?;

@@ -405,7 +405,9 @@ async fn container_usage(ctx: &Ctx, actuals: &[ActualLrp]) -> Usage {
     let Ok(cells) = ctx.client.cells().await else {
         return usage;
     };
-    let http = reqwest::Client::new();
+    let Ok(http) = diego_runtime::http_client().build() else {
+        return usage;
+    };
     for cell in cells {
         let c = cell.cell_presence;
         if !actuals.iter().any(|a| a.cell_id == c.cell_id) {

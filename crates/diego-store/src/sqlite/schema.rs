@@ -107,14 +107,15 @@ pub(super) fn db_error(context: &str, e: rusqlite::Error) -> StoreError {
 /// persisted change-feed head.
 pub(super) fn open_writer(path: &Path) -> Result<(Connection, u64), StoreError> {
     let conn = Connection::open(path).map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
+    // First, so that another process opening the same file at once waits instead of failing.
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| db_error("setting busy_timeout", e))?;
     // WAL lets readers run beside the writer; synchronous=FULL makes every COMMIT fsync the
     // WAL, which is what "acknowledged only once durable" means. Group commit amortises it.
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| db_error("enabling WAL", e))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| db_error("setting synchronous=FULL", e))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| db_error("setting busy_timeout", e))?;
     // The checkpointer thread keeps the WAL short; this threshold (in pages) is only a
     // backstop so the WAL cannot grow without bound should it fall behind.
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)
@@ -128,8 +129,9 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, u64), StoreError> 
         .map_err(|e| db_error("setting temp_store", e))?;
     conn.set_prepared_statement_cache_capacity(64);
 
-    let tx = conn
-        .unchecked_transaction()
+    // IMMEDIATE: a read lock upgraded to a write lock fails at once when another process
+    // writes; taking the write lock first waits for it (busy_timeout) instead.
+    let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| db_error("starting schema transaction", e))?;
     let has_meta: bool = tx
         .query_row(

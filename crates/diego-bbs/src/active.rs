@@ -1,0 +1,217 @@
+//! The BBS lock: which of several BBS processes sharing a store is active.
+//!
+//! Every BBS serves the API. Only the holder of the [`BBS`](diego_model::locks::BBS) lock
+//! runs the background work — convergence, start requests to the auctioneer, task
+//! callbacks — and every store write that work makes is fenced on the lock
+//! ([`diego_store::Fence`]): once the store has given the lock to another BBS, a deposed one
+//! (paused, cut off) cannot write, and steps down on the store's refusal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diego_model::api::PingResponse;
+use diego_runtime::{Lease, PassError, Renewal};
+use diego_store::{DynStore, Fence, StoreError, Txn};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use diego_model::locks::BBS as BBS_LOCK;
+
+/// How the BBS lock is held.
+#[derive(Debug, Clone)]
+pub struct LockConfig {
+    /// This BBS's name in the lock; empty: its URL, so a BBS restarted on the same address
+    /// takes its own lock back at once instead of waiting for it to lapse.
+    pub owner: String,
+    /// The lock's time to live (Diego: 15 s). A dead holder is replaced within about this.
+    pub ttl: Duration,
+    /// How often it is renewed, or retried by a passive BBS (Diego: 5 s).
+    pub retry_interval: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            owner: String::new(),
+            ttl: Duration::from_secs(15),
+            retry_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether this BBS is active, shared by the API (ping) and the workers.
+pub struct ActiveRole {
+    owner: String,
+    /// The URL this BBS serves on, stored as the lock's value.
+    url: String,
+    lease: Lease,
+    store: DynStore,
+    /// Signalled when a fenced write found the lock gone.
+    deposed: Notify,
+    /// Set from a refused fenced write until the next successful renewal: this BBS counts as
+    /// passive although its own clock says the lease is still held.
+    stepped_down: AtomicBool,
+    retry_interval: Duration,
+    last_step_down: Mutex<Option<String>>,
+}
+
+impl ActiveRole {
+    pub fn new(store: DynStore, config: &LockConfig, url: String) -> Self {
+        let owner = if config.owner.is_empty() {
+            url.clone()
+        } else {
+            config.owner.clone()
+        };
+        ActiveRole {
+            owner,
+            url,
+            lease: Lease::new("bbs lock", config.ttl).renew_every(config.retry_interval),
+            store,
+            deposed: Notify::new(),
+            stepped_down: AtomicBool::new(false),
+            retry_interval: config.retry_interval,
+            last_step_down: Mutex::new(None),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lease.is_held() && !self.stepped_down.load(Ordering::SeqCst)
+    }
+
+    /// The precondition every write of the active BBS's workers carries.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            key: BBS_LOCK.to_string(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// Commits `txn` fenced on the lock; a refusal for a lost lock deposes this BBS.
+    pub async fn commit(&self, txn: Txn) -> Result<diego_store::Committed, StoreError> {
+        let result = self.store.commit(txn.fenced(Some(self.fence()))).await;
+        if let Err(StoreError::LockLost { holder, .. }) = &result {
+            self.depose(match holder {
+                Some(h) => format!("the store refused a write: the lock is held by {h:?}"),
+                None => "the store refused a write: the lock lapsed".to_string(),
+            });
+        }
+        result
+    }
+
+    fn depose(&self, reason: String) {
+        warn!(owner = %self.owner, %reason, "deposed: stepping down");
+        *self.last_step_down.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.stepped_down.store(true, Ordering::SeqCst);
+        self.deposed.notify_one();
+    }
+
+    /// What `/v1/ping` says about this BBS and the lock.
+    pub async fn ping(&self) -> PingResponse {
+        let holder = self.store.get_lock(BBS_LOCK).await.ok().flatten();
+        PingResponse {
+            available: true,
+            role: Some(if self.is_active() { "active" } else { "passive" }.to_string()),
+            owner: Some(self.owner.clone()),
+            lock_holder_url: holder.as_ref().map(|h| h.value.clone()).filter(|v| !v.is_empty()),
+            lock_holder: holder.map(|h| h.owner),
+            last_step_down: self
+                .last_step_down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Takes and keeps the lock until `shutdown`, then releases it if held.
+    pub async fn hold_lock(&self, shutdown: CancellationToken) -> Result<(), PassError> {
+        let ttl = self.lease.ttl_seconds();
+        self.lease
+            .keep(&shutdown, || async move {
+                match self
+                    .store
+                    .acquire_lock(BBS_LOCK, &self.owner, &self.url, ttl)
+                    .await
+                {
+                    Ok(_) => {
+                        self.stepped_down.store(false, Ordering::SeqCst);
+                        Ok(Renewal::Held)
+                    }
+                    Err(StoreError::LockCollision { .. }) => Ok(Renewal::Refused),
+                    Err(e) => Err(PassError::retry(e)),
+                }
+            })
+            .await?;
+        if self.lease.is_held() {
+            match self.store.release_lock(BBS_LOCK, &self.owner).await {
+                Ok(_) => info!(owner = %self.owner, "released the BBS lock"),
+                Err(e) => warn!(error = %e, "releasing the BBS lock"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` whenever this BBS is active: started on taking the lock with a fresh stop
+    /// token, stopped (and awaited) on losing it or being deposed, until `shutdown`.
+    pub async fn while_active<F, Fut>(
+        &self,
+        shutdown: CancellationToken,
+        mut work: F,
+    ) -> Result<(), PassError>
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), PassError>> + Send + 'static,
+    {
+        let mut held = self.lease.watch();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = held.wait_for(|&h| h) => if r.is_err() { return Ok(()) },
+            }
+            if self.stepped_down.load(Ordering::SeqCst) {
+                // Deposed: active again only once a renewal succeeds (which clears it).
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+            info!(owner = %self.owner, "holding the BBS lock: this BBS is active");
+            let stop = shutdown.child_token();
+            let mut running = tokio::spawn(work(stop.clone()));
+            let reason = tokio::select! {
+                () = shutdown.cancelled() => None,
+                r = held.wait_for(|&h| !h) => {
+                    if r.is_err() { None } else { Some("the lock was lost or lapsed".to_string()) }
+                }
+                () = self.deposed.notified() => Some(String::new()),
+                joined = &mut running => {
+                    // Active work ends only when asked to; anything else is a failure.
+                    return Err(PassError::fatal(match joined {
+                        Ok(Ok(())) => "the active BBS's workers stopped on their own".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("the active BBS's workers panicked: {e}"),
+                    }));
+                }
+            };
+            stop.cancel();
+            let _ = running.await;
+            let Some(reason) = reason else {
+                return Ok(());
+            };
+            if !reason.is_empty() {
+                warn!(owner = %self.owner, %reason, "no longer active: standing by");
+                *self.last_step_down.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            }
+            // Deposed or lapsed: wait for the lock loop's next renewal to say where we stand.
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.retry_interval + Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
