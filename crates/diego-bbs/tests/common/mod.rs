@@ -14,6 +14,8 @@ pub struct Server {
     pub http: reqwest::Client,
     pub clock: ManualClock,
     pub shutdown: CancellationToken,
+    /// The BBS's store, for writes made behind its back.
+    pub store: diego_store::DynStore,
     _running: RunningBbs,
 }
 
@@ -36,7 +38,7 @@ pub async fn start_with(configure: impl FnOnce(&mut BbsConfig)) -> Server {
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let store = diego_bbs::open_store(&config, dyn_clock.clone()).unwrap();
     let shutdown = CancellationToken::new();
-    let running = diego_bbs::start_with_store(config, store, dyn_clock, shutdown.clone())
+    let running = diego_bbs::start_with_store(config, store.clone(), dyn_clock, shutdown.clone())
         .await
         .unwrap();
     Server {
@@ -44,6 +46,7 @@ pub async fn start_with(configure: impl FnOnce(&mut BbsConfig)) -> Server {
         http: reqwest::Client::new(),
         clock,
         shutdown,
+        store,
         _running: running,
     }
 }
