@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latencies per route, records by state.
+//! Prometheus metrics: request counts and latencies per route, records by state, and the
+//! converger's last pass under Diego's metric names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::converger::PassReport;
 use crate::state::AppState;
 
 /// Latency histogram bucket bounds, in seconds.
@@ -90,6 +92,50 @@ impl Metrics {
     }
 }
 
+/// The converger's figures: whether this BBS is active and, from its last pass, the
+/// durations and what it saw (Diego's `ConvergenceLRPDuration`, `LRPsMissing`, … where Diego
+/// has a name; `bbs_convergence_*` for ours). A passive BBS reports `LockHeld 0` and no pass.
+pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    };
+    gauge("LockHeld", "1 while this BBS holds the bbs lock (is active).", u8::from(active).to_string());
+    if last.passes == 0 {
+        return;
+    }
+    let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
+    gauge("ConvergenceLRPDuration", "Seconds the last pass spent on LRPs.", secs(last.lrp_duration));
+    gauge("ConvergenceTaskDuration", "Seconds the last pass spent on tasks.", secs(last.task_duration));
+    gauge("bbs_convergence_gather_seconds", "Seconds the last pass took to read its snapshot.", secs(last.gather));
+    gauge("bbs_convergence_plan_seconds", "Seconds the last pass took to decide.", secs(last.plan));
+    gauge("bbs_convergence_apply_seconds", "Seconds the last pass took to write its actions.", secs(last.apply));
+    let o = &last.observed;
+    for (name, help, n) in [
+        ("LRPsMissing", "Desired indices without an ordinary instance.", o.lrps_missing),
+        ("LRPsExtra", "Ordinary instances beyond the desired count.", o.lrps_extra),
+        ("CrashedActualLRPs", "Instances in CRASHED.", o.crashed),
+        ("CrashingDesiredLRPs", "Desired LRPs with a crashed instance.", o.crashing_desired),
+        ("SuspectRunningActualLRPs", "RUNNING instances on cells that lost their presence.", o.suspect_running),
+        ("SuspectClaimedActualLRPs", "CLAIMED instances on cells that lost their presence.", o.suspect_claimed),
+        ("PresentCells", "Cells with a live presence.", o.present_cells),
+        ("SuspectCells", "Cells named by instances but without a live presence.", o.suspect_cells),
+        ("bbs_convergence_orphans", "Instances of LRPs no longer desired.", o.orphans),
+    ] {
+        gauge(name, help, n.to_string());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP bbs_convergence_passes_total Convergence passes since this BBS started.\n\
+         # TYPE bbs_convergence_passes_total counter\nbbs_convergence_passes_total {}",
+        last.passes
+    );
+    out.push_str("# HELP bbs_convergence_actions Actions of the last pass, by kind.\n# TYPE bbs_convergence_actions gauge\n");
+    for (kind, n) in &last.applied {
+        let _ = writeln!(out, "bbs_convergence_actions{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(out, "bbs_convergence_actions{{kind=\"skipped\"}} {}", last.skipped);
+}
+
 /// Middleware recording every request under its route template (not its concrete path, so
 /// guids do not explode the label space).
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -105,4 +151,37 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .metrics
         .observe(&method, &route, response.status().as_u16(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convergence_figures_use_diegos_names() {
+        let mut out = String::new();
+        render_convergence(&mut out, false, &PassReport::default());
+        assert_eq!(out.lines().last(), Some("LockHeld 0"), "a passive BBS reports no pass:\n{out}");
+
+        let mut last = PassReport {
+            passes: 3,
+            lrp_duration: Duration::from_millis(12),
+            ..Default::default()
+        };
+        last.observed.lrps_missing = 2;
+        last.observed.present_cells = 5;
+        last.applied.insert("create", 2);
+        let mut out = String::new();
+        render_convergence(&mut out, true, &last);
+        for line in [
+            "LockHeld 1",
+            "ConvergenceLRPDuration 0.012000",
+            "LRPsMissing 2",
+            "PresentCells 5",
+            "bbs_convergence_passes_total 3",
+            "bbs_convergence_actions{kind=\"create\"} 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line:?} missing from:\n{out}");
+        }
+    }
 }

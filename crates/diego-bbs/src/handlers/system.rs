@@ -24,6 +24,7 @@ pub async fn openapi() -> Json<serde_json::Value> {
 pub async fn metrics(State(s): State<AppState>) -> HandlerResult<impl IntoResponse> {
     let mut out = String::with_capacity(8 * 1024);
     s.metrics.render_requests(&mut out);
+    crate::metrics::render_convergence(&mut out, s.role.is_active(), &s.converger.last());
 
     // Counted by the store from its indexes: a scrape never reads the records themselves.
     let counts = s.store.counts().await?;
