@@ -99,27 +99,79 @@ pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
     let mut gauge = |name: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     };
-    gauge("LockHeld", "1 while this BBS holds the bbs lock (is active).", u8::from(active).to_string());
+    gauge(
+        "LockHeld",
+        "1 while this BBS holds the bbs lock (is active).",
+        u8::from(active).to_string(),
+    );
     if last.passes == 0 {
         return;
     }
     let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
-    gauge("ConvergenceLRPDuration", "Seconds the last pass spent on LRPs.", secs(last.lrp_duration));
-    gauge("ConvergenceTaskDuration", "Seconds the last pass spent on tasks.", secs(last.task_duration));
-    gauge("bbs_convergence_gather_seconds", "Seconds the last pass took to read its snapshot.", secs(last.gather));
-    gauge("bbs_convergence_plan_seconds", "Seconds the last pass took to decide.", secs(last.plan));
-    gauge("bbs_convergence_apply_seconds", "Seconds the last pass took to write its actions.", secs(last.apply));
+    gauge(
+        "ConvergenceLRPDuration",
+        "Seconds the last pass spent on LRPs.",
+        secs(last.lrp_duration),
+    );
+    gauge(
+        "ConvergenceTaskDuration",
+        "Seconds the last pass spent on tasks.",
+        secs(last.task_duration),
+    );
+    gauge(
+        "bbs_convergence_gather_seconds",
+        "Seconds the last pass took to read its snapshot.",
+        secs(last.gather),
+    );
+    gauge(
+        "bbs_convergence_plan_seconds",
+        "Seconds the last pass took to decide.",
+        secs(last.plan),
+    );
+    gauge(
+        "bbs_convergence_apply_seconds",
+        "Seconds the last pass took to write its actions.",
+        secs(last.apply),
+    );
     let o = &last.observed;
     for (name, help, n) in [
-        ("LRPsMissing", "Desired indices without an ordinary instance.", o.lrps_missing),
-        ("LRPsExtra", "Ordinary instances beyond the desired count.", o.lrps_extra),
+        (
+            "LRPsMissing",
+            "Desired indices without an ordinary instance.",
+            o.lrps_missing,
+        ),
+        (
+            "LRPsExtra",
+            "Ordinary instances beyond the desired count.",
+            o.lrps_extra,
+        ),
         ("CrashedActualLRPs", "Instances in CRASHED.", o.crashed),
-        ("CrashingDesiredLRPs", "Desired LRPs with a crashed instance.", o.crashing_desired),
-        ("SuspectRunningActualLRPs", "RUNNING instances on cells that lost their presence.", o.suspect_running),
-        ("SuspectClaimedActualLRPs", "CLAIMED instances on cells that lost their presence.", o.suspect_claimed),
+        (
+            "CrashingDesiredLRPs",
+            "Desired LRPs with a crashed instance.",
+            o.crashing_desired,
+        ),
+        (
+            "SuspectRunningActualLRPs",
+            "RUNNING instances on cells that lost their presence.",
+            o.suspect_running,
+        ),
+        (
+            "SuspectClaimedActualLRPs",
+            "CLAIMED instances on cells that lost their presence.",
+            o.suspect_claimed,
+        ),
         ("PresentCells", "Cells with a live presence.", o.present_cells),
-        ("SuspectCells", "Cells named by instances but without a live presence.", o.suspect_cells),
-        ("bbs_convergence_orphans", "Instances of LRPs no longer desired.", o.orphans),
+        (
+            "SuspectCells",
+            "Cells named by instances but without a live presence.",
+            o.suspect_cells,
+        ),
+        (
+            "bbs_convergence_orphans",
+            "Instances of LRPs no longer desired.",
+            o.orphans,
+        ),
     ] {
         gauge(name, help, n.to_string());
     }
@@ -133,7 +185,11 @@ pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
     for (kind, n) in &last.applied {
         let _ = writeln!(out, "bbs_convergence_actions{{kind=\"{kind}\"}} {n}");
     }
-    let _ = writeln!(out, "bbs_convergence_actions{{kind=\"skipped\"}} {}", last.skipped);
+    let _ = writeln!(
+        out,
+        "bbs_convergence_actions{{kind=\"skipped\"}} {}",
+        last.skipped
+    );
 }
 
 /// Middleware recording every request under its route template (not its concrete path, so
@@ -161,7 +217,11 @@ mod tests {
     fn convergence_figures_use_diegos_names() {
         let mut out = String::new();
         render_convergence(&mut out, false, &PassReport::default());
-        assert_eq!(out.lines().last(), Some("LockHeld 0"), "a passive BBS reports no pass:\n{out}");
+        assert_eq!(
+            out.lines().last(),
+            Some("LockHeld 0"),
+            "a passive BBS reports no pass:\n{out}"
+        );
 
         let mut last = PassReport {
             passes: 3,

@@ -117,8 +117,17 @@ async fn a_deleted_row_is_recreated_and_extras_and_orphans_retired_in_a_fresh_do
     .await;
     // The passes show in /metrics under Diego's names.
     let (_, text) = s.raw("GET", "/metrics", Vec::new()).await;
-    for name in ["LockHeld 1", "LRPsMissing ", "LRPsExtra ", "ConvergenceLRPDuration ", "PresentCells "] {
-        assert!(text.lines().any(|l| l.starts_with(name)), "{name:?} not in /metrics:\n{text}");
+    for name in [
+        "LockHeld 1",
+        "LRPsMissing ",
+        "LRPsExtra ",
+        "ConvergenceLRPDuration ",
+        "PresentCells ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name:?} not in /metrics:\n{text}"
+        );
     }
 }
 

@@ -246,11 +246,18 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
     let mut crashing: HashSet<usize> = HashSet::new();
     let mut suspect_cells: HashSet<&str> = HashSet::new();
 
-    // Group the rows of each index; the store lists them ordered by (guid, index, presence),
-    // but nothing here depends on that.
-    let mut groups: HashMap<(&str, i32), Index> = HashMap::with_capacity(s.actual.len());
-    for a in &s.actual {
-        let g = groups.entry((a.process_guid.as_str(), a.index)).or_default();
+    // Group the rows of each index by sorting (the store lists them ordered by
+    // (guid, index, presence), so this is one pass over sorted data; nothing here depends on
+    // that order, only the speed). A sort beats a hash map of 250,000 string keys.
+    let mut rows: Vec<&ActualLrp> = s.actual.iter().collect();
+    rows.sort_by(|a, b| (a.process_guid.as_str(), a.index).cmp(&(b.process_guid.as_str(), b.index)));
+    let mut groups: Vec<((&str, i32), Index)> = Vec::with_capacity(rows.len());
+    for a in rows {
+        let key = (a.process_guid.as_str(), a.index);
+        if groups.last().is_none_or(|(k, _)| *k != key) {
+            groups.push((key, Index::default()));
+        }
+        let g = &mut groups.last_mut().expect("pushed above").1;
         match a.presence {
             Presence::Ordinary => g.ordinary = Some(a),
             Presence::Suspect => g.suspect = Some(a),
@@ -260,11 +267,9 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
             suspect_cells.insert(a.cell_id.as_str());
         }
     }
-    let mut keys: Vec<(&str, i32)> = groups.keys().copied().collect();
-    keys.sort_unstable();
 
-    for key in keys {
-        let g = &groups[&key];
+    for (key, g) in &groups {
+        let key = *key;
         let info_index = infos.get(key.0).copied();
         let desired = info_index.map(|i| &s.desired[i]);
         let domain = desired

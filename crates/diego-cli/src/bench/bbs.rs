@@ -64,7 +64,7 @@ fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
 }
 
 /// A memory figure of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`) in MB.
-fn proc_status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
+pub(crate) fn proc_status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()

@@ -4,6 +4,7 @@
 pub mod auction;
 pub mod bbs;
 pub mod control_plane;
+pub mod converge;
 pub mod garden;
 mod procs;
 pub mod start;

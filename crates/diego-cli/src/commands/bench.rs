@@ -9,6 +9,9 @@ pub enum BenchCommand {
     Bbs(BenchBbsArgs),
     /// Benchmark placement end to end: the real BBS, auctioneer and 1,000 simulated cells.
     ControlPlane(BenchControlPlaneArgs),
+    /// Benchmark one convergence pass over a large, damaged cluster (missing cells and
+    /// indices, crashed instances) on the BBS's store.
+    Converge(BenchConvergeArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
     /// Benchmark instance starts on a real cell: desire → RUNNING against raw runc create+start.
@@ -41,6 +44,22 @@ pub struct BenchControlPlaneArgs {
     /// Seconds to wait for every instance to be claimed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchConvergeArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Actual LRPs in the seeded store.
+    #[arg(long, default_value_t = 250_000)]
+    pub actual: usize,
+    /// Desired LRPs they belong to.
+    #[arg(long, default_value_t = 25_000)]
+    pub desired: usize,
+    /// Cells they run on (1% of them without a presence).
+    #[arg(long, default_value_t = 1_000)]
+    pub cells: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +140,15 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 lrps: a.lrps.max(1),
                 instances_per_lrp: a.instances_per_lrp.max(1),
                 timeout: std::time::Duration::from_secs(a.timeout),
+            })
+            .await
+        }
+        BenchCommand::Converge(a) => {
+            crate::bench::converge::run(crate::bench::converge::Options {
+                json: a.json,
+                actual: a.actual.max(1),
+                desired: a.desired.max(1),
+                cells: a.cells.max(2),
             })
             .await
         }
