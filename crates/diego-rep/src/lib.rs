@@ -74,6 +74,9 @@ pub struct RepConfig {
     pub preloaded_rootfs: Vec<String>,
     pub placement_tags: Vec<String>,
     pub optional_placement_tags: Vec<String>,
+    /// How long the cell's presence lives without renewal (3 s; Diego: 15 s). Renewed every
+    /// third of it; after a crash or a partition the BBS replaces the cell's instances once it
+    /// has passed.
     pub presence_ttl: Duration,
     /// SIGTERM → SIGKILL delay when stopping a container.
     pub graceful_shutdown: Duration,
@@ -107,7 +110,7 @@ impl RepConfig {
             preloaded_rootfs: vec!["busybox".into()],
             placement_tags: Vec::new(),
             optional_placement_tags: Vec::new(),
-            presence_ttl: Duration::from_secs(30),
+            presence_ttl: Duration::from_secs(3),
             graceful_shutdown: Duration::from_secs(10),
             sync_interval: Duration::from_secs(30),
             self_check_interval: Duration::from_secs(60),

@@ -68,6 +68,10 @@ pub struct CellArgs {
     /// Seconds between comparisons of the BBS with the cell's containers.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub sync_interval: u64,
+    /// Seconds the cell's presence lives without renewal (renewed every third of it). A cell
+    /// that stops renewing is missing after this: its instances are replaced elsewhere.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    pub presence_ttl: u64,
     /// Seconds between self-checks (create, run, destroy a container; 503 while failing).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub self_check_interval: u64,
@@ -171,6 +175,7 @@ pub async fn start(
     };
     config.graceful_shutdown = Duration::from_secs(10);
     config.sync_interval = Duration::from_secs(args.sync_interval.max(1));
+    config.presence_ttl = Duration::from_secs(args.presence_ttl.max(1));
     config.self_check_interval = Duration::from_secs(args.self_check_interval.max(1));
     if let Some(n) = args.max_concurrent_creates {
         config.max_concurrent_creates = n.max(1);

@@ -1,6 +1,8 @@
 //! Shared by the CLI tests that drive the real `diego` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};

@@ -1,0 +1,242 @@
+//! A cluster of real processes for the CLI's end-to-end tests: `diego dev --cells 0` (BBS and
+//! auctioneer) and `diego cell` processes on the runc backend, each killed and cleaned up
+//! (containers included) when dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use diego_client::{ActualLrpQuery, BbsClient};
+use diego_model::{ActualLrp, ActualLrpState, Presence};
+use diego_testkit::{eventually, free_port};
+use tokio::process::{Child, Command};
+
+use super::{diego, RuncLeftovers, BIN};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `diego` process of the test, its stderr kept in a log file (printed if the test fails).
+/// Dropped: SIGKILLed by its PID and waited for, then (for a cell) whatever containers it left
+/// are removed.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    pub leftovers: Option<RuncLeftovers>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, dir: &Path, args: &[String], depot: Option<PathBuf>) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env_remove("DIEGO_BBS_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning diego");
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+            leftovers: depot.map(|d| RuncLeftovers::for_depot(&d)),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("{} still running after {limit:?}", self.name),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- last lines of {} ----", self.name);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.start_kill();
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Containers go after the process that could still be making them.
+        drop(self.leftovers.take());
+    }
+}
+
+/// A BBS and auctioneer (`diego dev --cells 0`) and runc cells (`diego cell` processes).
+pub struct Cluster {
+    pub client: BbsClient,
+    pub bbs: String,
+    pub root: PathBuf,
+    pub cells: Vec<(String, Proc)>,
+    pub dev: Proc,
+}
+
+impl Cluster {
+    /// `cells` as (id, zone); `cell_flags` added to every cell's command line.
+    pub async fn start(root: &Path, cells: &[(&str, &str)], cell_flags: &[&str]) -> Cluster {
+        let port = free_port();
+        let bbs = format!("http://127.0.0.1:{port}");
+        let dev = Proc::spawn(
+            "dev",
+            root,
+            &[
+                "dev".into(),
+                "--cells".into(),
+                "0".into(),
+                "--data-dir".into(),
+                root.join("dev").display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            None,
+        );
+        let client = BbsClient::new(bbs.clone());
+        eventually(WAIT, || async { client.ping().await.map_err(|e| e.to_string()) }).await;
+        let mut procs = Vec::new();
+        for &(id, zone) in cells {
+            procs.push((id.to_string(), Self::spawn_cell(root, &bbs, id, zone, cell_flags)));
+        }
+        let want = procs.len();
+        let cluster = Cluster {
+            client,
+            bbs,
+            root: root.to_path_buf(),
+            cells: procs,
+            dev,
+        };
+        eventually(WAIT, || async {
+            let n = cluster.client.cells().await.map_err(|e| e.to_string())?.len();
+            (n == want).then_some(()).ok_or(format!("{n} cells"))
+        })
+        .await;
+        cluster
+    }
+
+    /// A `diego cell` with the runc backend, its data in `root/ID` (a restart reuses it).
+    pub fn spawn_cell(root: &Path, bbs: &str, id: &str, zone: &str, flags: &[&str]) -> Proc {
+        let dir = root.join(id);
+        let mut args: Vec<String> = [
+            "cell",
+            "--backend",
+            "runc",
+            "--bbs",
+            bbs,
+            "--cell-id",
+            id,
+            "--zone",
+            zone,
+            "--memory-mb",
+            "2048",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(flags.iter().map(|f| f.to_string()));
+        Proc::spawn(id, root, &args, Some(dir.join("depot")))
+    }
+
+    pub fn depot(&self, cell: &str) -> PathBuf {
+        self.root.join(cell).join("depot")
+    }
+
+    pub fn cell(&mut self, id: &str) -> &mut Proc {
+        &mut self.cells.iter_mut().find(|(c, _)| c == id).unwrap().1
+    }
+
+    /// `web`, as a user creates it (README tour, with an index page so `GET /` answers 200):
+    /// `--port` gives it a TCP health check, so RUNNING means serving.
+    pub async fn desire_web(&self, instances: i32) -> Vec<ActualLrp> {
+        let script =
+            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
+        let count = instances.to_string();
+        let (ok, out) = diego(
+            &self.bbs,
+            &[
+                "lrp",
+                "create",
+                "web",
+                "--instances",
+                &count,
+                "--image",
+                "preloaded:busybox",
+                "--port",
+                "8080",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+        .await;
+        assert!(ok, "{out}");
+        let desired = self.client.desired_lrp("web").await.unwrap();
+        assert!(
+            desired.check_definition.is_some_and(|c| !c.checks.is_empty()),
+            "lrp create --port checks the port"
+        );
+        eventually(WAIT, || async {
+            let running = running_rows(&self.client).await?;
+            let ordinary = running
+                .iter()
+                .filter(|a| a.presence == Presence::Ordinary)
+                .count();
+            (ordinary == instances as usize)
+                .then_some(running.clone())
+                .ok_or(format!("{ordinary} running"))
+        })
+        .await
+    }
+}
+
+/// Every RUNNING row of `web` (ORDINARY and EVACUATING).
+pub async fn running_rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
+    let rows = client
+        .actual_lrps(&ActualLrpQuery {
+            process_guid: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .filter(|a| a.state == ActualLrpState::Running)
+        .collect())
+}
+
+/// Whether `a` answers `GET /` with 200 and the index page.
+pub async fn answers(http: &reqwest::Client, a: &ActualLrp) -> bool {
+    let Some(port) = a.ports.iter().find(|p| p.container_port == 8080) else {
+        return false;
+    };
+    let url = format!("http://{}:{}/", a.address, port.host_port);
+    match http.get(&url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => r.text().await.is_ok_and(|t| t.trim() == "ok"),
+        _ => false,
+    }
+}
