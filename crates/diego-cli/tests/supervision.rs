@@ -43,11 +43,22 @@ async fn a_cell_whose_presence_is_refused_exits_non_zero() {
         &dir.path().join("bbs").display().to_string(),
     ]);
     let client = diego_client::BbsClient::new(bbs_url.clone());
-    eventually(Duration::from_secs(30), || async { client.ping().await.map_err(|e| e.to_string()) }).await;
+    eventually(Duration::from_secs(30), || async {
+        client.ping().await.map_err(|e| e.to_string())
+    })
+    .await;
 
     let log = dir.path().join("cell.log");
     let mut cell = Command::new(BIN)
-        .args(["cell", "--backend", "process", "--bbs", &bbs_url, "--cell-id", "lonely"])
+        .args([
+            "cell",
+            "--backend",
+            "process",
+            "--bbs",
+            &bbs_url,
+            "--cell-id",
+            "lonely",
+        ])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--data-dir", &dir.path().join("cell").display().to_string()])
         .args(["--presence-ttl", "3"])
@@ -75,7 +86,10 @@ async fn a_cell_whose_presence_is_refused_exits_non_zero() {
         if let Some(status) = cell.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the cell serves on although its presence is refused");
+        assert!(
+            Instant::now() < deadline,
+            "the cell serves on although its presence is refused"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     impostor.abort();

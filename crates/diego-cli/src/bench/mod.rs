@@ -7,4 +7,5 @@ pub mod control_plane;
 pub mod converge;
 pub mod garden;
 mod procs;
+pub mod recovery;
 pub mod start;

@@ -14,6 +14,9 @@ pub enum BenchCommand {
     Converge(BenchConvergeArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
+    /// Benchmark recovery from cell loss: kill -9 a cell and its containers, time until every
+    /// instance runs again elsewhere (runc when root, else processes).
+    Recovery(BenchRecoveryArgs),
     /// Benchmark instance starts on a real cell: desire → RUNNING against raw runc create+start.
     Start(BenchStartArgs),
 }
@@ -60,6 +63,16 @@ pub struct BenchConvergeArgs {
     /// Cells they run on (1% of them without a presence).
     #[arg(long, default_value_t = 1_000)]
     pub cells: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchRecoveryArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Cells killed, one after another (each restarted before the next).
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +162,13 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 actual: a.actual.max(1),
                 desired: a.desired.max(1),
                 cells: a.cells.max(2),
+            })
+            .await
+        }
+        BenchCommand::Recovery(a) => {
+            crate::bench::recovery::run(crate::bench::recovery::Options {
+                json: a.json,
+                trials: a.trials,
             })
             .await
         }

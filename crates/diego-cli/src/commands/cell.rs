@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::garden::{self, Backend};
 use crate::process;
 
+/// `--presence-ttl`'s default: a lost cell's instances are replaced a few seconds after it
+/// stops renewing (Diego: 15 s).
+pub const DEFAULT_PRESENCE_TTL_SECS: u64 = 3;
+
 /// `diego cell [FLAGS]` runs a cell; `diego cell drain CELL_ID` evacuates one.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -70,7 +74,7 @@ pub struct CellArgs {
     pub sync_interval: u64,
     /// Seconds the cell's presence lives without renewal (renewed every third of it). A cell
     /// that stops renewing is missing after this: its instances are replaced elsewhere.
-    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PRESENCE_TTL_SECS)]
     pub presence_ttl: u64,
     /// Seconds between self-checks (create, run, destroy a container; 503 while failing).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -141,6 +145,32 @@ async fn backend(args: &CellArgs, capacity: Capacity) -> anyhow::Result<(DynBack
         }
     };
     Ok((backend, what))
+}
+
+/// Destroys every container the cell with these flags left in its depot (for `diego dev
+/// --reset`); how many there were. The cell must not be running.
+pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
+    let depot = args.data_dir.join("depot");
+    if !depot.exists() {
+        return Ok(0);
+    }
+    let capacity = Capacity {
+        memory_bytes: args.memory_mb.unwrap_or(1024) << 20,
+        disk_bytes: args.disk_mb << 20,
+        max_containers: args.max_containers,
+    };
+    let (backend, _) = backend(args, capacity).await?;
+    let handles = backend
+        .list(&Default::default())
+        .await
+        .with_context(|| format!("listing the containers in {}", depot.display()))?;
+    for h in &handles {
+        backend
+            .destroy(h)
+            .await
+            .with_context(|| format!("destroying container {h}"))?;
+    }
+    Ok(handles.len())
 }
 
 /// Starts a cell; it runs until `shutdown` is cancelled.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use diego_bbs::config::DEFAULT_LISTEN;
 use diego_bbs::{BbsConfig, StoreConfig};
-use tokio::task::JoinSet;
+use diego_runtime::Supervisor;
+use futures_util::future::{BoxFuture, FutureExt};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DEFAULT_BBS_URL;
@@ -39,14 +41,19 @@ pub struct DevArgs {
     /// Containers each cell creates at once (`diego cell --max-concurrent-creates`).
     #[arg(long, value_name = "N")]
     pub max_concurrent_creates: Option<usize>,
+
+    /// Start from nothing: destroy the containers an earlier run left and delete the data dir.
+    #[arg(long)]
+    pub reset: bool,
 }
 
-/// A running role: what to print about it and the work to wait for.
+/// A running role: what to print about it, its own stop, and the work to wait for.
 struct Role {
     name: String,
     /// Where it serves, if it serves anything.
     url: Option<String>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: CancellationToken,
+    task: BoxFuture<'static, anyhow::Result<()>>,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -62,6 +69,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "cannot find a data directory (neither XDG_DATA_HOME nor HOME is set); pass --data-dir",
         )?,
     };
+    if args.reset {
+        reset(&data_dir, &args).await?;
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
@@ -69,12 +79,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     process::cancel_on_signal(shutdown.clone());
 
     let mut roles = Vec::new();
-    let bbs = start_bbs(&data_dir, args.listen, shutdown.clone()).await?;
+    let bbs = start_bbs(&data_dir, args.listen).await?;
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
-    roles.push(start_auctioneer(&bbs_url, shutdown.clone()).await?);
+    roles.push(start_auctioneer(&bbs_url).await?);
+    let mut reps = Vec::new();
     for i in 0..args.cells {
-        roles.push(start_cell(&data_dir, &bbs_url, i, &args, shutdown.clone()).await?);
+        let (role, rep) = start_cell(&data_dir, &bbs_url, i, &args).await?;
+        roles.push(role);
+        reps.push(rep);
     }
 
     // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
@@ -86,10 +99,50 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             crate::commands::garden::Backend::Process
         }) == crate::commands::garden::Backend::Runc;
     crate::output::emit(&summary(&data_dir, &roles, containers));
-    supervise(roles, shutdown).await
+    let result = supervise(roles, shutdown).await;
+    let left: usize = reps.iter().map(|r| r.store.list().len()).sum();
+    if left > 0 {
+        eprintln!(
+            "{left} container{} left running; the next `diego dev` takes them over (`diego dev --reset` removes them)",
+            if left == 1 { " is" } else { "s are" }
+        );
+    }
+    result
 }
 
-async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<Role> {
+/// `--reset`: the containers of every cell an earlier run had, then the data dir.
+async fn reset(data_dir: &Path, dev: &DevArgs) -> anyhow::Result<()> {
+    // A dev still running on this address would lose its containers under it.
+    std::net::TcpListener::bind(dev.listen).with_context(|| {
+        format!(
+            "--reset: {} is in use; stop the diego dev running there first",
+            dev.listen
+        )
+    })?;
+    if !data_dir.exists() {
+        return Ok(());
+    }
+    let mut destroyed = 0;
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(i) = name.strip_prefix("cell-").and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        destroyed += crate::commands::cell::destroy_leftovers(&cell_args(data_dir, i, dev)?)
+            .await
+            .with_context(|| format!("--reset: removing the containers of {name}"))?;
+    }
+    std::fs::remove_dir_all(data_dir).with_context(|| format!("--reset: deleting {}", data_dir.display()))?;
+    eprintln!(
+        "reset: destroyed {destroyed} container{} and deleted {}",
+        if destroyed == 1 { "" } else { "s" },
+        data_dir.display()
+    );
+    Ok(())
+}
+
+async fn start_bbs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role> {
+    let stop = CancellationToken::new();
     let dir = data_dir.join("bbs");
     let mut config = BbsConfig::new(
         listen,
@@ -104,45 +157,42 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr, shutdown: CancellationTo
     config.convergence.rules.resend_pending_task_ms = 5_000;
     config.lock.ttl = std::time::Duration::from_secs(5);
     config.lock.retry_interval = std::time::Duration::from_secs(1);
-    let running = diego_bbs::start(config, shutdown)
+    let running = diego_bbs::start(config, stop.clone())
         .await
         .with_context(|| format!("starting the BBS on {listen} with data in {}", dir.display()))?;
     let url = running.url();
-    let task = tokio::spawn(async move { running.task.await.context("BBS task")?.context("BBS") });
+    let task = async move { running.task.await.context("BBS task")?.context("BBS") }.boxed();
     Ok(Role {
         name: "bbs".into(),
         url: Some(url),
+        stop,
         task,
     })
 }
 
 /// The auctioneer on a free loopback port; the BBS finds it through the auctioneer lock.
-async fn start_auctioneer(bbs_url: &str, shutdown: CancellationToken) -> anyhow::Result<Role> {
+async fn start_auctioneer(bbs_url: &str) -> anyhow::Result<Role> {
+    let stop = CancellationToken::new();
     let mut config = diego_auction::service::AuctioneerConfig::new(bbs_url, ([127, 0, 0, 1], 0).into());
     // Alone in dev: take the lock over quickly after a restart.
     config.lock_ttl = std::time::Duration::from_secs(5);
-    let running = diego_auction::service::start(config, shutdown)
+    let running = diego_auction::service::start(config, stop.clone())
         .await
         .context("starting the auctioneer")?;
     let url = running.url.clone();
-    let task = tokio::spawn(async move { Ok(running.task.await.context("auctioneer task")??) });
+    let task = async move { Ok(running.task.await.context("auctioneer task")??) }.boxed();
     Ok(Role {
         name: "auctioneer".into(),
         url: Some(url),
+        stop,
         task,
     })
 }
 
 /// Cell `i` on a free loopback port, in zone `z<i+1>`, with its data in `cell-<i>/`.
-async fn start_cell(
-    data_dir: &Path,
-    bbs_url: &str,
-    i: usize,
-    dev: &DevArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Role> {
+/// Cell `i`'s flags, as `diego cell` would parse them.
+fn cell_args(data_dir: &Path, i: usize, dev: &DevArgs) -> anyhow::Result<crate::commands::cell::CellArgs> {
     use clap::Parser as _;
-    // The cell's own flags, as `diego cell` would parse them.
     let dir = data_dir.join(format!("cell-{i}"));
     let mut argv = vec![
         "cell".to_string(),
@@ -172,83 +222,68 @@ async fn start_cell(
         #[command(flatten)]
         cell: crate::commands::cell::CellArgs,
     }
-    let args = Wrap::try_parse_from(&argv).context("cell flags")?.cell;
-    let (running, what) = crate::commands::cell::start(bbs_url, &args, shutdown.clone())
+    Ok(Wrap::try_parse_from(&argv).context("cell flags")?.cell)
+}
+
+async fn start_cell(
+    data_dir: &Path,
+    bbs_url: &str,
+    i: usize,
+    dev: &DevArgs,
+) -> anyhow::Result<(Role, Arc<diego_rep::Rep>)> {
+    let args = cell_args(data_dir, i, dev)?;
+    let stop = CancellationToken::new();
+    let (running, what) = crate::commands::cell::start(bbs_url, &args, stop.clone())
         .await
         .with_context(|| format!("starting cell {i}"))?;
     eprintln!("cell {} uses the {what}", running.rep.config.cell_id);
     let url = running.url.clone();
     let rep = running.rep.clone();
-    let task = tokio::spawn(async move {
-        running.task.await.context("cell task")??;
-        if rep.drained() && !shutdown.is_cancelled() {
-            // `diego cell drain`: this cell is done; the rest of the cluster keeps running.
-            eprintln!(
-                "cell {} drained; the other roles keep running",
-                rep.config.cell_id
-            );
-            shutdown.cancelled().await;
+    let task = {
+        let (rep, stop) = (rep.clone(), stop.clone());
+        async move {
+            running.task.await.context("cell task")??;
+            if rep.drained() && !stop.is_cancelled() {
+                // `diego cell drain`: this cell is done; the rest of the cluster keeps running.
+                eprintln!(
+                    "cell {} drained; the other roles keep running",
+                    rep.config.cell_id
+                );
+                stop.cancelled().await;
+            }
+            Ok(())
         }
-        Ok(())
-    });
-    Ok(Role {
+        .boxed()
+    };
+    let role = Role {
         name: format!("cell {i}"),
         url: Some(url),
+        stop,
         task,
-    })
+    };
+    Ok((role, rep))
 }
 
-/// Waits for Ctrl-C or the first role to stop, then stops every role and waits for them.
+/// Runs the roles under one supervisor until Ctrl-C or the first role to stop, then stops
+/// them in reverse start order — cells first (their presences leave a BBS that is still
+/// there), then the auctioneer, then the BBS (which releases its lock last).
 async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut set = JoinSet::new();
+    let mut members = Supervisor::new(shutdown);
     for role in roles {
-        set.spawn(async move {
-            let result = match role.task.await {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("panicked: {e}")),
-            };
-            (role.name.clone(), result)
-        });
+        let task = role.task.map(|r| r.map_err(|e| format!("{e:#}")));
+        members.add(role.name, role.stop, task);
     }
-    let mut failures = Vec::new();
-    let mut record = |name: &str, result: anyhow::Result<()>, stopping: bool| match result {
-        Err(e) => failures.push(format!("{name}: {e:#}")),
-        Ok(()) if !stopping => failures.push(format!("{name}: stopped unexpectedly")),
-        Ok(()) => {}
-    };
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => {}
-        Some(Ok((name, result))) = set.join_next() => {
-            // A role that ends because shutdown began in the meantime did not fail.
-            record(&name, result, shutdown.is_cancelled());
-            shutdown.cancel();
+    let stopped = tokio::time::timeout(process::SHUTDOWN_GRACE * 3, members.wait()).await;
+    match stopped {
+        Ok(Ok(())) => {
+            eprintln!("diego dev stopped");
+            Ok(())
         }
-    }
-    let drain = async {
-        while let Some(joined) = set.join_next().await {
-            if let Ok((name, result)) = joined {
-                record(&name, result, true);
-            }
-        }
-    };
-    if tokio::time::timeout(process::SHUTDOWN_GRACE, drain)
-        .await
-        .is_err()
-    {
-        failures.push(format!(
+        Ok(Err(e)) => anyhow::bail!("diego dev stopped because a role failed: {e}"),
+        Err(_) => anyhow::bail!(
             "roles still running {:?} after the signal; exiting anyway",
-            process::SHUTDOWN_GRACE
-        ));
-    }
-    if failures.is_empty() {
-        eprintln!("diego dev stopped");
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "diego dev stopped because a role failed:\n  {}",
-            failures.join("\n  ")
-        )
+            process::SHUTDOWN_GRACE * 3
+        ),
     }
 }
 
