@@ -49,7 +49,7 @@ impl Default for ConvergenceConfig {
 }
 
 /// Actions applied at once.
-const APPLY_CONCURRENCY: usize = 64;
+const APPLY_CONCURRENCY: usize = 256;
 
 /// The figures of the last pass, for `/metrics` and the benchmark.
 #[derive(Debug, Clone, Default)]

@@ -59,9 +59,41 @@ fn cell_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("cell-{i}"))
 }
 
-/// SIGKILLs every process whose root or working directory lies under `dir` (a cell's
-/// containers); how many.
+/// SIGKILLs the cell's containers: runc's (their init, found with `runc state`: their
+/// processes are in their own mount namespace) and every process whose root or working directory lies under `dir`
+/// (the process backend's); how many containers or processes.
 fn kill_under(dir: &Path) -> usize {
+    let runc_root = dir.join("depot.runc");
+    let mut killed = 0;
+    if runc_root.exists() {
+        let listed = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "--quiet"])
+            .output();
+        let ids = listed
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let state = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["state", id])
+                .output();
+            let pid = state
+                .ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .and_then(|v| v["pid"].as_i64())
+                .filter(|&p| p > 0);
+            // The container's init: its PID namespace, and every process in it, goes with it.
+            if let Some(pid) = pid {
+                let status = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                killed += usize::from(status.is_ok_and(|s| s.success()));
+            }
+        }
+    }
     let own = std::process::id().to_string();
     let pids: Vec<String> = std::fs::read_dir("/proc")
         .into_iter()
@@ -81,14 +113,13 @@ fn kill_under(dir: &Path) -> usize {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|p| *p != own)
         .collect();
-    if pids.is_empty() {
-        return 0;
+    if !pids.is_empty() {
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status();
     }
-    let _ = std::process::Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .status();
-    pids.len()
+    killed + pids.len()
 }
 
 async fn placed(client: &BbsClient) -> anyhow::Result<Vec<(i32, String)>> {
@@ -200,7 +231,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .await?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         eprintln!(
-            "trial {trial}: killed {victim_id} ({} instances, {killed} container processes); all RUNNING again after {ms:.0} ms",
+            "trial {trial}: killed {victim_id} ({} instances, {killed} containers killed); all RUNNING again after {ms:.0} ms",
             per_cell[victim]
         );
         times.push(ms);
