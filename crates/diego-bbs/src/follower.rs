@@ -1,7 +1,8 @@
 //! The active BBS's reactions to the change feed: whoever made a change (this BBS's API,
 //! another BBS sharing the store, convergence), the active BBS asks the auctioneer to place
 //! every instance that became UNCLAIMED and every task that became PENDING, and resolves
-//! every task that became COMPLETED with a callback. One place, so nothing is auctioned
+//! every task that became COMPLETED with a callback; and a cell presence registering,
+//! lapsing or being removed wakes a convergence pass at once. One place, so nothing is auctioned
 //! twice or missed, and a passive BBS's API writes are placed like its own.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use diego_model::{ActualLrpState, Presence, TaskState};
 use diego_runtime::PassError;
 use diego_store::{Change, DesiredLrpFilter, Record};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::auction_requests::AuctionRequester;
 use crate::state::Bbs;
@@ -29,6 +30,11 @@ enum Reaction<'a> {
     AuctionTask(&'a diego_model::Task),
     /// Deliver this task's completion callback.
     Resolve(&'a diego_model::Task),
+    /// A cell registered (`true`: waiting work may fit now) or its presence lapsed or was
+    /// removed (`false`: its instances need recovering): converge now.
+    Converge {
+        cell_appeared: bool,
+    },
 }
 
 fn react(change: &Change) -> Reaction<'_> {
@@ -53,6 +59,8 @@ fn react(change: &Change) -> Reaction<'_> {
             Reaction::Resolve(t)
         }
         (None, Some(Record::Task(t))) if t.state == TaskState::Completed => Reaction::Resolve(t),
+        (None, Some(Record::CellPresence(_))) => Reaction::Converge { cell_appeared: true },
+        (Some(Record::CellPresence(_)), None) => Reaction::Converge { cell_appeared: false },
         _ => Reaction::None,
     }
 }
@@ -92,6 +100,10 @@ pub async fn run(
                 Reaction::AuctionLrp(guid, index) => lrps.entry(guid).or_default().push(index),
                 Reaction::AuctionTask(t) => requester.task(t),
                 Reaction::Resolve(t) => bbs.callbacks.completed(t),
+                Reaction::Converge { cell_appeared } => {
+                    info!(cell_appeared, "the set of live cells changed: converging now");
+                    bbs.converger.wake(cell_appeared);
+                }
             }
         }
         if !lrps.is_empty() {
@@ -169,9 +181,28 @@ mod tests {
             Reaction::AuctionLrp(..) => "auction_lrp",
             Reaction::AuctionTask(_) => "auction_task",
             Reaction::Resolve(_) => "resolve",
+            Reaction::Converge { cell_appeared: true } => "converge_resend",
+            Reaction::Converge { cell_appeared: false } => "converge",
+        };
+        let cell = |id: &str| {
+            Record::CellPresence(diego_model::CellPresence {
+                cell_id: id.into(),
+                ..Default::default()
+            })
         };
         let o = Presence::Ordinary;
         let cases = [
+            (
+                change(None, Some(cell("c1"))),
+                "converge_resend",
+                "a cell registered: waiting work may fit",
+            ),
+            (change(Some(cell("c1")), None), "converge", "a cell lapsed"),
+            (
+                change(Some(cell("c1")), Some(cell("c1"))),
+                "none",
+                "a cell's capacity changed",
+            ),
             (
                 change(None, Some(lrp(Unclaimed, o))),
                 "auction_lrp",

@@ -18,7 +18,6 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn converging() -> Server {
     start_with(|c| {
         c.convergence.interval = Duration::from_millis(50);
-        c.convergence.cell_watch_interval = Duration::from_millis(20);
     })
     .await
 }

@@ -125,6 +125,8 @@ macro_rules! conformance_tests {
             changes_since_pages,
             change_feed_retention,
             watch_head_advances,
+            feed_resumes_across_writes_it_does_not_show,
+            presences_appear_in_the_feed,
             concurrent_cas_increments,
             concurrent_inserts,
         );

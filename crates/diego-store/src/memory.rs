@@ -23,6 +23,11 @@ use crate::{
 type ActualKey = (String, i32, Presence);
 
 pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its expiry sweeper share.
+pub struct Shared {
     clock: Arc<dyn Clock>,
     change_retention: usize,
     state: Mutex<State>,
@@ -38,26 +43,124 @@ struct State {
     presences: BTreeMap<String, PresenceRecord>,
     locks: BTreeMap<String, LockRecord>,
     changes: VecDeque<Change>,
+    /// The store's revision: every write advances it, whether or not the feed shows it
+    /// (domain and lock writes do not), so feed revisions have gaps, as etcd's do.
     head: u64,
+    /// The newest revision pruned from the feed (0: none).
+    compacted: u64,
 }
+
+/// How often the sweeper looks for lapsed presences.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>, change_retention: usize) -> MemoryStore {
         let (head_tx, _) = watch::channel(0);
-        MemoryStore {
+        let shared = Arc::new(Shared {
             clock,
             change_retention,
             state: Mutex::new(State::default()),
             head_tx,
-        }
+        });
+        // Presences lapse with nobody calling: a thread turns their expiry into feed changes,
+        // as the SQLite writer and etcd's lease expiry do. It ends with the store.
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("memory-store-sweeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(SWEEP_EVERY);
+                match weak.upgrade() {
+                    Some(s) => s.sweep(),
+                    None => return,
+                }
+            })
+            .expect("spawning the memory store's sweeper thread");
+        MemoryStore { shared }
     }
+}
 
+impl std::ops::Deref for MemoryStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied transaction: writes are
         // applied only after every precondition passed, and applying cannot fail.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Turns lapsed presences into removals in the feed.
+    fn sweep(&self) {
+        let now = self.clock.now();
+        let mut st = self.state();
+        self.sweep_locked(&mut st, now);
+    }
+
+    fn sweep_locked(&self, st: &mut State, now: diego_model::Timestamp) {
+        let lapsed: Vec<String> = st
+            .presences
+            .iter()
+            .filter(|(_, p)| !is_live(p.expires_at, now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lapsed {
+            if let Some(p) = st.presences.remove(&id) {
+                self.append(st, now, Some(Record::CellPresence(p.cell_presence)), None);
+            }
+        }
+        self.publish(st);
+    }
+
+    /// Appends one change at the next revision and prunes the feed by revision.
+    fn append(
+        &self,
+        st: &mut State,
+        at: diego_model::Timestamp,
+        before: Option<Record>,
+        after: Option<Record>,
+    ) {
+        st.head += 1;
+        let revision = st.head;
+        st.changes.push_back(Change {
+            revision,
+            at,
+            before,
+            after,
+        });
+        self.prune(st);
+    }
+
+    /// A write the feed does not show still takes a revision.
+    fn skip_revision(&self, st: &mut State) {
+        st.head += 1;
+        self.prune(st);
+        self.publish(st);
+    }
+
+    fn prune(&self, st: &mut State) {
+        let keep_after = st.head.saturating_sub(self.change_retention as u64);
+        while st.changes.front().is_some_and(|c| c.revision <= keep_after) {
+            if let Some(c) = st.changes.pop_front() {
+                st.compacted = c.revision;
+            }
+        }
+    }
+
+    /// Under the lock, so watchers never see the head move backwards.
+    fn publish(&self, st: &State) {
+        if *self.head_tx.borrow() != st.head {
+            self.head_tx.send_replace(st.head);
+        }
+    }
 }
+
+/// Cell presences are never written in transactions: `Txn::check_writes` refuses them.
+const IN_TXN: &str = "a cell presence in a transaction (Txn::check_writes refuses it)";
 
 impl State {
     fn get(&self, key: &RecordKey) -> Option<Record> {
@@ -75,6 +178,10 @@ impl State {
                 .get(&(process_guid.clone(), *index, *presence))
                 .cloned()
                 .map(Record::ActualLrp),
+            RecordKey::CellPresence { cell_id } => self
+                .presences
+                .get(cell_id)
+                .map(|p| Record::CellPresence(p.cell_presence.clone())),
         }
     }
 
@@ -90,6 +197,7 @@ impl State {
                 self.actual
                     .insert((a.process_guid.clone(), a.index, a.presence), a);
             }
+            Record::CellPresence(_) => unreachable!("{IN_TXN}"),
         }
     }
 
@@ -108,6 +216,7 @@ impl State {
             } => {
                 self.actual.remove(&(process_guid.clone(), *index, *presence));
             }
+            RecordKey::CellPresence { .. } => unreachable!("{IN_TXN}"),
         }
     }
 
@@ -147,7 +256,7 @@ impl State {
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
-        txn.check_distinct_keys()?;
+        txn.check_writes()?;
         let mut st = self.state();
         if let Some(fence) = &txn.fence {
             let held = st.locks.get(&fence.key).map(|l| (l.owner.as_str(), l.expires_at));
@@ -168,6 +277,7 @@ impl Store for MemoryStore {
             .map(|(i, w)| st.check(i, w))
             .collect::<Result<Vec<_>, _>>()?;
         let at = self.clock.now();
+        self.sweep_locked(&mut st, at);
         let mut records = Vec::with_capacity(txn.writes.len());
         for (write, before) in txn.writes.into_iter().zip(befores) {
             let key = write.key();
@@ -176,22 +286,11 @@ impl Store for MemoryStore {
                 Some(r) => st.put(r.clone()),
                 None => st.remove(&key),
             }
-            st.head += 1;
-            let change = Change {
-                revision: st.head,
-                at,
-                before,
-                after: after.clone(),
-            };
-            st.changes.push_back(change);
+            self.append(&mut st, at, before, after.clone());
             records.push(after);
         }
-        while st.changes.len() > self.change_retention {
-            st.changes.pop_front();
-        }
         let revision = st.head;
-        // Under the lock, so watchers never see the head move backwards.
-        self.head_tx.send_replace(revision);
+        self.publish(&st);
         Ok(Committed { records, revision })
     }
 
@@ -258,7 +357,9 @@ impl Store for MemoryStore {
             domain: domain.to_string(),
             expires_at: domain_expiry(self.clock.now(), ttl_seconds)?,
         };
-        self.state().domains.insert(d.domain.clone(), d.clone());
+        let mut st = self.state();
+        st.domains.insert(d.domain.clone(), d.clone());
+        self.skip_revision(&mut st);
         Ok(d)
     }
 
@@ -278,17 +379,39 @@ impl Store for MemoryStore {
         presence: &CellPresence,
         ttl_seconds: i64,
     ) -> Result<PresenceRecord, StoreError> {
-        let expires_at = lease_expiry("presence", self.clock.now(), ttl_seconds)?;
+        let now = self.clock.now();
+        let expires_at = lease_expiry("presence", now, ttl_seconds)?;
         let p = PresenceRecord {
             cell_presence: presence.clone(),
             expires_at,
         };
-        self.state().presences.insert(presence.cell_id.clone(), p.clone());
+        let mut st = self.state();
+        self.sweep_locked(&mut st, now);
+        let before = st.presences.insert(presence.cell_id.clone(), p.clone());
+        // A renewal that says nothing new is no change (a lease keep-alive).
+        if before.as_ref().map(|b| &b.cell_presence) != Some(presence) {
+            let before = before.map(|b| Record::CellPresence(b.cell_presence));
+            self.append(&mut st, now, before, Some(Record::CellPresence(presence.clone())));
+            self.publish(&st);
+        }
         Ok(p)
     }
 
     async fn remove_presence(&self, cell_id: &str) -> Result<bool, StoreError> {
-        Ok(self.state().presences.remove(cell_id).is_some())
+        let now = self.clock.now();
+        let mut st = self.state();
+        self.sweep_locked(&mut st, now);
+        let Some(removed) = st.presences.remove(cell_id) else {
+            return Ok(false);
+        };
+        self.append(
+            &mut st,
+            now,
+            Some(Record::CellPresence(removed.cell_presence)),
+            None,
+        );
+        self.publish(&st);
+        Ok(true)
     }
 
     async fn list_presences(&self) -> Result<Vec<PresenceRecord>, StoreError> {
@@ -327,6 +450,7 @@ impl Store for MemoryStore {
             expires_at,
         };
         st.locks.insert(lock.key.clone(), lock.clone());
+        self.skip_revision(&mut st);
         Ok(lock)
     }
 
@@ -335,6 +459,7 @@ impl Store for MemoryStore {
         match st.locks.get(key) {
             Some(held) if held.owner == owner => {
                 st.locks.remove(key);
+                self.skip_revision(&mut st);
                 Ok(true)
             }
             _ => Ok(false),
@@ -353,13 +478,12 @@ impl Store for MemoryStore {
 
     async fn changes_since(&self, after: u64, limit: usize) -> Result<ChangePage, StoreError> {
         let st = self.state();
-        let oldest = st.changes.front().map_or(st.head + 1, |c| c.revision);
-        // Revisions in the deque are consecutive, so the first wanted one is found by offset.
-        let skip = usize::try_from(after.saturating_add(1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+        // Revisions increase along the deque but have gaps: find the first wanted one.
+        let skip = st.changes.partition_point(|c| c.revision <= after);
         let changes = st.changes.iter().skip(skip).take(limit).cloned().collect();
         Ok(ChangePage {
             changes,
-            oldest,
+            oldest: st.compacted + 1,
             head: st.head,
         })
     }

@@ -97,7 +97,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
-        txn.check_distinct_keys()?;
+        txn.check_writes()?;
         if txn.is_empty() && txn.fence.is_none() {
             return Ok(Committed {
                 records: Vec::new(),

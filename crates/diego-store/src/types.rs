@@ -6,7 +6,9 @@ use diego_model::{
 };
 use serde::{Deserialize, Serialize};
 
-/// A stored record of one of the three kinds the change feed carries.
+/// A stored record of a kind the change feed carries. Tasks and LRPs are written in
+/// transactions (`commit`); cell presences only through `set_presence` / `remove_presence`, and
+/// appear in the feed when one registers, changes, is removed or expires (not on renewals).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "record", rename_all = "snake_case")]
 // Boxing the desired LRP would change the type every caller matches on; records are moved
@@ -16,14 +18,30 @@ pub enum Record {
     Task(Task),
     DesiredLrp(DesiredLrp),
     ActualLrp(ActualLrp),
+    CellPresence(CellPresence),
 }
 
+/// The tag of records that have none (cell presences).
+static NO_TAG: ModificationTag = ModificationTag {
+    epoch: String::new(),
+    index: 0,
+};
+
 impl Record {
+    /// The record's compare-and-swap tag; cell presences have none (an empty tag).
     pub fn modification_tag(&self) -> &ModificationTag {
         match self {
             Record::Task(t) => &t.modification_tag,
             Record::DesiredLrp(d) => &d.modification_tag,
             Record::ActualLrp(a) => &a.modification_tag,
+            Record::CellPresence(_) => &NO_TAG,
+        }
+    }
+
+    pub fn as_cell_presence(&self) -> Option<&CellPresence> {
+        match self {
+            Record::CellPresence(p) => Some(p),
+            _ => None,
         }
     }
 
@@ -54,6 +72,7 @@ impl Record {
             Record::Task(t) => t.modification_tag = tag,
             Record::DesiredLrp(d) => d.modification_tag = tag,
             Record::ActualLrp(a) => a.modification_tag = tag,
+            Record::CellPresence(_) => {}
         }
         self
     }
@@ -73,6 +92,9 @@ pub enum RecordKey {
         index: i32,
         presence: Presence,
     },
+    CellPresence {
+        cell_id: String,
+    },
 }
 
 impl Record {
@@ -88,6 +110,9 @@ impl Record {
                 process_guid: a.process_guid.clone(),
                 index: a.index,
                 presence: a.presence,
+            },
+            Record::CellPresence(p) => RecordKey::CellPresence {
+                cell_id: p.cell_id.clone(),
             },
         }
     }
@@ -109,6 +134,7 @@ impl std::fmt::Display for RecordKey {
                     presence.as_str()
                 )
             }
+            RecordKey::CellPresence { cell_id } => write!(f, "cell presence {cell_id:?}"),
         }
     }
 }
@@ -237,7 +263,20 @@ impl Txn {
     /// Rejects a transaction that writes one record twice: its outcome would depend on the
     /// order the backend applies writes in, and preconditions are checked against the state
     /// before the transaction, so the second write could never see the first.
-    pub fn check_distinct_keys(&self) -> Result<(), StoreError> {
+    /// Refuses a transaction no backend may apply: two writes of one key, or a write of a
+    /// cell presence (presences are leases, written with `set_presence`).
+    pub fn check_writes(&self) -> Result<(), StoreError> {
+        if let Some(i) = self
+            .writes
+            .iter()
+            .position(|w| matches!(w.key(), RecordKey::CellPresence { .. }))
+        {
+            return Err(StoreError::Invalid(format!(
+                "write {i} targets {}: cell presences are set and removed with set_presence / \
+                 remove_presence, not in transactions",
+                self.writes[i].key()
+            )));
+        }
         if self.writes.len() < 2 {
             return Ok(());
         }
@@ -266,7 +305,8 @@ pub struct Committed {
 }
 
 /// One entry of the change feed: a record created (`before` is `None`), changed, or removed
-/// (`after` is `None`).
+/// (`after` is `None`). Each change's revision is greater than every earlier change's;
+/// backends may leave gaps (etcd counts writes the feed does not show).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub revision: u64,
@@ -280,8 +320,10 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangePage {
     pub changes: Vec<Change>,
-    /// The oldest revision still retained (`head + 1` when none is). A reader positioned
-    /// before `oldest - 1` has missed changes and must resync.
+    /// Where the retained feed starts: a reader positioned at `oldest - 1` or later has
+    /// missed nothing; one positioned before it has missed pruned changes and must resync.
+    /// (Revisions only increase; they need not be consecutive, so `oldest` need not be the
+    /// revision of a retained change.)
     pub oldest: u64,
     /// The newest committed revision (0 when nothing was ever written).
     pub head: u64,
@@ -453,12 +495,12 @@ mod tests {
             fence: None,
             writes: vec![Write::insert(task("a", 0)), Write::insert(task("b", 0))],
         };
-        assert!(ok.check_distinct_keys().is_ok());
+        assert!(ok.check_writes().is_ok());
         let dup = Txn {
             fence: None,
             writes: vec![Write::insert(task("a", 0)), Write::delete(&task("a", 0))],
         };
-        assert!(matches!(dup.check_distinct_keys(), Err(StoreError::Invalid(m)) if m.contains("write 1")));
+        assert!(matches!(dup.check_writes(), Err(StoreError::Invalid(m)) if m.contains("write 1")));
     }
 }
 

@@ -43,12 +43,14 @@ async fn reopen_keeps_records_changes_and_head() {
             .await
             .unwrap()
     };
-    assert_eq!(committed.revision, 4);
+    // Three records, the presence's registration, the task's update; domains and locks are
+    // not in the feed.
+    assert_eq!(committed.revision, 5);
 
     let s = open(dir.path(), &clock, 1000);
     assert_eq!(
         *s.watch_head().borrow(),
-        4,
+        5,
         "the watch starts at the persisted head"
     );
     assert_eq!(
@@ -65,13 +67,17 @@ async fn reopen_keeps_records_changes_and_head() {
     );
 
     let page = s.changes_since(0, 100).await.unwrap();
-    assert_eq!((page.oldest, page.head), (1, 4));
-    assert_eq!(page.changes.len(), 4);
+    assert_eq!((page.oldest, page.head), (1, 5));
+    assert_eq!(page.changes.len(), 5);
+    assert_eq!(
+        page.changes[3].after.as_ref().and_then(Record::as_cell_presence),
+        Some(&cell("c1"))
+    );
     let c = s
         .commit(Txn::one(Write::insert(Record::Task(task("t2", "d")))))
         .await
         .unwrap();
-    assert_eq!(c.revision, 5, "revisions continue after reopen");
+    assert_eq!(c.revision, 6, "revisions continue after reopen");
 }
 
 #[tokio::test]

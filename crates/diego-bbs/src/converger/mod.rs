@@ -11,7 +11,7 @@
 
 pub mod plan;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,8 +33,6 @@ use crate::state::{new_guid, Bbs};
 pub struct ConvergenceConfig {
     /// Time between passes (Diego: 30 s).
     pub interval: Duration,
-    /// How often the set of live cells is compared with the last pass's.
-    pub cell_watch_interval: Duration,
     pub rules: ConvergeConfig,
 }
 
@@ -42,7 +40,6 @@ impl Default for ConvergenceConfig {
     fn default() -> Self {
         ConvergenceConfig {
             interval: Duration::from_secs(30),
-            cell_watch_interval: Duration::from_millis(250),
             rules: ConvergeConfig::default(),
         }
     }
@@ -358,11 +355,6 @@ pub async fn run(
     let state = bbs.converger.clone();
     *state.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker.waker());
     state.resend_all.store(true, Ordering::SeqCst);
-    let watch = tokio::spawn(watch_cells(
-        bbs.clone(),
-        config.cell_watch_interval,
-        shutdown.clone(),
-    ));
     let result = worker
         .run(shutdown.clone(), || {
             let (bbs, requester, state) = (&bbs, &requester, &state);
@@ -394,35 +386,6 @@ pub async fn run(
             }
         })
         .await;
-    watch.abort();
     *state.waker.lock().unwrap_or_else(|p| p.into_inner()) = None;
     result
-}
-
-/// Wakes the converger when the set of live cells changes: a lapsed presence starts the
-/// recovery of its instances at once, a new one gets waiting work placed.
-async fn watch_cells(bbs: Arc<Bbs>, every: Duration, shutdown: CancellationToken) {
-    let mut known: Option<HashSet<String>> = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let Ok(presences) = bbs.store.list_presences().await else {
-            continue;
-        };
-        let now: HashSet<String> = presences.into_iter().map(|p| p.cell_presence.cell_id).collect();
-        if let Some(before) = &known {
-            let appeared = now.difference(before).count();
-            let vanished = before.difference(&now).count();
-            if appeared + vanished > 0 {
-                info!(
-                    appeared,
-                    vanished, "the set of live cells changed: converging now"
-                );
-                bbs.converger.wake(appeared > 0);
-            }
-        }
-        known = Some(now);
-    }
 }

@@ -32,6 +32,7 @@ impl Indexed {
             Record::Task(t) => (&t.domain, t.cell_id.as_str(), t.state.as_str()),
             Record::ActualLrp(a) => (&a.domain, a.cell_id.as_str(), ""),
             Record::DesiredLrp(d) => (&d.domain, "", ""),
+            Record::CellPresence(_) => unreachable!("{IN_TXN}"),
         };
         Indexed {
             domain: domain.clone(),
@@ -48,9 +49,13 @@ fn tag(r: &rusqlite::Row<'_>, first: usize) -> Result<ModificationTag, rusqlite:
     })
 }
 
+/// Cell presences never reach the SQL of transactions: `Txn::check_writes` refuses them.
+const IN_TXN: &str = "a cell presence in a transaction (Txn::check_writes refuses it)";
+
 fn lookup(conn: &Connection, key: &RecordKey) -> Result<Option<Stored>, StoreError> {
     let q = |e| db_error(&format!("reading {key}"), e);
     match key {
+        RecordKey::CellPresence { .. } => Err(StoreError::Invalid(IN_TXN.into())),
         RecordKey::Task { task_guid } => conn
             .prepare_cached(
                 "SELECT tag_epoch, tag_index, data, domain, cell_id, state FROM tasks WHERE task_guid = ?1",
@@ -190,17 +195,14 @@ pub(super) fn commit(
     let result = writes.iter().zip(&befores).try_for_each(|(w, before)| {
         next += 1;
         write_row(conn, w, before.as_ref().map(|b| &b.indexed))?;
-        conn.prepare_cached(
-            "INSERT INTO changes (revision, at, kind, before, after) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            next as i64,
+        append_change(
+            conn,
+            next,
             at,
             kind_of(&w.key),
             before.as_ref().map(|b| b.json.as_str()),
-            w.encoded.as_ref().map(Encoded::full)
-        ])?;
-        Ok(())
+            w.encoded.as_ref().map(Encoded::full),
+        )
     });
     match (result, isolate) {
         (Ok(()), false) => {
@@ -330,6 +332,7 @@ fn write_row(conn: &Connection, w: &PreparedWrite, stored: Option<&Indexed>) -> 
 
 fn delete_row(conn: &Connection, key: &RecordKey) -> Result<(), rusqlite::Error> {
     match key {
+        RecordKey::CellPresence { .. } => unreachable!("{IN_TXN}"),
         RecordKey::Task { task_guid } => {
             conn.prepare_cached("DELETE FROM tasks WHERE task_guid = ?1")?
                 .execute([task_guid])?;
@@ -349,6 +352,22 @@ fn delete_row(conn: &Connection, key: &RecordKey) -> Result<(), rusqlite::Error>
             .execute(params![process_guid, index, presence_rank(*presence)])?;
         }
     }
+    Ok(())
+}
+
+/// Appends one change to the feed (documents as JSON, `None` for absent).
+pub(super) fn append_change(
+    conn: &Connection,
+    revision: u64,
+    at: Timestamp,
+    kind: i64,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO changes (revision, at, kind, before, after) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![revision as i64, at, kind, before, after])?;
     Ok(())
 }
 

@@ -4,12 +4,12 @@
 //! the writer is the bottleneck under load, so it should only run SQL.
 
 use diego_model::{
-    ActualLrp, DesiredLrp, DesiredLrpRunInfo, DesiredLrpSchedulingInfo, ModificationTag, Task,
+    ActualLrp, CellPresence, DesiredLrp, DesiredLrpRunInfo, DesiredLrpSchedulingInfo, ModificationTag, Task,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::schema::{KIND_ACTUAL_LRP, KIND_DESIRED_LRP, KIND_TASK};
+use super::schema::{KIND_ACTUAL_LRP, KIND_CELL_PRESENCE, KIND_DESIRED_LRP, KIND_TASK};
 use crate::{Expect, Record, RecordKey, StoreError, Write};
 
 /// A write ready for the writer thread: its precondition, the record as it will be stored,
@@ -50,6 +50,7 @@ pub(super) fn kind_of(key: &RecordKey) -> i64 {
         RecordKey::Task { .. } => KIND_TASK,
         RecordKey::DesiredLrp { .. } => KIND_DESIRED_LRP,
         RecordKey::ActualLrp { .. } => KIND_ACTUAL_LRP,
+        RecordKey::CellPresence { .. } => KIND_CELL_PRESENCE,
     }
 }
 
@@ -81,6 +82,12 @@ pub(super) fn prepare(write: Write) -> Result<PreparedWrite, StoreError> {
             run: to_json(&key, &d.run_info())?,
             full: to_json(&key, d)?,
         }),
+        // `Txn::check_writes` refuses these before they get here.
+        Some(Record::CellPresence(_)) => {
+            return Err(StoreError::Invalid(format!(
+                "{key} cannot be written in a transaction"
+            )))
+        }
     };
     Ok(PreparedWrite {
         key,
@@ -111,6 +118,10 @@ pub(super) fn record_from_json(kind: i64, json: &str) -> Result<Record, StoreErr
         )?)),
         KIND_ACTUAL_LRP => Ok(Record::ActualLrp(from_json::<ActualLrp>(
             "change (actual LRP)",
+            json,
+        )?)),
+        KIND_CELL_PRESENCE => Ok(Record::CellPresence(from_json::<CellPresence>(
+            "change (cell presence)",
             json,
         )?)),
         other => Err(StoreError::unavailable(format!(

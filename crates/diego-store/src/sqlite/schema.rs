@@ -15,6 +15,7 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 pub(super) const KIND_TASK: i64 = 0;
 pub(super) const KIND_DESIRED_LRP: i64 = 1;
 pub(super) const KIND_ACTUAL_LRP: i64 = 2;
+pub(super) const KIND_CELL_PRESENCE: i64 = 3;
 
 /// Why the tables look like this:
 /// - Filterable fields are columns (with indexes where listings filter on them); everything

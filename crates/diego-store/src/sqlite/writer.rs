@@ -222,6 +222,15 @@ impl WriterThread {
                         data_version = v;
                         self.follow_foreign_head();
                     }
+                    // A lapsed presence is a change too: an empty batch sweeps it.
+                    match leases::has_expired_presence(&self.conn, self.clock.now()) {
+                        Ok(true) => {
+                            self.process(&mut batch);
+                            data_version = self.data_version();
+                        }
+                        Ok(false) => {}
+                        Err(e) => error!(error = %e, "looking for expired presences"),
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -325,6 +334,12 @@ impl WriterThread {
             }
         }
         let start_head = self.head;
+        // Presences that lapsed leave the feed a change before anything else of the batch.
+        if let Err(e) = leases::sweep_expired_presences(&self.conn, now, &mut self.head) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.head = start_head;
+            return Err(BatchFailure::Fatal(format!("{e}: {}", source_text(&e))));
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut failure = None;
         for (i, request) in batch.iter().enumerate() {
@@ -411,9 +426,11 @@ impl WriterThread {
                 presence,
                 ttl_seconds,
                 ..
-            } => leases::set_presence(conn, presence, *ttl_seconds, now).map(Outcome::Presence),
+            } => {
+                leases::set_presence(conn, presence, *ttl_seconds, now, &mut self.head).map(Outcome::Presence)
+            }
             Request::RemovePresence { cell_id, .. } => {
-                leases::remove_presence(conn, cell_id).map(Outcome::Removed)
+                leases::remove_presence(conn, cell_id, now, &mut self.head).map(Outcome::Removed)
             }
             Request::AcquireLock {
                 lock, ttl_seconds, ..
