@@ -30,11 +30,11 @@ enum Reaction<'a> {
     AuctionTask(&'a diego_model::Task),
     /// Deliver this task's completion callback.
     Resolve(&'a diego_model::Task),
-    /// A cell registered (`true`: waiting work may fit now) or its presence lapsed or was
-    /// removed (`false`: its instances need recovering): converge now.
-    Converge {
-        cell_appeared: bool,
-    },
+    /// A cell registered: converge now, re-sending waiting work (it may fit now).
+    CellAppeared(&'a diego_model::CellPresence),
+    /// A cell's presence lapsed or was removed (at this time): converge now to recover its
+    /// instances.
+    CellGone(&'a diego_model::CellPresence, diego_model::Timestamp),
 }
 
 fn react(change: &Change) -> Reaction<'_> {
@@ -59,8 +59,8 @@ fn react(change: &Change) -> Reaction<'_> {
             Reaction::Resolve(t)
         }
         (None, Some(Record::Task(t))) if t.state == TaskState::Completed => Reaction::Resolve(t),
-        (None, Some(Record::CellPresence(_))) => Reaction::Converge { cell_appeared: true },
-        (Some(Record::CellPresence(_)), None) => Reaction::Converge { cell_appeared: false },
+        (None, Some(Record::CellPresence(p))) => Reaction::CellAppeared(p),
+        (Some(Record::CellPresence(p)), None) => Reaction::CellGone(p, change.at),
         _ => Reaction::None,
     }
 }
@@ -100,9 +100,15 @@ pub async fn run(
                 Reaction::AuctionLrp(guid, index) => lrps.entry(guid).or_default().push(index),
                 Reaction::AuctionTask(t) => requester.task(t),
                 Reaction::Resolve(t) => bbs.callbacks.completed(t),
-                Reaction::Converge { cell_appeared } => {
-                    info!(cell_appeared, "the set of live cells changed: converging now");
-                    bbs.converger.wake(cell_appeared);
+                Reaction::CellAppeared(p) => {
+                    info!(cell_id = %p.cell_id, "a cell registered: converging now");
+                    bbs.converger.cell_registered(&p.cell_id);
+                    bbs.converger.wake(true);
+                }
+                Reaction::CellGone(p, at) => {
+                    info!(cell_id = %p.cell_id, "a cell's presence is gone: converging now");
+                    bbs.converger.cell_gone(p, at);
+                    bbs.converger.wake(false);
                 }
             }
         }
@@ -181,8 +187,8 @@ mod tests {
             Reaction::AuctionLrp(..) => "auction_lrp",
             Reaction::AuctionTask(_) => "auction_task",
             Reaction::Resolve(_) => "resolve",
-            Reaction::Converge { cell_appeared: true } => "converge_resend",
-            Reaction::Converge { cell_appeared: false } => "converge",
+            Reaction::CellAppeared(_) => "converge_resend",
+            Reaction::CellGone(..) => "converge",
         };
         let cell = |id: &str| {
             Record::CellPresence(diego_model::CellPresence {

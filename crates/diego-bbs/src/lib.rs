@@ -219,6 +219,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(r::DOMAINS, get(cells::list_domains).post(cells::upsert_domain))
         .route(r::CELLS, get(cells::list_cells).post(cells::register_cell))
+        .route(r::LAPSED_CELLS, get(cells::list_lapsed_cells))
         .route(r::CELL, axum::routing::delete(cells::remove_cell))
         .route(
             r::LOCK,

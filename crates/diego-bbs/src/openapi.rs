@@ -295,6 +295,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     ("delete", r::CELL, "Remove a cell presence.", None, 204, None),
     (
+        "get",
+        r::LAPSED_CELLS,
+        "Cells whose presence lapsed while instances still name them (the active BBS's view; a passive BBS answers with none).",
+        None,
+        200,
+        Some("LapsedCell[]"),
+    ),
+    (
         "post",
         r::LOCK,
         "Take or renew a lock for a TTL (409 LockCollision while another owner holds it).",
@@ -386,6 +394,7 @@ fn record_schemas() -> Map<String, Value> {
     gen.subschema_for::<Domain>();
     gen.subschema_for::<UpsertDomainRequest>();
     gen.subschema_for::<RegisterCellRequest>();
+    gen.subschema_for::<LapsedCell>();
     gen.subschema_for::<AcquireLockRequest>();
     gen.subschema_for::<Event>();
     let mut out: Map<String, Value> = gen

@@ -290,3 +290,48 @@ async fn a_suspect_whose_cell_comes_back_first_is_ordinary_again() {
     let a = &actuals(&s, "web").await[0];
     assert_eq!(a["cell_id"], "cell-a", "{a}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_presence_is_listed_until_its_cell_returns() {
+    let s = converging().await;
+    fresh_domain(&s).await;
+    s.register_cell("cell-a", "http://127.0.0.1:9").await;
+    s.desire_lrp("web", 2).await;
+    claim_and_start(&s, "web", 0, "cell-a", true).await;
+    claim_and_start(&s, "web", 1, "cell-a", true).await;
+    let (_, lapsed) = s.call("GET", "/v1/lapsed_cells", None).await;
+    assert_eq!(lapsed, json!([]));
+
+    // Nobody removes the presence: its TTL (30 s) runs out, and the expiry alone (a change
+    // in the store's feed) starts recovery and lists the cell.
+    s.clock.advance_ms(31_000);
+    let listed = eventually(WAIT, || async {
+        let (_, lapsed) = s.call("GET", "/v1/lapsed_cells", None).await;
+        let r = rows(&s, "web").await;
+        let suspects = r.iter().filter(|(_, _, p)| p == "SUSPECT").count();
+        (suspects == 2 && lapsed[0]["instances"] == 2)
+            .then_some(lapsed.clone())
+            .ok_or(format!("{lapsed} {r:?}"))
+    })
+    .await;
+    assert_eq!(listed[0]["cell_id"], "cell-a", "{listed}");
+    assert_eq!(
+        listed[0]["last_presence"]["rep_url"], "http://127.0.0.1:9",
+        "{listed}"
+    );
+    assert!(listed[0]["lapsed_at"].as_i64().unwrap() > 0, "{listed}");
+    let (_, cells) = s.call("GET", "/v1/cells", None).await;
+    assert_eq!(cells, json!([]), "the live list no longer has it");
+
+    // It registers again: its instances are ordinary again and it is no longer lapsed.
+    s.register_cell("cell-a", "http://127.0.0.1:9").await;
+    eventually(WAIT, || async {
+        let (_, lapsed) = s.call("GET", "/v1/lapsed_cells", None).await;
+        let r = rows(&s, "web").await;
+        let ordinary = r == vec![row(0, "RUNNING", "ORDINARY"), row(1, "RUNNING", "ORDINARY")];
+        (ordinary && lapsed == json!([]))
+            .then_some(())
+            .ok_or(format!("{lapsed} {r:?}"))
+    })
+    .await;
+}

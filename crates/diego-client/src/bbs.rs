@@ -15,7 +15,7 @@ use diego_model::api::{
 use diego_model::auction::PlacementExplanation;
 use diego_model::{
     AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellPresence,
-    DesireTaskRequest, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, Presence,
+    DesireTaskRequest, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, LapsedCell, Presence,
     RegisterCellRequest, Task, TaskState, Timestamp, UpsertDomainRequest,
 };
 use futures_util::Stream;
@@ -448,6 +448,11 @@ impl BbsClient {
 
     pub async fn cells(&self) -> Result<Vec<CellPresenceWithExpiry>> {
         self.api.get(path(r::CELLS, &[])).await
+    }
+
+    /// Cells whose presence lapsed while instances still name them.
+    pub async fn lapsed_cells(&self) -> Result<Vec<LapsedCell>> {
+        self.api.get(path(r::LAPSED_CELLS, &[])).await
     }
 
     /// Registers or renews a cell presence.

@@ -50,6 +50,9 @@ pub mod bbs {
     pub const CELLS: &str = "/v1/cells";
     /// DELETE.
     pub const CELL: &str = "/v1/cells/{cell_id}";
+    /// GET: cells whose presence lapsed while instances still name them (the active BBS's
+    /// view; a passive BBS answers with none).
+    pub const LAPSED_CELLS: &str = "/v1/lapsed_cells";
 
     /// POST (acquire or renew: `{owner, value, ttl_seconds}`), GET (the live holder),
     /// DELETE `?owner=` (release). Components' leader election (the auctioneer's, say).

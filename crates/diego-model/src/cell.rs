@@ -73,6 +73,22 @@ impl RegisterCellRequest {
     }
 }
 
+/// A cell whose presence lapsed (or was removed) while instances still name it, as the
+/// active BBS's converger last saw it (`GET /v1/lapsed_cells`). It is forgotten once no
+/// instance names it and it lapsed long enough ago, or when the cell registers again.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LapsedCell {
+    pub cell_id: String,
+    /// When the BBS saw the presence go (Unix ns).
+    pub lapsed_at: Timestamp,
+    /// Instances (any presence) whose rows still name the cell.
+    pub instances: u64,
+    /// The presence as it was last registered, when the BBS saw it lapse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_presence: Option<CellPresence>,
+}
+
 /// A domain whose desired state its owner keeps fresh (diego-spec §1.4).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ pub use actual_lrp::{
 };
 pub use cell::{
     AcquireLockRequest, CellCapacity, CellPresence, ContainerMetrics as CellContainerMetrics, Domain,
-    RegisterCellRequest, RootfsProvider, UpsertDomainRequest,
+    LapsedCell, RegisterCellRequest, RootfsProvider, UpsertDomainRequest,
 };
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

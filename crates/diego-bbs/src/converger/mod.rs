@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diego_model::{ActualLrp, ActualLrpKey, ActualLrpState, Presence};
+use diego_model::{ActualLrp, ActualLrpKey, ActualLrpState, LapsedCell, Presence};
 use diego_runtime::{PassError, Waker, Worker};
 use diego_store::{ActualLrpFilter, DesiredLrpFilter, Expect, Record, StoreError, TaskFilter, Txn, Write};
 use futures_util::{stream, StreamExt};
@@ -82,11 +82,64 @@ pub struct ConvergerState {
     /// or when a cell appeared (work that found no cell may fit now).
     resend_all: AtomicBool,
     waker: Mutex<Option<Waker>>,
+    /// Cells whose presence went while instances still name them (`GET /v1/lapsed_cells`).
+    lapsed: Mutex<BTreeMap<String, LapsedCell>>,
 }
+
+/// A lapsed cell no instance names is forgotten this long after it lapsed.
+pub const FORGET_LAPSED_CELL_AFTER: Duration = Duration::from_secs(5 * 60);
 
 impl ConvergerState {
     pub fn last(&self) -> PassReport {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Lapsed cells, by id.
+    pub fn lapsed_cells(&self) -> Vec<LapsedCell> {
+        lock(&self.lapsed).values().cloned().collect()
+    }
+
+    /// The feed showed `presence` lapse or be removed at `at`.
+    pub fn cell_gone(&self, presence: &diego_model::CellPresence, at: diego_model::Timestamp) {
+        let mut lapsed = lock(&self.lapsed);
+        let entry = lapsed
+            .entry(presence.cell_id.clone())
+            .or_insert_with(|| LapsedCell {
+                cell_id: presence.cell_id.clone(),
+                ..Default::default()
+            });
+        entry.lapsed_at = at;
+        entry.last_presence = Some(presence.clone());
+    }
+
+    /// The cell registered again: it is live, not lapsed.
+    pub fn cell_registered(&self, cell_id: &str) {
+        lock(&self.lapsed).remove(cell_id);
+    }
+
+    /// After a pass: the cells its instances name without a presence, with their counts. A
+    /// cell seen for the first time here (this BBS did not see it go) lapsed `now`; one no
+    /// longer named is forgotten once `FORGET_LAPSED_CELL_AFTER` has passed since it lapsed.
+    fn note_pass(&self, named: &BTreeMap<String, u64>, now: diego_model::Timestamp) {
+        let mut lapsed = lock(&self.lapsed);
+        for (cell_id, &instances) in named {
+            lapsed
+                .entry(cell_id.clone())
+                .or_insert_with(|| LapsedCell {
+                    cell_id: cell_id.clone(),
+                    lapsed_at: now,
+                    ..Default::default()
+                })
+                .instances = instances;
+        }
+        let forget = FORGET_LAPSED_CELL_AFTER.as_nanos() as i64;
+        lapsed.retain(|id, c| {
+            if named.contains_key(id) {
+                return true;
+            }
+            c.instances = 0;
+            now - c.lapsed_at < forget
+        });
     }
 
     /// Asks the running converger (if any) for a pass now.
@@ -98,6 +151,10 @@ impl ConvergerState {
             w.wake();
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Gathers everything a pass looks at.
@@ -366,6 +423,7 @@ pub async fn run(
                 }
                 match converge_once(bbs, requester, &rules).await {
                     Ok(mut report) => {
+                        state.note_pass(&report.observed.lapsed_cells, bbs.now());
                         let mut last = state.last.lock().unwrap_or_else(|p| p.into_inner());
                         report.passes = last.passes + 1;
                         if report.actions() > 0 {
@@ -387,5 +445,52 @@ pub async fn run(
         })
         .await;
     *state.waker.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    // A passive BBS knows no lapsed cells: the next active one finds them again.
+    lock(&state.lapsed).clear();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn lapsed_cells_are_kept_while_named_and_forgotten_after_a_while() {
+        let state = ConvergerState::default();
+        let presence = diego_model::CellPresence {
+            cell_id: "a".into(),
+            zone: "z1".into(),
+            ..Default::default()
+        };
+        state.cell_gone(&presence, 10 * S);
+        // A pass sees 3 rows naming it, and one naming a cell this BBS never saw go.
+        state.note_pass(&BTreeMap::from([("a".into(), 3), ("b".into(), 1)]), 11 * S);
+        let l = state.lapsed_cells();
+        assert_eq!(
+            l.iter()
+                .map(|c| (c.cell_id.as_str(), c.instances, c.lapsed_at))
+                .collect::<Vec<_>>(),
+            [("a", 3, 10 * S), ("b", 1, 11 * S)]
+        );
+        assert_eq!(l[0].last_presence.as_ref(), Some(&presence));
+        // Nothing names them any more: kept (0 instances) until five minutes after lapsing.
+        state.note_pass(&BTreeMap::new(), 12 * S);
+        assert_eq!(
+            state
+                .lapsed_cells()
+                .iter()
+                .map(|c| c.instances)
+                .collect::<Vec<_>>(),
+            [0, 0]
+        );
+        state.note_pass(&BTreeMap::new(), 10 * S + 300 * S);
+        assert_eq!(state.lapsed_cells().len(), 1, "a is forgotten, b lapsed later");
+        state.cell_registered("b");
+        assert!(
+            state.lapsed_cells().is_empty(),
+            "a cell that registers again is live"
+        );
+    }
 }

@@ -139,6 +139,8 @@ pub struct Observed {
     pub present_cells: u64,
     /// `SuspectCells`: cells named by instances but without a live presence.
     pub suspect_cells: u64,
+    /// Those cells, each with the number of instance rows naming it.
+    pub lapsed_cells: std::collections::BTreeMap<String, u64>,
     /// Instances of LRPs no longer desired.
     pub orphans: u64,
 }
@@ -244,7 +246,7 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
         .map(|d| vec![false; d.instances.max(0) as usize])
         .collect();
     let mut crashing: HashSet<usize> = HashSet::new();
-    let mut suspect_cells: HashSet<&str> = HashSet::new();
+    let mut suspect_cells: HashMap<&str, u64> = HashMap::new();
 
     // Group the rows of each index by sorting (the store lists them ordered by
     // (guid, index, presence), so this is one pass over sorted data; nothing here depends on
@@ -264,7 +266,7 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
             Presence::Evacuating => g.evacuating = Some(a),
         }
         if !a.cell_id.is_empty() && !s.cells.contains(&a.cell_id) {
-            suspect_cells.insert(a.cell_id.as_str());
+            *suspect_cells.entry(a.cell_id.as_str()).or_default() += 1;
         }
     }
 
@@ -393,6 +395,10 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
     p.observed.crashing_desired = crashing.len() as u64;
     p.observed.present_cells = s.cells.len() as u64;
     p.observed.suspect_cells = suspect_cells.len() as u64;
+    p.observed.lapsed_cells = suspect_cells
+        .into_iter()
+        .map(|(c, n)| (c.to_string(), n))
+        .collect();
 }
 
 fn cover(seen: &mut [bool], index: i32) {

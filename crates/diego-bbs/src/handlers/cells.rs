@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use diego_model::{Domain, RegisterCellRequest, UpsertDomainRequest};
+use diego_model::{Domain, LapsedCell, RegisterCellRequest, UpsertDomainRequest};
 use diego_store::PresenceRecord;
 
 use super::PathParams;
@@ -27,6 +27,10 @@ pub async fn upsert_domain(
 
 pub async fn list_cells(State(s): State<AppState>) -> HandlerResult<Json<Vec<PresenceRecord>>> {
     Ok(Json(s.store.list_presences().await?))
+}
+
+pub async fn list_lapsed_cells(State(s): State<AppState>) -> Json<Vec<LapsedCell>> {
+    Json(s.converger.lapsed_cells())
 }
 
 pub async fn register_cell(
