@@ -78,6 +78,10 @@ pub struct RepConfig {
     /// third of it; after a crash or a partition the BBS replaces the cell's instances once it
     /// has passed.
     pub presence_ttl: Duration,
+    /// Whether stopping removes the presence (true). False stops the rep as a killed agent
+    /// would end: the presence is left to lapse, so a rep started again within the TTL finds
+    /// its instances and tasks as it left them (the BBS never saw the cell go).
+    pub remove_presence_on_stop: bool,
     /// SIGTERM → SIGKILL delay when stopping a container.
     pub graceful_shutdown: Duration,
     /// How often the BBS is compared with the containers (Diego: 30 s).
@@ -111,6 +115,7 @@ impl RepConfig {
             placement_tags: Vec::new(),
             optional_placement_tags: Vec::new(),
             presence_ttl: Duration::from_secs(3),
+            remove_presence_on_stop: true,
             graceful_shutdown: Duration::from_secs(10),
             sync_interval: Duration::from_secs(30),
             self_check_interval: Duration::from_secs(60),

@@ -56,7 +56,8 @@ pub(crate) async fn register(rep: &Rep) -> Result<(), diego_client::ClientError>
     rep.bbs.register_cell(&request(rep)).await
 }
 
-/// Keeps the presence renewed every third of its TTL until `stop`, then removes it. The BBS
+/// Keeps the presence renewed every third of its TTL until `stop`, then removes it (unless
+/// `remove_presence_on_stop` is off). The BBS
 /// refusing the registration (a 4xx answer: this is not a BBS that knows this cell's record)
 /// is fatal: the supervisor stops the cell rather than let it serve on unseen. Transport
 /// errors and 5xx answers are retried; the BBS forgets the cell once its TTL passes without
@@ -74,7 +75,7 @@ pub(crate) async fn keep(rep: Arc<Rep>, stop: CancellationToken) -> Result<(), P
             }
         })
         .await;
-    if kept.is_ok() {
+    if kept.is_ok() && rep.config.remove_presence_on_stop {
         match rep.bbs.remove_cell(&rep.config.cell_id).await {
             Ok(()) => info!(cell_id = %rep.config.cell_id, "removed the cell presence"),
             Err(e) => warn!(error = %e, "removing the cell presence"),

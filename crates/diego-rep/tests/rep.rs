@@ -54,6 +54,9 @@ fn rep_config(cell_id: &str, bbs_url: &str) -> RepConfig {
         containers: 20,
     };
     config.graceful_shutdown = Duration::from_millis(500);
+    // A stopped rep stands for a killed agent here: its presence stays until its TTL, so a
+    // rep started again at once is a restart the BBS does not notice.
+    config.remove_presence_on_stop = false;
     config
 }
 
