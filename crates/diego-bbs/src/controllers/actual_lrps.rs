@@ -5,23 +5,26 @@ use diego_model::auction::PlacementExplanation;
 use diego_model::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpState, Presence, RestartPolicy, TransitionError,
 };
-use diego_store::{ActualLrpFilter, Record, Txn, Write};
+use diego_store::{ActualLrpFilter, Record, StoreError, Txn, Write};
 
-use super::{contention, is_retryable, CAS_ATTEMPTS};
-use crate::error::{HandlerError, HandlerResult};
+use super::{is_retryable, read_decide_cas, ControllerError, ControllerResult};
 use crate::state::Bbs;
 
-fn not_found(guid: &str, index: i32) -> HandlerError {
-    HandlerError::not_found(format!("actual LRP {guid:?} index {index} not found"))
+fn not_found(guid: &str, index: i32) -> ControllerError {
+    ControllerError::NotFound(format!("actual LRP {guid:?} index {index} not found"))
+}
+
+fn what(guid: &str, index: i32) -> String {
+    format!("actual LRP {guid:?} index {index}")
 }
 
 /// The listing as one JSON array (see `Store::list_actual_lrps_json`).
-pub async fn list_json(bbs: &Bbs, filter: &ActualLrpFilter) -> HandlerResult<String> {
+pub async fn list_json(bbs: &Bbs, filter: &ActualLrpFilter) -> ControllerResult<String> {
     Ok(bbs.store.list_actual_lrps_json(filter).await?)
 }
 
 /// Every presence of one index.
-pub async fn get_all(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<Vec<ActualLrp>> {
+pub async fn get_all(bbs: &Bbs, guid: &str, index: i32) -> ControllerResult<Vec<ActualLrp>> {
     let all = bbs.store.get_actual_lrps(guid, index).await?;
     if all.is_empty() {
         return Err(not_found(guid, index));
@@ -29,7 +32,7 @@ pub async fn get_all(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<Vec<Act
     Ok(all)
 }
 
-async fn ordinary(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<(ActualLrp, Vec<ActualLrp>)> {
+async fn ordinary(bbs: &Bbs, guid: &str, index: i32) -> ControllerResult<(ActualLrp, Vec<ActualLrp>)> {
     let mut all = bbs.store.get_actual_lrps(guid, index).await?;
     let pos = all
         .iter()
@@ -46,28 +49,34 @@ async fn transition(
     guid: &str,
     index: i32,
     f: impl Fn(&ActualLrp, &[ActualLrp]) -> Result<Option<(ActualLrp, Vec<Write>)>, TransitionError>,
-) -> HandlerResult<(ActualLrp, Option<ActualLrp>)> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, others) = ordinary(bbs, guid, index).await?;
-        let Some((next, extra)) = f(&current, &others)? else {
-            return Ok((current, None));
-        };
-        let mut txn = Txn::one(Write::update(Record::ActualLrp(next)));
-        txn.writes.extend(extra);
-        match bbs.store.commit(txn).await {
-            Ok(c) => {
-                if let Some(Record::ActualLrp(a)) = c.records.into_iter().next().flatten() {
-                    return Ok((a, Some(current)));
-                }
+) -> ControllerResult<(ActualLrp, Option<ActualLrp>)> {
+    read_decide_cas(
+        || what(guid, index),
+        || async {
+            let (current, others) = ordinary(bbs, guid, index).await?;
+            let Some((next, extra)) = f(&current, &others)? else {
+                return Ok((current, None));
+            };
+            let mut txn = Txn::one(Write::update(Record::ActualLrp(next)));
+            txn.writes.extend(extra);
+            let c = bbs.store.commit(txn).await?;
+            match c.records.into_iter().next().flatten() {
+                Some(Record::ActualLrp(a)) => Ok((a, Some(current))),
+                _ => Err(
+                    StoreError::unavailable("the store returned no actual LRP for a committed update").into(),
+                ),
             }
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+        },
+    )
+    .await
 }
 
-pub async fn claim(bbs: &Bbs, guid: &str, index: i32, ik: &ActualLrpInstanceKey) -> HandlerResult<ActualLrp> {
+pub async fn claim(
+    bbs: &Bbs,
+    guid: &str,
+    index: i32,
+    ik: &ActualLrpInstanceKey,
+) -> ControllerResult<ActualLrp> {
     let now = bbs.now();
     let (a, before) = transition(bbs, guid, index, |a, _| {
         Ok(a.claim(ik, now)?.map(|n| (n, Vec::new())))
@@ -86,7 +95,7 @@ pub async fn start(
     guid: &str,
     index: i32,
     req: &StartActualLrpRequest,
-) -> HandlerResult<ActualLrp> {
+) -> ControllerResult<ActualLrp> {
     let now = bbs.now();
     let (a, before) = transition(bbs, guid, index, |a, others| {
         let next = a.start(
@@ -119,7 +128,7 @@ pub async fn crash(
     index: i32,
     ik: &ActualLrpInstanceKey,
     reason: &str,
-) -> HandlerResult<ActualLrp> {
+) -> ControllerResult<ActualLrp> {
     let desired = bbs.store.get_desired_lrp(guid).await?;
     let policy = RestartPolicy::with_override(desired.as_ref().and_then(|d| d.restart_policy.as_ref()));
     let now = bbs.now();
@@ -146,7 +155,7 @@ pub async fn fail(
     index: i32,
     placement_error: &str,
     explanation: Option<PlacementExplanation>,
-) -> HandlerResult<ActualLrp> {
+) -> ControllerResult<ActualLrp> {
     let now = bbs.now();
     let (a, _) = transition(bbs, guid, index, |a, _| {
         let mut failed = a.fail(placement_error, now)?;
@@ -163,50 +172,45 @@ pub async fn remove(
     guid: &str,
     index: i32,
     ik: Option<&ActualLrpInstanceKey>,
-) -> HandlerResult<()> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, _) = ordinary(bbs, guid, index).await?;
-        current.check_remove(ik)?;
-        match bbs
-            .store
-            .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(process_guid = guid, index, "removed actual LRP");
-                return Ok(());
-            }
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+) -> ControllerResult<()> {
+    read_decide_cas(
+        || what(guid, index),
+        || async {
+            let (current, _) = ordinary(bbs, guid, index).await?;
+            current.check_remove(ik)?;
+            bbs.store
+                .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
+    tracing::info!(process_guid = guid, index, "removed actual LRP");
+    Ok(())
 }
 
 /// Stops an instance without changing what is desired: unheld instances are deleted; held
 /// ones are stopped by their cell.
-pub async fn retire(bbs: &Bbs, guid: &str, index: i32) -> HandlerResult<()> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, _) = ordinary(bbs, guid, index).await?;
-        if matches!(current.state, ActualLrpState::Claimed | ActualLrpState::Running) {
-            return retire_held(bbs, &current).await;
-        }
-        match bbs
-            .store
-            .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+pub async fn retire(bbs: &Bbs, guid: &str, index: i32) -> ControllerResult<()> {
+    read_decide_cas(
+        || what(guid, index),
+        || async {
+            let (current, _) = ordinary(bbs, guid, index).await?;
+            if matches!(current.state, ActualLrpState::Claimed | ActualLrpState::Running) {
+                return retire_held(bbs, &current).await;
+            }
+            bbs.store
+                .commit(Txn::one(Write::delete(&Record::ActualLrp(current))))
+                .await?;
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// A CLAIMED or RUNNING instance: ask its cell to stop it; if the cell is gone, nothing can,
 /// so the record is deleted here.
-pub async fn retire_held(bbs: &Bbs, a: &ActualLrp) -> HandlerResult<()> {
+pub async fn retire_held(bbs: &Bbs, a: &ActualLrp) -> ControllerResult<()> {
     let presences = bbs.store.list_presences().await?;
     match presences.iter().find(|p| p.cell_presence.cell_id == a.cell_id) {
         Some(p) => {

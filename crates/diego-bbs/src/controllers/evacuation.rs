@@ -3,11 +3,10 @@
 //! one compare-and-swap transaction, re-reading and re-deciding on conflict.
 
 use diego_model::evacuation::{self, IndexRows, Plan};
-use diego_model::{ActualLrpInstanceKey, ActualLrpNetInfo, ErrorType};
+use diego_model::{ActualLrpInstanceKey, ActualLrpNetInfo, ErrorType, TransitionError};
 use diego_store::{Record, Txn, Write};
 
-use super::{actual_lrps, contention, is_retryable, CAS_ATTEMPTS};
-use crate::error::{HandlerError, HandlerResult};
+use super::{actual_lrps, read_decide_cas, ControllerError, ControllerResult};
 use crate::state::{new_guid, Bbs};
 
 /// Reads every presence of the index and whether the LRP is desired, plans with `decide`,
@@ -18,43 +17,42 @@ async fn apply(
     index: i32,
     what: &str,
     decide: impl Fn(&IndexRows) -> Plan,
-) -> HandlerResult<Plan> {
-    for _ in 0..CAS_ATTEMPTS {
-        let rows = bbs.store.get_actual_lrps(guid, index).await?;
-        let desired = bbs.store.get_desired_lrp(guid).await?;
-        let plan = decide(&IndexRows::from_rows(&rows, desired.is_some()));
-        if plan.is_noop() {
-            return Ok(plan);
-        }
-        let mut txn = Txn::new();
-        if let Some(e) = &plan.insert {
-            txn.push(Write::insert(Record::ActualLrp(e.clone())));
-        }
-        if let Some(o) = &plan.update {
-            txn.push(Write::update(Record::ActualLrp(o.clone())));
-        }
-        for d in &plan.delete {
-            txn.push(Write::delete(&Record::ActualLrp(d.clone())));
-        }
-        match bbs.store.commit(txn).await {
-            Ok(_) => {
-                tracing::info!(
-                    process_guid = guid,
-                    index,
-                    keep_container = plan.keep_container,
-                    evacuating = plan.insert.is_some(),
-                    unclaimed = plan.update.is_some(),
-                    deleted = plan.delete.len(),
-                    "{what}"
-                );
-                // A replacement left UNCLAIMED is auctioned by the active BBS from the feed.
+) -> ControllerResult<Plan> {
+    let plan = read_decide_cas(
+        || format!("actual LRP {guid:?} index {index}"),
+        || async {
+            let rows = bbs.store.get_actual_lrps(guid, index).await?;
+            let desired = bbs.store.get_desired_lrp(guid).await?;
+            let plan = decide(&IndexRows::from_rows(&rows, desired.is_some()));
+            if plan.is_noop() {
                 return Ok(plan);
             }
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("actual LRP {guid:?} index {index}")))
+            let mut txn = Txn::new();
+            if let Some(e) = &plan.insert {
+                txn.push(Write::insert(Record::ActualLrp(e.clone())));
+            }
+            if let Some(o) = &plan.update {
+                txn.push(Write::update(Record::ActualLrp(o.clone())));
+            }
+            for d in &plan.delete {
+                txn.push(Write::delete(&Record::ActualLrp(d.clone())));
+            }
+            bbs.store.commit(txn).await?;
+            tracing::info!(
+                process_guid = guid,
+                index,
+                keep_container = plan.keep_container,
+                evacuating = plan.insert.is_some(),
+                unclaimed = plan.update.is_some(),
+                deleted = plan.delete.len(),
+                "{what}"
+            );
+            // A replacement left UNCLAIMED is auctioned by the active BBS from the feed.
+            Ok(plan)
+        },
+    )
+    .await?;
+    Ok(plan)
 }
 
 /// A RUNNING instance of an evacuating cell: `keep_container` says whether the cell keeps it.
@@ -64,7 +62,7 @@ pub async fn evacuate_running(
     index: i32,
     ik: &ActualLrpInstanceKey,
     net: &ActualLrpNetInfo,
-) -> HandlerResult<bool> {
+) -> ControllerResult<bool> {
     let now = bbs.now();
     let plan = apply(bbs, guid, index, "evacuating running instance", |rows| {
         evacuation::evacuate_running(rows, ik, net, now, new_guid())
@@ -79,7 +77,7 @@ pub async fn evacuate_claimed(
     guid: &str,
     index: i32,
     ik: &ActualLrpInstanceKey,
-) -> HandlerResult<bool> {
+) -> ControllerResult<bool> {
     let now = bbs.now();
     apply(bbs, guid, index, "evacuating claimed instance", |rows| {
         evacuation::evacuate_claimed(rows, ik, now)
@@ -94,7 +92,7 @@ pub async fn evacuate_stopped(
     guid: &str,
     index: i32,
     ik: &ActualLrpInstanceKey,
-) -> HandlerResult<bool> {
+) -> ControllerResult<bool> {
     apply(bbs, guid, index, "removed stopped evacuating instance", |rows| {
         evacuation::evacuate_stopped(rows, ik)
     })
@@ -110,7 +108,7 @@ pub async fn evacuate_crashed(
     index: i32,
     ik: &ActualLrpInstanceKey,
     reason: &str,
-) -> HandlerResult<bool> {
+) -> ControllerResult<bool> {
     apply(bbs, guid, index, "removed crashed evacuating instance", |rows| {
         evacuation::remove_evacuating(rows, ik)
     })
@@ -132,19 +130,20 @@ pub async fn remove_evacuating(
     guid: &str,
     index: i32,
     ik: &ActualLrpInstanceKey,
-) -> HandlerResult<()> {
+) -> ControllerResult<()> {
     let rows = bbs.store.get_actual_lrps(guid, index).await?;
     match IndexRows::from_rows(&rows, true).evacuating {
-        None => Err(HandlerError::not_found(format!(
+        None => Err(ControllerError::NotFound(format!(
             "actual LRP {guid:?} index {index} has no EVACUATING instance"
         ))),
-        Some(e) if e.instance_key() != *ik => Err(HandlerError::new(
+        Some(e) if e.instance_key() != *ik => Err(TransitionError::new(
             ErrorType::ActualLrpCannotBeRemoved,
             format!(
                 "the EVACUATING instance of actual LRP {guid:?} index {index} is {:?} on cell {:?}, not {:?} on {:?}",
                 e.instance_guid, e.cell_id, ik.instance_guid, ik.cell_id
             ),
-        )),
+        )
+        .into()),
         Some(_) => {
             apply(bbs, guid, index, "removed evacuating instance", |rows| {
                 evacuation::remove_evacuating(rows, ik)

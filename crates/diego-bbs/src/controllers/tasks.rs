@@ -5,17 +5,18 @@ use diego_model::auction::PlacementExplanation;
 use diego_model::{DesireTaskRequest, Task, TransitionError};
 use diego_store::{Record, StoreError, TaskFilter, Txn, Write};
 
-use super::{contention, is_retryable, CAS_ATTEMPTS};
-use crate::error::{HandlerError, HandlerResult};
+use super::{read_decide_cas, ControllerError, ControllerResult};
 use crate::state::{new_guid, Bbs};
 
-fn not_found(guid: &str) -> HandlerError {
-    HandlerError::not_found(format!("task {guid:?} not found"))
+fn not_found(guid: &str) -> ControllerError {
+    ControllerError::NotFound(format!("task {guid:?} not found"))
 }
 
-pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> HandlerResult<Task> {
-    req.validate()
-        .map_err(|e| HandlerError::invalid_record(&format!("task {:?}", req.task_guid), e))?;
+pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> ControllerResult<Task> {
+    req.validate().map_err(|errors| ControllerError::Invalid {
+        what: format!("task {:?}", req.task_guid),
+        errors,
+    })?;
     let guid = req.task_guid.clone();
     let task = Task::desired(req, bbs.now(), new_guid());
     match bbs
@@ -29,59 +30,53 @@ pub async fn desire(bbs: &Bbs, req: DesireTaskRequest) -> HandlerResult<Task> {
                 tracing::info!(task_guid = %t.task_guid, domain = %t.domain, "desired task");
                 Ok(t)
             }
-            _ => Err(HandlerError::new(
-                diego_model::ErrorType::UnknownError,
-                "store returned no task",
-            )),
+            _ => Err(StoreError::unavailable("the store returned no task for a committed insert").into()),
         },
-        Err(StoreError::Exists { .. }) => Err(HandlerError::new(
-            diego_model::ErrorType::ResourceExists,
-            format!("task {guid:?} already exists"),
-        )),
+        Err(StoreError::Exists { .. }) => {
+            Err(ControllerError::Exists(format!("task {guid:?} already exists")))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn get(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+pub async fn get(bbs: &Bbs, guid: &str) -> ControllerResult<Task> {
     bbs.store.get_task(guid).await?.ok_or_else(|| not_found(guid))
 }
 
-pub async fn list(bbs: &Bbs, filter: &TaskFilter) -> HandlerResult<Vec<Task>> {
+pub async fn list(bbs: &Bbs, filter: &TaskFilter) -> ControllerResult<Vec<Task>> {
     Ok(bbs.store.list_tasks(filter).await?)
 }
 
-/// Reads the task, applies `f`, and commits the result with compare-and-swap, retrying on
-/// conflict. `f` returning `Ok(None)` means "no change"; the current task is returned.
-/// The boolean says whether a write happened.
+/// Reads the task, applies `f`, and commits the result with compare-and-swap
+/// ([`read_decide_cas`]). `f` returning `Ok(None)` means "no change"; the current task is
+/// returned. The boolean says whether a write happened.
 async fn transition(
     bbs: &Bbs,
     guid: &str,
     f: impl Fn(&Task) -> Result<Option<Task>, TransitionError>,
-) -> HandlerResult<(Task, bool)> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current = get(bbs, guid).await?;
-        let Some(next) = f(&current)? else {
-            return Ok((current, false));
-        };
-        match bbs
-            .store
-            .commit(Txn::one(Write::update(Record::Task(next))))
-            .await
-        {
-            Ok(mut c) => {
-                if let Some(Record::Task(t)) = c.records.pop().flatten() {
-                    return Ok((t, true));
-                }
+) -> ControllerResult<(Task, bool)> {
+    read_decide_cas(
+        || format!("task {guid:?}"),
+        || async {
+            let current = get(bbs, guid).await?;
+            let Some(next) = f(&current)? else {
+                return Ok((current, false));
+            };
+            let mut c = bbs
+                .store
+                .commit(Txn::one(Write::update(Record::Task(next))))
+                .await?;
+            match c.records.pop().flatten() {
+                Some(Record::Task(t)) => Ok((t, true)),
+                _ => Err(StoreError::unavailable("the store returned no task for a committed update").into()),
             }
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("task {guid:?}")))
+        },
+    )
+    .await
 }
 
 /// Returns whether the cell should start the task (false if it already runs it there).
-pub async fn start(bbs: &Bbs, guid: &str, cell_id: &str) -> HandlerResult<bool> {
+pub async fn start(bbs: &Bbs, guid: &str, cell_id: &str) -> ControllerResult<bool> {
     let now = bbs.now();
     let (_, changed) = transition(bbs, guid, |t| t.start(cell_id, now)).await?;
     if changed {
@@ -90,7 +85,7 @@ pub async fn start(bbs: &Bbs, guid: &str, cell_id: &str) -> HandlerResult<bool> 
     Ok(changed)
 }
 
-pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> HandlerResult<Task> {
+pub async fn complete(bbs: &Bbs, guid: &str, req: &CompleteTaskRequest) -> ControllerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| {
         t.complete(&req.cell_id, req.failed, &req.failure_reason, &req.result, now)
@@ -106,7 +101,7 @@ pub async fn reject(
     guid: &str,
     reason: &str,
     explanation: Option<PlacementExplanation>,
-) -> HandlerResult<Task> {
+) -> ControllerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| {
         let max = t
@@ -124,14 +119,14 @@ pub async fn reject(
     Ok(t)
 }
 
-pub async fn fail(bbs: &Bbs, guid: &str, reason: &str) -> HandlerResult<Task> {
+pub async fn fail(bbs: &Bbs, guid: &str, reason: &str) -> ControllerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| t.fail(reason, now).map(Some)).await?;
     Ok(t)
 }
 
 /// Cancels the task; if a cell was running it, tells that cell's rep.
-pub async fn cancel(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+pub async fn cancel(bbs: &Bbs, guid: &str) -> ControllerResult<Task> {
     let before = get(bbs, guid).await?;
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| t.cancel(now).map(Some)).await?;
@@ -148,28 +143,25 @@ pub async fn cancel(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
     Ok(t)
 }
 
-pub async fn resolving(bbs: &Bbs, guid: &str) -> HandlerResult<Task> {
+pub async fn resolving(bbs: &Bbs, guid: &str) -> ControllerResult<Task> {
     let now = bbs.now();
     let (t, _) = transition(bbs, guid, |t| t.resolving(now).map(Some)).await?;
     Ok(t)
 }
 
-pub async fn delete(bbs: &Bbs, guid: &str) -> HandlerResult<()> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current = get(bbs, guid).await?;
-        current.check_delete()?;
-        match bbs
-            .store
-            .commit(Txn::one(Write::delete(&Record::Task(current))))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(task_guid = guid, "deleted task");
-                return Ok(());
-            }
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(contention(&format!("task {guid:?}")))
+pub async fn delete(bbs: &Bbs, guid: &str) -> ControllerResult<()> {
+    read_decide_cas(
+        || format!("task {guid:?}"),
+        || async {
+            let current = get(bbs, guid).await?;
+            current.check_delete()?;
+            bbs.store
+                .commit(Txn::one(Write::delete(&Record::Task(current))))
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
+    tracing::info!(task_guid = guid, "deleted task");
+    Ok(())
 }
