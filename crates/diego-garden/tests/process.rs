@@ -1,8 +1,8 @@
 //! The process backend over real host processes, in a temporary depot.
 //!
-//! Cleanup: every test destroys its containers; if a test fails first, the runtime's shutdown
-//! drops the supervising tasks (which kill their processes, `kill_on_drop`) and the depot's
-//! `TempDir` removes the directories.
+//! Cleanup: every test destroys its containers; if a test fails first, dropping the backend
+//! kills its containers' process groups and the depot's `TempDir` removes the directories
+//! (the crash test, which forgets its backend, kills its processes itself).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -469,4 +469,119 @@ async fn processes_run_as_the_current_user_only() {
         "{err:?}"
     );
     f.g.destroy(&h).await.unwrap();
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time), and whether the process is a zombie; `None`
+/// once it is gone.
+fn proc_identity(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(19)?.parse().ok()?, *fields.first()? == "Z"))
+}
+
+/// The live `sleep 1000` processes working in `dir`, each with its start time.
+fn sleeps_in(dir: &Path) -> Vec<(u32, u64)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00")
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+        })
+        .filter_map(|pid| match proc_identity(pid)? {
+            (start, false) => Some((pid, start)),
+            (_, true) => None,
+        })
+        .collect()
+}
+
+/// Whether the process `pid` that started at `start` still runs (a zombie does not; a
+/// reused pid is another process).
+fn still_alive(pid: u32, start: u64) -> bool {
+    proc_identity(pid).is_some_and(|(s, zombie)| s == start && !zombie)
+}
+
+/// Kills, on drop, those of the processes still running (so a failing test leaves none).
+struct KillOnDrop(Vec<(u32, u64)>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &(pid, start) in &self.0 {
+            if still_alive(pid, start) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+async fn sleeps_appear(dir: &Path, n: usize) -> Vec<(u32, u64)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = sleeps_in(dir);
+        if found.len() == n {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} sleeps: {found:?}",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_backend_opened_on_a_crashed_ones_depot_ends_its_process_groups_and_containers() {
+    let f = Fixture::new();
+    let h = f.create("left").await;
+    let p = f.g.run(&h, sh("sleep 1000 & sleep 1000")).await.unwrap();
+    let sleeps = sleeps_appear(&f.dir(&h), 2).await;
+    let _cleanup = KillOnDrop(sleeps.clone());
+    // The server "crashes": its table is gone, nothing is destroyed.
+    let Fixture { g, depot } = f;
+    std::mem::forget(g);
+
+    let capacity = Capacity {
+        max_containers: 1,
+        ..Default::default()
+    };
+    let again = ProcessBackend::new(depot.path().to_path_buf(), capacity).expect("reopening");
+    for &(pid, start) in &sleeps {
+        assert!(
+            !still_alive(pid, start),
+            "sleep {pid} outlived the crashed server"
+        );
+    }
+    assert!(
+        !depot.path().join(&h).exists(),
+        "the leftover container is removed"
+    );
+    assert!(again.list(&Default::default()).await.unwrap().is_empty());
+    // The old server's supervisor sees its leader killed.
+    assert_eq!(collect(p.events).await.exit, killed(9));
+    again.create(spec(&h)).await.expect("the handle is free again");
+    again.destroy(&h).await.unwrap();
+}
+
+#[tokio::test]
+async fn destroy_kills_an_apps_children_even_after_the_app_exited() {
+    let f = Fixture::new();
+    let h = f.create("kids").await;
+    let waiting = f.g.run(&h, sh("sleep 1000 & wait")).await.unwrap();
+    // Exits at once, leaving its child behind in its group.
+    let o = run(&f, &h, sh("sleep 1000 & echo $!")).await;
+    assert_eq!(o.exit, code(0));
+    let sleeps = sleeps_appear(&f.dir(&h), 2).await;
+    let _cleanup = KillOnDrop(sleeps.clone());
+
+    f.g.destroy(&h).await.unwrap();
+    for &(pid, start) in &sleeps {
+        assert!(!still_alive(pid, start), "sleep {pid} outlived its container");
+    }
+    assert_eq!(collect(waiting.events).await.exit, killed(9));
+    assert!(!f.dir(&h).exists());
 }

@@ -101,10 +101,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::output::emit(&summary(&data_dir, &roles, containers));
     let result = supervise(roles, shutdown).await;
     let left: usize = reps.iter().map(|r| r.store.list().len()).sum();
-    if left > 0 {
+    if left > 0 && containers {
         eprintln!(
             "{left} container{} left running; the next `diego dev` takes them over (`diego dev --reset` removes them)",
             if left == 1 { " is" } else { "s are" }
+        );
+    } else if left > 0 {
+        // The process backend cannot hand processes to another server: they end with it.
+        eprintln!(
+            "{left} process-backend container{} ended with the cells (the next `diego dev` removes what is left of them)",
+            if left == 1 { "" } else { "s" }
         );
     }
     result

@@ -68,7 +68,8 @@ pub fn shim_command() -> anyhow::Result<ShimCommand> {
 
 /// A container backend over `depot`. The runc backend keeps its rootfs cache and runc state
 /// beside the depot (`<depot>.rootfs`, `<depot>.runc`: the depot holds exactly one directory
-/// per container) and takes over the containers an earlier run left there.
+/// per container) and takes over the containers an earlier run left there; the process
+/// backend ends them (kills their process groups) and removes them.
 pub async fn open_backend(
     kind: Backend,
     depot: &Path,
@@ -76,10 +77,14 @@ pub async fn open_backend(
     capacity: Capacity,
 ) -> anyhow::Result<DynBackend> {
     Ok(match kind {
-        Backend::Process => Arc::new(
-            ProcessBackend::new(depot.to_path_buf(), capacity)
-                .with_context(|| format!("opening the depot {}", depot.display()))?,
-        ),
+        Backend::Process => {
+            // Opening ends an earlier run's containers and waits for their processes to die.
+            let dir = depot.to_path_buf();
+            let opened = tokio::task::spawn_blocking(move || ProcessBackend::new(dir, capacity))
+                .await
+                .context("opening the process backend")?;
+            Arc::new(opened.with_context(|| format!("opening the depot {}", depot.display()))?)
+        }
         Backend::Runc => {
             let name = depot
                 .file_name()

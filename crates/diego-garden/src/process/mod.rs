@@ -13,7 +13,18 @@
 //! - **State** is in memory; each process's output and exit status are also written under
 //!   `<depot>/<handle>/processes/<id>/` for inspection, but a restarted server does not
 //!   rediscover containers.
+//! - **After a crash** of the server its containers' processes would run on as orphans (they
+//!   are host processes; `PR_SET_PDEATHSIG` is tied to the spawning thread, which tokio
+//!   retires, so it is not relied on). Each process's group is therefore recorded on disk as
+//!   it is spawned, and [`ProcessBackend::new`] *ends* the containers an earlier run left in
+//!   the depot: it SIGKILLs their recorded groups, waits until they are gone and removes the
+//!   directories, with a WARN per container, as the runc backend does with the stopped
+//!   containers it finds. Adopting them is not possible: the new server is not their parent
+//!   (no exit status to wait for, no output pipes). See `groups.rs` for how a reused pid is
+//!   never killed. `destroy` (and `stop`'s SIGKILL) kill every group of the container, those
+//!   of processes that already exited too, and dropping the backend kills all of them.
 
+mod groups;
 mod metrics;
 pub mod paths;
 mod spawn;
@@ -34,6 +45,7 @@ use crate::{
     new_id, properties_match, Capacity, ContainerBackend, ContainerInfo, ContainerMetrics, ContainerSpec,
     ContainerState, GardenError, PortMapping, ProcessSpec, ProcessStream, Properties, Signal, TarStream,
 };
+use groups::Group;
 use paths::{validate_name, ContainerDirs};
 use spawn::Launch;
 use user::CurrentUser;
@@ -46,6 +58,10 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// anyway. SIGKILL cannot be caught, so this only matters for processes stuck in the kernel.
 const DESTROY_WAIT: Duration = Duration::from_secs(5);
 
+/// How long opening a depot waits for the process groups of an earlier run's containers to be
+/// gone after SIGKILL, before removing their directories anyway.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
+
 /// The only image scheme: the host's own filesystem stands in for any preloaded rootfs.
 const PRELOADED: &str = "preloaded:";
 
@@ -53,6 +69,8 @@ struct Process {
     log: EventLog,
     /// Leader of the process's group.
     pid: u32,
+    /// The group it leads, as recorded on disk.
+    group: Group,
 }
 
 impl Process {
@@ -90,6 +108,11 @@ impl Container {
     fn running(&self) -> Vec<Arc<Process>> {
         self.processes.values().filter(|p| p.running()).cloned().collect()
     }
+
+    /// The groups of all its processes, exited ones too: their children may live on.
+    fn groups(&self) -> Vec<Group> {
+        self.processes.values().map(|p| p.group.clone()).collect()
+    }
 }
 
 /// Containers as directories under a depot and processes as host processes; no isolation
@@ -105,6 +128,10 @@ pub struct ProcessBackend {
 impl ProcessBackend {
     /// A backend keeping its containers under `depot` (created if missing). Provides NO
     /// isolation: processes run on the host as the server's user, limited only by rlimits.
+    ///
+    /// Containers an earlier server left in the depot (it crashed, or was killed) are ended
+    /// first: their recorded process groups are SIGKILLed and waited for (up to 10 s), then
+    /// their directories removed. This blocks; from async code call it in `spawn_blocking`.
     pub fn new(depot: PathBuf, capacity: Capacity) -> Result<Self, GardenError> {
         std::fs::create_dir_all(&depot)
             .map_err(|e| GardenError::Unavailable(format!("creating depot {}: {e}", depot.display())))?;
@@ -114,6 +141,7 @@ impl ProcessBackend {
             uid = user.uid,
             "process backend: NO isolation; processes run on the host as the server's user, limited only by rlimits"
         );
+        remove_leftovers(&depot)?;
         Ok(Self {
             depot,
             capacity,
@@ -182,6 +210,89 @@ impl ProcessBackend {
             });
         }
         Ok(mapped)
+    }
+}
+
+impl Drop for ProcessBackend {
+    /// A server that stops (rather than crashes) does not leave its containers' processes
+    /// behind: no other server could take them over. SIGKILL only, no waiting; the
+    /// directories are removed by the next backend opened on the depot.
+    fn drop(&mut self) {
+        let cs = self.containers.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut ended = 0;
+        for c in cs.values() {
+            for g in c.groups() {
+                ended += usize::from(g.kill());
+            }
+        }
+        if ended > 0 {
+            info!(
+                groups = ended,
+                "process backend closed: killed its containers' processes"
+            );
+        }
+    }
+}
+
+/// Ends the containers an earlier run left in `depot`: kills their recorded process groups,
+/// waits for them to be gone, and removes their directories. Blocking.
+fn remove_leftovers(depot: &std::path::Path) -> Result<(), GardenError> {
+    let entries = std::fs::read_dir(depot).map_err(|e| io_unavailable("reading", depot, e))?;
+    let leftovers: Vec<(String, PathBuf, Vec<Group>)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let dir = e.path();
+            (!name.starts_with('.') && dir.is_dir()).then(|| {
+                let groups = groups::recorded(&dir);
+                (name, dir, groups)
+            })
+        })
+        .collect();
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    // One wait for all of them: they die together.
+    let all: Vec<Group> = leftovers.iter().flat_map(|(_, _, g)| g.iter().cloned()).collect();
+    let before: Vec<usize> = leftovers
+        .iter()
+        .map(|(_, _, g)| g.iter().filter(|g| !g.members().is_empty()).count())
+        .collect();
+    let (_, stuck) = groups::end(&all, LEFTOVER_WAIT);
+    if stuck > 0 {
+        warn!(
+            groups = stuck,
+            "processes of an earlier run's containers outlived SIGKILL; removing their directories anyway"
+        );
+    }
+    for ((handle, dir, groups), live) in leftovers.iter().zip(before) {
+        warn!(
+            %handle,
+            processes = groups.len(),
+            killed_groups = live,
+            "removing a container left from an earlier run"
+        );
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_unavailable("removing", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILLs `groups` and waits (off the async workers) until they are gone or `limit` passed;
+/// whether they are gone.
+async fn end_groups(groups: Vec<Group>, limit: Duration) -> bool {
+    if groups.is_empty() {
+        return true;
+    }
+    match tokio::task::spawn_blocking(move || groups::end(&groups, limit)).await {
+        Ok((_, stuck)) => stuck == 0,
+        Err(e) => {
+            warn!(error = %e, "ending process groups failed");
+            false
+        }
     }
 }
 
@@ -308,9 +419,9 @@ impl ContainerBackend for ProcessBackend {
     }
 
     async fn stop(&self, handle: &str, kill: bool) -> Result<(), GardenError> {
-        let running = self.with_container(handle, |c| {
+        let (running, groups) = self.with_container(handle, |c| {
             c.state = ContainerState::Stopped;
-            Ok(c.running())
+            Ok((c.running(), c.groups()))
         })?;
         if !kill {
             signal_all(&running, Signal::Term).await;
@@ -321,7 +432,8 @@ impl ContainerBackend for ProcessBackend {
             }
         }
         let left: Vec<_> = running.into_iter().filter(|p| p.running()).collect();
-        signal_all(&left, Signal::Kill).await;
+        // Every group, those whose leader exited too: their children are the container's.
+        end_groups(groups, DESTROY_WAIT).await;
         futures_util::future::join_all(left.iter().map(|p| exited(p))).await;
         info!(%handle, killed = left.len(), "stopped container");
         Ok(())
@@ -330,9 +442,10 @@ impl ContainerBackend for ProcessBackend {
     async fn destroy(&self, handle: &str) -> Result<(), GardenError> {
         let c = self.lock().remove(handle).ok_or_else(|| missing(handle))?;
         let running = c.running();
-        signal_all(&running, Signal::Kill).await;
+        // Every group, those whose leader exited too: their children are the container's.
+        let gone = end_groups(c.groups(), DESTROY_WAIT).await;
         let reaped = futures_util::future::join_all(running.iter().map(|p| exited(p)));
-        if tokio::time::timeout(DESTROY_WAIT, reaped).await.is_err() {
+        if !gone || tokio::time::timeout(DESTROY_WAIT, reaped).await.is_err() {
             warn!(%handle, "killed processes did not exit; removing the container directory anyway");
         }
         match tokio::fs::remove_dir_all(&c.dirs.base).await {
@@ -405,11 +518,26 @@ impl ContainerBackend for ProcessBackend {
             let pid = child
                 .id()
                 .ok_or_else(|| GardenError::Unavailable("spawned process has no pid".into()))?;
+            // Recorded before anything else, so that a server that dies from here on leaves
+            // the group to the next one to end (see `groups`). A small blocking write.
+            let group = Group::of_leader(pid).and_then(|g| g.write(&c.dirs.process(&spec.id)).map(|()| g));
+            let group = match group {
+                Ok(g) => g,
+                Err(e) => {
+                    // Dropping the child kills it (kill_on_drop); its group too, right away.
+                    groups::kill_new(pid);
+                    return Err(GardenError::Unavailable(format!(
+                        "recording process {:?}'s group: {e}",
+                        spec.id
+                    )));
+                }
+            };
             c.processes.insert(
                 spec.id.clone(),
                 Arc::new(Process {
                     log: log.clone(),
                     pid,
+                    group,
                 }),
             );
             Ok((child, log))
