@@ -26,6 +26,7 @@ pub struct Options {
 
 const INSTANCES: usize = 12;
 const CELLS: usize = 3;
+const LRP: &str = "recovery";
 const PRESENCE_TTL_MS: u64 = crate::commands::cell::DEFAULT_PRESENCE_TTL_SECS * 1000;
 
 fn start_cell(root: &Path, bbs: &str, i: usize, runc: bool) -> anyhow::Result<Role> {
@@ -125,7 +126,7 @@ fn kill_under(dir: &Path) -> usize {
 async fn placed(client: &BbsClient) -> anyhow::Result<Vec<(i32, String)>> {
     let rows = client
         .actual_lrps(&ActualLrpQuery {
-            process_guid: Some("recovery".into()),
+            process_guid: Some(LRP.into()),
             ..Default::default()
         })
         .await?;
@@ -179,7 +180,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await?;
 
-    let mut lrp = json!({"process_guid": "recovery", "domain": "bench", "instances": INSTANCES,
+    let mut lrp = json!({"process_guid": LRP, "domain": "bench", "instances": INSTANCES,
                          "rootfs": "preloaded:busybox", "memory_mb": 64, "disk_mb": 64});
     if runc {
         lrp["action"] = json!({"run": {"path": "sh", "args": ["-c", "exec httpd -f -p 8080"]}});
@@ -205,9 +206,30 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         if runc { "runc" } else { "process-backend" }
     );
 
+    let outcome = trials(&o, root.path(), &dev, &mut cells, &client, runc).await;
+    // Whatever happened, the benchmark's containers go with it: the LRP is deleted so the
+    // cells stop them (and their mounts and cgroups), then the roles are killed on drop.
+    let cleaned = clean_up(&client).await;
+    let times = outcome?;
+    cleaned?;
+    if let Ok(Some(status)) = dev.child.try_wait() {
+        bail!("diego dev exited with {status} during the benchmark");
+    }
+    report(&o, &times, runc)
+}
+
+/// Kills the busiest cell per trial and times until every index RUNNING elsewhere.
+async fn trials(
+    o: &Options,
+    root: &Path,
+    dev: &Role,
+    cells: &mut [Role],
+    client: &BbsClient,
+    runc: bool,
+) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::new();
     for trial in 1..=o.trials.max(1) {
-        let now = placed(&client).await?;
+        let now = placed(client).await?;
         let mut per_cell = [0usize; CELLS];
         for (_, c) in &now {
             if let Some(i) = c.strip_prefix("cell-").and_then(|n| n.parse::<usize>().ok()) {
@@ -219,12 +241,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let started = Instant::now();
         let _ = cells[victim].child.kill();
         let _ = cells[victim].child.wait();
-        let killed = kill_under(&cell_dir(root.path(), victim));
+        let killed = kill_under(&cell_dir(root, victim));
         until(
             "every index RUNNING elsewhere",
             Duration::from_secs(120),
             || async {
-                let p = placed(&client).await?;
+                let p = placed(client).await?;
                 Ok(p.len() == INSTANCES && p.iter().all(|(_, c)| *c != victim_id))
             },
         )
@@ -236,7 +258,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         );
         times.push(ms);
         // Back for the next trial.
-        cells[victim] = start_cell(root.path(), &dev.url, victim, runc)?;
+        cells[victim] = start_cell(root, &dev.url, victim, runc)?;
         until(
             "the killed cell registered again",
             Duration::from_secs(60),
@@ -244,10 +266,20 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         )
         .await?;
     }
-    if let Ok(Some(status)) = dev.child.try_wait() {
-        bail!("diego dev exited with {status} during the benchmark");
-    }
-    let mut sorted = times.clone();
+    Ok(times)
+}
+
+/// Deletes the LRP and waits until its cells have removed every instance.
+async fn clean_up(client: &BbsClient) -> anyhow::Result<()> {
+    client.remove_desired_lrp(LRP).await?;
+    until("every instance stopped", Duration::from_secs(60), || async {
+        Ok(client.actual_lrps(&Default::default()).await?.is_empty())
+    })
+    .await
+}
+
+fn report(o: &Options, times: &[f64], runc: bool) -> anyhow::Result<()> {
+    let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let (p50, max) = (percentile(&sorted, 0.5), *sorted.last().context("no trial")?);
     eprintln!(
