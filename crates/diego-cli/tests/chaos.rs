@@ -1,12 +1,14 @@
 //! A bounded chaos test on real runc containers (root; runc and busybox-static): a separate
 //! `diego bbs`, `diego auctioneer` and three `diego cell`s, an LRP of 6 busybox httpd instances
 //! and a stream of short tasks (one every ~2 s, `sh -c 'echo ran; sleep 1'`, each its own
-//! guid). For ~35 s a seeded RNG (`CHAOS_SEED` overrides the seed; it is printed) picks a
+//! guid). For about 30–35 s a seeded RNG (`CHAOS_SEED` overrides the seed; it is printed) picks a
 //! victim — a cell agent (half the time with its containers' init processes too), the BBS or
 //! the auctioneer — kills it with SIGKILL and starts it again (same address, store, data dir)
-//! after a short random pause. Then the killing stops and, within bounded waits, every index
-//! must be RUNNING exactly once and answer HTTP, and every task must be COMPLETED (succeeded,
-//! or failed — e.g. "cell disappeared before completion" when its cell was lost).
+//! after a short random pause (a quarter of the rounds take a second victim down meanwhile, so
+//! e.g. the BBS and a cell are down at once). Then the killing stops and, within bounded
+//! waits, every index must be RUNNING exactly once and answer HTTP, the cells must hold one LRP
+//! container per index, and every task must be COMPLETED (succeeded, or failed — e.g. "cell
+//! disappeared before completion" when its cell was lost).
 //!
 //! Short timings so recovery takes seconds: cells' presence TTL 3 s and sync every 2 s; the
 //! BBS's lock TTL 2 s (retry 1 s), convergence every 2 s, re-auction of work left UNCLAIMED or
@@ -54,7 +56,8 @@ const BBS_FLAGS: [&str; 8] = [
     "3",
 ];
 const AUCTIONEER_FLAGS: [&str; 4] = ["--lock-ttl", "2", "--cell-timeout-ms", "2000"];
-const CHAOS: Duration = Duration::from_secs(35);
+/// Rounds start until then (and none whose final gap would end past it).
+const CHAOS: Duration = Duration::from_secs(32);
 const RECOVERY: Duration = Duration::from_secs(40);
 const TASKS_DONE: Duration = Duration::from_secs(30);
 const LEFTOVERS: Duration = Duration::from_secs(20);
@@ -479,7 +482,11 @@ async fn random_kills_of_cells_bbs_and_auctioneer_end_with_every_index_once_and_
                 pause.as_millis()
             ));
         }
-        tokio::time::sleep(rng.millis(1000, 3500)).await;
+        let gap = rng.millis(1000, 3500);
+        if chaos_start.elapsed() + gap >= CHAOS {
+            break;
+        }
+        tokio::time::sleep(gap).await;
     }
     stop_chaos.store(true, Ordering::SeqCst);
     let chaos = chaos_start.elapsed();
