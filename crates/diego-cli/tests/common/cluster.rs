@@ -1,6 +1,7 @@
 //! A cluster of real processes for the CLI's end-to-end tests: `diego dev --cells 0` (BBS and
-//! auctioneer) and `diego cell` processes on the runc backend, each killed and cleaned up
-//! (containers included) when dropped.
+//! auctioneer in one process) or separate `diego bbs` and `diego auctioneer` processes (so each
+//! can be killed and restarted on its own), and `diego cell` processes on the runc backend, each
+//! killed and cleaned up (containers included) when dropped.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,12 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, dir: &Path, args: &[String], depot: Option<PathBuf>) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
+        // Appended to: a restarted process (same name) adds to its predecessor's log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(args)
             .env_remove("DIEGO_BBS_URL")
@@ -85,20 +91,26 @@ impl Drop for Proc {
     }
 }
 
-/// A BBS and auctioneer (`diego dev --cells 0`) and runc cells (`diego cell` processes).
+/// A BBS and auctioneer (`diego dev --cells 0`, or `diego bbs` and `diego auctioneer`) and runc
+/// cells (`diego cell` processes).
 pub struct Cluster {
     pub client: BbsClient,
     pub bbs: String,
     pub root: PathBuf,
     pub cells: Vec<(String, Proc)>,
-    pub dev: Proc,
+    /// `diego dev --cells 0` ([`Cluster::start`]), or `bbs` then `auctioneer`
+    /// ([`Cluster::start_roles`]); dropped after the cells.
+    pub control: Vec<Proc>,
+    bbs_port: u16,
+    auctioneer_port: u16,
+    bbs_flags: Vec<String>,
+    auctioneer_flags: Vec<String>,
 }
 
 impl Cluster {
     /// `cells` as (id, zone); `cell_flags` added to every cell's command line.
     pub async fn start(root: &Path, cells: &[(&str, &str)], cell_flags: &[&str]) -> Cluster {
         let port = free_port();
-        let bbs = format!("http://127.0.0.1:{port}");
         let dev = Proc::spawn(
             "dev",
             root,
@@ -113,26 +125,104 @@ impl Cluster {
             ],
             None,
         );
-        let client = BbsClient::new(bbs.clone());
-        eventually(WAIT, || async { client.ping().await.map_err(|e| e.to_string()) }).await;
-        let mut procs = Vec::new();
-        for &(id, zone) in cells {
-            procs.push((id.to_string(), Self::spawn_cell(root, &bbs, id, zone, cell_flags)));
-        }
-        let want = procs.len();
-        let cluster = Cluster {
-            client,
+        let mut cluster = Self::empty(root, port, 0, &[], &[]);
+        cluster.control.push(dev);
+        cluster.add_cells(cells, cell_flags).await;
+        cluster
+    }
+
+    /// As [`Cluster::start`], with the BBS (`root/bbs.log`, its store in `root/bbs-data`) and
+    /// the auctioneer (`root/auctioneer.log`) as separate processes, each given its flags;
+    /// either can be started again ([`Cluster::spawn_bbs`], [`Cluster::spawn_auctioneer`]) on
+    /// the same address and store.
+    pub async fn start_roles(
+        root: &Path,
+        cells: &[(&str, &str)],
+        cell_flags: &[&str],
+        bbs_flags: &[&str],
+        auctioneer_flags: &[&str],
+    ) -> Cluster {
+        let mut cluster = Self::empty(root, free_port(), free_port(), bbs_flags, auctioneer_flags);
+        let bbs = cluster.spawn_bbs();
+        cluster.control.push(bbs);
+        let auctioneer = cluster.spawn_auctioneer();
+        cluster.control.push(auctioneer);
+        cluster.add_cells(cells, cell_flags).await;
+        cluster
+    }
+
+    fn empty(
+        root: &Path,
+        bbs_port: u16,
+        auctioneer_port: u16,
+        bbs_flags: &[&str],
+        auctioneer_flags: &[&str],
+    ) -> Cluster {
+        let bbs = format!("http://127.0.0.1:{bbs_port}");
+        Cluster {
+            client: BbsClient::new(bbs.clone()),
             bbs,
             root: root.to_path_buf(),
-            cells: procs,
-            dev,
-        };
+            cells: Vec::new(),
+            control: Vec::new(),
+            bbs_port,
+            auctioneer_port,
+            bbs_flags: bbs_flags.iter().map(|f| f.to_string()).collect(),
+            auctioneer_flags: auctioneer_flags.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// Waits for the BBS, starts the cells and waits until all are registered.
+    async fn add_cells(&mut self, cells: &[(&str, &str)], cell_flags: &[&str]) {
         eventually(WAIT, || async {
-            let n = cluster.client.cells().await.map_err(|e| e.to_string())?.len();
+            self.client.ping().await.map_err(|e| e.to_string())
+        })
+        .await;
+        for &(id, zone) in cells {
+            let cell = Self::spawn_cell(&self.root, &self.bbs, id, zone, cell_flags);
+            self.cells.push((id.to_string(), cell));
+        }
+        let want = self.cells.len();
+        eventually(WAIT, || async {
+            let n = self.client.cells().await.map_err(|e| e.to_string())?.len();
             (n == want).then_some(()).ok_or(format!("{n} cells"))
         })
         .await;
-        cluster
+    }
+
+    /// A `diego bbs` on the cluster's BBS address and store ([`Cluster::start_roles`]).
+    pub fn spawn_bbs(&self) -> Proc {
+        let mut args: Vec<String> = [
+            "bbs",
+            "--data-dir",
+            &self.root.join("bbs-data").display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{}", self.bbs_port),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.bbs_flags.iter().cloned());
+        Proc::spawn("bbs", &self.root, &args, None)
+    }
+
+    /// A `diego auctioneer` on the cluster's auctioneer address ([`Cluster::start_roles`]).
+    pub fn spawn_auctioneer(&self) -> Proc {
+        let mut args: Vec<String> = [
+            "auctioneer",
+            "--bbs",
+            &self.bbs,
+            "--listen",
+            &format!("127.0.0.1:{}", self.auctioneer_port),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.auctioneer_flags.iter().cloned());
+        Proc::spawn("auctioneer", &self.root, &args, None)
+    }
+
+    /// The control-plane process named `name` (`dev`, `bbs` or `auctioneer`).
+    pub fn role(&mut self, name: &str) -> &mut Proc {
+        self.control.iter_mut().find(|p| p.name == name).unwrap()
     }
 
     /// A `diego cell` with the runc backend, its data in `root/ID` (a restart reuses it).
