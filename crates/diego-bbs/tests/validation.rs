@@ -170,7 +170,7 @@ const KEYS: &[&str] = &[
     "capacity",
     "ttl_seconds",
     "metric_tags",
-    "restart_policy",
+    "crash_policy",
     "env",
     "name",
     "value",
