@@ -173,7 +173,7 @@ async fn a_crashed_instance_is_restarted_once_its_backoff_has_passed() {
     .await;
     // No immediate restarts: the first crash waits 30 s (the minimum backoff).
     let mut body = lrp("strict", 1);
-    body["restart_policy"] = json!({"immediate_restarts": 0});
+    body["crash_policy"] = json!({"immediate_restarts": 0});
     assert_eq!(s.post("/v1/desired_lrps", body).await.0, StatusCode::CREATED);
     next_call(&mut calls).await;
     s.post(

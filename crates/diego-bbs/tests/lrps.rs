@@ -331,7 +331,7 @@ async fn every_transition_is_allowed_or_refused_as_the_table_says() {
 }
 
 #[tokio::test]
-async fn crash_applies_the_restart_policy() {
+async fn crash_applies_the_crash_policy() {
     let s = start().await;
     s.desire_lrp("crashy", 1).await;
     let mut seen = Vec::new();
@@ -368,7 +368,7 @@ async fn crash_applies_the_restart_policy() {
 
     // A per-LRP override: no immediate restarts at all.
     let mut body = lrp("strict", 1);
-    body["restart_policy"] = json!({"immediate_restarts": 0});
+    body["crash_policy"] = json!({"immediate_restarts": 0});
     s.post("/v1/desired_lrps", body).await;
     s.post(
         "/v1/actual_lrps/strict/0/start",

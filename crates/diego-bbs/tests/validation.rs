@@ -170,11 +170,75 @@ const KEYS: &[&str] = &[
     "capacity",
     "ttl_seconds",
     "metric_tags",
-    "restart_policy",
+    "crash_policy",
     "env",
     "name",
     "value",
 ];
+
+fn field_names(r: &Value) -> Vec<String> {
+    r["field_errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_invalid_crash_policy_is_refused_naming_the_field() {
+    let s = start().await;
+    for (policy, field) in [
+        (json!({"max_backoff_ms": 29_999}), "crash_policy.max_backoff_ms"),
+        (
+            json!({"max_backoff_ms": 24 * 3_600_000 + 1}),
+            "crash_policy.max_backoff_ms",
+        ),
+        (json!({"max_restarts": 0}), "crash_policy.max_restarts"),
+        (
+            json!({"immediate_restarts": 6, "max_restarts": 5}),
+            "crash_policy.immediate_restarts",
+        ),
+        (json!({"immediate_restarts": 201}), "crash_policy.immediate_restarts"),
+    ] {
+        let mut body = lrp("policed", 1);
+        body["crash_policy"] = policy.clone();
+        let (st, r) = s.post("/v1/desired_lrps", body).await;
+        assert_eq!(
+            (st, error_type(&r)),
+            (StatusCode::BAD_REQUEST, "InvalidRecord"),
+            "{policy}: {r}"
+        );
+        assert_eq!(field_names(&r), [field], "{policy}: {r}");
+        assert!(r["message"].as_str().unwrap().contains(field), "{r}");
+        assert_eq!(s.get("/v1/desired_lrps").await.1, json!([]), "nothing created");
+        assert_eq!(s.get("/v1/actual_lrps").await.1, json!([]), "nothing created");
+    }
+
+    // A valid one is stored and shown; an update replaces it, `{}` resets it, and an
+    // invalid update is refused without changing anything.
+    let mut body = lrp("policed", 1);
+    body["crash_policy"] =
+        json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5});
+    let (st, d) = s.post("/v1/desired_lrps", body).await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    assert_eq!(
+        d["crash_policy"],
+        json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5})
+    );
+    let patch = |b: Value| s.call("PATCH", "/v1/desired_lrps/policed", Some(b));
+    let (st, r) = patch(json!({"crash_policy": {"max_restarts": 0}})).await;
+    assert_eq!((st, field_names(&r)), (StatusCode::BAD_REQUEST, vec!["crash_policy.max_restarts".to_string()]), "{r}");
+    let (_, d) = s.get("/v1/desired_lrps/policed").await;
+    assert_eq!(d["crash_policy"]["max_restarts"], 5, "unchanged: {d}");
+    let (st, d) = patch(json!({"crash_policy": {"max_restarts": 10}})).await;
+    assert_eq!((st, &d["crash_policy"]), (StatusCode::OK, &json!({"max_restarts": 10})), "{d}");
+    let (st, d) = patch(json!({"crash_policy": {}})).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    assert!(d.get("crash_policy").is_none(), "back to the defaults: {d}");
+}
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

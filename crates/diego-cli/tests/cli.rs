@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use diego_client::BbsClient;
 use diego_model::api::CompleteTaskRequest;
+use diego_model::api::StartActualLrpRequest;
 use diego_model::{
-    ActualLrp, ActualLrpState, CellCapacity, CellPresence, DesireTaskRequest, DesiredLrp,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellCapacity, CellPresence, DesireTaskRequest, DesiredLrp,
     RegisterCellRequest, Task, TaskState, UpsertDomainRequest,
 };
 use diego_testkit::{eventually, free_port, TestBbs};
@@ -412,6 +413,81 @@ async fn lrp_create_scale_get_update_delete() {
     assert!(bbs.client.desired_lrp("web").await.unwrap_err().is_not_found());
     let out = diego(&bbs, &["lrp", "get", "web"]).await;
     assert_eq!(out.code, 1, "{out:?}");
+}
+
+#[tokio::test]
+async fn lrp_crash_policy_is_set_shown_and_changed() {
+    let bbs = TestBbs::start().await;
+    let out = diego(
+        &bbs,
+        &["lrp", "create", "bad", "--max-backoff-ms", "100", "--", "true"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("crash_policy.max_backoff_ms"),
+        "the refusal names the field: {out:?}"
+    );
+    assert!(bbs.client.desired_lrp("bad").await.unwrap_err().is_not_found());
+
+    ok(
+        &bbs,
+        &[
+            "lrp",
+            "create",
+            "strict",
+            "--immediate-restarts",
+            "0",
+            "--max-backoff-ms",
+            "60000",
+            "--max-restarts",
+            "2",
+            "--",
+            "false",
+        ],
+    )
+    .await;
+    // A crash, as a cell reports it: with no immediate restarts #1 waits 30 s.
+    let key = ActualLrpInstanceKey {
+        instance_guid: "ig-1".into(),
+        cell_id: "cell-a".into(),
+    };
+    let start = StartActualLrpRequest {
+        instance_key: key.clone(),
+        net_info: ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    bbs.client.start_actual_lrp("strict", 0, &start).await.unwrap();
+    let a = bbs.client.crash_actual_lrp("strict", 0, &key, "exit 1").await.unwrap();
+    assert_eq!((a.state, a.crash_count), (ActualLrpState::Crashed, 1));
+    let out = ok(&bbs, &["lrp", "get", "strict"]).await;
+    assert!(
+        out.stdout.contains(
+            "0 immediate restarts, then 30s backoff doubling to 1m0s; gives up at crash #2 (crash_policy)"
+        ),
+        "{out:?}"
+    );
+    let header = out.stdout.lines().find(|l| l.starts_with("INDEX")).unwrap();
+    assert!(header.contains("NEXT_RESTART") && header.contains("PRESENCE"), "{out:?}");
+    let row = out.stdout.lines().find(|l| l.starts_with("0 ")).unwrap();
+    assert!(row.contains("CRASHED") && row.contains(" in "), "restart due in ~30s: {row}");
+
+    // An update changes only the parts of the policy it names.
+    let out = ok(&bbs, &["lrp", "update", "strict", "--max-restarts", "10"]).await;
+    assert!(out.stdout.contains("updated LRP strict"), "{out:?}");
+    let d = bbs.client.desired_lrp("strict").await.unwrap();
+    let p = d.crash_policy.unwrap();
+    assert_eq!(
+        (p.immediate_restarts, p.max_backoff_ms, p.max_restarts),
+        (Some(0), Some(60_000), Some(10)),
+        "the flag given changed only its part"
+    );
+    let out = diego(&bbs, &["lrp", "update", "strict", "--max-restarts", "0"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("crash_policy.max_restarts"), "{out:?}");
 }
 
 #[tokio::test]

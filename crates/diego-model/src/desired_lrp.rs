@@ -13,7 +13,7 @@ use crate::common::{
     validate_metric_tags, validate_placement_tags, validate_rootfs, EnvironmentVariable, MetricTags, Routes,
 };
 use crate::modification_tag::ModificationTag;
-use crate::restart::RestartPolicyOverride;
+use crate::restart::CrashPolicy;
 use crate::validation::{Validator, MAX_ANNOTATION_BYTES, MAX_ROUTES_BYTES};
 
 /// Most instances one desired LRP may ask for; a guard against typos such as `-i 1000000`.
@@ -69,8 +69,10 @@ pub struct DesiredLrp {
     pub placement_tags: Vec<String>,
     #[serde(default, skip_serializing_if = "MetricTags::is_empty")]
     pub metric_tags: MetricTags,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<RestartPolicyOverride>,
+    /// This LRP's crash restart policy; unset = Diego's defaults (see [`CrashPolicy`]).
+    /// (`restart_policy` is read too: records written before the rename.)
+    #[serde(default, alias = "restart_policy", skip_serializing_if = "Option::is_none")]
+    pub crash_policy: Option<CrashPolicy>,
     #[serde(default)]
     pub created_at: Timestamp,
     #[serde(default)]
@@ -96,8 +98,10 @@ pub struct DesiredLrpSchedulingInfo {
     pub routes: Routes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement_tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<RestartPolicyOverride>,
+    /// This LRP's crash restart policy; unset = Diego's defaults (see [`CrashPolicy`]).
+    /// (`restart_policy` is read too: records written before the rename.)
+    #[serde(default, alias = "restart_policy", skip_serializing_if = "Option::is_none")]
+    pub crash_policy: Option<CrashPolicy>,
     #[serde(default)]
     pub modification_tag: ModificationTag,
 }
@@ -146,6 +150,9 @@ pub struct DesiredLrpUpdate {
     pub annotation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_tags: Option<MetricTags>,
+    /// Replaces the crash policy whole; `{}` goes back to the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_policy: Option<CrashPolicy>,
     /// Optimistic concurrency: when set, the update applies only if the desired LRP still
     /// carries this tag (the one the client read); otherwise it is refused as a conflict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,8 +212,8 @@ impl DesiredLrp {
         v.max_bytes("annotation", self.annotation.len(), MAX_ANNOTATION_BYTES);
         validate_placement_tags(&mut v, "placement_tags", &self.placement_tags);
         validate_metric_tags(&self.metric_tags, &mut v, "metric_tags");
-        if let Some(p) = &self.restart_policy {
-            p.validate(&mut v, "restart_policy");
+        if let Some(p) = &self.crash_policy {
+            p.validate(&mut v, "crash_policy");
         }
         v.into_result()
     }
@@ -224,7 +231,7 @@ impl DesiredLrp {
             max_pids: self.max_pids,
             routes: self.routes.clone(),
             placement_tags: self.placement_tags.clone(),
-            restart_policy: self.restart_policy.clone(),
+            crash_policy: self.crash_policy.clone(),
             modification_tag: self.modification_tag.clone(),
         }
     }
@@ -273,7 +280,7 @@ impl DesiredLrp {
             annotation: s.annotation,
             placement_tags: s.placement_tags,
             metric_tags: r.metric_tags,
-            restart_policy: s.restart_policy,
+            crash_policy: s.crash_policy,
             created_at: r.created_at,
             modification_tag: s.modification_tag,
         }
@@ -294,6 +301,9 @@ impl DesiredLrp {
         if let Some(m) = &update.metric_tags {
             d.metric_tags = m.clone();
         }
+        if let Some(p) = &update.crash_policy {
+            d.crash_policy = (!p.is_empty()).then(|| p.clone());
+        }
         d
     }
 }
@@ -313,14 +323,18 @@ impl DesiredLrpUpdate {
         if let Some(m) = &self.metric_tags {
             validate_metric_tags(m, &mut v, "metric_tags");
         }
+        if let Some(p) = &self.crash_policy {
+            p.validate(&mut v, "crash_policy");
+        }
         if self.instances.is_none()
             && self.routes.is_none()
             && self.annotation.is_none()
             && self.metric_tags.is_none()
+            && self.crash_policy.is_none()
         {
             v.error(
                 "",
-                "an update must set at least one of instances, routes, annotation, metric_tags",
+                "an update must set at least one of instances, routes, annotation, metric_tags, crash_policy",
             );
         }
         v.into_result()
@@ -356,7 +370,7 @@ mod tests {
             "cf-router".into(),
             serde_json::json!([{"hostnames": ["web.example"], "port": 8080}]),
         );
-        d.restart_policy = Some(RestartPolicyOverride {
+        d.crash_policy = Some(CrashPolicy {
             immediate_restarts: Some(1),
             ..Default::default()
         });
@@ -390,6 +404,47 @@ mod tests {
                 "annotation"
             ]
         );
+    }
+
+    #[test]
+    fn crash_policy_is_validated_and_updated_in_place() {
+        let mut d = lrp();
+        d.crash_policy = Some(CrashPolicy {
+            max_restarts: Some(0),
+            ..Default::default()
+        });
+        let errs = d.validate().unwrap_err();
+        assert_eq!(errs[0].field, "crash_policy.max_restarts");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["crash_policy"], serde_json::json!({"max_restarts": 0}));
+        let old: DesiredLrp =
+            serde_json::from_value(serde_json::json!({"restart_policy": {"immediate_restarts": 1}})).unwrap();
+        assert_eq!(old.crash_policy.unwrap().immediate_restarts, Some(1));
+
+        let policy = CrashPolicy {
+            immediate_restarts: Some(0),
+            ..Default::default()
+        };
+        let update = DesiredLrpUpdate {
+            crash_policy: Some(policy.clone()),
+            ..Default::default()
+        };
+        assert!(update.validate().is_ok());
+        let updated = lrp().apply_update(&update);
+        assert_eq!(updated.crash_policy, Some(policy));
+        let reset = DesiredLrpUpdate {
+            crash_policy: Some(CrashPolicy::default()),
+            ..Default::default()
+        };
+        assert_eq!(updated.apply_update(&reset).crash_policy, None);
+        let bad = DesiredLrpUpdate {
+            crash_policy: Some(CrashPolicy {
+                max_backoff_ms: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err()[0].field, "crash_policy.max_backoff_ms");
     }
 
     #[test]

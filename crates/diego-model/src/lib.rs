@@ -45,6 +45,6 @@ pub use desired_lrp::{DesiredLrp, DesiredLrpRunInfo, DesiredLrpSchedulingInfo, D
 pub use error::{ApiError, ErrorType, TransitionError};
 pub use event::{ActualLrpCrashed, Event};
 pub use modification_tag::ModificationTag;
-pub use restart::{RestartDecision, RestartPolicy, RestartPolicyOverride};
+pub use restart::{CrashPolicy, RestartDecision, RestartPolicy};
 pub use task::{DesireTaskRequest, Task, TaskDefinition, TaskState};
 pub use validation::{FieldError, Validator};

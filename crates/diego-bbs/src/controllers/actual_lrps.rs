@@ -130,7 +130,7 @@ pub async fn crash(
     reason: &str,
 ) -> ControllerResult<ActualLrp> {
     let desired = bbs.store.get_desired_lrp(guid).await?;
-    let policy = RestartPolicy::with_override(desired.as_ref().and_then(|d| d.restart_policy.as_ref()));
+    let policy = RestartPolicy::with_override(desired.as_ref().and_then(|d| d.crash_policy.as_ref()));
     let now = bbs.now();
     let (a, _) = transition(bbs, guid, index, |a, _| {
         Ok(Some((a.crash(ik, reason, &policy, now)?.lrp, Vec::new())))

@@ -237,7 +237,7 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
     let policies: Vec<RestartPolicy> = s
         .desired
         .iter()
-        .map(|d| RestartPolicy::with_override(d.restart_policy.as_ref()))
+        .map(|d| RestartPolicy::with_override(d.crash_policy.as_ref()))
         .collect();
     // Which desired indices have an instance that stands for them (or are being handled).
     let mut covered: Vec<Vec<bool>> = s
@@ -685,10 +685,10 @@ mod tests {
         assert_eq!((p.observed.crashed, p.observed.crashing_desired), (1, 1));
         // A per-LRP policy changes the wait.
         let mut custom = info("web", 1);
-        custom.restart_policy = Some(diego_model::RestartPolicyOverride {
+        custom.crash_policy = Some(diego_model::CrashPolicy {
             immediate_restarts: Some(0),
             max_backoff_ms: Some(30_000),
-            max_restart_attempts: Some(300),
+            max_restarts: Some(300),
         });
         let s = snapshot(vec![custom], vec![crashed(250, 30)], &["c1"]);
         assert_eq!(lrp_actions(&s), ["restart_crashed web/0"]);

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use diego_client::{ActualLrpQuery, DesiredLrpQuery};
 use diego_model::{
-    ActualLrp, ActualLrpState, Check, CheckDefinition, DesiredLrp, DesiredLrpUpdate, EnvironmentVariable,
-    Presence, Routes,
+    ActualLrp, ActualLrpState, Check, CheckDefinition, CrashPolicy, DesiredLrp, DesiredLrpUpdate,
+    EnvironmentVariable, Presence, RestartPolicy, Routes,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -88,6 +88,9 @@ pub struct CreateArgs {
     #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
 
+    #[command(flatten)]
+    pub crash_policy: CrashPolicyArgs,
+
     /// Read a DesiredLrp from this JSON file (flags override its fields).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
@@ -95,6 +98,44 @@ pub struct CreateArgs {
     /// The command to run, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// The desired LRP's `crash_policy`; unset parts keep Diego's defaults (3 immediate restarts,
+/// a 30 s backoff doubling to 16 min, given up at crash #200).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CrashPolicyArgs {
+    /// Crashes restarted at once before the backoff starts [default: 3].
+    #[arg(long, value_name = "N")]
+    pub immediate_restarts: Option<u32>,
+
+    /// The cap of the doubling crash backoff, in ms (30000..=86400000) [default: 960000].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub max_backoff_ms: Option<i64>,
+
+    /// The crash count at which an instance is no longer restarted [default: 200].
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+}
+
+impl CrashPolicyArgs {
+    fn is_set(&self) -> bool {
+        self.immediate_restarts.is_some() || self.max_backoff_ms.is_some() || self.max_restarts.is_some()
+    }
+
+    /// `current` with the flags given laid over it.
+    pub fn apply(&self, current: Option<&CrashPolicy>) -> CrashPolicy {
+        let mut p = current.cloned().unwrap_or_default();
+        if let Some(n) = self.immediate_restarts {
+            p.immediate_restarts = Some(n);
+        }
+        if let Some(ms) = self.max_backoff_ms {
+            p.max_backoff_ms = Some(ms);
+        }
+        if let Some(n) = self.max_restarts {
+            p.max_restarts = Some(n);
+        }
+        p
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +158,10 @@ pub struct UpdateArgs {
 
     #[arg(long)]
     pub annotation: Option<String>,
+
+    /// Changes the crash policy (the flags given replace those parts of the current one).
+    #[command(flatten)]
+    pub crash_policy: CrashPolicyArgs,
 }
 
 pub async fn run(ctx: &Ctx, cmd: LrpCommand) -> anyhow::Result<()> {
@@ -230,6 +275,9 @@ pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
         };
         lrp.routes
             .insert(CF_ROUTER.to_string(), cf_routes(&args.routes, port));
+    }
+    if args.crash_policy.is_set() {
+        lrp.crash_policy = Some(args.crash_policy.apply(lrp.crash_policy.as_ref()));
     }
     lrp.env
         .extend(args.env.iter().map(|(k, v)| EnvironmentVariable::new(k, v)));
@@ -367,7 +415,8 @@ async fn get(ctx: &Ctx, guid: &str) -> anyhow::Result<()> {
         emit("no instances");
     } else {
         let usage = container_usage(ctx, &actuals).await;
-        emit(&actual_table_with_usage(&actuals, now, &usage).render());
+        let policy = RestartPolicy::with_override(lrp.crash_policy.as_ref());
+        emit(&instance_table(&actuals, now, &usage, &policy).render());
     }
     let unplaced = placement_notes(&actuals);
     if !unplaced.is_empty() {
@@ -452,12 +501,44 @@ pub fn lrp_details(lrp: &DesiredLrp, actuals: &[ActualLrp], now: i64) -> String 
             },
         ),
         ("routes", dash(&route_summary(&lrp.routes))),
+        ("crash policy", crash_policy_summary(lrp.crash_policy.as_ref())),
         ("created", output::timestamp(lrp.created_at, now)),
     ];
     if !lrp.annotation.is_empty() {
         rows.push(("annotation", output::ellipsize(&lrp.annotation, 80)));
     }
     key_values(&rows)
+}
+
+/// The effective crash policy in a line, and whether it is the LRP's own or the default.
+pub fn crash_policy_summary(policy: Option<&CrashPolicy>) -> String {
+    let p = RestartPolicy::with_override(policy);
+    let ms = |ms: i64| output::human_duration(ms * diego_model::clock::NANOS_PER_MILLI);
+    let backoff = if p.max_backoff_ms > p.min_backoff_ms {
+        format!("{} backoff doubling to {}", ms(p.min_backoff_ms), ms(p.max_backoff_ms))
+    } else {
+        format!("{} backoff", ms(p.min_backoff_ms))
+    };
+    let s = if p.immediate_restarts == 1 { "" } else { "s" };
+    format!(
+        "{} immediate restart{s}, then {backoff}; gives up at crash #{} ({})",
+        p.immediate_restarts,
+        p.max_restarts,
+        if policy.is_some() { "crash_policy" } else { "default" }
+    )
+}
+
+/// When a CRASHED instance is restarted: `in 25s`, `due` (at the next convergence pass) or
+/// `never (gave up)`; `-` for an instance in any other state.
+pub fn next_restart(a: &ActualLrp, policy: &RestartPolicy, now: i64) -> String {
+    if a.state != ActualLrpState::Crashed {
+        return "-".to_string();
+    }
+    match policy.restart_due_at(a.crash_count, a.since) {
+        None => "never (gave up)".to_string(),
+        Some(t) if t > now => format!("in {}", output::human_duration(t - now)),
+        Some(_) => "due".to_string(),
+    }
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
@@ -470,18 +551,25 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 /// Actual LRPs as a table; `with_guid` adds the process guid column (for `actual list`).
 pub fn actual_table(actuals: &[ActualLrp], with_guid: bool, now: i64) -> Table {
-    table(actuals, with_guid, now, None)
+    table(actuals, with_guid, now, None, None)
 }
 
 /// What each instance's container uses, by instance guid.
 pub type Usage = HashMap<String, diego_model::CellContainerMetrics>;
 
-/// Like [`actual_table`], with CPU (average since start) and memory columns from `usage`.
-pub fn actual_table_with_usage(actuals: &[ActualLrp], now: i64, usage: &Usage) -> Table {
-    table(actuals, false, now, Some(usage))
+/// One LRP's instances (`lrp get`): like [`actual_table`], with CPU (average since start)
+/// and memory columns from `usage`, and when each CRASHED instance restarts under `policy`.
+pub fn instance_table(actuals: &[ActualLrp], now: i64, usage: &Usage, policy: &RestartPolicy) -> Table {
+    table(actuals, false, now, Some(usage), Some(policy))
 }
 
-fn table(actuals: &[ActualLrp], with_guid: bool, now: i64, usage: Option<&Usage>) -> Table {
+fn table(
+    actuals: &[ActualLrp],
+    with_guid: bool,
+    now: i64,
+    usage: Option<&Usage>,
+    policy: Option<&RestartPolicy>,
+) -> Table {
     let mut header = vec![
         "INDEX",
         "STATE",
@@ -494,6 +582,9 @@ fn table(actuals: &[ActualLrp], with_guid: bool, now: i64, usage: Option<&Usage>
     ];
     if with_guid {
         header.insert(0, "PROCESS_GUID");
+    }
+    if policy.is_some() {
+        header.insert(header.len() - 1, "NEXT_RESTART");
     }
     if usage.is_some() {
         header.insert(header.len() - 1, "CPU");
@@ -511,6 +602,9 @@ fn table(actuals: &[ActualLrp], with_guid: bool, now: i64, usage: Option<&Usage>
             a.crash_count.to_string(),
             dash(&output::ellipsize(&a.placement_error, 60)),
         ];
+        if let Some(policy) = policy {
+            row.insert(row.len() - 1, next_restart(a, policy, now));
+        }
         if let Some(usage) = usage {
             let (cpu, memory) = match usage.get(&a.instance_guid) {
                 Some(m) => (
@@ -553,6 +647,10 @@ async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
         annotation: args.annotation.clone(),
         ..Default::default()
     };
+    if args.crash_policy.is_set() {
+        let current = ctx.client.desired_lrp(&args.guid).await?;
+        update.crash_policy = Some(args.crash_policy.apply(current.crash_policy.as_ref()));
+    }
     if !args.routes.is_empty() {
         // Routes are replaced whole: keep other routers' entries and aim at the LRP's port.
         let current = ctx.client.desired_lrp(&args.guid).await?;
@@ -568,7 +666,7 @@ async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
     }
     if update == DesiredLrpUpdate::default() {
         return Err(usage(
-            "nothing to update: give --instances, --route or --annotation",
+            "nothing to update: give --instances, --route, --annotation or a crash policy flag (--immediate-restarts, --max-backoff-ms, --max-restarts)",
         ));
     }
     let lrp = ctx.client.update_desired_lrp(&args.guid, &update).await?;
@@ -741,6 +839,104 @@ mod tests {
             "PROCESS_GUID   INDEX   STATE       PRESENCE   CELL     ADDRESS                SINCE   CRASHES   PLACEMENT_ERROR\n\
              web            0       RUNNING     ORDINARY   cell-a   10.0.0.5:61001->8080   -       2         -\n\
              web            1       UNCLAIMED   ORDINARY   -        -                      1m0s    2         insufficient resources: memory"
+        );
+    }
+
+    #[test]
+    fn crash_policy_is_summarised_with_its_source() {
+        assert_eq!(
+            crash_policy_summary(None),
+            "3 immediate restarts, then 30s backoff doubling to 16m0s; gives up at crash #200 (default)"
+        );
+        let own = CrashPolicy {
+            immediate_restarts: Some(1),
+            max_backoff_ms: Some(30_000),
+            max_restarts: Some(5),
+        };
+        assert_eq!(
+            crash_policy_summary(Some(&own)),
+            "1 immediate restart, then 30s backoff; gives up at crash #5 (crash_policy)"
+        );
+    }
+
+    #[test]
+    fn create_and_update_take_crash_policy_flags() {
+        let args = create_args(&[
+            "diego",
+            "lrp",
+            "create",
+            "w",
+            "--immediate-restarts",
+            "0",
+            "--max-restarts",
+            "5",
+            "--",
+            "x",
+        ]);
+        let lrp = build_lrp(&args).unwrap();
+        assert_eq!(
+            lrp.crash_policy,
+            Some(CrashPolicy {
+                immediate_restarts: Some(0),
+                max_backoff_ms: None,
+                max_restarts: Some(5),
+            })
+        );
+        assert_eq!(build_lrp(&create_args(&["diego", "lrp", "create", "w", "--", "x"])).unwrap().crash_policy, None);
+        match Cli::try_parse_from(["diego", "lrp", "update", "w", "--max-backoff-ms", "60000"])
+            .unwrap()
+            .command
+        {
+            Command::Lrp(LrpCommand::Update(u)) => {
+                let merged = u.crash_policy.apply(lrp.crash_policy.as_ref());
+                assert_eq!(
+                    (merged.immediate_restarts, merged.max_backoff_ms, merged.max_restarts),
+                    (Some(0), Some(60_000), Some(5))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn crashed_instances_show_when_they_restart() {
+        let s = 1_000_000_000i64;
+        let key = diego_model::ActualLrpKey {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "d".into(),
+        };
+        let crashed = |index: i32, count: i32, since: i64| {
+            let mut a = ActualLrp::unclaimed(key.clone(), since, "epoch".into());
+            a.index = index;
+            a.state = ActualLrpState::Crashed;
+            a.crash_count = count;
+            a
+        };
+        let mut running = ActualLrp::unclaimed(key.clone(), 0, "epoch".into());
+        running.state = ActualLrpState::Running;
+        running.cell_id = "cell-a".into();
+        running.crash_count = 2;
+        running.presence = Presence::Suspect;
+        let policy = RestartPolicy::default();
+        let now = 100 * s;
+        assert_eq!(next_restart(&crashed(1, 5, 90 * s), &policy, now), "in 50s");
+        assert_eq!(next_restart(&crashed(1, 4, 60 * s), &policy, now), "due");
+        assert_eq!(next_restart(&crashed(1, 200, 60 * s), &policy, now), "never (gave up)");
+        assert_eq!(next_restart(&running, &policy, now), "-");
+        let t = instance_table(
+            &[running, crashed(1, 5, 90 * s), crashed(2, 200, 60 * s)],
+            now,
+            &Usage::new(),
+            &policy,
+        )
+        .render();
+        assert_eq!(
+            t,
+            "INDEX   STATE     PRESENCE   CELL     ADDRESS   SINCE   CRASHES   NEXT_RESTART      CPU   MEMORY   PLACEMENT_ERROR\n\
+             0       RUNNING   SUSPECT    cell-a   -         -       2         -                 -     -        -\n\
+             1       CRASHED   ORDINARY   -        -         10s     5         in 50s            -     -        -\n\
+             2       CRASHED   ORDINARY   -        -         40s     200       never (gave up)   -     -        -"
         );
     }
 
