@@ -24,7 +24,6 @@ const MIN: i64 = 60 * SEC;
 async fn server() -> Server {
     let s = start_with(|c| {
         c.convergence.interval = Duration::from_millis(20);
-        c.convergence.cell_watch_interval = Duration::from_millis(20);
     })
     .await;
     // The instances' cell, with a presence that outlives every jump of the clock here, so
