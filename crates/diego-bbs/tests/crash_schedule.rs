@@ -79,7 +79,11 @@ async fn start_running(s: &Server, guid: &str) {
             json!({"instance_key": ik("cell-a"), "net_info": net_info()}),
         )
         .await;
-    assert_eq!((st, a["state"].as_str()), (StatusCode::OK, Some("RUNNING")), "{a}");
+    assert_eq!(
+        (st, a["state"].as_str()),
+        (StatusCode::OK, Some("RUNNING")),
+        "{a}"
+    );
 }
 
 /// Runs index 0 on cell-a and crashes it as the rep reports a crash; the state and count
@@ -144,10 +148,23 @@ async fn default_schedule_three_immediate_then_doubling_backoff_to_16_minutes() 
 
     // Crashes #1..#3: straight back to UNCLAIMED, no pass needed.
     for n in 1..=3 {
-        assert_eq!(run_and_crash(&s, "crashy").await, st("UNCLAIMED", n), "crash #{n}");
+        assert_eq!(
+            run_and_crash(&s, "crashy").await,
+            st("UNCLAIMED", n),
+            "crash #{n}"
+        );
     }
     // Crash #4 onwards wait: 30 s, 60 s, 2, 4, 8 min, then 16 min for good.
-    let waits = [30 * SEC, MIN, 2 * MIN, 4 * MIN, 8 * MIN, 16 * MIN, 16 * MIN, 16 * MIN];
+    let waits = [
+        30 * SEC,
+        MIN,
+        2 * MIN,
+        4 * MIN,
+        8 * MIN,
+        16 * MIN,
+        16 * MIN,
+        16 * MIN,
+    ];
     for (i, wait) in waits.into_iter().enumerate() {
         let n = 4 + i as i64;
         assert_eq!(run_and_crash(&s, "crashy").await, st("CRASHED", n), "crash #{n}");
@@ -210,8 +227,7 @@ async fn a_crash_after_five_minutes_running_starts_the_count_again() {
 async fn an_lrp_with_a_crash_policy_follows_its_own_schedule() {
     let s = server().await;
     let mut body: Value = lrp("strict", 1);
-    body["crash_policy"] =
-        json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5});
+    body["crash_policy"] = json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5});
     let (status, d) = s.post("/v1/desired_lrps", body).await;
     assert_eq!(status, StatusCode::CREATED, "{d}");
 

@@ -201,7 +201,10 @@ async fn an_invalid_crash_policy_is_refused_naming_the_field() {
             json!({"immediate_restarts": 6, "max_restarts": 5}),
             "crash_policy.immediate_restarts",
         ),
-        (json!({"immediate_restarts": 201}), "crash_policy.immediate_restarts"),
+        (
+            json!({"immediate_restarts": 201}),
+            "crash_policy.immediate_restarts",
+        ),
     ] {
         let mut body = lrp("policed", 1);
         body["crash_policy"] = policy.clone();
@@ -220,8 +223,7 @@ async fn an_invalid_crash_policy_is_refused_naming_the_field() {
     // A valid one is stored and shown; an update replaces it, `{}` resets it, and an
     // invalid update is refused without changing anything.
     let mut body = lrp("policed", 1);
-    body["crash_policy"] =
-        json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5});
+    body["crash_policy"] = json!({"immediate_restarts": 0, "max_backoff_ms": 60_000, "max_restarts": 5});
     let (st, d) = s.post("/v1/desired_lrps", body).await;
     assert_eq!(st, StatusCode::CREATED, "{d}");
     assert_eq!(
@@ -230,11 +232,22 @@ async fn an_invalid_crash_policy_is_refused_naming_the_field() {
     );
     let patch = |b: Value| s.call("PATCH", "/v1/desired_lrps/policed", Some(b));
     let (st, r) = patch(json!({"crash_policy": {"max_restarts": 0}})).await;
-    assert_eq!((st, field_names(&r)), (StatusCode::BAD_REQUEST, vec!["crash_policy.max_restarts".to_string()]), "{r}");
+    assert_eq!(
+        (st, field_names(&r)),
+        (
+            StatusCode::BAD_REQUEST,
+            vec!["crash_policy.max_restarts".to_string()]
+        ),
+        "{r}"
+    );
     let (_, d) = s.get("/v1/desired_lrps/policed").await;
     assert_eq!(d["crash_policy"]["max_restarts"], 5, "unchanged: {d}");
     let (st, d) = patch(json!({"crash_policy": {"max_restarts": 10}})).await;
-    assert_eq!((st, &d["crash_policy"]), (StatusCode::OK, &json!({"max_restarts": 10})), "{d}");
+    assert_eq!(
+        (st, &d["crash_policy"]),
+        (StatusCode::OK, &json!({"max_restarts": 10})),
+        "{d}"
+    );
     let (st, d) = patch(json!({"crash_policy": {}})).await;
     assert_eq!(st, StatusCode::OK, "{d}");
     assert!(d.get("crash_policy").is_none(), "back to the defaults: {d}");

@@ -8,8 +8,8 @@ use diego_client::BbsClient;
 use diego_model::api::CompleteTaskRequest;
 use diego_model::api::StartActualLrpRequest;
 use diego_model::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellCapacity, CellPresence, DesireTaskRequest, DesiredLrp,
-    RegisterCellRequest, Task, TaskState, UpsertDomainRequest,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellCapacity, CellPresence,
+    DesireTaskRequest, DesiredLrp, RegisterCellRequest, Task, TaskState, UpsertDomainRequest,
 };
 use diego_testkit::{eventually, free_port, TestBbs};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -461,7 +461,11 @@ async fn lrp_crash_policy_is_set_shown_and_changed() {
         ..Default::default()
     };
     bbs.client.start_actual_lrp("strict", 0, &start).await.unwrap();
-    let a = bbs.client.crash_actual_lrp("strict", 0, &key, "exit 1").await.unwrap();
+    let a = bbs
+        .client
+        .crash_actual_lrp("strict", 0, &key, "exit 1")
+        .await
+        .unwrap();
     assert_eq!((a.state, a.crash_count), (ActualLrpState::Crashed, 1));
     let out = ok(&bbs, &["lrp", "get", "strict"]).await;
     assert!(
@@ -471,9 +475,15 @@ async fn lrp_crash_policy_is_set_shown_and_changed() {
         "{out:?}"
     );
     let header = out.stdout.lines().find(|l| l.starts_with("INDEX")).unwrap();
-    assert!(header.contains("NEXT_RESTART") && header.contains("PRESENCE"), "{out:?}");
+    assert!(
+        header.contains("NEXT_RESTART") && header.contains("PRESENCE"),
+        "{out:?}"
+    );
     let row = out.stdout.lines().find(|l| l.starts_with("0 ")).unwrap();
-    assert!(row.contains("CRASHED") && row.contains(" in "), "restart due in ~30s: {row}");
+    assert!(
+        row.contains("CRASHED") && row.contains(" in "),
+        "restart due in ~30s: {row}"
+    );
 
     // An update changes only the parts of the policy it names.
     let out = ok(&bbs, &["lrp", "update", "strict", "--max-restarts", "10"]).await;

@@ -444,7 +444,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err()[0].field, "crash_policy.max_backoff_ms");
+        assert_eq!(
+            bad.validate().unwrap_err()[0].field,
+            "crash_policy.max_backoff_ms"
+        );
     }
 
     #[test]

@@ -260,14 +260,20 @@ mod tests {
             f(&mut p);
             field_errors(&p)
         };
-        assert_eq!(bad(|p| p.max_backoff_ms = Some(29_999)), ["crash_policy.max_backoff_ms"]);
+        assert_eq!(
+            bad(|p| p.max_backoff_ms = Some(29_999)),
+            ["crash_policy.max_backoff_ms"]
+        );
         assert_eq!(
             bad(|p| p.max_backoff_ms = Some(MAX_CRASH_BACKOFF_MS + 1)),
             ["crash_policy.max_backoff_ms"]
         );
         assert!(bad(|p| p.max_backoff_ms = Some(MAX_CRASH_BACKOFF_MS)).is_empty());
         assert_eq!(bad(|p| p.max_restarts = Some(0)), ["crash_policy.max_restarts"]);
-        assert_eq!(bad(|p| p.immediate_restarts = Some(6)), ["crash_policy.immediate_restarts"]);
+        assert_eq!(
+            bad(|p| p.immediate_restarts = Some(6)),
+            ["crash_policy.immediate_restarts"]
+        );
         assert!(bad(|p| p.immediate_restarts = Some(5)).is_empty());
         // Against the default max_restarts (200) when it is unset.
         let p = CrashPolicy {

@@ -515,7 +515,11 @@ pub fn crash_policy_summary(policy: Option<&CrashPolicy>) -> String {
     let p = RestartPolicy::with_override(policy);
     let ms = |ms: i64| output::human_duration(ms * diego_model::clock::NANOS_PER_MILLI);
     let backoff = if p.max_backoff_ms > p.min_backoff_ms {
-        format!("{} backoff doubling to {}", ms(p.min_backoff_ms), ms(p.max_backoff_ms))
+        format!(
+            "{} backoff doubling to {}",
+            ms(p.min_backoff_ms),
+            ms(p.max_backoff_ms)
+        )
     } else {
         format!("{} backoff", ms(p.min_backoff_ms))
     };
@@ -524,7 +528,11 @@ pub fn crash_policy_summary(policy: Option<&CrashPolicy>) -> String {
         "{} immediate restart{s}, then {backoff}; gives up at crash #{} ({})",
         p.immediate_restarts,
         p.max_restarts,
-        if policy.is_some() { "crash_policy" } else { "default" }
+        if policy.is_some() {
+            "crash_policy"
+        } else {
+            "default"
+        }
     )
 }
 
@@ -882,7 +890,12 @@ mod tests {
                 max_restarts: Some(5),
             })
         );
-        assert_eq!(build_lrp(&create_args(&["diego", "lrp", "create", "w", "--", "x"])).unwrap().crash_policy, None);
+        assert_eq!(
+            build_lrp(&create_args(&["diego", "lrp", "create", "w", "--", "x"]))
+                .unwrap()
+                .crash_policy,
+            None
+        );
         match Cli::try_parse_from(["diego", "lrp", "update", "w", "--max-backoff-ms", "60000"])
             .unwrap()
             .command
@@ -890,7 +903,11 @@ mod tests {
             Command::Lrp(LrpCommand::Update(u)) => {
                 let merged = u.crash_policy.apply(lrp.crash_policy.as_ref());
                 assert_eq!(
-                    (merged.immediate_restarts, merged.max_backoff_ms, merged.max_restarts),
+                    (
+                        merged.immediate_restarts,
+                        merged.max_backoff_ms,
+                        merged.max_restarts
+                    ),
                     (Some(0), Some(60_000), Some(5))
                 );
             }
@@ -922,7 +939,10 @@ mod tests {
         let now = 100 * s;
         assert_eq!(next_restart(&crashed(1, 5, 90 * s), &policy, now), "in 50s");
         assert_eq!(next_restart(&crashed(1, 4, 60 * s), &policy, now), "due");
-        assert_eq!(next_restart(&crashed(1, 200, 60 * s), &policy, now), "never (gave up)");
+        assert_eq!(
+            next_restart(&crashed(1, 200, 60 * s), &policy, now),
+            "never (gave up)"
+        );
         assert_eq!(next_restart(&running, &policy, now), "-");
         let t = instance_table(
             &[running, crashed(1, 5, 90 * s), crashed(2, 200, 60 * s)],
