@@ -109,11 +109,6 @@ pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
     }
     let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
     gauge(
-        "bbs_convergence_passes",
-        "Convergence passes completed since this BBS became active.",
-        last.passes.to_string(),
-    );
-    gauge(
         "ConvergenceLRPDuration",
         "Seconds the last pass spent on LRPs.",
         secs(last.lrp_duration),

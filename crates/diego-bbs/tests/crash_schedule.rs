@@ -43,7 +43,7 @@ async fn server() -> Server {
 async fn passes(s: &Server) -> u64 {
     let (_, text) = s.raw("GET", "/metrics", Vec::new()).await;
     text.lines()
-        .find_map(|l| l.strip_prefix("bbs_convergence_passes "))
+        .find_map(|l| l.strip_prefix("bbs_convergence_passes_total "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
