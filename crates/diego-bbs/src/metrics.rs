@@ -165,7 +165,7 @@ pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
         (
             "SuspectCells",
             "Cells named by instances but without a live presence.",
-            o.suspect_cells,
+            o.lapsed_cells.len() as u64,
         ),
         (
             "bbs_convergence_orphans",

@@ -8,54 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrp, ActualLrpState, Presence};
 use diego_testkit::eventually;
 
 mod common;
-use common::cluster::{answers, Cluster};
+use common::cluster::{answers, watch_doubles, web_rows, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 const INSTANCES: i32 = 6;
 const CELLS: [(&str, &str); 3] = [("cell-a", "z1"), ("cell-b", "z2"), ("cell-c", "z3")];
-
-async fn rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
-    client
-        .actual_lrps(&ActualLrpQuery {
-            process_guid: Some("web".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Reads the BBS every 50 ms (for at most 120 s) and records any moment an index had two
-/// RUNNING ORDINARY instances.
-fn watch_doubles(client: BbsClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let (mut rounds, mut doubles) = (0, Vec::new());
-        let until = Instant::now() + Duration::from_secs(120);
-        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-            if let Ok(all) = rows(&client).await {
-                rounds += 1;
-                let mut per_index: HashMap<i32, usize> = HashMap::new();
-                for a in all
-                    .iter()
-                    .filter(|a| a.state == ActualLrpState::Running && a.presence == Presence::Ordinary)
-                {
-                    *per_index.entry(a.index).or_default() += 1;
-                }
-                for (i, n) in per_index {
-                    if n > 1 {
-                        doubles.push(format!("index {i}: {n} RUNNING ORDINARY"));
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (rounds, doubles)
-    })
-}
 
 /// The cell holding the most instances (so the loss moves several).
 fn busiest(running: &[ActualLrp]) -> String {
@@ -77,7 +38,7 @@ async fn a_killed_cell_s_instances_are_replaced_on_the_other_cells() {
     let lost = busiest(&running);
     let moved = running.iter().filter(|a| a.cell_id == lost).count();
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_doubles(cluster.client.clone(), stop.clone());
+    let watcher = watch_doubles(cluster.client.clone(), stop.clone(), Duration::from_millis(50));
 
     // kill -9 of the agent, then of its containers (as a machine that dies takes both).
     let started = Instant::now();
@@ -91,7 +52,7 @@ async fn a_killed_cell_s_instances_are_replaced_on_the_other_cells() {
         .build()
         .unwrap();
     let after = eventually(WAIT, || async {
-        let all = rows(&cluster.client).await?;
+        let all = web_rows(&cluster.client).await?;
         let ok = all.len() == INSTANCES as usize
             && all.iter().all(|a| {
                 a.state == ActualLrpState::Running && a.presence == Presence::Ordinary && a.cell_id != lost
@@ -149,7 +110,7 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_doubles(cluster.client.clone(), stop.clone());
+    let watcher = watch_doubles(cluster.client.clone(), stop.clone(), Duration::from_millis(50));
 
     // Its heartbeat stops; its containers do not.
     let frozen_guard = Frozen(pid.clone());
@@ -159,7 +120,7 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
         .unwrap()
         .success());
     let suspects = eventually(WAIT, || async {
-        let all = rows(&cluster.client).await?;
+        let all = web_rows(&cluster.client).await?;
         let suspects: Vec<ActualLrp> = all
             .iter()
             .filter(|a| a.presence == Presence::Suspect && a.cell_id == frozen)
@@ -174,30 +135,10 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
     .await;
     // Still serving: their containers run on. Asked inside each container's network
     // namespace (nsenter), since the host-port forwarders live in the frozen agent.
-    let runc_root = cluster.depot(&frozen).with_file_name("depot.runc");
-    let listed = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(&runc_root)
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let containers = cluster.runc(&frozen).running_init_pids().unwrap();
     let mut served = 0;
-    for id in &ids {
-        let state = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["state", id])
-            .output()
-            .unwrap();
-        let pid = serde_json::from_slice::<serde_json::Value>(&state.stdout).unwrap_or_default()["pid"]
-            .as_i64()
-            .unwrap_or(0)
-            .to_string();
+    for (id, pid) in &containers {
+        let pid = pid.to_string();
         let out = std::process::Command::new("nsenter")
             .args(["-t", &pid, "-n", "python3", "-c"])
             .arg("import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/', timeout=2).read().decode())")
@@ -211,13 +152,17 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
     }
     println!(
         "{served} of {} containers of the {} SUSPECT instances answered while their cell was frozen",
-        ids.len(),
+        containers.len(),
         suspects.len()
     );
-    assert_eq!(served, suspects.len(), "SUSPECT instances keep serving: {ids:?}");
+    assert_eq!(
+        served,
+        suspects.len(),
+        "SUSPECT instances keep serving: {containers:?}"
+    );
     // Replacements are placed and run on the other cells.
     eventually(WAIT, || async {
-        let all = rows(&cluster.client).await?;
+        let all = web_rows(&cluster.client).await?;
         let replaced = on_frozen.iter().all(|i| {
             all.iter().any(|a| {
                 a.index == *i
@@ -235,7 +180,7 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
     // It resumes: exactly one instance per index, all RUNNING, every one answering.
     drop(frozen_guard);
     let after = eventually(WAIT, || async {
-        let all = rows(&cluster.client).await?;
+        let all = web_rows(&cluster.client).await?;
         let mut idx: Vec<i32> = all.iter().map(|a| a.index).collect();
         idx.sort();
         let ok = idx == (0..INSTANCES).collect::<Vec<_>>()
@@ -249,19 +194,10 @@ async fn a_frozen_cell_s_instances_turn_suspect_keep_serving_and_end_up_once_per
         assert!(answers(&http, a).await, "{a:?} does not answer");
     }
     // The resumed cell drops the containers whose instances were replaced.
-    let depot = cluster.depot(&frozen);
+    let runc = cluster.runc(&frozen);
     let keep = after.iter().filter(|a| a.cell_id == frozen).count();
     eventually(WAIT, || async {
-        let out = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(depot.with_file_name("depot.runc"))
-            .args(["list", "--quiet"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let n = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count();
+        let n = runc.list().map_err(|e| e.to_string())?.len();
         (n == keep)
             .then_some(())
             .ok_or(format!("{n} containers on {frozen}, want {keep}"))

@@ -31,16 +31,17 @@
 //!   back to PENDING.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diego_client::{ActualLrpQuery, BbsClient, TaskQuery};
+use diego_client::{BbsClient, TaskQuery};
 use diego_model::{ActualLrp, ActualLrpState, DesireTaskRequest, Presence, TaskState};
 
 mod common;
-use common::cluster::{answers, Cluster, Proc};
+use common::cluster::{answers, watch_doubles, web_rows, Cluster, Proc};
+use diego_garden_runc::Runc;
 
 const INSTANCES: i32 = 6;
 const CELLS: [(&str, &str); 3] = [("cell-a", "z1"), ("cell-b", "z2"), ("cell-c", "z3")];
@@ -116,42 +117,6 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-async fn web_rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
-    client
-        .actual_lrps(&ActualLrpQuery {
-            process_guid: Some("web".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Records any moment an index had two RUNNING ORDINARY instances (BBS polled every 100 ms).
-fn watch_doubles(client: BbsClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let (mut rounds, mut doubles) = (0, Vec::new());
-        while !stop.load(Ordering::SeqCst) {
-            if let Ok(all) = web_rows(&client).await {
-                rounds += 1;
-                let mut per_index: HashMap<i32, Vec<String>> = HashMap::new();
-                for a in all
-                    .iter()
-                    .filter(|a| a.state == ActualLrpState::Running && a.presence == Presence::Ordinary)
-                {
-                    per_index.entry(a.index).or_default().push(a.cell_id.clone());
-                }
-                for (i, cells) in per_index {
-                    if cells.len() > 1 {
-                        doubles.push(format!("index {i}: RUNNING ORDINARY on {cells:?}"));
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (rounds, doubles)
-    })
 }
 
 /// What the BBS said about one task over the run: its (state, cell) changes.
@@ -259,42 +224,12 @@ fn submit_tasks(client: BbsClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHa
     })
 }
 
-/// The init PIDs of the containers in a cell's runc root (`runc list`, then `runc state`).
-fn container_pids(runc_root: &Path) -> Vec<String> {
-    let listed = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(runc_root)
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .filter_map(|id| {
-            let state = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(runc_root)
-                .args(["state", id])
-                .output()
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&state.stdout).ok()?;
-            let pid = v["pid"].as_i64().filter(|p| *p > 0)?;
-            (v["status"] == "running").then(|| pid.to_string())
-        })
-        .collect()
-}
-
-/// The containers in a cell's runc root that are not task containers.
-fn lrp_containers(runc_root: &Path) -> usize {
-    let listed = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(runc_root)
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with(TASK_PREFIX))
+/// The containers of a cell that are not task containers.
+fn lrp_containers(runc: &Runc) -> usize {
+    runc.list()
+        .unwrap_or_default()
+        .iter()
+        .filter(|id| !id.starts_with(TASK_PREFIX))
         .count()
 }
 
@@ -318,7 +253,13 @@ async fn kill(cluster: &mut Cluster, victim: Victim, with_containers: bool) -> S
     let pid = kill9(proc).await;
     let mut what = format!("kill -9 {name} (pid {pid})");
     if let Victim::Cell(_) = victim {
-        let pids = container_pids(&cluster.depot(&name).with_file_name("depot.runc"));
+        let pids: Vec<String> = cluster
+            .runc(&name)
+            .running_init_pids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, pid)| pid.to_string())
+            .collect();
         if with_containers {
             for p in &pids {
                 let _ = std::process::Command::new("kill").args(["-9", p]).status();
@@ -417,7 +358,11 @@ async fn random_kills_of_cells_bbs_and_auctioneer_end_with_every_index_once_and_
 
     let stop_chaos = Arc::new(AtomicBool::new(false));
     let stop_watch = Arc::new(AtomicBool::new(false));
-    let doubles = watch_doubles(cluster.client.clone(), stop_watch.clone());
+    let doubles = watch_doubles(
+        cluster.client.clone(),
+        stop_watch.clone(),
+        Duration::from_millis(100),
+    );
     let task_log = watch_tasks(cluster.client.clone(), stop_watch.clone());
     let containers = watch_task_containers(dir.path().to_path_buf(), stop_watch.clone());
     let submitter = submit_tasks(cluster.client.clone(), stop_chaos.clone());
@@ -528,11 +473,10 @@ async fn random_kills_of_cells_bbs_and_auctioneer_end_with_every_index_once_and_
     .await;
     // Physically once too: the cells end with one LRP container per index (the containers of
     // replaced instances, left running by killed agents, are destroyed by their restarted cell).
-    let root = dir.path().to_path_buf();
     let containers_left = within(LEFTOVERS, || async {
         let per_cell: BTreeMap<&str, usize> = CELLS
             .iter()
-            .map(|(c, _)| (*c, lrp_containers(&root.join(c).join("depot.runc"))))
+            .map(|(c, _)| (*c, lrp_containers(&cluster.runc(c))))
             .collect();
         let n: usize = per_cell.values().sum();
         (n == INSTANCES as usize)

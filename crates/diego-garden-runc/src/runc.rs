@@ -99,6 +99,34 @@ impl Runc {
             .collect())
     }
 
+    /// The host pid of a running container's init (`runc state`); `None` when the container
+    /// is not running.
+    fn init_pid(&self, id: &str) -> std::io::Result<Option<u32>> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            pid: u32,
+            status: String,
+        }
+        let out = host::run(self.command().args(["state", id]))?;
+        let state: State = serde_json::from_slice(&out).map_err(std::io::Error::other)?;
+        Ok((state.status == "running" && state.pid > 0).then_some(state.pid))
+    }
+
+    /// The init pids of every running container in this state dir.
+    pub fn running_init_pids(&self) -> std::io::Result<Vec<(String, u32)>> {
+        let mut pids = Vec::new();
+        for (id, status) in self.list_states()? {
+            if status != "running" {
+                continue;
+            }
+            // Gone between the listing and the state: not running any more.
+            if let Ok(Some(pid)) = self.init_pid(&id) {
+                pids.push((id, pid));
+            }
+        }
+        Ok(pids)
+    }
+
     /// `runc --version`: is the binary there and runnable?
     pub fn version(&self) -> std::io::Result<String> {
         let out = host::run(Command::new(&self.binary).arg("--version"))?;

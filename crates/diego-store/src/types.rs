@@ -266,11 +266,11 @@ impl Txn {
     /// Refuses a transaction no backend may apply: two writes of one key, or a write of a
     /// cell presence (presences are leases, written with `set_presence`).
     pub fn check_writes(&self) -> Result<(), StoreError> {
-        if let Some(i) = self
-            .writes
-            .iter()
-            .position(|w| matches!(w.key(), RecordKey::CellPresence { .. }))
-        {
+        let is_presence = |w: &Write| match w {
+            Write::Put { record, .. } => matches!(record, Record::CellPresence(_)),
+            Write::Delete { key, .. } => matches!(key, RecordKey::CellPresence { .. }),
+        };
+        if let Some(i) = self.writes.iter().position(is_presence) {
             return Err(StoreError::Invalid(format!(
                 "write {i} targets {}: cell presences are set and removed with set_presence / \
                  remove_presence, not in transactions",

@@ -91,7 +91,7 @@ pub const FORGET_LAPSED_CELL_AFTER: Duration = Duration::from_secs(5 * 60);
 
 impl ConvergerState {
     pub fn last(&self) -> PassReport {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.last).clone()
     }
 
     /// Lapsed cells, by id.
@@ -147,7 +147,7 @@ impl ConvergerState {
         if resend_all {
             self.resend_all.store(true, Ordering::SeqCst);
         }
-        if let Some(w) = &*self.waker.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(w) = &*lock(&self.waker) {
             w.wake();
         }
     }
@@ -410,7 +410,7 @@ pub async fn run(
 ) -> Result<(), PassError> {
     let worker = Worker::new("converger").every(config.interval);
     let state = bbs.converger.clone();
-    *state.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker.waker());
+    *lock(&state.waker) = Some(worker.waker());
     state.resend_all.store(true, Ordering::SeqCst);
     let result = worker
         .run(shutdown.clone(), || {
@@ -424,7 +424,7 @@ pub async fn run(
                 match converge_once(bbs, requester, &rules).await {
                     Ok(mut report) => {
                         state.note_pass(&report.observed.lapsed_cells, bbs.now());
-                        let mut last = state.last.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut last = lock(&state.last);
                         report.passes = last.passes + 1;
                         if report.actions() > 0 {
                             info!(
@@ -444,7 +444,7 @@ pub async fn run(
             }
         })
         .await;
-    *state.waker.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *lock(&state.waker) = None;
     // A passive BBS knows no lapsed cells: the next active one finds them again.
     lock(&state.lapsed).clear();
     result

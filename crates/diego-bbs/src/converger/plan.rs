@@ -137,9 +137,8 @@ pub struct Observed {
     pub suspect_claimed: u64,
     /// `PresentCells`.
     pub present_cells: u64,
-    /// `SuspectCells`: cells named by instances but without a live presence.
-    pub suspect_cells: u64,
-    /// Those cells, each with the number of instance rows naming it.
+    /// Cells named by instances but without a live presence, each with the number of
+    /// instance rows naming it (`SuspectCells` counts them).
     pub lapsed_cells: std::collections::BTreeMap<String, u64>,
     /// Instances of LRPs no longer desired.
     pub orphans: u64,
@@ -394,7 +393,6 @@ fn plan_lrps(s: &Snapshot, c: &ConvergeConfig, p: &mut Plan) {
     }
     p.observed.crashing_desired = crashing.len() as u64;
     p.observed.present_cells = s.cells.len() as u64;
-    p.observed.suspect_cells = suspect_cells.len() as u64;
     p.observed.lapsed_cells = suspect_cells
         .into_iter()
         .map(|(c, n)| (c.to_string(), n))
@@ -712,7 +710,7 @@ mod tests {
         assert_eq!(o.orphans, 1);
         assert_eq!(o.suspect_running, 1);
         assert_eq!(o.present_cells, 2);
-        assert_eq!(o.suspect_cells, 1);
+        assert_eq!(o.lapsed_cells.len(), 1);
     }
 
     fn task(guid: &str, state: TaskState, cell: &str, created_s_ago: i64, updated_s_ago: i64) -> Task {

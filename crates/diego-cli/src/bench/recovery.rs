@@ -64,35 +64,15 @@ fn cell_dir(root: &Path, i: usize) -> PathBuf {
 /// processes are in their own mount namespace) and every process whose root or working directory lies under `dir`
 /// (the process backend's); how many containers or processes.
 fn kill_under(dir: &Path) -> usize {
-    let runc_root = dir.join("depot.runc");
+    let runc = diego_garden_runc::Runc::new("runc", dir.join("depot.runc"));
     let mut killed = 0;
-    if runc_root.exists() {
-        let listed = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "--quiet"])
-            .output();
-        let ids = listed
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            let state = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["state", id])
-                .output();
-            let pid = state
-                .ok()
-                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-                .and_then(|v| v["pid"].as_i64())
-                .filter(|&p| p > 0);
-            // The container's init: its PID namespace, and every process in it, goes with it.
-            if let Some(pid) = pid {
-                let status = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                killed += usize::from(status.is_ok_and(|s| s.success()));
-            }
+    if runc.state_dir().exists() {
+        // The container's init: its PID namespace, and every process in it, goes with it.
+        for (_, pid) in runc.running_init_pids().unwrap_or_default() {
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            killed += usize::from(status.is_ok_and(|s| s.success()));
         }
     }
     let own = std::process::id().to_string();

@@ -4,11 +4,15 @@
 //! killed and cleaned up (containers included) when dropped.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diego_client::{ActualLrpQuery, BbsClient};
+use diego_garden_runc::Runc;
 use diego_model::{ActualLrp, ActualLrpState, Presence};
 use diego_testkit::{eventually, free_port};
 use tokio::process::{Child, Command};
@@ -255,6 +259,11 @@ impl Cluster {
         self.root.join(cell).join("depot")
     }
 
+    /// runc over the cell's private state dir (`<depot>.runc`).
+    pub fn runc(&self, cell: &str) -> Runc {
+        Runc::new("runc", self.depot(cell).with_file_name("depot.runc"))
+    }
+
     pub fn cell(&mut self, id: &str) -> &mut Proc {
         &mut self.cells.iter_mut().find(|(c, _)| c == id).unwrap().1
     }
@@ -306,17 +315,54 @@ impl Cluster {
 
 /// Every RUNNING row of `web` (ORDINARY and EVACUATING).
 pub async fn running_rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
-    let rows = client
+    Ok(web_rows(client)
+        .await?
+        .into_iter()
+        .filter(|a| a.state == ActualLrpState::Running)
+        .collect())
+}
+
+/// Every row (any state and presence) of the `web` LRP.
+pub async fn web_rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
+    client
         .actual_lrps(&ActualLrpQuery {
             process_guid: Some("web".into()),
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(rows
-        .into_iter()
-        .filter(|a| a.state == ActualLrpState::Running)
-        .collect())
+        .map_err(|e| e.to_string())
+}
+
+/// Reads the BBS every `every` (for at most 120 s) until `stop`, recording any moment an
+/// index of `web` had two RUNNING ORDINARY instances; returns (reads, doubles).
+pub fn watch_doubles(
+    client: BbsClient,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut rounds, mut doubles) = (0, Vec::new());
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            if let Ok(all) = web_rows(&client).await {
+                rounds += 1;
+                let mut per_index: HashMap<i32, Vec<String>> = HashMap::new();
+                for a in all
+                    .iter()
+                    .filter(|a| a.state == ActualLrpState::Running && a.presence == Presence::Ordinary)
+                {
+                    per_index.entry(a.index).or_default().push(a.cell_id.clone());
+                }
+                for (i, cells) in per_index {
+                    if cells.len() > 1 {
+                        doubles.push(format!("index {i}: RUNNING ORDINARY on {cells:?}"));
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+        (rounds, doubles)
+    })
 }
 
 /// Whether `a` answers `GET /` with 200 and the index page.

@@ -66,17 +66,9 @@ impl Drop for RuncLeftovers {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
-        let listed = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "--quiet"])
-            .output();
-        for id in listed
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
+        let runc = diego_garden_runc::Runc::new("runc", &runc_root);
+        for id in runc.list().unwrap_or_default() {
+            let id = id.as_str();
             let _ = std::process::Command::new("runc")
                 .arg("--root")
                 .arg(&runc_root)
