@@ -10,6 +10,7 @@ pub mod active;
 pub mod auction_requests;
 pub mod callbacks;
 pub mod config;
+pub mod contract;
 pub mod controllers;
 pub mod converger;
 pub mod error;

@@ -6,6 +6,8 @@
 use diego_client::routes::bbs as r;
 use serde_json::{json, Map, Value};
 
+use crate::handlers;
+
 /// One documented operation: (method, path, summary, request body schema, success status,
 /// response schema).
 pub type Operation = (
@@ -351,18 +353,81 @@ fn schema_ref(name: &str) -> Value {
     }
 }
 
-fn params(path: &str) -> Vec<Value> {
-    path.split('/')
+/// A path parameter's schema: an index is a non-negative `i32`; a guid follows the guid rule;
+/// a lock key is any non-empty segment.
+fn path_param_schema(name: &str) -> Value {
+    use diego_model::validation::{GUID_PATTERN, MAX_GUID_BYTES};
+    match name {
+        "index" => json!({"type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX}),
+        "task_guid" | "process_guid" | "cell_id" => json!({
+            "type": "string", "minLength": 1, "maxLength": MAX_GUID_BYTES, "pattern": GUID_PATTERN
+        }),
+        _ => json!({"type": "string", "minLength": 1}),
+    }
+}
+
+fn params(method: &str, path: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = path
+        .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| {
-            let schema = if name == "index" {
-                json!({"type": "integer", "minimum": 0})
-            } else {
-                json!({"type": "string"})
-            };
-            json!({"name": name, "in": "path", "required": true, "schema": schema})
-        })
-        .collect()
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_param_schema(name)}))
+        .collect();
+    if let Some((_, _, query)) = QUERIES.iter().find(|(m, p, _)| *m == method && *p == path) {
+        out.extend(query_params(*query));
+    }
+    out
+}
+
+/// The query string each operation reads: the handler's own query type.
+type QuerySchema = fn(&mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema;
+
+const QUERIES: &[(&str, &str, QuerySchema)] = &[
+    ("get", r::TASKS, schema_of::<handlers::tasks::TaskQuery>),
+    (
+        "get",
+        r::DESIRED_LRPS,
+        schema_of::<handlers::desired_lrps::DesiredQuery>,
+    ),
+    (
+        "get",
+        r::SCHEDULING_INFOS,
+        schema_of::<handlers::desired_lrps::DesiredQuery>,
+    ),
+    (
+        "get",
+        r::ACTUAL_LRPS,
+        schema_of::<handlers::actual_lrps::ActualQuery>,
+    ),
+    ("delete", r::LOCK, schema_of::<handlers::locks::ReleaseQuery>),
+    ("get", r::EVENTS_LRPS, schema_of::<handlers::events::EventsQuery>),
+    ("get", r::EVENTS_TASKS, schema_of::<handlers::events::EventsQuery>),
+];
+
+fn schema_of<T: schemars::JsonSchema>(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    T::json_schema(gen)
+}
+
+/// One query parameter per member of the query type; required when the type requires it.
+fn query_params(query: QuerySchema) -> Vec<Value> {
+    let mut gen = schemars::gen::SchemaSettings::openapi3().into_generator();
+    let mut schema = serde_json::to_value(query(&mut gen)).unwrap_or(Value::Null);
+    crate::contract::walk(&mut schema);
+    let required: Vec<&Value> = schema["required"].as_array().into_iter().flatten().collect();
+    let mut out = Vec::new();
+    for (name, mut prop) in schema["properties"].as_object().cloned().unwrap_or_default() {
+        let description = prop.as_object_mut().and_then(|p| p.remove("description"));
+        let mut param = json!({
+            "name": name,
+            "in": "query",
+            "required": required.iter().any(|r| *r == &json!(name)),
+            "schema": prop,
+        });
+        if let Some(d) = description {
+            param["description"] = d;
+        }
+        out.push(param);
+    }
+    out
 }
 
 /// JSON Schemas of every request and response body, keyed by type name.
@@ -436,7 +501,7 @@ pub fn document() -> Value {
     for (method, path, summary, request, status, response) in OPERATIONS {
         let mut op = Map::new();
         op.insert("summary".into(), json!(summary));
-        let p = params(path);
+        let p = params(method, path);
         if !p.is_empty() {
             op.insert("parameters".into(), json!(p));
         }
@@ -463,6 +528,7 @@ pub fn document() -> Value {
     // Every schema named above, generated from the model's own types (so it cannot drift
     // from what the server parses), plus their dependencies.
     schemas.extend(record_schemas());
+    crate::contract::tighten(&mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Diego BBS", "version": env!("CARGO_PKG_VERSION"), "description": "Diego in Rust: the BBS API (JSON over HTTP)."},

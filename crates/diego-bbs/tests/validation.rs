@@ -205,6 +205,10 @@ async fn an_invalid_crash_policy_is_refused_naming_the_field() {
             json!({"immediate_restarts": 201}),
             "crash_policy.immediate_restarts",
         ),
+        (
+            json!({"immediate_restarts": 11, "max_restarts": 500}),
+            "crash_policy.immediate_restarts",
+        ),
     ] {
         let mut body = lrp("policed", 1);
         body["crash_policy"] = policy.clone();

@@ -14,7 +14,7 @@ use crate::common::{
 };
 use crate::modification_tag::ModificationTag;
 use crate::restart::CrashPolicy;
-use crate::validation::{Validator, MAX_ANNOTATION_BYTES, MAX_ROUTES_BYTES};
+use crate::validation::{Validator, MAX_ANNOTATION_CHARS, MAX_ROUTES_BYTES};
 
 /// Most instances one desired LRP may ask for; a guard against typos such as `-i 1000000`.
 pub const MAX_INSTANCES: i32 = 100_000;
@@ -209,7 +209,7 @@ impl DesiredLrp {
             e.validate(&mut v, &format!("env[{i}]"));
         }
         validate_routes(&mut v, &self.routes);
-        v.max_bytes("annotation", self.annotation.len(), MAX_ANNOTATION_BYTES);
+        v.max_chars("annotation", &self.annotation, MAX_ANNOTATION_CHARS);
         validate_placement_tags(&mut v, "placement_tags", &self.placement_tags);
         validate_metric_tags(&self.metric_tags, &mut v, "metric_tags");
         if let Some(p) = &self.crash_policy {
@@ -318,7 +318,7 @@ impl DesiredLrpUpdate {
             validate_routes(&mut v, r);
         }
         if let Some(a) = &self.annotation {
-            v.max_bytes("annotation", a.len(), MAX_ANNOTATION_BYTES);
+            v.max_chars("annotation", a, MAX_ANNOTATION_CHARS);
         }
         if let Some(m) = &self.metric_tags {
             validate_metric_tags(m, &mut v, "metric_tags");
@@ -384,7 +384,7 @@ mod tests {
         d.instances = -1;
         d.memory_mb = -5;
         d.ports = vec![0];
-        d.annotation = "x".repeat(MAX_ANNOTATION_BYTES + 1);
+        d.annotation = "x".repeat(MAX_ANNOTATION_CHARS + 1);
         d.rootfs = "busybox".into();
         d.routes.insert(
             "r".into(),

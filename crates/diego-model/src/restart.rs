@@ -26,12 +26,15 @@ pub const DEFAULT_MAX_RESTART_ATTEMPTS: u32 = 200;
 /// An instance RUNNING longer than this when it crashes has its crash count reset.
 pub const CRASH_RESET_AFTER_MS: i64 = 5 * 60_000;
 
+/// The largest `crash_policy.immediate_restarts` accepted (more is a tight crash loop).
+pub const MAX_IMMEDIATE_RESTARTS: u32 = 10;
+
 /// The largest `crash_policy.max_backoff_ms` accepted: one day.
 pub const MAX_CRASH_BACKOFF_MS: i64 = 24 * 60 * 60_000;
 
 /// A desired LRP's own crash policy (`crash_policy`); unset fields use Diego's defaults.
 ///
-/// * `immediate_restarts` (default 3): crashes #1..=#N are restarted at once.
+/// * `immediate_restarts` (default 3, at most 10): crashes #1..=#N are restarted at once.
 /// * `max_backoff_ms` (default 16 min): the cap of the doubling backoff, which starts at
 ///   30 s; between 30 000 and 86 400 000 (one day).
 /// * `max_restarts` (default 200): the crash count at which the instance is given up on —
@@ -80,7 +83,12 @@ impl CrashPolicy {
         }
         let max_restarts = self.max_restarts.unwrap_or(DEFAULT_MAX_RESTART_ATTEMPTS);
         if let Some(n) = self.immediate_restarts {
-            if n > max_restarts && max_restarts > 0 {
+            if n > MAX_IMMEDIATE_RESTARTS {
+                v.error(
+                    join(path, "immediate_restarts"),
+                    format!("must be <= {MAX_IMMEDIATE_RESTARTS} (got {n})"),
+                );
+            } else if n > max_restarts && max_restarts > 0 {
                 v.error(
                     join(path, "immediate_restarts"),
                     format!("must be <= max_restarts ({max_restarts}; got {n})"),

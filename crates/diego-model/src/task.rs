@@ -9,7 +9,7 @@ use crate::common::{
 };
 use crate::error::{ErrorType, TransitionError};
 use crate::modification_tag::ModificationTag;
-use crate::validation::{Validator, MAX_ANNOTATION_BYTES};
+use crate::validation::{Validator, MAX_ANNOTATION_CHARS};
 
 /// Failure reason of a cancelled task, as Diego writes it.
 pub const TASK_CANCELLED_REASON: &str = "task was cancelled";
@@ -122,7 +122,7 @@ impl TaskDefinition {
         for (i, e) in self.env.iter().enumerate() {
             e.validate(v, &format!("{}[{i}]", f("env")));
         }
-        v.max_bytes(&f("annotation"), self.annotation.len(), MAX_ANNOTATION_BYTES);
+        v.max_chars(&f("annotation"), &self.annotation, MAX_ANNOTATION_CHARS);
         if !self.completion_callback_url.is_empty() {
             v.url(&f("completion_callback_url"), &self.completion_callback_url);
         }

@@ -25,12 +25,25 @@ pub struct Validator {
     errors: Vec<FieldError>,
 }
 
-/// Maximum size of an annotation, as in Diego (10 KiB).
-pub const MAX_ANNOTATION_BYTES: usize = 10 * 1024;
+/// Maximum length of an annotation in characters (Diego's limit is 10 KiB; counting
+/// characters lets the API document state the limit exactly).
+pub const MAX_ANNOTATION_CHARS: usize = 10 * 1024;
 /// Maximum serialised size of a desired LRP's routes, as in Diego (128 KiB).
 pub const MAX_ROUTES_BYTES: usize = 128 * 1024;
 /// Maximum length of a guid.
 pub const MAX_GUID_BYTES: usize = 255;
+
+// The rules below as JSON Schema patterns (ECMA-262), for the API document. Each states what
+// the function named beside it checks; the BBS's fuzz test holds the two together.
+
+/// [`Validator::guid`] (with a length of 1..=[`MAX_GUID_BYTES`]).
+pub const GUID_PATTERN: &str = "^[a-zA-Z0-9_-]+$";
+/// [`Validator::url`]: `http://` or `https://` and at least one character.
+pub const URL_PATTERN: &str = "^https?://[\\s\\S]";
+/// [`crate::common::validate_rootfs`]: `scheme:rest`, both non-empty.
+pub const ROOTFS_PATTERN: &str = "^[a-zA-Z0-9+.-]+:[\\s\\S]";
+/// [`crate::common::EnvironmentVariable::validate`]: a name without `=` or NUL.
+pub const ENV_NAME_PATTERN: &str = "^[^=\\u0000]+$";
 
 impl Validator {
     pub fn new() -> Self {
@@ -82,6 +95,13 @@ impl Validator {
         }
     }
 
+    pub fn max_chars(&mut self, field: &str, value: &str, max: usize) {
+        let len = value.chars().count();
+        if len > max {
+            self.error(field, format!("must be at most {max} characters (got {len})"));
+        }
+    }
+
     pub fn max_bytes(&mut self, field: &str, len: usize, max: usize) {
         if len > max {
             self.error(field, format!("must be at most {max} bytes (got {len})"));
@@ -94,11 +114,14 @@ impl Validator {
         }
     }
 
-    /// An absolute URL with a scheme we can fetch from.
+    /// An absolute URL with a scheme we can fetch from and something after it.
     pub fn url(&mut self, field: &str, value: &str) {
+        let rest = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"));
         if value.is_empty() {
             self.error(field, "is required");
-        } else if !(value.starts_with("http://") || value.starts_with("https://")) || value.len() < 9 {
+        } else if rest.is_none_or(str::is_empty) {
             self.error(
                 field,
                 format!("must be an http:// or https:// URL (got {value:?})"),

@@ -17,13 +17,16 @@ use crate::error::{HandlerError, HandlerResult};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ActualQuery {
     domain: Option<String>,
     cell_id: Option<String>,
     process_guid: Option<String>,
+    #[schemars(range(min = 0))]
     index: Option<i32>,
+    #[schemars(with = "Option<ActualLrpState>")]
     state: Option<String>,
+    #[schemars(with = "Option<Presence>")]
     presence: Option<String>,
 }
 

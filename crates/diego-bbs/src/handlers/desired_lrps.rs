@@ -10,7 +10,7 @@ use crate::error::{HandlerError, HandlerResult};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct DesiredQuery {
     domain: Option<String>,
     process_guid: Option<String>,

@@ -9,7 +9,7 @@ use crate::error::{HandlerError, HandlerResult};
 use crate::events::{stream, Topic};
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct EventsQuery {
     /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
     last_event_id: Option<u64>,

@@ -40,8 +40,9 @@ pub async fn get(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseQuery {
+    /// The holder releasing the lock.
     owner: String,
 }
 

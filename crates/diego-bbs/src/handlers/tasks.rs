@@ -14,10 +14,11 @@ use crate::error::{HandlerError, HandlerResult};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct TaskQuery {
     domain: Option<String>,
     cell_id: Option<String>,
+    #[schemars(with = "Option<TaskState>")]
     state: Option<String>,
 }
 
