@@ -97,6 +97,33 @@ async fn wrong_types_name_the_field() {
 }
 
 #[tokio::test]
+async fn a_misspelt_field_is_refused_naming_it_and_changes_nothing() {
+    let s = start().await;
+    let mut body = lrp("typo", 1);
+    body["intances"] = json!(3);
+    let (st, r) = s.post("/v1/desired_lrps", body).await;
+    assert_eq!((st, error_type(&r)), (StatusCode::BAD_REQUEST, "InvalidRequest"));
+    assert_eq!(r["field_errors"][0]["field"], "intances", "{r}");
+    assert_eq!(
+        r["field_errors"][0]["message"], "unknown field \"intances\"",
+        "{r}"
+    );
+    assert_eq!(s.get("/v1/desired_lrps/typo").await.0, StatusCode::NOT_FOUND);
+
+    s.desire_lrp("typo", 1).await;
+    let (st, r) = s
+        .call(
+            "PATCH",
+            "/v1/desired_lrps/typo",
+            Some(json!({"instances": 2, "crash_policy": {"max_restart": 5}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{r}");
+    assert_eq!(r["field_errors"][0]["field"], "crash_policy.max_restart", "{r}");
+    assert_eq!(s.get("/v1/desired_lrps/typo").await.1["instances"], 1);
+}
+
+#[tokio::test]
 async fn malformed_json_oversized_bodies_and_unknown_routes() {
     let s = start_with(|c| c.max_body_bytes = 64 * 1024).await;
     let (st, body) = s.raw("POST", "/v1/tasks", b"{\"task_guid\":".to_vec()).await;
