@@ -35,10 +35,11 @@ pub fn cancel_on_signal(shutdown: CancellationToken) {
     });
 }
 
-/// Completes [`SHUTDOWN_GRACE`] after `shutdown` is cancelled.
-pub async fn grace_expired(shutdown: &CancellationToken) {
+/// Completes `grace` after `shutdown` is cancelled, and never before it is: a deadline for
+/// stopping starts with the signal, not with the process.
+pub async fn grace_expired(shutdown: &CancellationToken, grace: Duration) {
     shutdown.cancelled().await;
-    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    tokio::time::sleep(grace).await;
 }
 
 /// The next SIGINT or SIGTERM, by name.

@@ -112,7 +112,7 @@ pub async fn run(args: BbsArgs) -> anyhow::Result<()> {
         .context("starting the BBS")?;
     tokio::select! {
         joined = running.task => joined.context("BBS task")?.context("BBS stopped with an error"),
-        () = process::grace_expired(&shutdown) => anyhow::bail!(
+        () = process::grace_expired(&shutdown, process::SHUTDOWN_GRACE) => anyhow::bail!(
             "the BBS did not stop within {:?} of the signal (connections still open?); exiting anyway",
             process::SHUTDOWN_GRACE
         ),

@@ -274,21 +274,23 @@ async fn start_cell(
 /// them in reverse start order — cells first (their presences leave a BBS that is still
 /// there), then the auctioneer, then the BBS (which releases its lock last).
 async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut members = Supervisor::new(shutdown);
+    let mut members = Supervisor::new(shutdown.clone());
     for role in roles {
         let task = role.task.map(|r| r.map_err(|e| format!("{e:#}")));
         members.add(role.name, role.stop, task);
     }
-    let stopped = tokio::time::timeout(process::SHUTDOWN_GRACE * 3, members.wait()).await;
-    match stopped {
-        Ok(Ok(())) => {
-            eprintln!("diego dev stopped");
-            Ok(())
-        }
-        Ok(Err(e)) => anyhow::bail!("diego dev stopped because a role failed: {e}"),
-        Err(_) => anyhow::bail!(
-            "roles still running {:?} after the signal; exiting anyway",
-            process::SHUTDOWN_GRACE * 3
+    // The roles stop one after another, each within its own grace.
+    let grace = process::SHUTDOWN_GRACE * 3;
+    tokio::select! {
+        stopped = members.wait() => match stopped {
+            Ok(()) => {
+                eprintln!("diego dev stopped");
+                Ok(())
+            }
+            Err(e) => anyhow::bail!("diego dev stopped because a role failed: {e}"),
+        },
+        () = process::grace_expired(&shutdown, grace) => anyhow::bail!(
+            "roles still running {grace:?} after the signal; exiting anyway"
         ),
     }
 }
@@ -341,6 +343,52 @@ fn data_dir_from(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsStrin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serving_until_stopped(name: &str) -> Role {
+        let stop = CancellationToken::new();
+        let task = {
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                Ok(())
+            }
+            .boxed()
+        };
+        Role {
+            name: name.into(),
+            url: None,
+            stop,
+            task,
+        }
+    }
+
+    /// `diego dev` serves until it is told to stop, however long that is; the grace for
+    /// stopping starts with the signal.
+    #[tokio::test(start_paused = true)]
+    async fn roles_run_until_the_signal_however_long() {
+        let shutdown = CancellationToken::new();
+        let roles = vec![serving_until_stopped("bbs"), serving_until_stopped("cell 0")];
+        let dev = tokio::spawn(supervise(roles, shutdown.clone()));
+        tokio::time::sleep(process::SHUTDOWN_GRACE * 100).await;
+        assert!(!dev.is_finished(), "diego dev stopped on its own");
+        shutdown.cancel();
+        dev.await.unwrap().expect("stops cleanly on the signal");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_stuck_after_the_signal_is_given_up_on() {
+        let shutdown = CancellationToken::new();
+        let stuck = Role {
+            task: std::future::pending().boxed(),
+            ..serving_until_stopped("stuck")
+        };
+        let dev = tokio::spawn(supervise(vec![stuck], shutdown.clone()));
+        tokio::time::sleep(process::SHUTDOWN_GRACE * 100).await;
+        assert!(!dev.is_finished());
+        shutdown.cancel();
+        let err = dev.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("still running"), "{err}");
+    }
 
     #[test]
     fn data_dir_follows_xdg_then_home() {

@@ -106,7 +106,7 @@ pub async fn run(args: SimCellsArgs, bbs_url: &str) -> anyhow::Result<()> {
         joined = running.task => joined
             .context("sim-cells task")?
             .context("the simulated cells stopped with an error"),
-        () = process::grace_expired(&shutdown) => anyhow::bail!(
+        () = process::grace_expired(&shutdown, process::SHUTDOWN_GRACE) => anyhow::bail!(
             "the simulated cells did not stop within {:?} of the signal; exiting anyway",
             process::SHUTDOWN_GRACE
         ),
