@@ -1,6 +1,7 @@
 //! `diego dev`'s lifecycle: Ctrl-C stops the cells, then the auctioneer, then the BBS (so the
 //! cell's presence removal and the lock release reach a BBS that is still there) and says
-//! what it leaves running; `--reset` starts from nothing.
+//! what it leaves running; the next start takes those containers over; `--reset` starts from
+//! nothing.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -44,6 +45,14 @@ async fn interrupt(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// Where in `text` the first line holding every one of `parts` is.
+/// The RUNNING instance of `sleeper`.
+async fn running_sleeper(client: &diego_client::BbsClient) -> diego_model::ActualLrp {
+    let rows = client.actual_lrp("sleeper", 0).await.unwrap();
+    rows.into_iter()
+        .find(|a| a.state == diego_model::ActualLrpState::Running)
+        .expect("a RUNNING row of sleeper/0")
+}
+
 fn line_of(text: &str, parts: &[&str]) -> Option<usize> {
     text.lines().position(|l| parts.iter().all(|p| l.contains(p)))
 }
@@ -95,6 +104,7 @@ async fn ctrl_c_stops_cells_then_auctioneer_then_bbs_and_reset_starts_from_nothi
     })
     .await;
 
+    let before = running_sleeper(&client).await;
     let status = interrupt(&mut child).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "exited with {status}:\n{text}");
@@ -114,6 +124,34 @@ async fn ctrl_c_stops_cells_then_auctioneer_then_bbs_and_reset_starts_from_nothi
         text.contains("1 container is left running; the next `diego dev` takes them over"),
         "says what it leaves:\n{text}"
     );
+
+    // The next start takes the container over: the same instance RUNNING, no crash counted.
+    let log = dir.path().join("dev-again.log");
+    let mut child = dev(&data, port, &log, &[]);
+    eventually(WAIT, || async {
+        let rows = client
+            .actual_lrps(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let adopted = rows.iter().any(|a| {
+            a.state == diego_model::ActualLrpState::Running
+                && a.presence == diego_model::Presence::Ordinary
+                && a.instance_guid == before.instance_guid
+        });
+        (adopted && rows.len() == 1)
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    // Past the rep's first sync with the BBS, which would crash a row it has no container for.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = running_sleeper(&client).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(after.instance_guid, before.instance_guid, "{text}");
+    assert_eq!(after.crash_count, 0, "{after:?}\n{text}");
+    assert!(!text.contains("nothing wants"), "{text}");
+    let status = interrupt(&mut child).await;
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
 
     // --reset: nothing of the earlier run is left.
     let log = dir.path().join("dev-reset.log");

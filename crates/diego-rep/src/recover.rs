@@ -152,8 +152,10 @@ async fn adopt_lrp(rep: &Arc<Rep>, handle: &str, process_guid: &str, index: i32)
             )))
         }
     };
+    // A SUSPECT row is ours too: the BBS marked it when this cell's presence left (a graceful
+    // stop removes it) and restores it once the presence is back.
     let Some(row) = rows.into_iter().find(|a| {
-        a.presence == Presence::Ordinary
+        matches!(a.presence, Presence::Ordinary | Presence::Suspect)
             && a.instance_guid == handle
             && a.cell_id == *cell
             && matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
