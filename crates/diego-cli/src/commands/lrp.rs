@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use diego_client::{ActualLrpQuery, DesiredLrpQuery};
 use diego_model::{
     ActualLrp, ActualLrpState, Check, CheckDefinition, CrashPolicy, DesiredLrp, DesiredLrpUpdate,
@@ -66,7 +65,8 @@ pub struct CreateArgs {
     pub disk: Option<i32>,
 
     /// A container port to expose (repeatable; the first one receives routed traffic).
-    #[arg(long = "port", short = 'p', value_name = "PORT")]
+    #[arg(long = "port", short = 'p', value_name = "PORT",
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub ports: Vec<u32>,
 
     /// A hostname the router sends to the first port (repeatable).
@@ -204,12 +204,14 @@ pub fn cf_routes(hostnames: &[String], port: u32) -> serde_json::Value {
 /// The desired LRP `create` sends: the file (if any) with the flags laid over it.
 pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
     let mut lrp = match &args.file {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str::<DesiredLrp>(&text)
-                .with_context(|| format!("{} is not a valid DesiredLrp", path.display()))?
-        }
+        Some(path) => super::read_request_file::<DesiredLrp>(
+            path,
+            &[
+                ("domain", json!(DEFAULT_DOMAIN)),
+                ("rootfs", json!(DEFAULT_ROOTFS)),
+                ("instances", json!(1)),
+            ],
+        )?,
         None => DesiredLrp {
             domain: DEFAULT_DOMAIN.to_string(),
             rootfs: DEFAULT_ROOTFS.to_string(),
@@ -243,9 +245,12 @@ pub fn build_lrp(args: &CreateArgs) -> anyhow::Result<DesiredLrp> {
     if !args.ports.is_empty() {
         lrp.ports = args.ports.clone();
     }
+    // The check made here is on the first port; one out of range is left for the server to
+    // refuse as `ports[0]`, the field the user gave, not as a check they never wrote.
+    let first_port_ok = lrp.ports.first().is_some_and(|p| (1..=65535).contains(p));
     let kind = match args.health_check {
         Some(kind) => Some(kind),
-        None if lrp.check_definition.is_none() && !lrp.ports.is_empty() => Some(HealthCheck::Port),
+        None if lrp.check_definition.is_none() && first_port_ok => Some(HealthCheck::Port),
         None => None,
     };
     if let Some(kind) = kind {
@@ -790,6 +795,81 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(lrp.instances, -1);
+    }
+
+    #[test]
+    fn a_file_gets_the_same_defaults_as_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let bare = file(
+            "bare.json",
+            r#"{"process_guid":"web","action":{"run":{"path":"sleep","args":["9"]}}}"#,
+        );
+        let from_file = build_lrp(&create_args(&["diego", "lrp", "create", "-f", &bare])).unwrap();
+        let from_flags = build_lrp(&create_args(&[
+            "diego", "lrp", "create", "web", "--", "sleep", "9",
+        ]))
+        .unwrap();
+        assert_eq!(from_file, from_flags);
+        assert_eq!(
+            (
+                from_file.domain.as_str(),
+                from_file.rootfs.as_str(),
+                from_file.instances
+            ),
+            ("default", "preloaded:busybox", 1)
+        );
+        // What the file says is kept, even where it matches no default.
+        let zero = file(
+            "zero.json",
+            r#"{"process_guid":"web","domain":"d","rootfs":"oci:///x","instances":0,
+                "action":{"run":{"path":"true"}}}"#,
+        );
+        let lrp = build_lrp(&create_args(&["diego", "lrp", "create", "-f", &zero])).unwrap();
+        assert_eq!(
+            (lrp.domain.as_str(), lrp.rootfs.as_str(), lrp.instances),
+            ("d", "oci:///x", 0)
+        );
+        // A misspelt field is named, not silently dropped.
+        let typo = file(
+            "typo.json",
+            r#"{"process_guid":"web","intances":3,"action":{"run":{"path":"true"}}}"#,
+        );
+        let err = build_lrp(&create_args(&["diego", "lrp", "create", "-f", &typo]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field") && err.contains("intances"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_port_is_reported_against_what_the_user_gave() {
+        let err = Cli::try_parse_from(["diego", "lrp", "create", "w", "--port", "0", "--", "x"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("--port") && text.contains("1..=65535"), "{text}");
+        assert!(!text.contains("check"), "{text}");
+        // From a file: no check is made up for the bad port, so the server names `ports[0]` alone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lrp.json");
+        std::fs::write(
+            &path,
+            r#"{"process_guid":"w","ports":[0],"action":{"run":{"path":"x"}}}"#,
+        )
+        .unwrap();
+        let lrp = build_lrp(&create_args(&[
+            "diego",
+            "lrp",
+            "create",
+            "-f",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap();
+        let fields: Vec<String> = lrp.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["ports[0]"]);
     }
 
     #[test]

@@ -68,3 +68,43 @@ pub fn command_action(command: &[String]) -> Option<diego_model::Action> {
         ..Default::default()
     }))
 }
+
+/// Reads a `-f FILE` request: `defaults` (dotted paths such as `task_definition.rootfs`) fill
+/// what the file leaves out, so a file and the flags give the same result, and a field the
+/// request type does not know is refused naming it, as the BBS would refuse it.
+pub fn read_request_file<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    defaults: &[(&str, serde_json::Value)],
+) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {shown}"))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{shown} is not JSON"))?;
+    for (dotted, default) in defaults {
+        fill_default(&mut value, dotted, default);
+    }
+    let bytes = serde_json::to_vec(&value)?;
+    let parsed = diego_bbs::extract::parse_json::<T>(&bytes)
+        .map_err(|e| anyhow::anyhow!("{shown}: {}", e.0.message))?;
+    Ok(parsed)
+}
+
+/// Sets `dotted` in `value` to `default` unless the object path already holds it. Absent
+/// parent objects are created; a parent that is not an object is left for the parse to refuse.
+fn fill_default(value: &mut serde_json::Value, dotted: &str, default: &serde_json::Value) {
+    let mut at = value;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some(object) = at.as_object_mut() else {
+            return;
+        };
+        if parts.peek().is_none() {
+            object.entry(part).or_insert_with(|| default.clone());
+            return;
+        }
+        at = object
+            .entry(part)
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+}

@@ -95,12 +95,13 @@ pub async fn run(ctx: &Ctx, cmd: TaskCommand) -> anyhow::Result<()> {
 /// The request `submit` sends: the file (if any) with the flags laid over it.
 pub fn build_request(args: &SubmitArgs) -> anyhow::Result<DesireTaskRequest> {
     let mut req = match &args.file {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str::<DesireTaskRequest>(&text)
-                .with_context(|| format!("{} is not a valid DesireTaskRequest", path.display()))?
-        }
+        Some(path) => super::read_request_file::<DesireTaskRequest>(
+            path,
+            &[
+                ("domain", serde_json::json!(DEFAULT_DOMAIN)),
+                ("task_definition.rootfs", serde_json::json!(DEFAULT_ROOTFS)),
+            ],
+        )?,
         None => DesireTaskRequest {
             domain: DEFAULT_DOMAIN.to_string(),
             task_definition: diego_model::TaskDefinition {
@@ -422,6 +423,29 @@ mod tests {
         .unwrap();
         assert_eq!((req.task_guid.as_str(), req.domain.as_str()), ("g2", "d2"));
         assert_eq!(req.task_definition.action.unwrap().run.unwrap().path, "true");
+    }
+
+    #[test]
+    fn a_file_gets_the_same_defaults_as_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("task.json");
+        std::fs::write(
+            &path,
+            r#"{"task_guid":"t1","task_definition":{"action":{"run":{"path":"true"}}}}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let from_file = build_request(&submit_args(&["diego", "task", "submit", "-f", p])).unwrap();
+        let from_flags =
+            build_request(&submit_args(&["diego", "task", "submit", "t1", "--", "true"])).unwrap();
+        assert_eq!(from_file, from_flags);
+        assert_eq!(
+            (
+                from_file.domain.as_str(),
+                from_file.task_definition.rootfs.as_str()
+            ),
+            ("default", "preloaded:busybox")
+        );
     }
 
     #[test]
