@@ -23,8 +23,10 @@ pub enum PlacementError {
         memory: bool,
         containers: bool,
     },
-    /// No cell answered (or all are evacuating).
+    /// No cell answered.
     CellCommunication,
+    /// Every cell is evacuating, so none is left to place on.
+    NoOtherCell,
     /// The in-flight start cap is reached.
     ExceededInflightCreation,
 }
@@ -71,6 +73,7 @@ impl fmt::Display for PlacementError {
                 }
             }
             PlacementError::CellCommunication => f.write_str("unable to communicate to compatible cells"),
+            PlacementError::NoOtherCell => f.write_str("no other cell: every cell is evacuating"),
             PlacementError::ExceededInflightCreation => {
                 f.write_str("waiting to start instance: reached in-flight start limit")
             }
@@ -327,6 +330,10 @@ mod tests {
         assert_eq!(
             PlacementError::CellCommunication.to_string(),
             "unable to communicate to compatible cells"
+        );
+        assert_eq!(
+            PlacementError::NoOtherCell.to_string(),
+            "no other cell: every cell is evacuating"
         );
         assert_eq!(
             PlacementError::ExceededInflightCreation.to_string(),

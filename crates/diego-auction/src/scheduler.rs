@@ -184,8 +184,13 @@ pub(crate) fn run<P: Placer>(
 
     let mut diagnoses = Diagnoses::default();
     if st.len() == 0 {
-        // Diego: no zones → everything fails with "unable to communicate to compatible cells".
-        let e = PlacementError::CellCommunication;
+        // Diego: no zones → everything fails with "unable to communicate to compatible cells",
+        // also when cells answered but all are evacuating; that case says so instead.
+        let e = if st.evacuating > 0 {
+            PlacementError::NoOtherCell
+        } else {
+            PlacementError::CellCommunication
+        };
         for it in &items {
             let (_, x) = diagnoses.get(&st, lrp_judged[it.lrp as usize], true, 0, 0);
             results.failed_lrps.push(lrp_failure(it, &e, x));

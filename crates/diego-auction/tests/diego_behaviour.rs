@@ -302,7 +302,7 @@ fn docker_rootfs_needs_a_docker_provider() {
 }
 
 #[test]
-fn no_cells_or_only_evacuating_cells_fail_to_communicate() {
+fn no_cells_fail_to_communicate_and_only_evacuating_cells_say_so() {
     let r = run(&[], vec![lrp("x", [0, 1], 1)], vec![task("t", 1)]);
     assert_eq!(r.failed_lrps.len(), 2);
     assert!(r
@@ -316,9 +316,10 @@ fn no_cells_or_only_evacuating_cells_fail_to_communicate() {
     let mut evac = cell("a", "z", 100, 100, 100);
     evac.evacuating = true;
     let r = run(&[evac], vec![lrp("x", [0], 1)], vec![]);
+    // Diego says "unable to communicate" here too; the cells did answer, so we say why.
     assert_eq!(
         r.failed_lrps[0].placement_error,
-        "unable to communicate to compatible cells"
+        "no other cell: every cell is evacuating"
     );
     assert_eq!(
         r.failed_lrps[0].explanation.to_string(),

@@ -11,12 +11,13 @@ use diego_auction::{
 };
 use proptest::prelude::*;
 
-const DIEGO_ERRORS: [&str; 6] = [
+const DIEGO_ERRORS: [&str; 7] = [
     "insufficient resources",
     "found no compatible cell for required rootfs",
     "found no compatible cell with required volume drivers",
     "found no compatible cell with",
     "unable to communicate to compatible cells",
+    "no other cell: every cell is evacuating",
     "waiting to start instance: reached in-flight start limit",
 ];
 

@@ -324,3 +324,79 @@ async fn a_drained_dev_cell_stops_alone() {
         .collect();
     assert_eq!(left, [kept.to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_the_only_cell_is_refused_unless_forced() {
+    // The tour's last step on a one-cell `diego dev`: a drain there would only stop the work.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bbs = format!("http://127.0.0.1:{port}");
+    // Dropped after dev: the app processes a killed dev leaves are ended too.
+    let _apps = common::ProcessLeftovers(dir.path().to_path_buf());
+    let _dev = Proc::spawn(
+        "dev",
+        dir.path(),
+        &[
+            "dev".into(),
+            "--backend".into(),
+            "process".into(),
+            "--data-dir".into(),
+            dir.path().join("dev").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ],
+        None,
+    );
+    let client = BbsClient::new(bbs.clone());
+    let cell = eventually(WAIT, || async {
+        let cells = client.cells().await.map_err(|e| e.to_string())?;
+        cells
+            .first()
+            .map(|c| c.cell_presence.cell_id.clone())
+            .ok_or("no cell yet".to_string())
+    })
+    .await;
+    let (ok, out) = diego(&bbs, &["lrp", "create", "web", "--", "sleep", "600"]).await;
+    assert!(ok, "{out}");
+    let running = eventually(WAIT, || async {
+        let rows = running_rows(&client).await?;
+        (rows.len() == 1)
+            .then_some(rows.clone())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+
+    let (ok, out) = diego(&bbs, &["cell", "drain", &cell, "--timeout", "5"]).await;
+    assert!(!ok, "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    assert!(
+        out.contains(&format!("refusing to drain cell {cell}: no other cell")) && out.contains("--force"),
+        "{out}"
+    );
+    // Nothing changed: the instance runs on as it was, not EVACUATING.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rows = client.actual_lrp("web", 0).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].presence, rows[0].state, rows[0].instance_guid.as_str()),
+        (
+            Presence::Ordinary,
+            ActualLrpState::Running,
+            running[0].instance_guid.as_str()
+        )
+    );
+
+    // Forced, it evacuates; the replacement waits, saying there is no other cell.
+    let (ok, out) = diego(&bbs, &["cell", "drain", &cell, "--force", "--timeout", "2"]).await;
+    assert!(!ok, "the cell stays until its evacuation timeout: {out}");
+    assert!(out.contains(&format!("cell {cell}: evacuating")), "{out}");
+    eventually(WAIT, || async {
+        let rows = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        let waiting = rows.iter().any(|r| {
+            r.presence == Presence::Ordinary && r.placement_error == "no other cell: every cell is evacuating"
+        });
+        let evacuating = rows.iter().any(|r| r.presence == Presence::Evacuating);
+        (waiting && evacuating).then_some(()).ok_or(format!("{rows:?}"))
+    })
+    .await;
+}

@@ -3,7 +3,7 @@
 //! started again on the same data dir ends every one of them — the children of the app's
 //! shell too — removes the containers, and the instances are placed again and RUNNING.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use diego_client::{ActualLrpQuery, BbsClient};
@@ -12,57 +12,10 @@ use diego_testkit::{eventually, free_port};
 
 mod common;
 use common::cluster::Proc;
-use common::diego;
+use common::{alive, diego, processes_in, ProcessLeftovers};
 
 const WAIT: Duration = Duration::from_secs(60);
 const INSTANCES: usize = 3;
-
-/// A process as (pid, start time from field 22 of `/proc/<pid>/stat`): a reused pid is
-/// another process.
-type Identity = (u32, u64);
-
-/// Start time and whether it is a zombie (which is dead, waiting for its parent).
-fn stat(pid: u32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(19)?.parse().ok()?, *fields.first()? == "Z"))
-}
-
-fn alive(&(pid, start): &Identity) -> bool {
-    stat(pid).is_some_and(|(s, zombie)| s == start && !zombie)
-}
-
-/// The live processes working under `depot` (a process-backend app starts in its
-/// container's home there), with their command names.
-fn processes_in(depot: &Path) -> Vec<(Identity, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(depot)))
-        .filter_map(|pid| {
-            let (start, zombie) = stat(pid)?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (!zombie).then(|| ((pid, start), comm.trim().to_string()))
-        })
-        .collect()
-}
-
-/// Kills, on drop, whatever still runs under the depot (a failing test leaves nothing).
-struct Leftovers(PathBuf);
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for ((pid, _), _) in processes_in(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
 
 async fn rows(client: &BbsClient) -> Result<Vec<ActualLrp>, String> {
     let mut rows = client
@@ -111,7 +64,7 @@ async fn a_restarted_process_cell_ends_the_processes_its_killed_predecessor_left
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("cell");
     let depot = data.join("depot");
-    let _leftovers = Leftovers(depot.clone());
+    let _leftovers = ProcessLeftovers(depot.clone());
     let port = free_port();
     let bbs = format!("http://127.0.0.1:{port}");
     let _dev = Proc::spawn(

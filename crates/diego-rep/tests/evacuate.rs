@@ -283,10 +283,10 @@ async fn the_auctioneer_places_nothing_on_an_evacuating_cell() {
     })
     .await;
     let (ordinary, all) = waiting;
-    // Diego's text when every cell is evacuating; the explanation counts the cell as such.
+    // Every cell is evacuating: the reason says so, and the explanation counts the cell.
     assert_eq!(
         ordinary.placement_error,
-        "unable to communicate to compatible cells"
+        "no other cell: every cell is evacuating"
     );
     let explained = ordinary.placement_explanation.as_ref().map(|e| e.evacuating);
     assert_eq!(explained, Some(1), "{:?}", ordinary.placement_explanation);

@@ -22,6 +22,10 @@ pub struct DrainArgs {
     /// Give up waiting after this long (the cell's own evacuation timeout is 600 s by default).
     #[arg(long, value_name = "SECS", default_value_t = 660)]
     pub timeout: u64,
+    /// Drain even when no other cell can take the cell's work: its instances are stopped at
+    /// the evacuation timeout and stay unplaced, its running tasks fail.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What the BBS still has on an evacuating cell.
@@ -81,6 +85,19 @@ async fn left(ctx: &Ctx, cell_id: &str) -> anyhow::Result<Left> {
     })
 }
 
+/// Why a drain is refused without `--force`: the cell holds work and no other cell (present,
+/// answering and not evacuating itself) can take it, so draining would only stop it.
+fn refusal(id: &str, work: Left, takers: usize) -> Option<String> {
+    let holds = work.held + work.evacuating + work.tasks;
+    (holds > 0 && takers == 0).then(|| {
+        format!(
+            "refusing to drain cell {id}: no other cell can take its work ({work}); its \
+             instances would be stopped and left unplaced. Add a cell (e.g. `diego dev --cells 2`) \
+             or give --force"
+        )
+    })
+}
+
 async fn present(ctx: &Ctx, cell_id: &str) -> anyhow::Result<bool> {
     Ok(ctx
         .client
@@ -109,12 +126,23 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
             }
         );
     };
+    let http = diego_runtime::http_client().build()?;
+    if !args.force {
+        let work = left(ctx, id).await?;
+        let others = cells.iter().filter(|c| c.cell_presence.cell_id != *id);
+        let mut takers = 0;
+        for other in others {
+            let rep = RepClient::new(&other.cell_presence.rep_url, http.clone(), Duration::from_secs(5));
+            if rep.state().await.is_ok_and(|s| !s.evacuating) {
+                takers += 1;
+            }
+        }
+        if let Some(why) = refusal(id, work, takers) {
+            anyhow::bail!(why);
+        }
+    }
     let rep_url = cell.cell_presence.rep_url.clone();
-    let rep = RepClient::new(
-        &rep_url,
-        diego_runtime::http_client().build()?,
-        Duration::from_secs(10),
-    );
+    let rep = RepClient::new(&rep_url, http, Duration::from_secs(10));
     rep.evacuate()
         .await
         .with_context(|| format!("asking cell {id:?} at {rep_url} to evacuate"))?;
@@ -149,5 +177,32 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_that_would_only_stop_work_is_refused() {
+        let busy = Left {
+            held: 2,
+            evacuating: 0,
+            tasks: 1,
+        };
+        let idle = Left {
+            held: 0,
+            evacuating: 0,
+            tasks: 0,
+        };
+        let why = refusal("cell-1", busy, 0).expect("refused");
+        assert!(
+            why.starts_with("refusing to drain cell cell-1: no other cell"),
+            "{why}"
+        );
+        assert!(why.contains("--force") && !why.contains('\n'), "{why}");
+        assert_eq!(refusal("cell-1", busy, 1), None, "another cell takes the work");
+        assert_eq!(refusal("cell-1", idle, 0), None, "nothing to lose");
     }
 }

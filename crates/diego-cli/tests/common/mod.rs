@@ -90,3 +90,50 @@ impl Drop for RuncLeftovers {
         }
     }
 }
+
+/// A process as (pid, start time from field 22 of `/proc/<pid>/stat`): a reused pid is
+/// another process.
+pub type Identity = (u32, u64);
+
+/// Start time and whether it is a zombie (which is dead, waiting for its parent).
+fn stat(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(19)?.parse().ok()?, *fields.first()? == "Z"))
+}
+
+pub fn alive(&(pid, start): &Identity) -> bool {
+    stat(pid).is_some_and(|(s, zombie)| s == start && !zombie)
+}
+
+/// The live processes working under `depot` (a process-backend app starts in its
+/// container's home there), with their command names.
+pub fn processes_in(depot: &std::path::Path) -> Vec<(Identity, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(depot)))
+        .filter_map(|pid| {
+            let (start, zombie) = stat(pid)?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (!zombie).then(|| ((pid, start), comm.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Kills, on drop, whatever still runs under the depot (a failing test leaves nothing).
+pub struct ProcessLeftovers(pub std::path::PathBuf);
+
+impl Drop for ProcessLeftovers {
+    fn drop(&mut self) {
+        for ((pid, _), _) in processes_in(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
