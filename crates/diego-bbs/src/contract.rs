@@ -137,6 +137,8 @@ pub const FIELD_RULES: &[(&str, &str, Rule)] = &[
     ("PortMapping", "host_port", Port),
     ("CrashActualLrpRequest", "error_message", Required),
     ("FailActualLrpRequest", "error_message", Required),
+    ("LrpPlacementFailure", "process_guid", Guid),
+    ("LrpPlacementFailure", "placement_error", Required),
     ("RegisterCellRequest", "ttl_seconds", Range(1, i64::MAX)),
     ("CellPresence", "cell_id", Guid),
     ("CellPresence", "rep_url", Url),

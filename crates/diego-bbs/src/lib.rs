@@ -208,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .route(r::ACTUAL_LRP_START, post(actual_lrps::start))
         .route(r::ACTUAL_LRP_CRASH, post(actual_lrps::crash))
         .route(r::ACTUAL_LRP_FAIL, post(actual_lrps::fail))
+        .route(r::PLACEMENT_FAILURES, post(actual_lrps::placement_failures))
         .route(r::ACTUAL_LRP_REMOVE, post(actual_lrps::remove))
         .route(r::ACTUAL_LRP_RETIRE, post(actual_lrps::retire))
         .route(r::ACTUAL_LRP_EVACUATE_RUNNING, post(evacuation::evacuate_running))

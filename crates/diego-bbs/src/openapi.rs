@@ -209,6 +209,15 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     (
         "post",
+        r::PLACEMENT_FAILURES,
+        "The auctioneer records a round's placement failures, grouped by LRP and reason; \
+         unchanged ones are not written again, and none contends with other writes.",
+        Some("PlacementFailuresRequest"),
+        200,
+        Some("PlacementFailuresResponse"),
+    ),
+    (
+        "post",
         r::ACTUAL_LRP_REMOVE,
         "A cell removes an instance record.",
         Some("RemoveActualLrpRequest"),
@@ -452,6 +461,8 @@ fn record_schemas() -> Map<String, Value> {
     gen.subschema_for::<StartActualLrpRequest>();
     gen.subschema_for::<CrashActualLrpRequest>();
     gen.subschema_for::<FailActualLrpRequest>();
+    gen.subschema_for::<PlacementFailuresRequest>();
+    gen.subschema_for::<PlacementFailuresResponse>();
     gen.subschema_for::<RemoveActualLrpRequest>();
     gen.subschema_for::<EvacuateRunningActualLrpRequest>();
     gen.subschema_for::<EvacuateActualLrpRequest>();

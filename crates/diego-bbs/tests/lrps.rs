@@ -447,3 +447,88 @@ async fn an_update_with_a_stale_modification_tag_is_refused() {
     assert_eq!(now["instances"], 2);
     assert_eq!(actuals(&s, "tagged").await.len(), 2);
 }
+
+#[tokio::test]
+async fn placement_failures_are_recorded_once_grouped_and_only_where_they_apply() {
+    let s = start().await;
+    s.desire_lrp("web", 3).await;
+    let report = |indices: Vec<i64>, error: &str| {
+        json!({"lrps": [
+            {"process_guid": "web", "indices": indices, "placement_error": error,
+             "placement_explanation": {"total_cells": 1}},
+            {"process_guid": "gone", "indices": [0], "placement_error": error},
+        ]})
+    };
+    let tags = |v: &[Value]| -> Vec<Value> { v.iter().map(|a| a["modification_tag"].clone()).collect() };
+    // Index 7 is beyond the count, "gone" does not exist: both skipped.
+    let (st, r) = s
+        .call(
+            "POST",
+            "/v1/placement_failures",
+            Some(report(vec![0, 1, 7], "insufficient resources: memory")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r, json!({"recorded": 2, "unchanged": 0, "skipped": 2}));
+    let rows = actuals(&s, "web").await;
+    let errors: Vec<&str> = rows
+        .iter()
+        .map(|a| a["placement_error"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "insufficient resources: memory",
+            "insufficient resources: memory",
+            ""
+        ]
+    );
+    assert_eq!(rows[0]["placement_explanation"]["total_cells"], 1);
+
+    // The same failure again writes nothing: the rows keep their tags.
+    let (st, r) = s
+        .call(
+            "POST",
+            "/v1/placement_failures",
+            Some(report(vec![0, 1], "insufficient resources: memory")),
+        )
+        .await;
+    assert_eq!(
+        (st, r),
+        (
+            StatusCode::OK,
+            json!({"recorded": 0, "unchanged": 2, "skipped": 1})
+        )
+    );
+    assert_eq!(tags(&actuals(&s, "web").await), tags(&rows));
+
+    // Another reason is written.
+    let (_, r) = s
+        .call(
+            "POST",
+            "/v1/placement_failures",
+            Some(report(vec![1], "insufficient resources: disk")),
+        )
+        .await;
+    assert_eq!(r["recorded"], 1);
+
+    // Bad input names the field and changes nothing.
+    let (st, r) = s
+        .call(
+            "POST",
+            "/v1/placement_failures",
+            Some(json!({"lrps": [{"process_guid": "web", "indices": [2], "placement_error": ""}]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("lrps[0].placement_error"),
+        "{r}"
+    );
+    assert_eq!(
+        actuals(&s, "web").await[2]["placement_error"]
+            .as_str()
+            .unwrap_or(""),
+        ""
+    );
+}

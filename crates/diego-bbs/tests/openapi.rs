@@ -34,6 +34,7 @@ async fn every_route_constant_is_documented_and_served() {
         r::ACTUAL_LRP_START,
         r::ACTUAL_LRP_CRASH,
         r::ACTUAL_LRP_FAIL,
+        r::PLACEMENT_FAILURES,
         r::ACTUAL_LRP_REMOVE,
         r::ACTUAL_LRP_RETIRE,
         r::ACTUAL_LRP_EVACUATE_RUNNING,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use diego_model::api::{
     ClaimActualLrpRequest, CompleteTaskRequest, CrashActualLrpRequest, EvacuateActualLrpRequest,
     EvacuateRunningActualLrpRequest, EvacuationResponse, FailActualLrpRequest, FailTaskRequest, PingResponse,
-    RejectTaskRequest, RemoveActualLrpRequest, StartActualLrpRequest, StartTaskRequest, StartTaskResponse,
+    PlacementFailuresRequest, PlacementFailuresResponse, RejectTaskRequest, RemoveActualLrpRequest,
+    StartActualLrpRequest, StartTaskRequest, StartTaskResponse,
 };
 use diego_model::auction::PlacementExplanation;
 use diego_model::{
@@ -319,6 +320,14 @@ impl BbsClient {
                 &body,
             )
             .await
+    }
+
+    /// Records an auction round's placement failures in one request.
+    pub async fn report_placement_failures(
+        &self,
+        request: &PlacementFailuresRequest,
+    ) -> Result<PlacementFailuresResponse> {
+        self.api.post(path(r::PLACEMENT_FAILURES, &[]), request).await
     }
 
     /// Removes the instance record; with `instance_key`, only if it is still that instance.

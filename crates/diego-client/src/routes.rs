@@ -41,6 +41,9 @@ pub mod bbs {
     pub const ACTUAL_LRP_EVACUATE_CLAIMED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_claimed";
     pub const ACTUAL_LRP_EVACUATE_CRASHED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_crashed";
     pub const ACTUAL_LRP_EVACUATE_STOPPED: &str = "/v1/actual_lrps/{process_guid}/{index}/evacuate_stopped";
+    /// POST: the auctioneer records a round's placement failures, grouped (a
+    /// `PlacementFailuresRequest`; the answer counts what was recorded).
+    pub const PLACEMENT_FAILURES: &str = "/v1/placement_failures";
     /// Deletes the caller's EVACUATING row (204).
     pub const ACTUAL_LRP_REMOVE_EVACUATING: &str = "/v1/actual_lrps/{process_guid}/{index}/remove_evacuating";
 

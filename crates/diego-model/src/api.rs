@@ -91,6 +91,50 @@ pub struct FailActualLrpRequest {
     pub placement_explanation: Option<crate::auction::PlacementExplanation>,
 }
 
+/// `POST /v1/actual_lrps/placement_failures`: what one auction round could not place, grouped
+/// by process and reason, so a round that places nothing costs one request, not one per instance.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementFailuresRequest {
+    pub lrps: Vec<LrpPlacementFailure>,
+}
+
+/// Instances of one LRP the auction could not place, for one reason.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LrpPlacementFailure {
+    pub process_guid: String,
+    pub indices: Vec<u32>,
+    pub placement_error: String,
+    /// The auction's account of why no cell fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_explanation: Option<crate::auction::PlacementExplanation>,
+}
+
+/// What became of a [`PlacementFailuresRequest`], per instance named in it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementFailuresResponse {
+    /// UNCLAIMED instances that now carry the error.
+    pub recorded: u64,
+    /// Instances that carried this very error and explanation already (nothing written).
+    pub unchanged: u64,
+    /// Instances gone, claimed, beyond the LRP's count, or changed while the report was
+    /// written (the next round reports them again if they are still unplaced).
+    pub skipped: u64,
+}
+
+impl PlacementFailuresRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut v = Validator::new();
+        for (i, f) in self.lrps.iter().enumerate() {
+            v.guid(&format!("lrps[{i}].process_guid"), &f.process_guid);
+            v.required(&format!("lrps[{i}].placement_error"), &f.placement_error);
+        }
+        v.into_result()
+    }
+}
+
 /// `POST /v1/actual_lrps/{process_guid}/{index}/remove`
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

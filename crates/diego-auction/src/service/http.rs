@@ -74,11 +74,17 @@ async fn lrps(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     let requests = valid(requests, "LRP", |r, v| r.validate(v, ""));
     if !requests.is_empty() {
+        let mut parked = s.parked();
         let mut queue = s.queue();
+        let mut held = false;
         for r in requests {
-            queue.push_lrp(r);
+            held |= parked.absorb(r, &mut queue);
         }
-        drop(queue);
+        drop((queue, parked));
+        if held {
+            // Asked again for parked work: the round loop checks whether the cells changed.
+            s.recheck_cells.store(true, Ordering::SeqCst);
+        }
         s.work.notify_one();
     }
     StatusCode::ACCEPTED.into_response()

@@ -10,10 +10,14 @@
 //! - **Rounds** (`round.rs`): one scheduling loop. Each round drains the queue (deduplicated:
 //!   `process_guid.index`, task guid), fetches every live cell's `/state` in parallel with a
 //!   timeout, runs the algorithm, sends one `/work` per cell in parallel, and reports failures to
-//!   the BBS — LRPs as placement errors with their explanation, tasks as rejections. Work a
-//!   rep returns is reported the same way; a `/work` call that fails is not retried (the rep may
-//!   have taken it), the BBS asks again for anything left unclaimed.
+//!   the BBS — LRPs as placement errors with their explanation, in one grouped request per
+//!   round, tasks as rejections. Work a rep returns is reported the same way; a `/work` call
+//!   that fails is not retried (the rep may have taken it), the BBS asks again for anything
+//!   left unclaimed.
+//! - **Backoff** (`backoff.rs`): LRP instances no cell could take wait, doubling from 1 s to
+//!   30 s, before a round tries them again, unless the cells change.
 
+mod backoff;
 mod http;
 mod lock;
 mod round;
@@ -73,6 +77,8 @@ impl AuctioneerConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Stats {
     pub rounds: u64,
+    /// LRP instances waiting out a placement backoff.
+    pub parked_instances: u64,
     pub lrps_placed: u64,
     pub tasks_placed: u64,
     pub lrps_failed: u64,
@@ -127,6 +133,10 @@ impl Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Locked before `queue` when both are.
+    parked: Mutex<backoff::Parked>,
+    /// Parked work was asked for again: see whether the cells changed.
+    recheck_cells: AtomicBool,
     work: Notify,
     active: AtomicBool,
     counters: Counters,
@@ -135,6 +145,10 @@ struct Shared {
 impl Shared {
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, backoff::Parked> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take(&self) -> Queue {
@@ -168,6 +182,7 @@ fn stats(shared: &Shared) -> Stats {
     let c = &shared.counters;
     Stats {
         rounds: c.rounds.load(Ordering::Relaxed),
+        parked_instances: shared.parked().instances() as u64,
         lrps_placed: c.lrps_placed.load(Ordering::Relaxed),
         tasks_placed: c.tasks_placed.load(Ordering::Relaxed),
         lrps_failed: c.lrps_failed.load(Ordering::Relaxed),
@@ -188,6 +203,8 @@ pub async fn start(
         .unwrap_or_else(|| format!("http://{addr}"));
     let shared = Arc::new(Shared {
         queue: Mutex::default(),
+        parked: Mutex::default(),
+        recheck_cells: AtomicBool::new(false),
         work: Notify::new(),
         active: AtomicBool::new(false),
         counters: Counters::default(),

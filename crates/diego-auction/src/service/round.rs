@@ -1,11 +1,12 @@
 //! The scheduling loop: one round at a time, over everything queued since the last one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diego_client::{BbsClient, RepClient};
+use diego_model::api::{LrpPlacementFailure, PlacementFailuresRequest};
 use diego_model::auction::{
     CellState as WireCell, LrpStartRequest, LrpWork, PlacementExplanation, TaskStartRequest, Work,
 };
@@ -23,7 +24,7 @@ use crate::{
 /// Diego's error for work a cell's rep turned down after the auction chose it.
 const REP_REFUSED: &str = "insufficient resources";
 
-/// Most concurrent failure reports to the BBS.
+/// Most concurrent task failure reports to the BBS.
 const REPORT_CONCURRENCY: usize = 64;
 
 pub(super) async fn run_loop(
@@ -34,13 +35,25 @@ pub(super) async fn run_loop(
     shutdown: CancellationToken,
 ) {
     loop {
+        let due = shared.parked().next_due();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = shared.work.notified() => {}
+            _ = sleep_until(due), if due.is_some() => {}
         }
         if !shared.active.load(Ordering::SeqCst) {
             // Standing by: the work stays queued; the lock holder notifies once it is active.
             continue;
+        }
+        if shared.recheck_cells.swap(false, Ordering::SeqCst) {
+            // Only parked work was asked for: a changed set of cells releases it.
+            if let Ok(presences) = bbs.cells().await {
+                see_cells(&shared, &presences);
+            }
+        }
+        {
+            let mut parked = shared.parked();
+            parked.release_due(Instant::now(), &mut shared.queue());
         }
         let queue = shared.take();
         if queue.is_empty() {
@@ -54,6 +67,25 @@ pub(super) async fn run_loop(
             }
             shared.work.notify_one();
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// Tells the backoff which cells there are; a change releases parked work into the queue
+/// (and wakes the loop for it).
+fn see_cells(shared: &Shared, presences: &[diego_client::CellPresenceWithExpiry]) {
+    let ids = presences
+        .iter()
+        .map(|p| p.cell_presence.cell_id.clone())
+        .collect();
+    let mut parked = shared.parked();
+    if parked.cells_seen(ids, &mut shared.queue()) > 0 {
+        shared.work.notify_one();
     }
 }
 
@@ -79,6 +111,7 @@ async fn round(
             return Err(e);
         }
     };
+    see_cells(shared, &presences);
     let fetched = fetch_states(http, config, presences).await;
     let lrps: Vec<LrpStartRequest> = queue.lrps.into_values().collect();
     let tasks: Vec<TaskStartRequest> = queue.tasks.into_values().collect();
@@ -150,6 +183,7 @@ async fn round(
         .collect()
         .await;
 
+    park_failures(shared, &lrps, &results);
     report_failures(bbs, &results, &refused).await;
     let refused_lrps: usize = refused.iter().map(|w| w.lrps.len()).sum();
     let refused_tasks: usize = refused.iter().map(|w| w.tasks.len()).sum();
@@ -217,62 +251,133 @@ async fn fetch_states(
     states
 }
 
-async fn report_failures(bbs: &BbsClient, results: &AuctionResults, refused: &[Work]) {
-    enum Report<'a> {
-        Lrp(&'a str, i32, &'a str, Option<&'a PlacementExplanation>),
-        Task(&'a str, &'a str, Option<&'a PlacementExplanation>),
-    }
-    let mut reports: Vec<Report<'_>> = Vec::new();
+/// Parks the LRP instances no cell could take (see `backoff.rs`); an LRP with an instance
+/// placed starts its backoff over.
+fn park_failures(shared: &Shared, lrps: &[LrpStartRequest], results: &AuctionResults) {
+    let mut failed: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
     for f in &results.failed_lrps {
-        reports.push(Report::Lrp(
-            &f.process_guid,
-            f.index as i32,
-            &f.placement_error,
-            Some(&f.explanation),
-        ));
+        failed.entry(f.lrp).or_default().push(f.index as i32);
     }
+    let now = Instant::now();
+    let mut parked = shared.parked();
+    for p in &results.successful_lrps {
+        parked.placed(&lrps[p.lrp].process_guid);
+    }
+    for (lrp, indices) in failed {
+        parked.park(
+            LrpStartRequest {
+                indices,
+                ..lrps[lrp].clone()
+            },
+            now,
+        );
+    }
+}
+
+/// Instances per placement-failure request (each index is a few bytes of JSON; the BBS takes
+/// bodies of up to 1 MiB).
+const FAILURES_PER_REQUEST: usize = 20_000;
+
+/// The LRP failures of a round grouped by process, reason and explanation, in requests of at
+/// most [`FAILURES_PER_REQUEST`] instances.
+fn group_lrp_failures(results: &AuctionResults, refused: &[Work]) -> Vec<PlacementFailuresRequest> {
+    let mut groups: Vec<LrpPlacementFailure> = Vec::new();
+    let mut at: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    let failures = results
+        .failed_lrps
+        .iter()
+        .map(|f| {
+            (
+                f.process_guid.as_str(),
+                f.index,
+                f.placement_error.as_str(),
+                Some(&f.explanation),
+            )
+        })
+        .chain(refused.iter().flat_map(|w| {
+            w.lrps
+                .iter()
+                .map(|l| (l.process_guid.as_str(), l.index.max(0) as u32, REP_REFUSED, None))
+        }));
+    for (guid, index, error, explanation) in failures {
+        let candidates = at.entry((guid, error)).or_default();
+        let found = candidates
+            .iter()
+            .copied()
+            .find(|&g| groups[g].placement_explanation.as_ref() == explanation);
+        let g = match found {
+            Some(g) => g,
+            None => {
+                groups.push(LrpPlacementFailure {
+                    process_guid: guid.to_string(),
+                    indices: Vec::new(),
+                    placement_error: error.to_string(),
+                    placement_explanation: explanation.cloned(),
+                });
+                candidates.push(groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[g].indices.push(index);
+    }
+    let mut requests = Vec::new();
+    let mut current = PlacementFailuresRequest::default();
+    let mut size = 0;
+    for mut g in groups {
+        while !g.indices.is_empty() {
+            let room = FAILURES_PER_REQUEST - size;
+            let rest = if g.indices.len() > room {
+                g.indices.split_off(room)
+            } else {
+                Vec::new()
+            };
+            size += g.indices.len();
+            current.lrps.push(LrpPlacementFailure {
+                indices: std::mem::replace(&mut g.indices, rest),
+                ..g.clone()
+            });
+            if size == FAILURES_PER_REQUEST {
+                requests.push(std::mem::take(&mut current));
+                size = 0;
+            }
+        }
+    }
+    if !current.lrps.is_empty() {
+        requests.push(current);
+    }
+    requests
+}
+
+async fn report_failures(bbs: &BbsClient, results: &AuctionResults, refused: &[Work]) {
+    for request in group_lrp_failures(results, refused) {
+        match bbs.report_placement_failures(&request).await {
+            Ok(r) => debug!(
+                recorded = r.recorded,
+                unchanged = r.unchanged,
+                skipped = r.skipped,
+                "placement failures reported"
+            ),
+            Err(e) => warn!(error = %e, "reporting placement failures"),
+        }
+    }
+    let mut tasks: Vec<(&str, &str, Option<&PlacementExplanation>)> = Vec::new();
     for f in &results.failed_tasks {
-        reports.push(Report::Task(
-            &f.task_guid,
-            &f.placement_error,
-            Some(&f.explanation),
-        ));
+        tasks.push((&f.task_guid, &f.placement_error, Some(&f.explanation)));
     }
     for w in refused {
-        for l in &w.lrps {
-            reports.push(Report::Lrp(&l.process_guid, l.index, REP_REFUSED, None));
-        }
         for t in &w.tasks {
-            reports.push(Report::Task(&t.task_guid, REP_REFUSED, None));
+            tasks.push((&t.task_guid, REP_REFUSED, None));
         }
     }
-    stream::iter(reports)
-        .for_each_concurrent(REPORT_CONCURRENCY, |r| async move {
-            let (what, result) = match r {
-                Report::Lrp(guid, index, error, explanation) => (
-                    format!("{guid}/{index}"),
-                    bbs.fail_actual_lrp(guid, index, error, explanation)
-                        .await
-                        .map(|_| ()),
-                ),
-                Report::Task(guid, error, explanation) => (
-                    guid.to_string(),
-                    bbs.reject_task(guid, error, explanation).await.map(|_| ()),
-                ),
-            };
-            match result {
-                Ok(()) => {}
+    stream::iter(tasks)
+        .for_each_concurrent(REPORT_CONCURRENCY, |(guid, error, explanation)| async move {
+            match bbs.reject_task(guid, error, explanation).await {
+                Ok(_) => {}
                 // Gone, or claimed meanwhile: nothing to report any more.
-                Err(e)
-                    if e.is_not_found()
-                        || matches!(
-                            e.kind(),
-                            Some(ErrorType::ActualLrpCannotBeFailed | ErrorType::InvalidStateTransition)
-                        ) =>
-                {
-                    debug!(what, error = %e, "placement failure not recorded")
+                Err(e) if e.is_not_found() || matches!(e.kind(), Some(ErrorType::InvalidStateTransition)) => {
+                    debug!(task_guid = guid, error = %e, "placement failure not recorded")
                 }
-                Err(e) => warn!(what, error = %e, "reporting a placement failure"),
+                Err(e) => warn!(task_guid = guid, error = %e, "reporting a placement failure"),
             }
         })
         .await;
@@ -349,5 +454,81 @@ fn cell_state(s: &WireCell, cell_index: u32) -> CellState {
         starting_container_count: s.starting_container_count.max(0) as u32,
         evacuating: s.evacuating,
         proxy_memory_mb: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LrpFailure;
+
+    fn failure(guid: &str, index: u32, error: &str, cells: u32) -> LrpFailure {
+        LrpFailure {
+            lrp: 0,
+            process_guid: guid.into(),
+            index,
+            placement_error: error.into(),
+            explanation: PlacementExplanation {
+                total_cells: cells,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn failures_are_grouped_by_lrp_reason_and_explanation_in_bounded_requests() {
+        let mut results = AuctionResults::default();
+        for i in 0..(FAILURES_PER_REQUEST as u32 + 5) {
+            results
+                .failed_lrps
+                .push(failure("huge", i, "insufficient resources: memory", 1));
+        }
+        results
+            .failed_lrps
+            .push(failure("web", 0, "insufficient resources: memory", 1));
+        results
+            .failed_lrps
+            .push(failure("web", 1, "insufficient resources: memory", 2));
+        let refused = [Work {
+            lrps: vec![LrpWork {
+                process_guid: "web".into(),
+                index: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let requests = group_lrp_failures(&results, &refused);
+        type Group<'a> = (&'a str, usize, &'a str, Option<u32>);
+        let shape: Vec<Vec<Group<'_>>> = requests
+            .iter()
+            .map(|r| {
+                r.lrps
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.process_guid.as_str(),
+                            g.indices.len(),
+                            g.placement_error.as_str(),
+                            g.placement_explanation.as_ref().map(|x| x.total_cells),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let memory = "insufficient resources: memory";
+        assert_eq!(
+            shape,
+            [
+                vec![("huge", FAILURES_PER_REQUEST, memory, Some(1))],
+                vec![
+                    ("huge", 5, memory, Some(1)),
+                    ("web", 1, memory, Some(1)),
+                    ("web", 1, memory, Some(2)),
+                    ("web", 1, REP_REFUSED, None),
+                ],
+            ]
+        );
+        assert_eq!(requests[1].lrps[0].indices[0], FAILURES_PER_REQUEST as u32);
+        assert!(group_lrp_failures(&AuctionResults::default(), &[]).is_empty());
     }
 }

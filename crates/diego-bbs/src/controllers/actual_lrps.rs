@@ -1,6 +1,8 @@
 //! Actual LRP lifecycle: what cells and the auctioneer do to instances (diego-spec §4.3–4.4).
 
-use diego_model::api::StartActualLrpRequest;
+use std::collections::HashMap;
+
+use diego_model::api::{PlacementFailuresRequest, PlacementFailuresResponse, StartActualLrpRequest};
 use diego_model::auction::PlacementExplanation;
 use diego_model::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpState, Presence, RestartPolicy, TransitionError,
@@ -164,6 +166,76 @@ pub async fn fail(
     })
     .await?;
     Ok(a)
+}
+
+/// Instances per placement-failure transaction: small enough that a lost race costs little.
+const FAILURE_CHUNK: usize = 500;
+
+/// Records an auction round's placement failures (diego-spec §6.1), best effort and without
+/// ever contending with a user's write:
+/// - an instance that already carries this error and explanation is not written again, so a
+///   round that fails like the one before writes nothing (no store traffic, no feed entries);
+/// - an LRP deleted meanwhile, or an index beyond its count, is skipped;
+/// - the writes go in small compare-and-swap transactions, each tried once: one that loses a
+///   race (a delete, a scale, a claim) is dropped, not retried, and the next round reports
+///   whatever is still unplaced.
+pub async fn record_placement_failures(
+    bbs: &Bbs,
+    request: &PlacementFailuresRequest,
+) -> ControllerResult<PlacementFailuresResponse> {
+    let mut out = PlacementFailuresResponse::default();
+    let now = bbs.now();
+    for f in &request.lrps {
+        let named = f.indices.len() as u64;
+        let Some(desired) = bbs.store.get_desired_lrp(&f.process_guid).await? else {
+            out.skipped += named;
+            continue;
+        };
+        let rows = bbs
+            .store
+            .list_actual_lrps(&ActualLrpFilter {
+                process_guid: Some(f.process_guid.clone()),
+                presence: Some(Presence::Ordinary),
+                ..Default::default()
+            })
+            .await?;
+        let by_index: HashMap<i32, &ActualLrp> = rows.iter().map(|a| (a.index, a)).collect();
+        let mut changed = Vec::new();
+        for &index in &f.indices {
+            let row = i32::try_from(index)
+                .ok()
+                .filter(|i| *i < desired.instances)
+                .and_then(|i| by_index.get(&i));
+            let Some(row) = row else {
+                out.skipped += 1;
+                continue;
+            };
+            let Ok(mut failed) = row.fail(&f.placement_error, now) else {
+                out.skipped += 1;
+                continue;
+            };
+            failed.placement_explanation = f.placement_explanation.clone();
+            if failed.placement_error == row.placement_error
+                && failed.placement_explanation == row.placement_explanation
+            {
+                out.unchanged += 1;
+            } else {
+                changed.push(failed);
+            }
+        }
+        for chunk in changed.chunks(FAILURE_CHUNK) {
+            let mut txn = Txn::new();
+            for a in chunk {
+                txn.push(Write::update(Record::ActualLrp(a.clone())));
+            }
+            match bbs.store.commit(txn).await {
+                Ok(_) => out.recorded += chunk.len() as u64,
+                Err(e) if is_retryable(&e) => out.skipped += chunk.len() as u64,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes the ORDINARY row (its cell stopped the container, or has none).

@@ -1,10 +1,15 @@
 //! Desired LRP lifecycle: desire, update (scale, routes, annotation, metric tags), delete.
 //!
 //! Desiring an LRP and creating its UNCLAIMED instances is one atomic transaction, as is a
-//! scale (the desired record and the instances it adds or removes), so a crash of the BBS
-//! can never leave an LRP without its instances. Instances that a cell holds (CLAIMED or
+//! scale-up (the desired record and the instances it adds), so a crash of the BBS can never
+//! leave an LRP without its instances. A delete or scale-down commits the desired record
+//! alone and then removes the instances it no longer wants ([`remove_extras`]), so that no
+//! write to an instance can make the user's request lose; a crash in between leaves extra
+//! instances, which convergence retires. Instances that a cell holds (CLAIMED or
 //! RUNNING) are never deleted from here: their cell is asked to stop them (see
 //! [`super::actual_lrps::retire_held`]), and the cell removes the record once it has.
+
+use std::collections::HashSet;
 
 use diego_model::{
     ActualLrp, ActualLrpKey, ActualLrpState, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate,
@@ -13,7 +18,7 @@ use diego_model::{
 use diego_store::{ActualLrpFilter, DesiredLrpFilter, Record, StoreError, Txn, Write};
 
 use super::actual_lrps::retire_held;
-use super::{read_decide_cas, ControllerError, ControllerResult};
+use super::{is_retryable, read_decide_cas, ControllerError, ControllerResult, CAS_ATTEMPTS};
 use crate::state::{new_guid, Bbs};
 
 fn not_found(guid: &str) -> ControllerError {
@@ -104,7 +109,7 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Control
         what: format!("update of desired LRP {guid:?}"),
         errors,
     })?;
-    let (updated, to_stop) = read_decide_cas(
+    let updated = read_decide_cas(
         || format!("desired LRP {guid:?}"),
         || async {
             let current = get(bbs, guid).await?;
@@ -129,64 +134,96 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Control
                     txn.push(Write::insert(Record::ActualLrp(unclaimed(&next, index, now))));
                 }
             }
-            // Scale down: extras nobody holds go now; held ones are stopped by their cells.
-            let mut to_stop = Vec::new();
-            for a in actuals.iter().filter(|a| a.index >= next.instances) {
-                if is_held(a) {
-                    to_stop.push(a.clone());
-                } else {
-                    txn.push(Write::delete(&Record::ActualLrp(a.clone())));
-                }
-            }
             let c = bbs.store.commit(txn).await?;
             match c.records.into_iter().next().flatten() {
-                Some(Record::DesiredLrp(d)) => Ok((d, to_stop)),
+                Some(Record::DesiredLrp(d)) => Ok(d),
                 _ => Err(no_record()),
             }
         },
     )
     .await?;
+    // Scale down: the extras go after the desired record changed (see `remove_extras`).
+    let stopping = match update.instances {
+        Some(_) => remove_extras(bbs, guid).await?,
+        None => 0,
+    };
     tracing::info!(
         process_guid = guid,
         instances = updated.instances,
-        stopping = to_stop.len(),
+        stopping,
         "updated desired LRP"
     );
-    for a in &to_stop {
-        retire_held(bbs, a).await?;
-    }
     Ok(updated)
 }
 
 pub async fn delete(bbs: &Bbs, guid: &str) -> ControllerResult<()> {
-    let to_stop = read_decide_cas(
+    read_decide_cas(
         || format!("desired LRP {guid:?}"),
         || async {
             let current = get(bbs, guid).await?;
-            let actuals = ordinary_instances(bbs, guid).await?;
-            let mut txn = Txn::one(Write::delete(&Record::DesiredLrp(current)));
-            let mut to_stop = Vec::new();
-            for a in actuals {
-                if is_held(&a) {
-                    to_stop.push(a);
-                } else {
-                    txn.push(Write::delete(&Record::ActualLrp(a)));
-                }
-            }
-            bbs.store.commit(txn).await?;
-            Ok(to_stop)
+            bbs.store
+                .commit(Txn::one(Write::delete(&Record::DesiredLrp(current))))
+                .await?;
+            Ok(())
         },
     )
     .await?;
-    tracing::info!(
-        process_guid = guid,
-        stopping = to_stop.len(),
-        "deleted desired LRP"
-    );
-    for a in &to_stop {
-        retire_held(bbs, a).await?;
-    }
+    let stopping = remove_extras(bbs, guid).await?;
+    tracing::info!(process_guid = guid, stopping, "deleted desired LRP");
     Ok(())
+}
+
+/// Instance rows deleted per transaction when an LRP is deleted or scaled down.
+const REMOVE_CHUNK: usize = 1_000;
+
+/// Removes the instances of `guid` that its desired record no longer wants (all of them once
+/// it is deleted, those at or above its count after a scale-down): rows nobody holds are
+/// deleted, held ones are stopped by their cells. Returns how many cells were asked to stop.
+///
+/// This runs after the desired record's own commit, which compares only that record's tag:
+/// background writes to instance rows (an auction round's placement failures on 100,000
+/// instances, claims, crashes) can make a chunk here lose its race, but never the user's
+/// delete or scale. A lost chunk is read and decided again; whatever is still left after
+/// `CAS_ATTEMPTS` rounds is an extra instance that convergence retires.
+async fn remove_extras(bbs: &Bbs, guid: &str) -> ControllerResult<usize> {
+    let mut asked: HashSet<(i32, String)> = HashSet::new();
+    for _ in 0..CAS_ATTEMPTS {
+        let wanted = match bbs.store.get_desired_lrp(guid).await? {
+            Some(d) => d.instances,
+            None => 0,
+        };
+        let extras: Vec<ActualLrp> = ordinary_instances(bbs, guid)
+            .await?
+            .into_iter()
+            .filter(|a| a.index >= wanted)
+            .collect();
+        let (held, unheld): (Vec<ActualLrp>, Vec<ActualLrp>) = extras.into_iter().partition(is_held);
+        for a in held {
+            if asked.insert((a.index, a.instance_guid.clone())) {
+                retire_held(bbs, &a).await?;
+            }
+        }
+        let mut lost = false;
+        for chunk in unheld.chunks(REMOVE_CHUNK) {
+            let mut txn = Txn::new();
+            for a in chunk {
+                txn.push(Write::delete(&Record::ActualLrp(a.clone())));
+            }
+            match bbs.store.commit(txn).await {
+                Ok(_) => {}
+                Err(e) if is_retryable(&e) => lost = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !lost {
+            return Ok(asked.len());
+        }
+    }
+    tracing::warn!(
+        process_guid = guid,
+        "instances kept changing while being removed; convergence retires what is left"
+    );
+    Ok(asked.len())
 }
 
 pub fn filter(domain: Option<String>, process_guid: Option<String>) -> DesiredLrpFilter {

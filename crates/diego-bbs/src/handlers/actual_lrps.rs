@@ -4,8 +4,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use diego_model::api::{
-    ClaimActualLrpRequest, CrashActualLrpRequest, FailActualLrpRequest, RemoveActualLrpRequest,
-    StartActualLrpRequest,
+    ClaimActualLrpRequest, CrashActualLrpRequest, FailActualLrpRequest, PlacementFailuresRequest,
+    PlacementFailuresResponse, RemoveActualLrpRequest, StartActualLrpRequest,
 };
 use diego_model::{ActualLrp, ActualLrpState, Presence};
 use diego_store::ActualLrpFilter;
@@ -118,6 +118,15 @@ pub async fn fail(
     Ok(Json(
         actual_lrps::fail(&s, &guid, index, &req.error_message, req.placement_explanation).await?,
     ))
+}
+
+pub async fn placement_failures(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<PlacementFailuresRequest>,
+) -> HandlerResult<Json<PlacementFailuresResponse>> {
+    req.validate()
+        .map_err(|e| HandlerError::invalid_record("placement failures", e))?;
+    Ok(Json(actual_lrps::record_placement_failures(&s, &req).await?))
 }
 
 pub async fn remove(

@@ -9,3 +9,4 @@ pub mod garden;
 mod procs;
 pub mod recovery;
 pub mod start;
+pub mod unplaceable;

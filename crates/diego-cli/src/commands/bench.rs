@@ -19,6 +19,22 @@ pub enum BenchCommand {
     Recovery(BenchRecoveryArgs),
     /// Benchmark instance starts on a real cell: desire → RUNNING against raw runc create+start.
     Start(BenchStartArgs),
+    /// Benchmark an LRP no cell can take (100,000 instances): memory while every round fails
+    /// it, and how soon a delete or a scale to zero is answered and done.
+    Unplaceable(BenchUnplaceableArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchUnplaceableArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Instances of the unplaceable LRP.
+    #[arg(long, default_value_t = 100_000)]
+    pub instances: i32,
+    /// Seconds to keep it failing before it is deleted.
+    #[arg(long, default_value_t = 150)]
+    pub hold: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +194,14 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 instances: a.instances.max(1),
                 max_concurrent_creates: a.max_concurrent_creates,
                 bbs,
+            })
+            .await
+        }
+        BenchCommand::Unplaceable(a) => {
+            crate::bench::unplaceable::run(crate::bench::unplaceable::Options {
+                json: a.json,
+                instances: a.instances.max(1),
+                hold: std::time::Duration::from_secs(a.hold),
             })
             .await
         }
