@@ -31,6 +31,9 @@ pub struct BbsConfig {
     /// The URL other roles reach this BBS at, stored in the lock (default `http://<bound
     /// address>`).
     pub advertise_url: Option<String>,
+    /// What the HTTP server bounds: how long it waits for a request, how many connections it
+    /// holds (see [`diego_runtime::ServeLimits`]).
+    pub serve_limits: diego_runtime::ServeLimits,
 }
 
 /// 1 MiB: room for the largest valid record (10 KiB annotation, 128 KiB routes, a big
@@ -51,6 +54,7 @@ impl BbsConfig {
             lock: Default::default(),
             convergence: Default::default(),
             advertise_url: None,
+            serve_limits: Default::default(),
         }
     }
 }

@@ -122,6 +122,7 @@ pub async fn start_with_store(
     // Members stop in reverse order: the active work first, then the lock is released, then
     // the API stops answering (event streams end with it).
     let http_stop = CancellationToken::new();
+    let serve_limits = config.serve_limits;
     let state: AppState = Arc::new(Bbs {
         callbacks: callbacks::Callbacks::new(store.clone(), role.clone(), clock.clone()),
         role: role.clone(),
@@ -139,7 +140,7 @@ pub async fn start_with_store(
     members.add(
         "bbs http",
         http_stop.clone(),
-        diego_runtime::serve(listener, app, http_stop),
+        diego_runtime::serve(listener, app, http_stop, serve_limits),
     );
     let lock_role = role.clone();
     members.spawn(

@@ -96,6 +96,9 @@ pub struct RepConfig {
     pub evacuation_timeout: Duration,
     /// How often an evacuating cell reports its instances again.
     pub evacuation_interval: Duration,
+    /// What the HTTP server bounds: how long it waits for a request, how many connections it
+    /// holds (see [`diego_runtime::ServeLimits`]).
+    pub serve_limits: diego_runtime::ServeLimits,
 }
 
 impl RepConfig {
@@ -123,6 +126,7 @@ impl RepConfig {
             download_cache_dir: None,
             evacuation_timeout: Duration::from_secs(600),
             evacuation_interval: Duration::from_secs(1),
+            serve_limits: Default::default(),
         }
     }
 }
@@ -263,7 +267,9 @@ pub async fn start(
         info!(adopted, "took over containers from an earlier run of this cell");
     }
     let app = http::router(rep.clone());
-    members.spawn("rep http", |stop| diego_runtime::serve(listener, app, stop));
+    members.spawn("rep http", |stop| {
+        diego_runtime::serve(listener, app, stop, rep.config.serve_limits)
+    });
     members.spawn("rep sync", |stop| {
         sync::run(rep.clone(), stop).map(Ok::<(), Infallible>)
     });

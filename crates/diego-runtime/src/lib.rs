@@ -8,7 +8,8 @@
 //! - [`Lease`]: keeps a TTL'd registration (a lock, a cell presence) renewed every third of
 //!   its TTL and knows when it is held.
 //! - [`serve`] and [`http_client`]: the one HTTP server loop and the one HTTP-client builder
-//!   every role uses, the seam where transport security goes.
+//!   every role uses, the seam where transport security goes. [`ServeLimits`] bounds how
+//!   long the server waits for a request and how many connections it holds.
 //!
 //! Depends on no other crate of this workspace.
 
@@ -17,7 +18,10 @@ mod lease;
 mod supervisor;
 mod worker;
 
-pub use http::{http_client, serve};
+pub use http::{
+    http_client, serve, ServeLimits, CLIENT_POOL_IDLE_TIMEOUT, DEFAULT_BODY_IDLE_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 pub use lease::{Lease, Renewal};
 pub use supervisor::{Supervisor, SupervisorError};
 pub use worker::{PassError, Waker, Worker, WorkerStats};

@@ -45,6 +45,9 @@ pub struct SimCellsConfig {
     pub task_run_time: Duration,
     /// Bound on BBS calls in flight across all cells.
     pub max_in_flight_bbs_calls: usize,
+    /// What the HTTP server bounds: how long it waits for a request, how many connections it
+    /// holds (see [`diego_runtime::ServeLimits`]).
+    pub serve_limits: diego_runtime::ServeLimits,
 }
 
 /// Zones of equal size: 3 when `count` divides by 3, else 2 when it is even, else 1.
@@ -80,6 +83,7 @@ impl SimCellsConfig {
             advertise_host: None,
             task_run_time: Duration::ZERO,
             max_in_flight_bbs_calls: DEFAULT_MAX_IN_FLIGHT_BBS_CALLS,
+            serve_limits: Default::default(),
         }
     }
 

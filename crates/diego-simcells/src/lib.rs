@@ -109,7 +109,9 @@ impl SimCells {
         });
         let mut members = Supervisor::new(stop.clone());
         let app = server::router(app);
-        members.spawn("sim-cells http", |stop| diego_runtime::serve(listener, app, stop));
+        members.spawn("sim-cells http", |stop| {
+            diego_runtime::serve(listener, app, stop, config.serve_limits)
+        });
 
         // Serving first: the BBS may hand a cell work the moment its presence appears.
         if let Err(e) = presence::register_all(&bbs, &cells, config.presence_ttl).await {

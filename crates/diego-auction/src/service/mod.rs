@@ -56,6 +56,9 @@ pub struct AuctioneerConfig {
     /// Most cells asked at once.
     pub cell_concurrency: usize,
     pub auction: AuctionConfig,
+    /// What the HTTP server bounds: how long it waits for a request, how many connections it
+    /// holds (see [`diego_runtime::ServeLimits`]).
+    pub serve_limits: diego_runtime::ServeLimits,
 }
 
 impl AuctioneerConfig {
@@ -69,6 +72,7 @@ impl AuctioneerConfig {
             cell_timeout: Duration::from_secs(5),
             cell_concurrency: 256,
             auction: AuctionConfig::default(),
+            serve_limits: Default::default(),
         }
     }
 }
@@ -218,8 +222,9 @@ pub async fn start(
     // Stopped in reverse: the rounds first, then the lock is released, then the intake.
     let mut members = diego_runtime::Supervisor::new(shutdown);
     let app = http::router(shared.clone());
+    let serve_limits = config.serve_limits;
     members.spawn("auctioneer http", move |stop| {
-        diego_runtime::serve(listener, app, stop)
+        diego_runtime::serve(listener, app, stop, serve_limits)
     });
     {
         let (shared, bbs, owner, url, ttl) = (

@@ -147,7 +147,7 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.depot.display()
     );
-    diego_garden::http::server::serve(listener, backend, shutdown)
+    diego_garden::http::server::serve(listener, backend, shutdown, Default::default())
         .await
         .context("serving the garden API")?;
     Ok(())

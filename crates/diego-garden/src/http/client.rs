@@ -24,9 +24,13 @@ pub struct GardenClient {
 
 impl GardenClient {
     /// A client of the server at `base_url` (e.g. `http://127.0.0.1:7777`, or with a path
-    /// prefix). No request timeout: event and file streams last as long as they need to.
+    /// prefix), with the HTTP client every role starts from. No request timeout: event and
+    /// file streams last as long as they need to.
     pub fn new(base_url: &str) -> Result<Self, GardenError> {
-        Self::with_http_client(base_url, reqwest::Client::new())
+        let http = diego_runtime::http_client()
+            .build()
+            .map_err(|e| GardenError::Unavailable(format!("building the HTTP client: {e}")))?;
+        Self::with_http_client(base_url, http)
     }
 
     /// Like [`GardenClient::new`] with a caller-configured HTTP client (a request timeout set

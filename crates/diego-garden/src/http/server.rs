@@ -13,6 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use diego_runtime::ServeLimits;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -57,17 +58,17 @@ pub fn router_with_shutdown(backend: DynBackend, shutdown: CancellationToken) ->
         .with_state(AppState { backend, shutdown })
 }
 
-/// Serves the container API on `listener` until `shutdown` is cancelled, then ends open event
-/// streams and waits for in-flight requests.
+/// Serves the container API on `listener` within `limits` (through the one server loop every
+/// role uses) until `shutdown` is cancelled, then ends open event streams and waits for
+/// in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     backend: DynBackend,
     shutdown: CancellationToken,
+    limits: ServeLimits,
 ) -> std::io::Result<()> {
     let app = router_with_shutdown(backend, shutdown.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    diego_runtime::serve(listener, app, shutdown, limits).await
 }
 
 /// A [`GardenError`] as a response: its JSON (`{"type":"NotFound","message":…}`) with a

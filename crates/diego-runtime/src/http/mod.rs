@@ -1,0 +1,30 @@
+//! The HTTP seam: one server loop and one client builder for every role.
+
+mod body_idle;
+mod limits;
+mod serve;
+
+use std::time::Duration;
+
+pub use limits::{
+    ServeLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
+pub use serve::serve;
+
+/// How long a client waits for a TCP connection before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a client keeps an idle connection for reuse: below the server's
+/// [`DEFAULT_HEADER_READ_TIMEOUT`], so a client drops an idle connection before the server
+/// closes it, rather than sending a request into a connection the server is closing.
+pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client builder every role starts from: bounded connect time, no Nagle delay on the
+/// small JSON requests roles exchange, idle connections dropped before servers close them.
+/// Callers add their own request timeout.
+pub fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT)
+}

@@ -1,0 +1,211 @@
+//! The server loop: accept, bound, serve, refuse, shut down gracefully.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::body_idle::{IdleTimeoutBody, Stalled};
+use super::limits::ServeLimits;
+
+/// How long a refused connection stays open after its 503, reading what the client sends,
+/// so that closing it does not reset the connection before the client reads the answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections lingering at once; past it a connection is closed without an answer
+/// rather than holding one more file open.
+const REFUSALS_IN_FLIGHT: usize = 256;
+
+/// Pause after an accept error such as running out of open files, so the loop does not
+/// spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Refusals are logged at most this often, with how many there were.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` within `limits` until `shutdown` is cancelled, then stops
+/// accepting and lets open connections finish their requests.
+///
+/// Only reading a request is bounded (see [`ServeLimits`]): a response, such as an event
+/// stream, lasts as long as the handler keeps it going.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+) -> io::Result<()> {
+    let limit = limits.connection_limit();
+    if limit < limits.max_connections {
+        tracing::info!(
+            configured = limits.max_connections,
+            limit,
+            "connection limit lowered to half the open-file limit (ulimit -n)"
+        );
+    }
+    let slots = Arc::new(Semaphore::new(limit));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let mut refusal_log = RefusalLog::default();
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            // The client gave up before we accepted: nothing to do.
+            Err(e) if is_client_gone(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed; pausing");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        // Small JSON answers and event-stream lines go out at once.
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                connections.spawn(connection(stream, app.clone(), limits, shutdown.clone(), slot));
+            }
+            Err(_) => {
+                refusal_log.refused(limit);
+                if let Ok(lingering) = refusals.clone().try_acquire_owned() {
+                    connections.spawn(refuse(stream, limit, lingering));
+                }
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+fn is_client_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection: HTTP/1.1 with a bounded wait for each request head, until the client
+/// closes, a limit is hit, or `shutdown` (then the request in flight finishes first).
+async fn connection(
+    stream: TcpStream,
+    app: axum::Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |request| respond(app.clone(), limits, request));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Slow or vanished clients end here; they are the client's problem, not ours.
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// `app`'s answer to `request`, or 408 when the request body stalled.
+async fn respond(
+    app: axum::Router,
+    limits: ServeLimits,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let stalled = Stalled::default();
+    let request = request.map(|body| {
+        axum::body::Body::new(IdleTimeoutBody::new(
+            body,
+            limits.body_idle_timeout,
+            stalled.clone(),
+        ))
+    });
+    let response = app.oneshot(request).await?;
+    if stalled.get() {
+        return Ok(body_stalled(limits.body_idle_timeout));
+    }
+    Ok(response)
+}
+
+fn body_stalled(idle: Duration) -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        format!("request timeout: no part of the request body arrived for {idle:?}\n"),
+    )
+        .into_response()
+}
+
+/// Answers a connection beyond the limit `503 too many connections (limit N)` and closes
+/// it, without reading its request.
+async fn refuse(mut stream: TcpStream, limit: usize, _lingering: OwnedSemaphorePermit) {
+    let body = format!("too many connections (limit {limit})\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\n\
+         content-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\n\
+         retry-after: 1\r\n\
+         connection: close\r\n\
+         \r\n\
+         {body}",
+        body.len()
+    );
+    let answer_and_close = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Closing with unread input would reset the connection, and a reset can discard
+        // the answer before the client reads it: read until the client closes.
+        let mut discard = [0u8; 1024];
+        while stream.read(&mut discard).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer_and_close).await;
+}
+
+/// One log line per [`REFUSAL_LOG_INTERVAL`] however many connections are refused.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, limit: usize) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(
+            limit,
+            refused = self.unlogged,
+            "refusing connections: too many connections open"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
