@@ -1,0 +1,250 @@
+//! The README's tour, run as written (root, runc and busybox-static): every command of its
+//! `sh` blocks, in order, against `diego dev --cells 2` (the set-up the tour's drain step
+//! asks for), through a shell where `diego` is the binary under test. Each must exit 0, and
+//! the outputs the README promises are checked: the task's result, the page that names its
+//! instance, the scale, the drain.
+//!
+//! `HOST_PORT` and `CELL_ID` are the README's placeholders for what the reader copies from an
+//! earlier command's output; the test fills them in the same way, from the BBS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diego_client::{ActualLrpQuery, BbsClient};
+use diego_model::{ActualLrpState, TaskState};
+use diego_testkit::{eventually, free_port};
+
+mod common;
+use common::cluster::Proc;
+use common::{RuncLeftovers, BIN};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The commands of the tour: every line of the `sh` blocks after "## A short tour" (up to
+/// the next section), with `\` continuations joined and trailing `#` comments dropped.
+fn tour_commands(readme: &str) -> Vec<String> {
+    let tour = readme
+        .split("## A short tour")
+        .nth(1)
+        .expect("the README has a tour")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in tour.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = line.trim() == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let code = strip_comment(line);
+        if code.trim().is_empty() {
+            continue;
+        }
+        match code.trim_end().strip_suffix('\\') {
+            Some(head) => pending.push_str(head),
+            None => {
+                pending.push_str(code.trim_end());
+                commands.push(pending.trim().to_string());
+                pending.clear();
+            }
+        }
+    }
+    commands
+}
+
+/// `line` without a `#` comment that starts outside quotes.
+fn strip_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && (i == 0 || line[..i].ends_with(char::is_whitespace)) => {
+                return &line[..i];
+            }
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Runs `command` in bash with `diego` being the binary under test (and `curl` falling back
+/// to busybox's wget where curl is not installed); (exit code, stdout and stderr).
+fn sh(bbs: &str, command: &str) -> (i32, String) {
+    let script = format!(
+        "diego() {{ '{BIN}' \"$@\"; }}\n\
+         command -v curl >/dev/null || curl() {{ busybox wget -qO- \"${{@: -1}}\"; }}\n\
+         {command}"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("DIEGO_BBS_URL", bbs)
+        .output()
+        .expect("running bash");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_tour_parses_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let commands = tour_commands(&readme);
+    assert!(
+        commands.iter().any(|c| c.starts_with("diego lrp create web")),
+        "{commands:#?}"
+    );
+    let create = commands
+        .iter()
+        .find(|c| c.starts_with("diego lrp create web"))
+        .unwrap();
+    assert!(create.ends_with("-h /tmp'"), "continuation joined: {create}");
+    assert!(
+        commands.iter().all(|c| !c.contains("# ")),
+        "comments dropped: {commands:#?}"
+    );
+    assert_eq!(
+        strip_comment("echo '# not a comment' # one"),
+        "echo '# not a comment' "
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_tour_runs_as_documented() {
+    if !common::runc_usable("the_readme_tour_runs_as_documented") {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let commands = tour_commands(&readme);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let _leftovers: Vec<RuncLeftovers> = (0..2)
+        .map(|i| RuncLeftovers::for_depot(&data.join(format!("cell-{i}")).join("depot")))
+        .collect();
+    let port = free_port();
+    let bbs = format!("http://127.0.0.1:{port}");
+    let mut dev = Proc::spawn(
+        "dev",
+        dir.path(),
+        &[
+            "dev".into(),
+            "--cells".into(),
+            "2".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ],
+        None,
+    );
+    let client = BbsClient::new(bbs.clone());
+    eventually(WAIT, || async {
+        let n = client.cells().await.map_err(|e| e.to_string())?.len();
+        (n == 2).then_some(()).ok_or(format!("{n} cells"))
+    })
+    .await;
+
+    for command in commands {
+        if command.starts_with("alias ") {
+            continue; // the test's shell has `diego` already
+        }
+        let mut command = command.clone();
+        if command.contains("HOST_PORT") {
+            let port = eventually(WAIT, || async {
+                let rows = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+                rows.iter()
+                    .find(|a| a.state == ActualLrpState::Running)
+                    .and_then(|a| a.ports.first())
+                    .map(|p| p.host_port)
+                    .ok_or(format!("web/0 not running: {rows:?}"))
+            })
+            .await;
+            command = command.replace("HOST_PORT", &port.to_string());
+        }
+        if command.contains("CELL_ID") {
+            // Once every instance runs, a cell that holds some.
+            let cell = eventually(WAIT, || async {
+                let rows = client
+                    .actual_lrps(&ActualLrpQuery {
+                        process_guid: Some("web".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let running: Vec<_> = rows
+                    .iter()
+                    .filter(|a| a.state == ActualLrpState::Running)
+                    .collect();
+                (running.len() == 5)
+                    .then(|| running[0].cell_id.clone())
+                    .ok_or(format!("{} of 5 running", running.len()))
+            })
+            .await;
+            command = command.replace("CELL_ID", &cell);
+        }
+        if command == "diego events" {
+            // It streams until stopped: still running after 2 s is the documented behaviour.
+            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' events"));
+            assert_eq!(code, 124, "diego events stopped by itself: {out}");
+            continue;
+        }
+        if command.starts_with("diego task get t1") {
+            eventually(WAIT, || async {
+                let t = client.task("t1").await.map_err(|e| e.to_string())?;
+                (t.state == TaskState::Completed)
+                    .then_some(())
+                    .ok_or(format!("{:?}", t.state))
+            })
+            .await;
+        }
+        let (code, out) = sh(&bbs, &command);
+        eprintln!("$ {command}\n{out}");
+        assert_eq!(code, 0, "`{command}` failed:\n{out}");
+        let promised = match command.as_str() {
+            c if c.starts_with("diego task get t1") => Some("\"result\": \"42\\n\""),
+            c if c.starts_with("curl ") => Some("hello from web instance 0"),
+            c if c.starts_with("diego lrp scale web 5") => Some("scaled web to 5 instances"),
+            c if c.starts_with("diego cell drain") => Some("drained"),
+            c if c.starts_with("diego lrp create web") => Some("created LRP web"),
+            _ => None,
+        };
+        if let Some(text) = promised {
+            assert!(out.contains(text), "`{command}` did not say {text:?}:\n{out}");
+        }
+    }
+
+    // What the README says of the file system: the app may write /tmp, not the container's /.
+    for (guid, path, fails) in [("root-ro", "/probe", true), ("tmp-rw", "/tmp/probe", false)] {
+        let (code, out) = sh(&bbs, &format!("diego task submit {guid} -- touch {path}"));
+        assert_eq!(code, 0, "{out}");
+        let task = eventually(WAIT, || async {
+            let t = client.task(guid).await.map_err(|e| e.to_string())?;
+            (t.state == TaskState::Completed)
+                .then_some(t.clone())
+                .ok_or(format!("{:?}", t.state))
+        })
+        .await;
+        assert_eq!(task.failed, fails, "touch {path}: {task:?}");
+    }
+    client.remove_desired_lrp("web").await.unwrap();
+    eventually(WAIT, || async {
+        let n = client
+            .actual_lrps(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        (n == 0).then_some(()).ok_or(format!("{n} instances left"))
+    })
+    .await;
+    assert!(
+        matches!(dev.child.try_wait(), Ok(None)),
+        "diego dev stopped during the tour"
+    );
+}
