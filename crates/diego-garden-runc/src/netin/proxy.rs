@@ -219,9 +219,15 @@ async fn run(args: &ProxyArgs, log: &mut Option<File>) -> i32 {
         })
         .collect();
     let me = std::process::id();
+    let Some(started) = start_time(me) else {
+        let message = "reading this process's start time from /proc".to_string();
+        note(log, &message);
+        report(&Report::Failed { message });
+        return 1;
+    };
     let record = ProxyRecord {
         pid: me,
-        start_time: start_time(me).unwrap_or_default(),
+        start_time: started,
         host_ip: args.host_ip,
         ports: ports.clone(),
     };
