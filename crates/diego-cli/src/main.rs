@@ -3,11 +3,17 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // The runc backend's per-process supervisor (internal, not in --help): dispatched before
-    // any parsing or runtime so that it stays small for as long as its process runs.
+    // The runc backend's per-process supervisor and per-container net-in proxy (internal, not
+    // in --help): dispatched before any parsing or runtime so that they stay small for as long
+    // as their processes run.
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "garden-shim") {
-        let code = diego_garden_runc::shim::main(args);
+    let helper: Option<fn(std::env::ArgsOs) -> i32> = match args.nth(1) {
+        Some(a) if a == "garden-shim" => Some(diego_garden_runc::shim::main),
+        Some(a) if a == "garden-netin" => Some(diego_garden_runc::netin::proxy::main),
+        _ => None,
+    };
+    if let Some(helper) = helper {
+        let code = helper(args);
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
     diego_cli::run(diego_cli::Cli::parse())

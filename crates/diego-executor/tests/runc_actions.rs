@@ -7,7 +7,7 @@
 //! A custom harness (libtest-mimic, which nextest understands): the runc backend supervises
 //! each process with a shim binary, and `diego-garden-shim` is not built for this crate's
 //! tests, so this binary is its own shim — started as `runc_actions garden-shim …` it runs the
-//! shim instead of the tests.
+//! shim instead of the tests (and `runc_actions garden-netin …` the net-in proxy).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,8 +32,10 @@ const TOOLS: &[&str] = &["runc", "/bin/busybox", "mount", "umount", "tar"];
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some("garden-shim".as_ref()) {
-        std::process::exit(diego_garden_runc::shim::main(args));
+    match args.next() {
+        Some(a) if a == "garden-shim" => std::process::exit(diego_garden_runc::shim::main(args)),
+        Some(a) if a == "garden-netin" => std::process::exit(diego_garden_runc::netin::proxy::main(args)),
+        _ => {}
     }
     let tests: Vec<(&'static str, TestFn)> = vec![
         ("run_step_env_dir_user_nofile_exit_status_and_log_source", |e| {
@@ -142,7 +144,8 @@ impl Env {
                 max_containers: 3,
             },
             host_ip: "127.0.0.1".into(),
-            shim: ShimCommand::new(exe, ["garden-shim"]),
+            shim: ShimCommand::new(&exe, ["garden-shim"]),
+            netin_proxy: ShimCommand::new(exe, ["garden-netin"]),
         };
         let backend = RuncBackend::new(config)
             .unwrap()

@@ -16,27 +16,28 @@
 //!   lives only in this server's memory.
 //! - **Restarts**: [`RuncBackend::open`] rediscovers the depot — every container runc still
 //!   runs comes back with its processes (their output replayed from the start, exit statuses
-//!   of those that ended meanwhile) and its net-in forwarders on the same host ports; anything
-//!   half-made or whose init died is removed.
+//!   of those that ended meanwhile) and its net-in proxy, which kept serving its host ports
+//!   throughout; anything half-made or whose init died is removed.
 //! - **OOM**: an exit of 137 while the container's `memory.oom_control` `oom_kill` count grew
 //!   (the shim compares before and after).
 //! - **Signals** go to the process's host pid (from `runc exec --pid-file`).
 //! - **Destroy** kills the init (the pid namespace dies with it, taking every exec'd process
 //!   along), waits for the cgroup to empty, `runc delete`s, then removes the overlay, the
 //!   directory and any cgroup leaf runc left.
-//! - **Net-in**: one [`Forwarder`] per `net_in` entry, started once the init runs: a listener
-//!   on the configured `host_ip` relaying into `127.0.0.1:<container port>` inside the
-//!   container's network namespace (see [`crate::netin`]); a taken host port is `Invalid`.
-//!   Destroy stops the forwarders first.
+//! - **Net-in**: a [proxy process](crate::netin::proxy) per container with `net_in` entries,
+//!   started once the init runs, like a shim outliving the server: it listens on the
+//!   configured `host_ip` for each entry and relays into `127.0.0.1:<container port>` inside
+//!   the container's network namespace (see `net_in.rs`); a taken host port is `Invalid`.
+//!   Destroy kills the proxy first.
 //! - **Disk limits**: a limited container's writable layer is its own loop-mounted ext4 image
 //!   (see [`crate::overlay`]).
 //! - **Not yet**: `grace_time_ms`, user namespaces.
 
 mod metrics;
+mod net_in;
 mod process;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,7 +52,7 @@ use diego_garden::{
 use tracing::{debug, info, warn};
 
 use crate::bundle::{self, BundleError};
-use crate::netin::{Dialer, Forwarder};
+use crate::netin::Dialer;
 use crate::shim::ShimCommand;
 use crate::{cgroup, Overlay, RootfsError, RootfsStore, Runc, User};
 use process::Process;
@@ -82,6 +83,8 @@ pub struct RuncConfig {
     pub host_ip: String,
     /// How to start a process's supervisor (see [`crate::shim`]).
     pub shim: ShimCommand,
+    /// How to start a container's net-in proxy (see [`crate::netin::proxy`]).
+    pub netin_proxy: ShimCommand,
 }
 
 /// What `<depot>/<handle>/container.json` keeps of a container, for [`RuncBackend::open`].
@@ -114,8 +117,9 @@ struct Container {
     events: Arc<Mutex<Vec<String>>>,
     created: Instant,
     created_unix_ms: u64,
-    /// The net-in forwarders, one per `spec.net_in` entry, in order.
-    forwarders: Vec<Forwarder>,
+    /// The net-in mappings as made, one per `spec.net_in` entry, in order (the container's
+    /// proxy process serves them).
+    ports: Vec<PortMapping>,
     /// Connects inside the container's network namespace (health checks); made on first use.
     dialer: Option<Dialer>,
 }
@@ -128,14 +132,7 @@ impl Container {
             properties: self.spec.properties.clone(),
             host_ip: host_ip.to_string(),
             container_ip: String::new(),
-            mapped_ports: self
-                .forwarders
-                .iter()
-                .map(|f| PortMapping {
-                    host_port: u32::from(f.host_port()),
-                    container_port: u32::from(f.container_port()),
-                })
-                .collect(),
+            mapped_ports: self.ports.clone(),
             process_ids: self.processes.keys().cloned().collect(),
             events: self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
@@ -149,7 +146,7 @@ impl Container {
         Record {
             spec: self.spec.clone(),
             state: self.state,
-            ports: self.info("").mapped_ports,
+            ports: self.ports.clone(),
             created_unix_ms: self.created_unix_ms,
         }
     }
@@ -216,6 +213,7 @@ impl RuncBackend {
         info!(
             containers = recovered.containers,
             processes = recovered.processes,
+            proxies_started = recovered.proxies_started,
             removed = recovered.removed.len(),
             "recovered the depot"
         );
@@ -247,9 +245,10 @@ impl RuncBackend {
 
     /// Takes over what an earlier run of this backend left in the depot: each container that
     /// runc still runs comes back with its record, its processes (output replayed from the
-    /// start; those that exited meanwhile with their exit status) and its net-in forwarders on
-    /// the same host ports. Directories without a record (a create cut short), containers whose
-    /// init is gone (a host reboot), and runc containers without a directory are removed.
+    /// start; those that exited meanwhile with their exit status) and its net-in proxy (taken
+    /// over as it runs, or started again on the same host ports if it died). Directories
+    /// without a record (a create cut short), containers whose init is gone (a host reboot),
+    /// and runc containers without a directory are removed, with their proxies.
     pub async fn recover(&self) -> Result<Recovered, GardenError> {
         let runc = self.runc.clone();
         let depot = self.config.depot.clone();
@@ -273,18 +272,18 @@ impl RuncBackend {
                     }
                 }
             }
-            let ports: Vec<(u16, u16)> = record
-                .ports
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        u16::try_from(m.host_port).ok()?,
-                        u16::try_from(m.container_port).ok()?,
-                    ))
-                })
-                .collect();
-            let forwarders = match start_forwarders(&self.config.host_ip, &ports, &dir).await {
-                Ok(f) => f,
+            let ports = match net_in::adopt(
+                &self.config.netin_proxy,
+                &self.config.host_ip,
+                &record.ports,
+                &dir,
+            )
+            .await
+            {
+                Ok(adopted) => {
+                    recovered.proxies_started += usize::from(adopted == net_in::Adopted::Started);
+                    record.ports.clone()
+                }
                 Err(e) => {
                     warn!(handle = %handle, error = %e, "net-in not restored");
                     events
@@ -307,7 +306,7 @@ impl RuncBackend {
                 events,
                 created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                 created_unix_ms: record.created_unix_ms,
-                forwarders,
+                ports,
                 dialer: None,
             };
             self.lock().ready.insert(handle, container);
@@ -360,6 +359,9 @@ pub struct Recovered {
     pub containers: usize,
     /// Processes taken over in them (running or exited).
     pub processes: usize,
+    /// Net-in proxies started again because the recorded one no longer ran (those still
+    /// running are taken over as they are).
+    pub proxies_started: usize,
     /// Handles of what was removed: half-made containers, containers whose init had died, and
     /// runc containers without a depot directory.
     pub removed: Vec<String>,
@@ -514,47 +516,6 @@ fn net_in_ports(net_in: &[NetIn]) -> Result<Vec<(u16, u16)>, GardenError> {
         .collect()
 }
 
-/// Starts one forwarder per `(host port, container port)` into the network namespace of the
-/// container whose init pid is in `<dir>/init.pid`, listening on `host_ip` (which must be an
-/// IP address; 127.0.0.1 keeps the traffic on loopback). All or nothing: on failure the ones
-/// already started are dropped (closed).
-async fn start_forwarders(
-    host_ip: &str,
-    ports: &[(u16, u16)],
-    dir: &Path,
-) -> Result<Vec<Forwarder>, GardenError> {
-    if ports.is_empty() {
-        return Ok(Vec::new());
-    }
-    let host_ip: IpAddr = host_ip
-        .parse()
-        .map_err(|e| GardenError::Unavailable(format!("net_in: configured host_ip {host_ip:?}: {e}")))?;
-    let pid_file = dir.join("init.pid");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .map_err(unavailable(format!("reading {}", pid_file.display())))?
-        .trim()
-        .parse()
-        .map_err(|e| GardenError::Unavailable(format!("{}: {e}", pid_file.display())))?;
-    let dialer = Dialer::for_pid(pid).map_err(unavailable("net-in"))?;
-    let mut forwarders = Vec::with_capacity(ports.len());
-    for &(host_port, container_port) in ports {
-        match Forwarder::start(host_ip, host_port, container_port, dialer.clone()).await {
-            Ok(f) => forwarders.push(f),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(GardenError::Invalid(format!(
-                    "net_in host port {host_port} on {host_ip} is already in use"
-                )))
-            }
-            Err(e) => {
-                return Err(GardenError::Unavailable(format!(
-                    "net_in: listening on {host_ip}:{host_port}: {e}"
-                )))
-            }
-        }
-    }
-    Ok(forwarders)
-}
-
 /// Kills the container and removes its runc state (blocking).
 ///
 /// `runc delete --force` of a running container signals it and then polls for its death in
@@ -633,9 +594,13 @@ fn reap_init(dir: &Path) {
     }
 }
 
-/// Kills the container and removes every trace of it: runc state, overlay mount, directory,
-/// cgroup leaves (blocking).
+/// Kills the container and its net-in proxy and removes every trace of them: runc state,
+/// overlay mount, directory, cgroup leaves (blocking).
 fn remove_container(runc: &Runc, handle: &str, dir: &Path) -> Result<(), GardenError> {
+    // Should this fail, the proxy still exits by itself once the directory is gone.
+    if let Err(e) = net_in::stop(dir) {
+        warn!(handle, error = %e, "stopping the net-in proxy");
+    }
     kill_container(runc, handle, Some(dir))?;
     remove_files(handle, dir)
 }
@@ -714,8 +679,8 @@ impl ContainerBackend for RuncBackend {
                 return Err(e);
             }
         };
-        let forwarders = start_forwarders(&self.config.host_ip, &ports, &dir).await;
-        let container = forwarders.and_then(|forwarders| {
+        let mapped = net_in::start(&self.config.netin_proxy, &self.config.host_ip, &ports, &dir).await;
+        let container = mapped.and_then(|ports| {
             let container = Container {
                 overlay: Overlay::new(&dir),
                 dir: dir.clone(),
@@ -726,7 +691,7 @@ impl ContainerBackend for RuncBackend {
                 events: Arc::default(),
                 created: Instant::now(),
                 created_unix_ms: unix_ms_now(),
-                forwarders,
+                ports,
                 dialer: None,
             };
             // Recorded last: a restart removes a container without a record as half-made.
@@ -804,14 +769,22 @@ impl ContainerBackend for RuncBackend {
             container
         };
         // No new connections into a dying container (a failed destroy keeps it unmapped).
-        for f in std::mem::take(&mut container.forwarders) {
-            f.stop().await;
-        }
-        let (runc, id, dir) = (self.runc.clone(), handle.to_string(), container.dir.clone());
-        let killed = tokio::task::spawn_blocking(move || kill_container(&runc, &id, Some(&dir)))
+        let dir = container.dir.clone();
+        let unmapped = tokio::task::spawn_blocking(move || net_in::stop(&dir))
             .await
             .map_err(join_error)
             .and_then(|r| r);
+        let killed = match unmapped {
+            Ok(()) => {
+                container.ports.clear();
+                let (runc, id, dir) = (self.runc.clone(), handle.to_string(), container.dir.clone());
+                tokio::task::spawn_blocking(move || kill_container(&runc, &id, Some(&dir)))
+                    .await
+                    .map_err(join_error)
+                    .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
         let removed = match killed {
             Ok(()) => {
                 // The pid namespace died with the init, taking every exec'd process with it.

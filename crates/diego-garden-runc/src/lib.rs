@@ -18,7 +18,8 @@
 //!   server: output and exit status in files), a record per container, so that
 //!   [`RuncBackend::open`] takes over a depot after the server was killed.
 //! - [`netin`]: net-in port mapping, a userspace proxy from a host port into `127.0.0.1` in the
-//!   container's network namespace (a thread per container joins it with `setns`).
+//!   container's network namespace (a thread joins it with `setns`), run for each container by
+//!   a [proxy process](netin::proxy) of its own that, like a shim, outlives the server.
 //!
 //! Still to come: `grace_time_ms`; user namespaces for unprivileged containers.
 //!

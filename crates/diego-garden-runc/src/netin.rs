@@ -10,6 +10,8 @@
 //!   accepted connection gets a stream from the [`Dialer`] and is relayed both ways with
 //!   `copy_bidirectional` until either side closes. [`Forwarder::stop`] (or drop) closes the
 //!   listener and every relay, and drops its [`Dialer`] clone.
+//! - [`proxy`]: the process that runs them for one container, apart from the server, so that
+//!   host ports outlive a crash of the server (or of the cell agent it runs in).
 
 use std::fs::File;
 use std::io;
@@ -23,6 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
+
+pub mod proxy;
 
 /// How long a connect inside the container may take (loopback: refusals are immediate).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

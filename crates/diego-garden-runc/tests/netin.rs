@@ -1,6 +1,6 @@
 //! Net-in port mapping end to end: busybox `httpd` in real runc containers, reached through
-//! the forwarder on host 127.0.0.1 (root; needs runc and busybox-static). Every test's [`Env`]
-//! removes whatever it made, even on failure.
+//! the container's proxy process on host 127.0.0.1 (root; needs runc and busybox-static). Every
+//! test's [`Env`] removes whatever it made (proxies included), even on failure.
 
 mod common;
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use diego_garden::{
     ContainerBackend, ContainerSpec, GardenError, NetIn, PortMapping, ProcessEvent, ProcessSpec,
 };
+use diego_garden_runc::netin::proxy::ProxyRecord;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -143,14 +144,59 @@ fn init_pid(env: &Env, handle: &str) -> String {
         .to_string()
 }
 
-/// Names of this test process's threads.
-fn thread_names() -> Vec<String> {
-    fs::read_dir("/proc/self/task")
-        .unwrap()
+/// Names of the threads of process `pid` (`self`: this test process).
+fn thread_names_of(pid: &str) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
         .map(|n| n.trim().to_string())
         .collect()
+}
+
+fn thread_names() -> Vec<String> {
+    thread_names_of("self")
+}
+
+/// The container's net-in proxy, which must be running.
+fn proxy(env: &Env, handle: &str) -> ProxyRecord {
+    let record = ProxyRecord::read(&env.depot.join(handle)).expect("no netin.json: no proxy process");
+    assert!(record.alive(), "the proxy {record:?} is not running");
+    record
+}
+
+/// How many live processes are net-in proxies of a container in the depot (by command line).
+fn proxies_in(env: &Env) -> usize {
+    let depot = env.depot.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| diego_garden_runc::netin::proxy::start_time(*pid).is_some())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                // (A shim has a `--dir` under the depot too, but no `--map`.)
+                args.contains(&&b"--map"[..])
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"--dir" && w[1].starts_with(depot))
+            })
+        })
+        .count()
+}
+
+/// Waits (5 s at most) until the proxy process has ended.
+async fn assert_proxy_ends(record: &ProxyRecord) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while record.alive() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy {record:?} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The container's netns thread (named `netns-<init pid>`) exits soon after destroy.
@@ -177,8 +223,19 @@ async fn maps_a_host_port_to_httpd_in_the_container() {
     };
     let (h, mapping) = env.create("n", 0).await.unwrap();
     let pid = init_pid(&env, &h);
+    // The proxy process, not this server, joined the container's namespace and holds the port.
+    let proxy = proxy(&env, &h);
+    assert_eq!(proxy.ports, vec![mapping]);
+    assert_eq!(proxy.host_ip.to_string(), "127.0.0.1");
     let thread: String = format!("netns-{pid}").chars().take(15).collect();
-    assert!(thread_names().contains(&thread), "no {thread} thread");
+    assert!(
+        thread_names_of(&proxy.pid.to_string()).contains(&thread),
+        "no {thread} thread in the proxy"
+    );
+    assert!(
+        !thread_names().contains(&thread),
+        "the server joined the namespace"
+    );
     env.serve(&h, "hello").await;
     let response = get(mapping.host_port).await;
     assert!(response.ends_with("hello\n"), "{response}");
@@ -188,6 +245,8 @@ async fn maps_a_host_port_to_httpd_in_the_container() {
         .await
         .unwrap();
     env.backend.destroy(&h).await.unwrap();
+    // Destroy has killed the proxy and freed the port by the time it returns.
+    assert!(!proxy.alive(), "the proxy {proxy:?} outlived destroy");
     assert_refused(mapping.host_port).await;
     let mut buf = [0u8; 1];
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
@@ -196,6 +255,28 @@ async fn maps_a_host_port_to_httpd_in_the_container() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     assert_no_netns_thread(&pid).await;
+    // The port is free again: anyone can listen on it.
+    std::net::TcpListener::bind(("127.0.0.1", mapping.host_port as u16)).expect("the port is still taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_container_died_exits_by_itself() {
+    let Some(env) = Env::new("netin_orphan") else {
+        return;
+    };
+    let (h, mapping) = env.create("o", 0).await.unwrap();
+    env.serve(&h, "hello").await;
+    assert!(get(mapping.host_port).await.ends_with("hello\n"));
+    let proxy = proxy(&env, &h);
+    // The container dies behind the backend's back (its init killed): nothing destroys it.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &init_pid(&env, &h)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_proxy_ends(&proxy).await;
+    assert_refused(mapping.host_port).await;
+    env.backend.destroy(&h).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +303,7 @@ async fn containers_get_their_own_host_ports_and_a_taken_port_is_invalid() {
     assert_eq!(handles, expected);
     assert_eq!(fs::read_dir(&env.depot).unwrap().count(), 2);
     assert_eq!(env.runc.list().unwrap().len(), 2);
+    assert_eq!(proxies_in(&env), 2, "the failed proxy is gone");
     // a still answers.
     assert!(get(pa.host_port).await.ends_with("from-a\n"));
 
@@ -234,7 +316,9 @@ async fn containers_get_their_own_host_ports_and_a_taken_port_is_invalid() {
 
     for (h, p) in [(&a, &pa), (&b, &pb), (&c, &pc)] {
         let pid = init_pid(&env, h);
+        let proxy = proxy(&env, h);
         env.backend.destroy(h).await.unwrap();
+        assert!(!proxy.alive(), "the proxy of {h} outlived destroy");
         assert_refused(p.host_port).await;
         assert_no_netns_thread(&pid).await;
     }

@@ -1,12 +1,16 @@
-//! A backend that goes away (its shims and containers do not) and a new one opened on the same
-//! depot: containers, processes, output, exit statuses and net-in all come back (root; needs
-//! runc and busybox-static). The CLI's `garden` tests do the same with SIGKILL.
+//! A backend that goes away (its shims, net-in proxies and containers do not) and a new one
+//! opened on the same depot: containers, processes, output, exit statuses and net-in all come
+//! back, and the host ports never stop answering (root; needs runc and busybox-static). The
+//! CLI's `garden` and `host_ports` tests do the same with SIGKILL.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diego_garden::{ContainerBackend, ContainerSpec, NetIn, ProcessEvent, ProcessSpec, Signal};
+use diego_garden_runc::netin::proxy::ProxyRecord;
 use diego_garden_runc::RuncBackend;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -84,6 +88,22 @@ async fn http_answers(port: u32) -> String {
     panic!("nothing answered HTTP on 127.0.0.1:{port}");
 }
 
+/// GETs `/` on `port` every 50 ms until `stop` (120 s at most): (answers, failures).
+fn poll_http(port: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failures) = (0, Vec::new());
+        let started = tokio::time::Instant::now();
+        while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+            match http_status_line(port).await {
+                Ok(line) if line.starts_with("HTTP/1.") => ok += 1,
+                other => failures.push(format!("{:?}: {other:?}", started.elapsed())),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (ok, failures)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_backend_takes_over_containers_processes_output_and_ports() {
     let Some(mut env) = common::Sandbox::new("restart_takeover", TOOLS, 10) else {
@@ -149,13 +169,38 @@ async fn a_new_backend_takes_over_containers_processes_output_and_ports() {
         .await
         .unwrap();
     assert!(http_answers(port).await.starts_with("HTTP/1."));
+    let proxy = ProxyRecord::read(&env.depot.join(&handle)).expect("a net-in proxy process");
+    assert!(proxy.alive());
 
-    // The backend goes away; nothing of it stops the processes.
+    // The backend goes away; nothing of it stops the processes, nor the host port, which
+    // answers every poll while no backend is there and after the next one took over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_http(port, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(ticker);
     let config = env.config.clone();
     env.backend = RuncBackend::new(config.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    env.backend = RuncBackend::open(config).await.unwrap();
+    let backend = RuncBackend::new(config).unwrap();
+    let recovered = backend.recover().await.unwrap();
+    env.backend = backend;
+    assert_eq!(
+        (recovered.containers, recovered.proxies_started),
+        (1, 0),
+        "{recovered:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (answers, failures) = poller.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} polls failed: {failures:?}",
+        failures.len()
+    );
+    assert!(answers >= 20, "only {answers} polls");
+    // Taken over, not replaced.
+    assert_eq!(ProxyRecord::read(&env.depot.join(&handle)), Some(proxy.clone()));
+    assert!(proxy.alive());
 
     assert_eq!(
         env.backend.list(&Default::default()).await.unwrap(),
@@ -194,10 +239,80 @@ async fn a_new_backend_takes_over_containers_processes_output_and_ports() {
 
     env.backend.destroy(&handle).await.unwrap();
     assert!(!env.depot.join(&handle).exists());
+    assert!(!proxy.alive(), "the taken-over proxy outlived destroy");
     assert!(
         http_status_line(port).await.is_err(),
         "the forwarder outlived destroy"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_died_is_started_again_on_the_same_port() {
+    let Some(mut env) = common::Sandbox::new("restart_dead_proxy", TOOLS, 10) else {
+        return;
+    };
+    let handle = common::unique("proxy");
+    let info = env
+        .backend
+        .create(ContainerSpec {
+            handle: handle.clone(),
+            rootfs: "preloaded:busybox".into(),
+            net_in: vec![NetIn {
+                host_port: 0,
+                container_port: 8080,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let port = info.mapped_ports[0].host_port;
+    env.backend
+        .run(
+            &handle,
+            ProcessSpec {
+                id: "httpd".into(),
+                path: "httpd".into(),
+                args: vec![
+                    "-f".into(),
+                    "-p".into(),
+                    "8080".into(),
+                    "-h".into(),
+                    "/tmp".into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(http_answers(port).await.starts_with("HTTP/1."));
+    let old = ProxyRecord::read(&env.depot.join(&handle)).unwrap();
+
+    // While no backend runs, someone kills the proxy: the next backend starts a new one.
+    env.backend = RuncBackend::new(env.config.clone()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &old.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while old.alive() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(http_status_line(port).await.is_err(), "nothing holds the port");
+    let backend = RuncBackend::new(env.config.clone()).unwrap();
+    let recovered = backend.recover().await.unwrap();
+    env.backend = backend;
+    assert_eq!(recovered.proxies_started, 1, "{recovered:?}");
+    let new = ProxyRecord::read(&env.depot.join(&handle)).unwrap();
+    assert_ne!(new.pid, old.pid);
+    assert!(new.alive());
+    assert_eq!(new.ports, old.ports);
+    assert_eq!(
+        env.backend.info(&handle).await.unwrap().mapped_ports,
+        info.mapped_ports
+    );
+    assert!(http_answers(port).await.starts_with("HTTP/1."));
+    env.backend.destroy(&handle).await.unwrap();
+    assert!(!new.alive());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

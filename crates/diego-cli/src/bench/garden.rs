@@ -327,6 +327,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         capacity: Capacity::default(),
         host_ip: "127.0.0.1".into(),
         shim: crate::commands::garden::shim_command()?,
+        netin_proxy: crate::commands::garden::netin_proxy_command()?,
     };
     let backend = Arc::new(RuncBackend::new(config.clone()).context("starting the runc backend")?);
     let store = RootfsStore::new(&config.store, None);

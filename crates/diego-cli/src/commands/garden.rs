@@ -66,6 +66,12 @@ pub fn shim_command() -> anyhow::Result<ShimCommand> {
     Ok(ShimCommand::new(exe, ["garden-shim"]))
 }
 
+/// Containers' net-in proxies are this same binary too: `diego garden-netin …`.
+pub fn netin_proxy_command() -> anyhow::Result<ShimCommand> {
+    let exe = std::env::current_exe().context("finding this executable for the net-in proxies")?;
+    Ok(ShimCommand::new(exe, ["garden-netin"]))
+}
+
 /// A container backend over `depot`. The runc backend keeps its rootfs cache and runc state
 /// beside the depot (`<depot>.rootfs`, `<depot>.runc`: the depot holds exactly one directory
 /// per container) and takes over the containers an earlier run left there; the process
@@ -99,6 +105,7 @@ pub async fn open_backend(
                 capacity,
                 host_ip: "127.0.0.1".into(),
                 shim: shim_command()?,
+                netin_proxy: netin_proxy_command()?,
             };
             Arc::new(
                 RuncBackend::open(config)

@@ -42,8 +42,9 @@ pub fn spawn(args: &[&str]) -> Child {
         .expect("spawning diego")
 }
 
-/// Removes, on drop, the runc containers (with their overlays, disk images and cgroups) a test
-/// left behind in a runc backend's depot — so a failing test leaves nothing either.
+/// Removes, on drop, the runc containers (with their overlays, disk images and cgroups) and the
+/// net-in proxy processes a test left behind in a runc backend's depot — so a failing test
+/// leaves nothing either.
 pub struct RuncLeftovers {
     depot: std::path::PathBuf,
 }
@@ -59,6 +60,11 @@ impl RuncLeftovers {
 
 impl Drop for RuncLeftovers {
     fn drop(&mut self) {
+        for (pid, _) in netin_proxies(&self.depot) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let runc_root = self.depot.with_file_name(format!(
             "{}.runc",
             self.depot
@@ -105,6 +111,55 @@ fn stat(pid: u32) -> Option<(u64, bool)> {
 
 pub fn alive(&(pid, start): &Identity) -> bool {
     stat(pid).is_some_and(|(s, zombie)| s == start && !zombie)
+}
+
+/// The net-in proxy recorded in runc container directory `dir` (`netin.json`), whether it
+/// runs or not.
+pub fn netin_proxy(dir: &std::path::Path) -> Option<Identity> {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("netin.json")).ok()?).ok()?;
+    Some((
+        u32::try_from(record["pid"].as_u64()?).ok()?,
+        record["start_time"].as_u64()?,
+    ))
+}
+
+/// The live net-in proxy processes (`diego garden-netin --dir <depot>/<handle> …`) of the
+/// containers of runc depot `depot`, found by their command lines.
+pub fn netin_proxies(depot: &std::path::Path) -> Vec<Identity> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let depot = depot.as_os_str().as_encoded_bytes();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.get(1) == Some(&&b"garden-netin"[..])
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"--dir" && w[1].starts_with(depot))
+            })
+        })
+        .filter_map(|pid| {
+            let (start, zombie) = stat(pid)?;
+            (!zombie).then_some((pid, start))
+        })
+        .collect()
+}
+
+/// `VmRSS` of process `pid` in KiB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The live processes working under `depot` (a process-backend app starts in its

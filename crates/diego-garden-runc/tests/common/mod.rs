@@ -77,6 +77,7 @@ impl Sandbox {
             },
             host_ip: "127.0.0.1".into(),
             shim: shim(),
+            netin_proxy: netin_proxy(),
         };
         let backend = diego_garden_runc::RuncBackend::new(config.clone())
             .unwrap()
@@ -95,6 +96,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         use diego_garden_runc::{cgroup, Overlay};
+        kill_proxies(&self.depot);
         for id in self.runc.list().unwrap_or_default() {
             if let Err(e) = self.runc.delete_force(&id) {
                 eprintln!("runc delete -f {id}: {e}");
@@ -111,9 +113,28 @@ impl Drop for Sandbox {
     }
 }
 
+/// Kills (by pid, its start time checked) the net-in proxy recorded in each container
+/// directory of `depot`.
+pub fn kill_proxies(depot: &Path) {
+    for entry in std::fs::read_dir(depot).into_iter().flatten().flatten() {
+        if let Some(proxy) = diego_garden_runc::netin::proxy::ProxyRecord::read(&entry.path()) {
+            if proxy.alive() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &proxy.pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
 /// The supervisor binary this crate builds for its own tests.
 pub fn shim() -> diego_garden_runc::ShimCommand {
     diego_garden_runc::ShimCommand::new(env!("CARGO_BIN_EXE_diego-garden-shim"), Vec::<String>::new())
+}
+
+/// The net-in proxy binary this crate builds for its own tests.
+pub fn netin_proxy() -> diego_garden_runc::ShimCommand {
+    diego_garden_runc::ShimCommand::new(env!("CARGO_BIN_EXE_diego-garden-netin"), Vec::<String>::new())
 }
 
 /// Stdout, stderr and exit status of a whole event stream (60 s at most).
