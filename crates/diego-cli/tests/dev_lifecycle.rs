@@ -150,6 +150,39 @@ async fn ctrl_c_stops_cells_then_auctioneer_then_bbs_and_reset_starts_from_nothi
     assert_eq!(after.instance_guid, before.instance_guid, "{text}");
     assert_eq!(after.crash_count, 0, "{after:?}\n{text}");
     assert!(!text.contains("nothing wants"), "{text}");
+
+    // kill -9 of the whole of dev, down past the presence and lock TTLs: the next start
+    // adopts the container and keeps it (whether or not a convergence pass saw the cell
+    // missing first and marked the instance SUSPECT, which the rep's sync holds on to: see
+    // diego-rep's `the_sync_keeps_the_container_of_a_suspect_instance`); the same instance
+    // runs on, ORDINARY, without a crash.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let log = dir.path().join("dev-killed.log");
+    let mut child = dev(&data, port, &log, &[]);
+    eventually(WAIT, || async {
+        let n = client.cells().await.map_err(|e| e.to_string())?.len();
+        (n == 1).then_some(()).ok_or(format!("{n} cells"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    eventually(WAIT, || async {
+        let rows = client
+            .actual_lrps(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let same = rows.iter().any(|a| {
+            a.state == diego_model::ActualLrpState::Running
+                && a.presence == diego_model::Presence::Ordinary
+                && a.instance_guid == before.instance_guid
+                && a.crash_count == 0
+        });
+        (same && rows.len() == 1).then_some(()).ok_or(format!("{rows:?}"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("no longer has here"), "{text}");
     let status = interrupt(&mut child).await;
     assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
 

@@ -9,6 +9,7 @@
 //! | instance CLAIMED/RUNNING here | no container for that instance guid | crashes it ([`LOST_CONTAINER`]); the restart policy places it again |
 //! | instance CLAIMED here | its container RUNNING | starts it again (address, ports) |
 //! | no instance (ordinary or evacuating) with that guid here | a RUNNING container | stops the container |
+//! | SUSPECT instance here (the cell's presence had lapsed) | its container | keeps it (convergence restores or retires the row) |
 //! | EVACUATING instance here | its container | keeps it (the evacuation decides, `evacuate.rs`) |
 //! | EVACUATING instance here | no container | removes the EVACUATING row |
 //! | task RUNNING here | no container | fails it ([`TASK_CONTAINER_MISSING`]) |
@@ -73,6 +74,13 @@ pub(crate) async fn sync(rep: &Arc<Rep>) {
                     // An EVACUATING copy keeps its container until its replacement runs (the
                     // evacuation's business, not the sync's).
                     crate::evacuate::sync_evacuating(rep, &a, &mut held).await;
+                    continue;
+                }
+                if a.presence == Presence::Suspect {
+                    // Our instance while the BBS doubted this cell (its presence lapsed): the
+                    // container keeps running, and convergence makes the row ORDINARY again
+                    // now that the cell is back (or retires it once a replacement runs).
+                    held.insert(a.instance_guid.clone());
                     continue;
                 }
                 if a.presence != Presence::Ordinary

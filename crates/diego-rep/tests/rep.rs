@@ -11,8 +11,8 @@ use diego_executor::{MemorySink, ResourceCapacity};
 use diego_garden::process::ProcessBackend;
 use diego_garden::{Capacity, DynBackend};
 use diego_model::{
-    Action, ActualLrpState, DesireTaskRequest, DesiredLrp, DesiredLrpUpdate, RunAction, TaskDefinition,
-    TaskState,
+    Action, ActualLrpState, DesireTaskRequest, DesiredLrp, DesiredLrpUpdate, Presence, RunAction,
+    TaskDefinition, TaskState,
 };
 use diego_rep::{RepConfig, RunningRep};
 use diego_testkit::{eventually, TestBbs};
@@ -720,4 +720,77 @@ async fn a_cell_never_takes_more_than_its_capacity() {
     assert_eq!(answer.tasks.len(), 1, "the task is returned: {answer:?}");
     assert_eq!(c.rep.rep.store.remaining(), before, "nothing was reserved");
     assert_eq!(c.rep.rep.store.list().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_keeps_the_container_of_a_suspect_instance() {
+    // The BBS loses the cell's presence while the cell runs on: convergence marks its instance
+    // SUSPECT. The cell's own syncs must not take that for "not mine" and stop the container.
+    let mut bbs_config = TestBbs::config(diego_bbs::StoreConfig::Memory);
+    bbs_config.convergence.interval = Duration::from_millis(200);
+    let bbs = TestBbs::start_with(bbs_config, None).await;
+    let shutdown = CancellationToken::new();
+    let depot = tempfile::tempdir().unwrap();
+    let backend = process_backend(depot.path());
+    let mut config = rep_config("cell-1", &bbs.url);
+    config.sync_interval = Duration::from_millis(200);
+    // Renewed every 20 s: the presence removed below stays away for the whole test.
+    config.presence_ttl = Duration::from_secs(60);
+    let rep = diego_rep::start(config, backend.clone(), MemorySink::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let client = &bbs.client;
+    client
+        .desire_lrp(&lrp("web", 1, "exec sleep 1000"))
+        .await
+        .unwrap();
+    // No auctioneer here: the instance is claimed and started the way a cell's work is.
+    let work = diego_model::auction::Work {
+        cell_id: "cell-1".into(),
+        lrps: vec![diego_model::auction::LrpWork {
+            process_guid: "web".into(),
+            domain: "d".into(),
+            index: 0,
+            placement_constraint: Default::default(),
+            resource: Default::default(),
+        }],
+        tasks: Vec::new(),
+    };
+    let refused: diego_model::auction::Work = reqwest::Client::new()
+        .post(format!("{}/work", rep.url))
+        .json(&work)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(refused.lrps.is_empty(), "{refused:?}");
+    let running = eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    client.remove_cell("cell-1").await.unwrap();
+    eventually(WAIT, || async {
+        let rows = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        rows.iter()
+            .any(|a| a.presence == Presence::Suspect && a.instance_guid == running.instance_guid)
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    // Several syncs later the container still runs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        backend.info(&running.instance_guid).await.is_ok(),
+        "the SUSPECT instance's container was destroyed"
+    );
+    assert!(rep.rep.workload(&running.instance_guid).is_some());
+    shutdown.cancel();
+    let _ = rep.task.await;
 }

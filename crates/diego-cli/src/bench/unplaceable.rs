@@ -160,6 +160,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let last_rss = samples.last().copied().unwrap_or(0.0);
+    // The peak of each 30 s of the hold: memory that stays bounded does not climb from one
+    // window to the next.
+    let windows: Vec<f64> = samples
+        .chunks(60)
+        .map(|w| w.iter().copied().fold(0.0, f64::max).round())
+        .collect();
     let (delete_ms, gone_ms) = timed_removal(&client, "huge", || async {
         Ok(client.remove_desired_lrp("huge").await?)
     })
@@ -186,6 +192,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "while failing {} instances for {:?}: RSS max {max_rss:.0} MB ({max_anon:.0} MB anonymous), last {last_rss:.0} MB",
         o.instances, o.hold
     );
+    eprintln!("RSS peak per 30 s of the hold (MB): {windows:?}");
     eprintln!(
         "delete: answered in {delete_ms:.0} ms, no instance left after {gone_ms:.0} ms \
          (baseline, 1,000 instances: {small_delete:.0} / {small_gone:.0} ms)"
@@ -203,6 +210,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 "failing_rss_max_mb": max_rss.round(),
                 "failing_rss_anon_max_mb": max_anon.round(),
                 "failing_rss_last_mb": last_rss.round(),
+                "failing_rss_max_per_30s_mb": windows,
                 "delete_ms": delete_ms.round(),
                 "delete_gone_ms": gone_ms.round(),
                 "baseline_1k_delete_ms": small_delete.round(),
