@@ -16,5 +16,25 @@ fn main() -> std::process::ExitCode {
         let code = helper(args);
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
+    bound_malloc_arenas();
     diego_cli::run(diego_cli::Cli::parse())
+}
+
+/// glibc gives each thread that allocates under contention an arena of its own, up to 8 per
+/// core, and keeps what they grew to: with a large store (100,000 instances listed and decoded
+/// on several threads at once) that retained memory is most of the process's. One arena per
+/// core (at least 2) keeps it bounded at little cost to these mostly I/O-bound roles; an
+/// operator's `MALLOC_ARENA_MAX` still decides. docs/benchmarks.md (`diego bench unplaceable`)
+/// has the figures. The one `unsafe` of the workspace: mallopt has no safe wrapper.
+#[allow(unsafe_code)]
+fn bound_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(2);
+        // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
 }
