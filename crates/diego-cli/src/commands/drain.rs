@@ -90,10 +90,12 @@ async fn left(ctx: &Ctx, cell_id: &str) -> anyhow::Result<Left> {
 fn refusal(id: &str, work: Left, takers: usize) -> Option<String> {
     let holds = work.held + work.evacuating + work.tasks;
     (holds > 0 && takers == 0).then(|| {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         format!(
-            "refusing to drain cell {id}: no other cell can take its work ({work}); its \
-             instances would be stopped and left unplaced. Add a cell (e.g. `diego dev --cells 2`) \
-             or give --force"
+            "refusing to drain cell {id}: no other cell can take its {} and {}; they would be \
+             stopped and left unplaced. Add a cell (e.g. `diego dev --cells 2`) or give --force",
+            plural(work.held + work.evacuating, "instance"),
+            plural(work.tasks, "running task"),
         )
     })
 }
@@ -202,6 +204,7 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("--force") && !why.contains('\n'), "{why}");
+        assert!(why.contains("its 2 instances and 1 running task;"), "{why}");
         assert_eq!(refusal("cell-1", busy, 1), None, "another cell takes the work");
         assert_eq!(refusal("cell-1", idle, 0), None, "nothing to lose");
     }
