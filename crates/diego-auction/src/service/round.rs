@@ -184,7 +184,6 @@ async fn round(
         .await;
 
     park_failures(shared, &lrps, &results);
-    report_failures(bbs, &results, &refused).await;
     let refused_lrps: usize = refused.iter().map(|w| w.lrps.len()).sum();
     let refused_tasks: usize = refused.iter().map(|w| w.tasks.len()).sum();
     let c = &shared.counters;
@@ -215,6 +214,9 @@ async fn round(
         total_ms = started.elapsed().as_millis() as u64,
         "auction round"
     );
+    // Counted before the failures reach the BBS, so whoever sees a failure recorded also
+    // sees its round counted.
+    report_failures(bbs, &results, &refused).await;
     Ok(())
 }
 
