@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrpState, Presence};
-use diego_testkit::{eventually, free_port};
+use diego_testkit::eventually;
 use futures_util::StreamExt;
 
 mod common;
-use common::cluster::{answers, running_rows, Cluster, Proc};
+use common::cluster::{answers, running_rows, start_dev, Cluster};
 use common::diego;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -279,32 +279,9 @@ async fn drain_of_an_unknown_cell_says_which_cells_there_are() {
 async fn a_drained_dev_cell_stops_alone() {
     // `diego dev` runs its cells in its own process: draining one must not stop the others.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let bbs = format!("http://127.0.0.1:{port}");
-    let mut dev = Proc::spawn(
-        "dev",
-        dir.path(),
-        &[
-            "dev".into(),
-            "--cells".into(),
-            "2".into(),
-            "--backend".into(),
-            "process".into(),
-            "--data-dir".into(),
-            dir.path().join("dev").display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-        None,
-    );
-    let client = BbsClient::new(bbs.clone());
-    let cells = eventually(WAIT, || async {
-        let cells = client.cells().await.map_err(|e| e.to_string())?;
-        (cells.len() == 2)
-            .then_some(cells.clone())
-            .ok_or(format!("{} cells", cells.len()))
-    })
-    .await;
+    let (mut dev, client) = start_dev(dir.path(), &["--cells", "2", "--backend", "process"], 2).await;
+    let bbs = client.base_url().to_string();
+    let cells = client.cells().await.unwrap();
     let (drained, kept) = (&cells[0].cell_presence.cell_id, &cells[1].cell_presence.cell_id);
     let (ok, out) = diego(&bbs, &["cell", "drain", drained, "--timeout", "30"]).await;
     assert!(ok, "{out}");
@@ -329,33 +306,11 @@ async fn a_drained_dev_cell_stops_alone() {
 async fn draining_the_only_cell_is_refused_unless_forced() {
     // The tour's last step on a one-cell `diego dev`: a drain there would only stop the work.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let bbs = format!("http://127.0.0.1:{port}");
     // Dropped after dev: the app processes a killed dev leaves are ended too.
     let _apps = common::ProcessLeftovers(dir.path().to_path_buf());
-    let _dev = Proc::spawn(
-        "dev",
-        dir.path(),
-        &[
-            "dev".into(),
-            "--backend".into(),
-            "process".into(),
-            "--data-dir".into(),
-            dir.path().join("dev").display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-        None,
-    );
-    let client = BbsClient::new(bbs.clone());
-    let cell = eventually(WAIT, || async {
-        let cells = client.cells().await.map_err(|e| e.to_string())?;
-        cells
-            .first()
-            .map(|c| c.cell_presence.cell_id.clone())
-            .ok_or("no cell yet".to_string())
-    })
-    .await;
+    let (_dev, client) = start_dev(dir.path(), &["--backend", "process"], 1).await;
+    let bbs = client.base_url().to_string();
+    let cell = client.cells().await.unwrap()[0].cell_presence.cell_id.clone();
     let (ok, out) = diego(&bbs, &["lrp", "create", "web", "--", "sleep", "600"]).await;
     assert!(ok, "{out}");
     let running = eventually(WAIT, || async {

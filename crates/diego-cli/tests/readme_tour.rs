@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use diego_client::{ActualLrpQuery, BbsClient};
+use diego_client::ActualLrpQuery;
 use diego_model::{ActualLrpState, TaskState};
-use diego_testkit::{eventually, free_port};
+use diego_testkit::eventually;
 
 mod common;
-use common::cluster::Proc;
+use common::cluster::start_dev;
 use common::{RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -75,16 +75,17 @@ fn strip_comment(line: &str) -> &str {
 
 /// Runs `command` in bash with `diego` being the binary under test (and `curl` falling back
 /// to busybox's wget where curl is not installed); (exit code, stdout and stderr).
-fn sh(bbs: &str, command: &str) -> (i32, String) {
+async fn sh(bbs: &str, command: &str) -> (i32, String) {
     let script = format!(
         "diego() {{ '{BIN}' \"$@\"; }}\n\
          command -v curl >/dev/null || curl() {{ busybox wget -qO- \"${{@: -1}}\"; }}\n\
          {command}"
     );
-    let out = std::process::Command::new("bash")
+    let out = tokio::process::Command::new("bash")
         .args(["-c", &script])
         .env("DIEGO_BBS_URL", bbs)
         .output()
+        .await
         .expect("running bash");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -124,32 +125,11 @@ async fn the_readme_tour_runs_as_documented() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
     let commands = tour_commands(&readme);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dev");
     let _leftovers: Vec<RuncLeftovers> = (0..2)
-        .map(|i| RuncLeftovers::for_depot(&data.join(format!("cell-{i}")).join("depot")))
+        .map(|i| RuncLeftovers::for_depot(&dir.path().join(format!("dev/cell-{i}/depot"))))
         .collect();
-    let port = free_port();
-    let bbs = format!("http://127.0.0.1:{port}");
-    let mut dev = Proc::spawn(
-        "dev",
-        dir.path(),
-        &[
-            "dev".into(),
-            "--cells".into(),
-            "2".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-        None,
-    );
-    let client = BbsClient::new(bbs.clone());
-    eventually(WAIT, || async {
-        let n = client.cells().await.map_err(|e| e.to_string())?.len();
-        (n == 2).then_some(()).ok_or(format!("{n} cells"))
-    })
-    .await;
+    let (mut dev, client) = start_dev(dir.path(), &["--cells", "2"], 2).await;
+    let bbs = client.base_url().to_string();
 
     for command in commands {
         if command.starts_with("alias ") {
@@ -191,7 +171,7 @@ async fn the_readme_tour_runs_as_documented() {
         }
         if command == "diego events" {
             // It streams until stopped: still running after 2 s is the documented behaviour.
-            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' events"));
+            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' events")).await;
             assert_eq!(code, 124, "diego events stopped by itself: {out}");
             continue;
         }
@@ -204,7 +184,7 @@ async fn the_readme_tour_runs_as_documented() {
             })
             .await;
         }
-        let (code, out) = sh(&bbs, &command);
+        let (code, out) = sh(&bbs, &command).await;
         eprintln!("$ {command}\n{out}");
         assert_eq!(code, 0, "`{command}` failed:\n{out}");
         let promised = match command.as_str() {
@@ -222,7 +202,7 @@ async fn the_readme_tour_runs_as_documented() {
 
     // What the README says of the file system: the app may write /tmp, not the container's /.
     for (guid, path, fails) in [("root-ro", "/probe", true), ("tmp-rw", "/tmp/probe", false)] {
-        let (code, out) = sh(&bbs, &format!("diego task submit {guid} -- touch {path}"));
+        let (code, out) = sh(&bbs, &format!("diego task submit {guid} -- touch {path}")).await;
         assert_eq!(code, 0, "{out}");
         let task = eventually(WAIT, || async {
             let t = client.task(guid).await.map_err(|e| e.to_string())?;

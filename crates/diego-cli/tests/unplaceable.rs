@@ -6,45 +6,27 @@
 use std::time::Duration;
 
 use diego_client::{ActualLrpQuery, BbsClient};
-use diego_model::{Action, DesiredLrp, DesiredLrpUpdate, RunAction};
-use diego_testkit::{eventually, free_port};
+use diego_model::{DesiredLrp, DesiredLrpUpdate};
+use diego_testkit::eventually;
 
 mod common;
-use common::cluster::Proc;
+use common::cluster::start_dev;
 
 const WAIT: Duration = Duration::from_secs(120);
 const INSTANCES: i32 = 100_000;
 
 fn huge(guid: &str) -> DesiredLrp {
-    DesiredLrp {
-        process_guid: guid.into(),
-        domain: "default".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances: INSTANCES,
-        memory_mb: 1_000_000,
-        action: Some(Action::run(RunAction {
-            path: "sleep".into(),
-            args: vec!["600".into()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+    diego_cli::bench::unplaceable::unplaceable_lrp(guid, INSTANCES)
 }
 
-/// Waits until the auction has recorded a placement failure on some instance of `guid`.
+/// Waits until the auction has recorded a placement failure on index 0 of `guid`.
 async fn failing(client: &BbsClient, guid: &str) {
     eventually(WAIT, || async {
-        let rows = client
-            .actual_lrps(&ActualLrpQuery {
-                process_guid: Some(guid.into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let failed = rows.iter().filter(|a| !a.placement_error.is_empty()).count();
-        (failed > 0)
+        let rows = client.actual_lrp(guid, 0).await.map_err(|e| e.to_string())?;
+        rows.iter()
+            .any(|a| !a.placement_error.is_empty())
             .then_some(())
-            .ok_or(format!("{} rows, none with a placement error yet", rows.len()))
+            .ok_or(format!("no placement error yet: {rows:?}"))
     })
     .await;
 }
@@ -63,27 +45,7 @@ async fn rows_left(client: &BbsClient, guid: &str) -> Result<usize, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplaceable_lrp_of_100k_instances_is_deleted_and_scaled_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _dev = Proc::spawn(
-        "dev",
-        dir.path(),
-        &[
-            "dev".into(),
-            "--backend".into(),
-            "process".into(),
-            "--data-dir".into(),
-            dir.path().join("dev").display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-        None,
-    );
-    let client = BbsClient::new(format!("http://127.0.0.1:{port}"));
-    eventually(WAIT, || async {
-        let cells = client.cells().await.map_err(|e| e.to_string())?;
-        (!cells.is_empty()).then_some(()).ok_or("no cell yet".to_string())
-    })
-    .await;
+    let (_dev, client) = start_dev(dir.path(), &["--backend", "process"], 1).await;
 
     // Delete while the rounds record their failures: it is answered, not refused as contended.
     client.desire_lrp(&huge("huge")).await.unwrap();

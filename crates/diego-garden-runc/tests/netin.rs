@@ -82,24 +82,7 @@ impl Env {
             matches!(events.last(), Some(ProcessEvent::Exited(s)) if s.code == 0),
             "writing the index: {events:?}"
         );
-        self.backend
-            .run(
-                handle,
-                ProcessSpec {
-                    id: "httpd".into(),
-                    path: "httpd".into(),
-                    args: vec![
-                        "-f".into(),
-                        "-p".into(),
-                        "8080".into(),
-                        "-h".into(),
-                        "/tmp/www".into(),
-                    ],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        self.backend.run(handle, common::httpd("/tmp/www")).await.unwrap();
     }
 }
 
@@ -173,7 +156,7 @@ fn proxies_in(env: &Env) -> usize {
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| diego_garden_runc::netin::proxy::start_time(*pid).is_some())
+        .filter(|pid| diego_garden::procfs::live_start_time(*pid).is_some())
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();

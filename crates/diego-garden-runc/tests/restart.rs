@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diego_garden::{ContainerBackend, ContainerSpec, NetIn, ProcessEvent, ProcessSpec, Signal};
+use diego_garden::{ContainerBackend, ContainerSpec, ProcessEvent, ProcessSpec, Signal};
 use diego_garden_runc::netin::proxy::ProxyRecord;
 use diego_garden_runc::RuncBackend;
 use futures_util::stream::BoxStream;
@@ -112,15 +112,7 @@ async fn a_new_backend_takes_over_containers_processes_output_and_ports() {
     let handle = common::unique("restart");
     let info = env
         .backend
-        .create(ContainerSpec {
-            handle: handle.clone(),
-            rootfs: "preloaded:busybox".into(),
-            net_in: vec![NetIn {
-                host_port: 0,
-                container_port: 8080,
-            }],
-            ..Default::default()
-        })
+        .create(common::busybox_on_8080(&handle))
         .await
         .unwrap();
     let port = info.mapped_ports[0].host_port;
@@ -150,24 +142,7 @@ async fn a_new_backend_takes_over_containers_processes_output_and_ports() {
         .run(&handle, sh("quitter", "sleep 1; echo done; echo bye >&2; exit 7"))
         .await
         .unwrap();
-    env.backend
-        .run(
-            &handle,
-            ProcessSpec {
-                id: "httpd".into(),
-                path: "httpd".into(),
-                args: vec![
-                    "-f".into(),
-                    "-p".into(),
-                    "8080".into(),
-                    "-h".into(),
-                    "/tmp".into(),
-                ],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    env.backend.run(&handle, common::httpd("/tmp")).await.unwrap();
     assert!(http_answers(port).await.starts_with("HTTP/1."));
     let proxy = ProxyRecord::read(&env.depot.join(&handle)).expect("a net-in proxy process");
     assert!(proxy.alive());
@@ -254,36 +229,11 @@ async fn a_proxy_that_died_is_started_again_on_the_same_port() {
     let handle = common::unique("proxy");
     let info = env
         .backend
-        .create(ContainerSpec {
-            handle: handle.clone(),
-            rootfs: "preloaded:busybox".into(),
-            net_in: vec![NetIn {
-                host_port: 0,
-                container_port: 8080,
-            }],
-            ..Default::default()
-        })
+        .create(common::busybox_on_8080(&handle))
         .await
         .unwrap();
     let port = info.mapped_ports[0].host_port;
-    env.backend
-        .run(
-            &handle,
-            ProcessSpec {
-                id: "httpd".into(),
-                path: "httpd".into(),
-                args: vec![
-                    "-f".into(),
-                    "-p".into(),
-                    "8080".into(),
-                    "-h".into(),
-                    "/tmp".into(),
-                ],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    env.backend.run(&handle, common::httpd("/tmp")).await.unwrap();
     assert!(http_answers(port).await.starts_with("HTTP/1."));
     let old = ProxyRecord::read(&env.depot.join(&handle)).unwrap();
 

@@ -12,6 +12,7 @@ pub mod event_log;
 pub mod fake;
 pub mod http;
 pub mod process;
+pub mod procfs;
 pub mod tar;
 pub mod types;
 

@@ -471,15 +471,6 @@ async fn processes_run_as_the_current_user_only() {
     f.g.destroy(&h).await.unwrap();
 }
 
-/// Field 22 of `/proc/<pid>/stat` (start time), and whether the process is a zombie; `None`
-/// once it is gone.
-fn proc_identity(pid: u32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(19)?.parse().ok()?, *fields.first()? == "Z"))
-}
-
 /// The live `sleep 1000` processes working in `dir`, each with its start time.
 fn sleeps_in(dir: &Path) -> Vec<(u32, u64)> {
     std::fs::read_dir("/proc")
@@ -490,17 +481,14 @@ fn sleeps_in(dir: &Path) -> Vec<(u32, u64)> {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00")
                 && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
         })
-        .filter_map(|pid| match proc_identity(pid)? {
-            (start, false) => Some((pid, start)),
-            (_, true) => None,
-        })
+        .filter_map(|pid| Some((pid, diego_garden::procfs::live_start_time(pid)?)))
         .collect()
 }
 
 /// Whether the process `pid` that started at `start` still runs (a zombie does not; a
 /// reused pid is another process).
 fn still_alive(pid: u32, start: u64) -> bool {
-    proc_identity(pid).is_some_and(|(s, zombie)| s == start && !zombie)
+    diego_garden::procfs::live_start_time(pid) == Some(start)
 }
 
 /// Kills, on drop, those of the processes still running (so a failing test leaves none).

@@ -164,6 +164,18 @@ fn lrp(guid: &str, instances: i32, script: &str) -> DesiredLrp {
     }
 }
 
+/// The first row of `web` index 0 once it is RUNNING.
+async fn running_web(client: &BbsClient) -> diego_model::ActualLrp {
+    eventually(WAIT, || async {
+        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+        match a.first() {
+            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 async fn states(client: &BbsClient, guid: &str) -> Vec<(i32, ActualLrpState, String)> {
     let mut v: Vec<_> = client
         .actual_lrps(&ActualLrpQuery {
@@ -373,14 +385,7 @@ async fn a_restarted_rep_takes_over_what_still_runs() {
         "the unwanted container was destroyed"
     );
     // The instance is the same one: same guid, same process, never crashed, RUNNING again.
-    let again = eventually(WAIT, || async {
-        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
-        match a.first() {
-            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let again = running_web(client).await;
     assert_eq!(again.instance_guid, first.instance_guid);
     assert_eq!(again.crash_count, 0);
     assert_eq!(
@@ -625,14 +630,7 @@ async fn the_sync_stops_a_container_whose_record_is_gone() {
         .desire_lrp(&lrp("web", 1, "exec sleep 1000"))
         .await
         .unwrap();
-    let running = eventually(WAIT, || async {
-        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
-        match a.first() {
-            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let running = running_web(client).await;
     // The record goes behind the cell's back (as if an operator or a bug removed it).
     client
         .remove_actual_lrp("web", 0, Some(&running.instance_key()))
@@ -756,24 +754,10 @@ async fn the_sync_keeps_the_container_of_a_suspect_instance() {
         }],
         tasks: Vec::new(),
     };
-    let refused: diego_model::auction::Work = reqwest::Client::new()
-        .post(format!("{}/work", rep.url))
-        .json(&work)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rep_client = diego_client::RepClient::new(&rep.url, reqwest::Client::new(), WAIT);
+    let refused = rep_client.perform(&work).await.unwrap();
     assert!(refused.lrps.is_empty(), "{refused:?}");
-    let running = eventually(WAIT, || async {
-        let a = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
-        match a.first() {
-            Some(a) if a.state == ActualLrpState::Running => Ok(a.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let running = running_web(client).await;
 
     client.remove_cell("cell-1").await.unwrap();
     eventually(WAIT, || async {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use diego_model::auction::LrpStartRequest;
 
-use super::Queue;
+use super::{merge_indices, Queue};
 
 /// The wait after an LRP's first failed round.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -57,9 +57,7 @@ impl Parked {
     pub fn absorb(&mut self, r: LrpStartRequest, queue: &mut Queue) -> bool {
         match self.lrps.get_mut(&r.process_guid) {
             Some(p) if same_placement(&p.request, &r) => {
-                p.request.indices.extend(r.indices);
-                p.request.indices.sort_unstable();
-                p.request.indices.dedup();
+                merge_indices(&mut p.request.indices, r.indices);
                 true
             }
             Some(_) => {
@@ -84,9 +82,7 @@ impl Parked {
         let until = now + backoff(*n);
         match self.lrps.get_mut(&failed.process_guid) {
             Some(p) => {
-                p.request.indices.extend(failed.indices);
-                p.request.indices.sort_unstable();
-                p.request.indices.dedup();
+                merge_indices(&mut p.request.indices, failed.indices);
                 p.until = until;
             }
             None => {

@@ -98,6 +98,13 @@ struct Counters {
     tasks_failed: AtomicU64,
 }
 
+/// `more` added to `indices`, which stay sorted and each once.
+fn merge_indices(indices: &mut Vec<i32>, more: Vec<i32>) {
+    indices.extend(more);
+    indices.sort_unstable();
+    indices.dedup();
+}
+
 /// Start requests waiting for the next round, deduplicated as they arrive.
 #[derive(Default)]
 struct Queue {
@@ -110,17 +117,14 @@ impl Queue {
     fn push_lrp(&mut self, r: LrpStartRequest) {
         match self.lrps.get_mut(&r.process_guid) {
             Some(q) => {
-                q.indices.extend(r.indices);
-                q.indices.sort_unstable();
-                q.indices.dedup();
+                merge_indices(&mut q.indices, r.indices);
                 q.placement_constraint = r.placement_constraint;
                 q.resource = r.resource;
                 q.domain = r.domain;
             }
             None => {
                 let mut r = r;
-                r.indices.sort_unstable();
-                r.indices.dedup();
+                merge_indices(&mut r.indices, Vec::new());
                 self.lrps.insert(r.process_guid.clone(), r);
             }
         }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use diego_garden::{
-    Capacity, ContainerBackend, ContainerSpec, Limits, ProcessEvent, ProcessSpec, ProcessStream,
+    procfs, Capacity, ContainerBackend, ContainerSpec, Limits, ProcessEvent, ProcessSpec, ProcessStream,
 };
 use diego_garden_runc::{bundle, cgroup, Overlay, RootfsStore, Runc, RuncBackend, RuncConfig, User};
 use futures_util::StreamExt;
@@ -186,14 +186,9 @@ fn median_p99(times: &[Duration]) -> (f64, f64) {
     (v[v.len() / 2], v[p99])
 }
 
-/// `VmRSS` of `/proc/PID/status` in KiB (`None` if the process is gone).
-fn vm_rss_kb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+/// `VmRSS` of `pid` in KiB (`None` if the process is gone).
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    procfs::status_kb(pid, "VmRSS")
 }
 
 /// The count and total `VmRSS` (KiB) of this process's direct children outside containers.
@@ -202,17 +197,10 @@ fn children_rss_kb() -> anyhow::Result<(usize, u64)> {
     let (mut n, mut kb) = (0, 0);
     for entry in std::fs::read_dir("/proc")? {
         let name = entry?.file_name();
-        let Some(pid) = name.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name.to_str().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name may contain spaces and parentheses: fields start after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
+        let ppid = procfs::Stat::read(pid).ok().map(|s| s.ppid);
         // A container's init is re-parented to us (the backend is a subreaper), but it is the
         // container's own process, counted in its cgroup memory, not supervision.
         let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -257,9 +245,9 @@ async fn idle_phase(
     handles: &[String],
     made: &Mutex<Vec<String>>,
 ) -> anyhow::Result<Idle> {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let (_, children_before) = children_rss_kb()?;
-    let before = vm_rss_kb(&me).context("reading our VmRSS")?;
+    let before = vm_rss_kb(me).context("reading our VmRSS")?;
     let mut streams = Vec::new();
     for h in handles {
         backend
@@ -276,7 +264,7 @@ async fn idle_phase(
     }
     // Let the shims finish starting (their RSS settles once the process runs).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = vm_rss_kb(&me).context("reading our VmRSS")?;
+    let after = vm_rss_kb(me).context("reading our VmRSS")?;
     let (children, children_kb) = children_rss_kb()?;
     let container_bytes: u64 = handles.iter().filter_map(|h| cgroup_memory_bytes(h)).sum();
     drop(streams);

@@ -70,3 +70,21 @@ pub async fn start_bbs(http: &reqwest::Client, data_dir: &Path, extra: &[&str]) 
     wait_ready(http, &mut bbs, "/v1/ping").await?;
     Ok(bbs)
 }
+
+/// Polls `ok` every 10 ms until it says yes (an error counts as no), for up to `timeout`.
+pub async fn until<F, Fut>(what: &str, timeout: Duration, mut ok: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ok().await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -17,7 +17,7 @@ use diego_client::{ActualLrpQuery, BbsClient};
 use diego_model::{ActualLrpState, Presence};
 use serde_json::json;
 
-use super::procs::{self, Role};
+use super::procs::{self, until, Role};
 
 pub struct Options {
     pub json: bool,
@@ -115,23 +115,6 @@ async fn placed(client: &BbsClient) -> anyhow::Result<Vec<(i32, String)>> {
         .filter(|a| a.state == ActualLrpState::Running && a.presence == Presence::Ordinary)
         .map(|a| (a.index, a.cell_id))
         .collect())
-}
-
-async fn until<F, Fut>(what: &str, timeout: Duration, mut ok: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if ok().await.unwrap_or(false) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

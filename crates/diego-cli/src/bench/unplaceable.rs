@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use diego_client::{ActualLrpQuery, BbsClient};
+use diego_garden::procfs;
 use diego_model::{Action, DesiredLrp, DesiredLrpUpdate, RunAction};
 use serde_json::json;
 
-use super::procs;
+use super::procs::{self, until};
 
 pub struct Options {
     pub json: bool,
@@ -25,16 +26,12 @@ pub struct Options {
 
 /// Resident memory of `pid` in MB: (all, anonymous).
 fn rss_mb(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("RssAnon:")?))
+    let mb = |field| Some(procfs::status_kb(pid, field)? as f64 / 1024.0);
+    Some((mb("VmRSS")?, mb("RssAnon")?))
 }
 
-fn lrp(guid: &str, instances: i32) -> DesiredLrp {
+/// An LRP of `instances` that no cell can take (each asks for 1,000,000 MB).
+pub fn unplaceable_lrp(guid: &str, instances: i32) -> DesiredLrp {
     DesiredLrp {
         process_guid: guid.into(),
         domain: "bench".into(),
@@ -60,27 +57,22 @@ async fn rows(client: &BbsClient, guid: &str) -> anyhow::Result<usize> {
         .len())
 }
 
-/// Waits (up to two minutes) until some instance of `guid` carries a placement error.
+/// Waits (up to two minutes) until index 0 of `guid` carries a placement error.
 async fn until_failing(client: &BbsClient, guid: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let failing = client
-            .actual_lrps(&ActualLrpQuery {
-                process_guid: Some(guid.into()),
-                index: Some(0),
-                ..Default::default()
-            })
+    let what = format!("a placement failure recorded for {guid}");
+    until(&what, Duration::from_secs(120), || async {
+        let query = ActualLrpQuery {
+            process_guid: Some(guid.into()),
+            index: Some(0),
+            ..Default::default()
+        };
+        Ok(client
+            .actual_lrps(&query)
             .await?
             .iter()
-            .any(|a| !a.placement_error.is_empty());
-        if failing {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("no placement failure recorded for {guid} within 2 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .any(|a| !a.placement_error.is_empty()))
+    })
+    .await
 }
 
 /// Times `remove` (the request) and until no row of `guid` is left.
@@ -92,13 +84,11 @@ where
     let started = Instant::now();
     remove().await?;
     let answered = started.elapsed().as_secs_f64() * 1000.0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while rows(client, guid).await? > 0 {
-        if Instant::now() > deadline {
-            bail!("instances of {guid} still there 2 minutes after the request");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("no instance of {guid} left");
+    until(&what, Duration::from_secs(120), || async {
+        Ok(rows(client, guid).await? == 0)
+    })
+    .await?;
     Ok((answered, started.elapsed().as_secs_f64() * 1000.0))
 }
 
@@ -123,18 +113,15 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     procs::wait_ready(&http, &mut dev, "/v1/ping").await?;
     let pid = dev.child.id();
     let client = BbsClient::with_http(dev.url.clone(), http.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.cells().await?.is_empty() {
-        if Instant::now() > deadline {
-            bail!("the dev cell did not register within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the dev cell registered", Duration::from_secs(60), || async {
+        Ok(!client.cells().await?.is_empty())
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, idle_anon) = rss_mb(pid).context("reading the dev process's memory")?;
 
     // Baseline: the same delete, of a thousand instances.
-    client.desire_lrp(&lrp("small", 1_000)).await?;
+    client.desire_lrp(&unplaceable_lrp("small", 1_000)).await?;
     until_failing(&client, "small").await?;
     let (small_delete, small_gone) = timed_removal(&client, "small", || async {
         Ok(client.remove_desired_lrp("small").await?)
@@ -142,7 +129,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     .await?;
 
     let started = Instant::now();
-    client.desire_lrp(&lrp("huge", o.instances)).await?;
+    client.desire_lrp(&unplaceable_lrp("huge", o.instances)).await?;
     let create_ms = started.elapsed().as_secs_f64() * 1000.0;
     until_failing(&client, "huge").await?;
     eprintln!(
@@ -171,7 +158,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await?;
 
-    client.desire_lrp(&lrp("huge", o.instances)).await?;
+    client.desire_lrp(&unplaceable_lrp("huge", o.instances)).await?;
     until_failing(&client, "huge").await?;
     let (scale_ms, scale_gone_ms) = timed_removal(&client, "huge", || async {
         let update = DesiredLrpUpdate {

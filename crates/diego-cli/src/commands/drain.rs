@@ -131,12 +131,14 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
     let http = diego_runtime::http_client().build()?;
     if !args.force {
         let work = left(ctx, id).await?;
+        // One cell able to take work is enough: stop asking at the first.
         let others = cells.iter().filter(|c| c.cell_presence.cell_id != *id);
         let mut takers = 0;
         for other in others {
             let rep = RepClient::new(&other.cell_presence.rep_url, http.clone(), Duration::from_secs(5));
             if rep.state().await.is_ok_and(|s| !s.evacuating) {
-                takers += 1;
+                takers = 1;
+                break;
             }
         }
         if let Some(why) = refusal(id, work, takers) {

@@ -95,6 +95,28 @@ impl Drop for Proc {
     }
 }
 
+/// `diego dev` with `flags`, its data in `dir/dev`, on a free port, once `cells` cells are
+/// registered: the process (its log in `dir`) and a client of its BBS.
+pub async fn start_dev(dir: &Path, flags: &[&str], cells: usize) -> (Proc, BbsClient) {
+    let port = free_port();
+    let mut args: Vec<String> = vec![
+        "dev".into(),
+        "--data-dir".into(),
+        dir.join("dev").display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let dev = Proc::spawn("dev", dir, &args, None);
+    let client = BbsClient::new(format!("http://127.0.0.1:{port}"));
+    eventually(WAIT, || async {
+        let n = client.cells().await.map_err(|e| e.to_string())?.len();
+        (n == cells).then_some(()).ok_or(format!("{n} of {cells} cells"))
+    })
+    .await;
+    (dev, client)
+}
+
 /// A BBS and auctioneer (`diego dev --cells 0`, or `diego bbs` and `diego auctioneer`) and runc
 /// cells (`diego cell` processes).
 pub struct Cluster {

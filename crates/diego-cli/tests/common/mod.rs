@@ -5,6 +5,8 @@ pub mod cluster;
 
 use std::process::Stdio;
 
+use diego_garden::procfs::live_start_time;
+
 use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_diego");
@@ -101,27 +103,16 @@ impl Drop for RuncLeftovers {
 /// another process.
 pub type Identity = (u32, u64);
 
-/// Start time and whether it is a zombie (which is dead, waiting for its parent).
-fn stat(pid: u32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(19)?.parse().ok()?, *fields.first()? == "Z"))
-}
-
+/// Whether the process still runs: not gone, not a zombie, not a reused pid.
 pub fn alive(&(pid, start): &Identity) -> bool {
-    stat(pid).is_some_and(|(s, zombie)| s == start && !zombie)
+    live_start_time(pid) == Some(start)
 }
 
 /// The net-in proxy recorded in runc container directory `dir` (`netin.json`), whether it
 /// runs or not.
 pub fn netin_proxy(dir: &std::path::Path) -> Option<Identity> {
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("netin.json")).ok()?).ok()?;
-    Some((
-        u32::try_from(record["pid"].as_u64()?).ok()?,
-        record["start_time"].as_u64()?,
-    ))
+    let record = diego_garden_runc::netin::proxy::ProxyRecord::read(dir)?;
+    Some((record.pid, record.start_time))
 }
 
 /// The live net-in proxy processes (`diego garden-netin --dir <depot>/<handle> …`) of the
@@ -143,23 +134,13 @@ pub fn netin_proxies(depot: &std::path::Path) -> Vec<Identity> {
                         .any(|w| w[0] == b"--dir" && w[1].starts_with(depot))
             })
         })
-        .filter_map(|pid| {
-            let (start, zombie) = stat(pid)?;
-            (!zombie).then_some((pid, start))
-        })
+        .filter_map(|pid| Some((pid, live_start_time(pid)?)))
         .collect()
 }
 
 /// `VmRSS` of process `pid` in KiB.
 pub fn rss_kb(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    diego_garden::procfs::status_kb(pid, "VmRSS")
 }
 
 /// The live processes working under `depot` (a process-backend app starts in its
@@ -173,9 +154,9 @@ pub fn processes_in(depot: &std::path::Path) -> Vec<(Identity, String)> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(depot)))
         .filter_map(|pid| {
-            let (start, zombie) = stat(pid)?;
+            let start = live_start_time(pid)?;
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (!zombie).then(|| ((pid, start), comm.trim().to_string()))
+            Some(((pid, start), comm.trim().to_string()))
         })
         .collect()
 }

@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use diego_garden::procfs::live_start_time;
 use diego_garden::PortMapping;
 
 use super::{Dialer, Forwarder};
@@ -138,25 +139,8 @@ impl ProxyRecord {
 
     /// Whether the recorded process still runs (same pid and start time, not a zombie).
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
+        live_start_time(self.pid) == Some(self.start_time)
     }
-}
-
-/// The start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot) of live process
-/// `pid`; `None` if there is none or it is a zombie (dead, waiting to be reaped).
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-fn parse_start_time(stat: &str) -> Option<u64> {
-    // The command name may contain spaces and parentheses: fields start after the last ')',
-    // with the state (field 3) first.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
-    if matches!(*fields.first()?, "Z" | "X" | "x") {
-        return None;
-    }
-    fields.get(22 - 3)?.parse().ok()
 }
 
 /// The one line the proxy writes on stdout, once it listens or has failed.
@@ -219,7 +203,7 @@ async fn run(args: &ProxyArgs, log: &mut Option<File>) -> i32 {
         })
         .collect();
     let me = std::process::id();
-    let Some(started) = start_time(me) else {
+    let Some(started) = live_start_time(me) else {
         let message = "reading this process's start time from /proc".to_string();
         note(log, &message);
         report(&Report::Failed { message });
@@ -260,8 +244,8 @@ async fn listen(args: &ProxyArgs) -> Result<(Init, Vec<Forwarder>), Report> {
         .trim()
         .parse()
         .map_err(|e| failed(format!("{}: {e}", pid_file.display())))?;
-    let started =
-        start_time(pid).ok_or_else(|| failed(format!("the container's init (pid {pid}) is not running")))?;
+    let started = live_start_time(pid)
+        .ok_or_else(|| failed(format!("the container's init (pid {pid}) is not running")))?;
     let dialer = Dialer::for_pid(pid).map_err(|e| failed(e.to_string()))?;
     let mut forwarders = Vec::with_capacity(args.ports.len());
     for &(host_port, container_port) in &args.ports {
@@ -280,7 +264,7 @@ async fn container_gone(dir: &Path, (pid, started): Init) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !dir.is_dir() || start_time(pid) != Some(started) {
+        if !dir.is_dir() || live_start_time(pid) != Some(started) {
             return;
         }
     }
@@ -332,29 +316,13 @@ mod tests {
     }
 
     #[test]
-    fn start_time_skips_the_command_name_and_zombies() {
-        let stat = |state: &str| {
-            format!("42 (a (b) c) {state} 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 5")
-        };
-        assert_eq!(parse_start_time(&stat("S")), Some(987654));
-        assert_eq!(parse_start_time(&stat("R")), Some(987654));
-        assert_eq!(parse_start_time(&stat("Z")), None);
-        assert_eq!(parse_start_time("42 (x) S 1"), None);
-        assert_eq!(parse_start_time("garbage"), None);
-        // This process is alive, and its start time is stable.
-        let me = std::process::id();
-        assert!(start_time(me).is_some());
-        assert_eq!(start_time(me), start_time(me));
-    }
-
-    #[test]
     fn records_round_trip_and_name_a_live_process() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(ProxyRecord::read(dir.path()), None);
         let me = std::process::id();
         let record = ProxyRecord {
             pid: me,
-            start_time: start_time(me).unwrap(),
+            start_time: live_start_time(me).unwrap(),
             host_ip: "127.0.0.1".parse().unwrap(),
             ports: vec![PortMapping {
                 host_port: 61001,

@@ -158,3 +158,26 @@ pub async fn collect(
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (text(out), text(err), exit.expect("no Exited event"))
 }
+
+/// Busybox httpd in the foreground on port 8080, serving `root`.
+pub fn httpd(root: &str) -> diego_garden::ProcessSpec {
+    diego_garden::ProcessSpec {
+        id: "httpd".into(),
+        path: "httpd".into(),
+        args: ["-f", "-p", "8080", "-h", root].map(String::from).to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A busybox container whose port 8080 is mapped to a host port the kernel picks.
+pub fn busybox_on_8080(handle: &str) -> diego_garden::ContainerSpec {
+    diego_garden::ContainerSpec {
+        handle: handle.into(),
+        rootfs: "preloaded:busybox".into(),
+        net_in: vec![diego_garden::NetIn {
+            host_port: 0,
+            container_port: 8080,
+        }],
+        ..Default::default()
+    }
+}

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde::{Deserialize, Serialize};
 
+use crate::procfs::Stat;
+
 /// The file, in a process's directory, holding its [`Group`].
 pub const RECORD: &str = "group";
 
@@ -85,7 +87,7 @@ impl Group {
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| {
                 Stat::read(pid)
-                    .is_ok_and(|s| s.pgid == self.pgid && s.state != 'Z' && s.start_time >= self.start_time)
+                    .is_ok_and(|s| s.pgid == self.pgid && !s.is_dead() && s.start_time >= self.start_time)
             })
             .collect()
     }
@@ -147,55 +149,9 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// The fields of `/proc/<pid>/stat` this module needs.
-#[derive(Debug, PartialEq, Eq)]
-struct Stat {
-    /// Field 3.
-    state: char,
-    /// Field 5.
-    pgid: u32,
-    /// Field 22.
-    start_time: u64,
-}
-
-impl Stat {
-    fn read(pid: u32) -> std::io::Result<Stat> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        Stat::parse(&text).ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/stat")))
-    }
-
-    /// The command name (field 2) may hold spaces and parentheses: count from the last `)`.
-    fn parse(stat: &str) -> Option<Stat> {
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // fields[0] is field 3.
-        Some(Stat {
-            state: fields.first()?.chars().next()?,
-            pgid: fields.get(2)?.parse().ok()?,
-            start_time: fields.get(19)?.parse().ok()?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_proc_stat() {
-        let stat = "42 (a (weird) name) S 1 40 40 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 123456 1000 10";
-        assert_eq!(
-            Stat::parse(stat),
-            Some(Stat {
-                state: 'S',
-                pgid: 40,
-                start_time: 123_456
-            })
-        );
-        assert_eq!(Stat::parse("42 (x) S 1"), None);
-        let me = Stat::read(std::process::id()).unwrap();
-        assert!(me.start_time > 0);
-    }
 
     #[test]
     fn a_reused_pid_or_another_boot_is_not_the_group() {
