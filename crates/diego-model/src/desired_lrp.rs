@@ -173,6 +173,7 @@ fn validate_instances(v: &mut Validator, instances: i32) {
 fn validate_routes(v: &mut Validator, routes: &Routes) {
     let len = serde_json::to_vec(routes).map(|b| b.len()).unwrap_or(usize::MAX);
     v.max_bytes("routes", len, MAX_ROUTES_BYTES);
+    crate::routes::validate_cf_routes(v, routes);
 }
 
 impl DesiredLrp {

@@ -26,6 +26,7 @@ pub mod event;
 pub mod locks;
 pub mod modification_tag;
 pub mod restart;
+pub mod routes;
 pub mod task;
 pub mod validation;
 
@@ -46,5 +47,6 @@ pub use error::{ApiError, ErrorType, TransitionError};
 pub use event::{ActualLrpCrashed, Event};
 pub use modification_tag::ModificationTag;
 pub use restart::{CrashPolicy, RestartDecision, RestartPolicy};
+pub use routes::{CfRoute, CF_ROUTER};
 pub use task::{DesireTaskRequest, Task, TaskDefinition, TaskState};
 pub use validation::{FieldError, Validator};

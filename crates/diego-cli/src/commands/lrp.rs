@@ -18,7 +18,7 @@ use crate::output::{self, dash, emit, emit_json, key_values, Table};
 use crate::report::usage;
 
 /// The router whose routes `--route` sets.
-pub const CF_ROUTER: &str = "cf-router";
+pub use diego_model::CF_ROUTER;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LrpCommand {

@@ -1,0 +1,15 @@
+//! Routing (diego-spec §8): how HTTP traffic reaches an app's instances by hostname.
+//!
+//! - [`table`]: the routing table, pure: desired `cf-router` routes × routable instances,
+//!   changed only by BBS events; the router's host map and the emitter's registrations.
+//! - [`sync`]: keeps a table current from the BBS (subscribe, list, replay, follow; relist
+//!   every 60 s and on a `resync` event).
+
+pub mod sync;
+pub mod table;
+
+pub use sync::{SyncConfig, SyncStats, DEFAULT_RESYNC_INTERVAL};
+pub use table::{
+    diff_registrations, is_routable, normalize_host, Endpoint, HostMap, Pool, Registration, RegistrationDiff,
+    RegistrationKey, RoutingTable,
+};

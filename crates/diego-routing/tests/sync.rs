@@ -1,0 +1,188 @@
+//! The routing table kept current from a real BBS on loopback: the first listing, events
+//! after it, a BBS restart (the stream drops and resumes), and periodic relisting.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diego_bbs::StoreConfig;
+use diego_client::BbsClient;
+use diego_model::api::StartActualLrpRequest;
+use diego_model::{Action, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, PortMapping, RunAction};
+use diego_routing::{sync, HostMap, SyncConfig, SyncStats};
+use diego_testkit::{eventually, TestBbs};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn web(instances: i32) -> DesiredLrp {
+    let mut d = DesiredLrp {
+        process_guid: "web".into(),
+        log_guid: "web-logs".into(),
+        domain: "d".into(),
+        rootfs: "preloaded:busybox".into(),
+        instances,
+        ports: vec![8080],
+        action: Some(Action::run(RunAction {
+            path: "httpd".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    d.routes.insert(
+        "cf-router".into(),
+        serde_json::json!([{"hostnames": ["web.example.com"], "port": 8080}]),
+    );
+    d
+}
+
+fn key(index: i32) -> ActualLrpInstanceKey {
+    ActualLrpInstanceKey::new(format!("instance-{index}"), "cell-1")
+}
+
+/// The cell the instances are on, present for the test's length (so convergence leaves them).
+async fn register_cell(c: &BbsClient) {
+    let req = diego_model::RegisterCellRequest {
+        cell_presence: diego_model::CellPresence {
+            cell_id: "cell-1".into(),
+            rep_url: "http://127.0.0.1:9".into(),
+            zone: "z1".into(),
+            capacity: Default::default(),
+            rootfs_providers: vec![],
+            placement_tags: vec![],
+            optional_placement_tags: vec![],
+        },
+        ttl_seconds: 600,
+    };
+    c.register_cell(&req).await.unwrap();
+}
+
+async fn run_instance(c: &BbsClient, index: i32, host_port: u32) {
+    c.claim_actual_lrp("web", index, &key(index)).await.unwrap();
+    let req = StartActualLrpRequest {
+        instance_key: key(index),
+        net_info: ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port,
+                ..Default::default()
+            }],
+            instance_address: String::new(),
+        },
+        routable: None,
+        availability_zone: "z1".into(),
+    };
+    c.start_actual_lrp("web", index, &req).await.unwrap();
+}
+
+/// Waits until `web.example.com` routes to exactly `ports`.
+async fn routes_to(hosts: &watch::Receiver<HostMap>, ports: &[u32]) {
+    eventually(WAIT, || async {
+        let got: Option<Vec<u32>> = hosts
+            .borrow()
+            .lookup("web.example.com")
+            .map(|p| p.endpoints.iter().map(|e| e.port).collect());
+        if got.as_deref() == Some(ports) {
+            Ok(())
+        } else {
+            Err(format!("web.example.com routes to {got:?}, want {ports:?}"))
+        }
+    })
+    .await
+}
+
+fn start_sync(
+    url: &str,
+    config: SyncConfig,
+) -> (watch::Receiver<HostMap>, Arc<SyncStats>, CancellationToken) {
+    let (tx, rx) = watch::channel(HostMap::default());
+    let stats = Arc::new(SyncStats::default());
+    let stop = CancellationToken::new();
+    tokio::spawn(sync::run(
+        BbsClient::new(url),
+        config,
+        stats.clone(),
+        move |t| {
+            let _ = tx.send(t.hosts());
+        },
+        stop.clone(),
+    ));
+    (rx, stats, stop)
+}
+
+#[tokio::test]
+async fn the_table_follows_the_bbs_across_a_restart() {
+    let bbs = TestBbs::start_sqlite().await;
+    let c = bbs.client.clone();
+    register_cell(&c).await;
+    c.desire_lrp(&web(3)).await.unwrap();
+    run_instance(&c, 0, 61000).await;
+
+    let (hosts, stats, stop) = start_sync(&bbs.url, SyncConfig::default());
+    // The first listing finds what was there before the sync started.
+    routes_to(&hosts, &[61000]).await;
+    run_instance(&c, 1, 61001).await;
+    routes_to(&hosts, &[61000, 61001]).await;
+    assert_eq!(
+        stats.listings.load(Ordering::Relaxed),
+        1,
+        "no relisting within 60 s"
+    );
+
+    // The BBS goes away and comes back on the same address: the sync reconnects and resumes.
+    let addr = bbs.addr;
+    let dir = bbs.stop().await.unwrap();
+    let mut config = TestBbs::config(StoreConfig::Sqlite {
+        data_dir: dir.path().to_path_buf(),
+    });
+    config.listen = addr;
+    let bbs = TestBbs::start_with(config, Some(dir)).await;
+    let c = bbs.client.clone();
+    register_cell(&c).await;
+    c.crash_actual_lrp("web", 0, &key(0), "boom").await.unwrap();
+    routes_to(&hosts, &[61001]).await;
+    run_instance(&c, 2, 61002).await;
+    routes_to(&hosts, &[61001, 61002]).await;
+
+    // Removing the LRP's route leaves the hostname unknown.
+    let update = diego_model::DesiredLrpUpdate {
+        routes: Some(Default::default()),
+        ..Default::default()
+    };
+    c.update_desired_lrp("web", &update).await.unwrap();
+    eventually(WAIT, || async {
+        match hosts.borrow().lookup("web.example.com") {
+            None => Ok(()),
+            Some(p) => Err(format!("still routed: {p:?}")),
+        }
+    })
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_table_is_listed_again_every_interval() {
+    let bbs = TestBbs::start().await;
+    bbs.client.desire_lrp(&web(1)).await.unwrap();
+    run_instance(&bbs.client, 0, 61000).await;
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (hosts, stats, stop) = start_sync(&bbs.url, config);
+    routes_to(&hosts, &[61000]).await;
+    eventually(WAIT, || async {
+        let n = stats.listings.load(Ordering::Relaxed);
+        if n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} listings so far"))
+        }
+    })
+    .await;
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+    routes_to(&hosts, &[61000]).await;
+    stop.cancel();
+}
