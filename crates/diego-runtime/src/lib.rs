@@ -10,11 +10,14 @@
 //! - [`serve`] and [`http_client`]: the one HTTP server loop and the one HTTP-client builder
 //!   every role uses, the seam where transport security goes. [`ServeLimits`] bounds how
 //!   long the server waits for a request and how many connections it holds.
+//! - [`metrics`]: a role's Prometheus registry, its HTTP request metrics (an axum layer keyed
+//!   by route template) and its `/metrics` endpoint.
 //!
 //! Depends on no other crate of this workspace.
 
 mod http;
 mod lease;
+pub mod metrics;
 mod supervisor;
 mod worker;
 
