@@ -3,9 +3,13 @@
 //!
 //! Used only as a dev-dependency; nothing in a shipped binary may depend on it. Key items:
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
-//! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool).
+//! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
+//! [`NatsServer`] (a real `nats-server` child process on a free loopback port).
 
 pub mod host;
+mod nats;
+
+pub use nats::NatsServer;
 
 use std::fmt::Display;
 use std::future::Future;
