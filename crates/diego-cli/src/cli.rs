@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{actual, auctioneer, bbs, bench, cell, dev, events, garden, lrp, sim_cells, task};
+use crate::commands::{
+    actual, auctioneer, bbs, bench, cell, dev, events, garden, lrp, route_emitter, sim_cells, task,
+};
 use crate::output::OutputFormat;
 
 /// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
@@ -33,6 +35,8 @@ pub enum Command {
     Bbs(bbs::BbsArgs),
     /// Run the auctioneer (places LRP instances and tasks on cells; one active per BBS).
     Auctioneer(auctioneer::AuctioneerArgs),
+    /// Publish the routing table over NATS in gorouter's protocol (router.register/unregister).
+    RouteEmitter(route_emitter::RouteEmitterArgs),
     /// Run a cell: the rep and executor, running tasks and LRP instances in containers.
     Cell(cell::CellCommand),
     /// Run a whole Diego on this machine, on loopback, until Ctrl-C.

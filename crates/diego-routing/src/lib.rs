@@ -4,7 +4,10 @@
 //!   changed only by BBS events; the router's host map and the emitter's registrations.
 //! - [`sync`]: keeps a table current from the BBS (subscribe, list, replay, follow; relist
 //!   every 60 s and on a `resync` event).
+//! - [`emitter`]: the route-emitter, the table's registrations over NATS in gorouter's
+//!   protocol (`router.register` / `router.unregister`, greetings, repeated unregistrations).
 
+pub mod emitter;
 pub mod sync;
 pub mod table;
 

@@ -129,6 +129,10 @@ pub struct Registration {
     pub route_service_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub router_group_guid: Option<String>,
+    /// The LRP's first placement tag: Cloud Foundry places an isolation segment's apps by
+    /// that tag, and its routers shard by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation_segment: Option<String>,
     pub endpoint: Endpoint,
 }
 
@@ -183,6 +187,7 @@ pub fn diff_registrations(old: &[Registration], new: &[Registration]) -> Registr
 struct DesiredRoutes {
     log_guid: String,
     routes: Vec<CfRoute>,
+    isolation_segment: Option<String>,
 }
 
 /// What the table keeps of a routable instance.
@@ -211,6 +216,7 @@ pub struct DesiredRef<'a> {
     pub process_guid: &'a str,
     pub log_guid: &'a str,
     pub routes: &'a Routes,
+    pub placement_tags: &'a [String],
 }
 
 impl<'a> From<&'a diego_model::DesiredLrp> for DesiredRef<'a> {
@@ -219,6 +225,7 @@ impl<'a> From<&'a diego_model::DesiredLrp> for DesiredRef<'a> {
             process_guid: &d.process_guid,
             log_guid: &d.log_guid,
             routes: &d.routes,
+            placement_tags: &d.placement_tags,
         }
     }
 }
@@ -229,6 +236,7 @@ impl<'a> From<&'a diego_model::DesiredLrpSchedulingInfo> for DesiredRef<'a> {
             process_guid: &d.process_guid,
             log_guid: &d.log_guid,
             routes: &d.routes,
+            placement_tags: &d.placement_tags,
         }
     }
 }
@@ -288,6 +296,7 @@ impl RoutingTable {
         let new = DesiredRoutes {
             log_guid: d.log_guid.to_string(),
             routes,
+            isolation_segment: d.placement_tags.first().filter(|t| !t.is_empty()).cloned(),
         };
         match self.desired.get(d.process_guid) {
             Some(old) if *old == new => false,
@@ -436,6 +445,7 @@ impl RoutingTable {
                         uris: uris.clone(),
                         route_service_url: route.route_service_url.clone(),
                         router_group_guid: route.router_group_guid.clone(),
+                        isolation_segment: d.isolation_segment.clone(),
                         endpoint,
                     });
                 }
@@ -680,6 +690,18 @@ mod tests {
         assert!(gone.register.is_empty());
         assert_eq!(after[0].uris, ["web.example.com"]);
         assert_eq!(after[0].endpoint.log_guid, "log-web");
+        assert_eq!(after[0].isolation_segment, None);
+
+        // The first placement tag names the isolation segment; a new one registers again.
+        let mut isolated = d.clone();
+        isolated.placement_tags = vec!["iso-1".into(), "other".into()];
+        let moved = RoutingTable::from_snapshot([&isolated], &[running(0, 1), running(1, 2)]).registrations();
+        assert!(moved
+            .iter()
+            .all(|r| r.isolation_segment.as_deref() == Some("iso-1")));
+        let diff = diff_registrations(&before, &moved);
+        assert_eq!(ports(&diff.register), vec![1, 2]);
+        assert!(diff.unregister.is_empty());
     }
 
     #[test]

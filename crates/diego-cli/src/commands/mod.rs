@@ -12,6 +12,7 @@ pub mod drain;
 pub mod events;
 pub mod garden;
 pub mod lrp;
+pub mod route_emitter;
 pub mod sim_cells;
 pub mod task;
 
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
         Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
+        Command::RouteEmitter(args) => route_emitter::run(ctx.client.base_url(), args).await,
         Command::Cell(cmd) => cell::dispatch(&ctx, cmd).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,

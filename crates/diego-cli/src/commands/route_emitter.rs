@@ -1,0 +1,47 @@
+//! `diego route-emitter`: the routing table over NATS in gorouter's protocol, for an
+//! existing Cloud Foundry routing tier (docs/130-route-emitter.md).
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use diego_routing::emitter::{self, EmitterConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::process;
+
+#[derive(Debug, clap::Args)]
+pub struct RouteEmitterArgs {
+    /// A NATS server, `nats://[USER:PASSWORD@]HOST:PORT`; repeat for the servers of one
+    /// cluster (the client uses one and fails over to the others).
+    #[arg(long = "nats", value_name = "URL", default_value = emitter::DEFAULT_NATS, value_parser = parse_nats)]
+    pub nats: Vec<emitter::NatsServerAddr>,
+    /// Address for `/health` and `/metrics`.
+    #[arg(long, value_name = "ADDR", default_value = emitter::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+fn parse_nats(s: &str) -> Result<emitter::NatsServerAddr, String> {
+    emitter::parse_nats_url(s).map_err(|e| e.to_string())
+}
+
+pub async fn run(bbs_url: &str, args: RouteEmitterArgs) -> anyhow::Result<()> {
+    process::init_logging();
+    let shutdown = CancellationToken::new();
+    process::cancel_on_signal(shutdown.clone());
+    let config = EmitterConfig::new(bbs_url, args.nats.clone(), args.listen);
+    let running = emitter::start(config, shutdown)
+        .await
+        .with_context(|| format!("starting the route-emitter on {}", args.listen))?;
+    let servers: Vec<String> = args
+        .nats
+        .iter()
+        .map(|a| format!("{}:{}", a.host(), a.port()))
+        .collect();
+    eprintln!(
+        "diego route-emitter: BBS {bbs_url} -> NATS {}; /health and /metrics on http://{}",
+        servers.join(", "),
+        running.addr
+    );
+    running.task.await.context("route-emitter task")??;
+    Ok(())
+}
