@@ -3,8 +3,10 @@
 //!
 //! Used only as a dev-dependency; nothing in a shipped binary may depend on it. Key items:
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
-//! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool).
+//! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
+//! [`exposition::parse`] (a strict parser of a role's `/metrics`).
 
+pub mod exposition;
 pub mod host;
 
 use std::fmt::Display;
