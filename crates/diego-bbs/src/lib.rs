@@ -179,7 +179,7 @@ async fn active_work(state: AppState, stop: CancellationToken) -> Result<(), die
 /// Every route of the BBS.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route(r::PING, get(system::ping))
         .route(r::OPENAPI, get(system::openapi))
         .route(r::METRICS, get(system::metrics))
@@ -232,12 +232,8 @@ pub fn router(state: AppState) -> Router {
         .route(r::EVENTS_TASKS, get(event_handlers::tasks))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::record,
-        ))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body));
+    diego_runtime::metrics::record_requests(routes, &state.metrics.registry).with_state(state)
 }
 
 /// [`start`], then wait for it to finish.

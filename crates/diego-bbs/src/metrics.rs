@@ -1,226 +1,315 @@
-//! Prometheus metrics: request counts and latencies per route, records by state, and the
-//! converger's last pass under Diego's metric names.
+//! The BBS's metrics (docs/110-metrics.md): request counts and latencies per route (from
+//! [`diego_runtime::metrics`]), records by state counted at scrape time, and the converger's
+//! last pass under Diego's names (`ConvergenceLRPDuration`, `LRPsMissing`, …) where Diego has
+//! one and `bbs_convergence_*` for ours.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use diego_model::{ActualLrpState, Presence, TaskState};
+use diego_runtime::metrics::Metrics;
+use diego_store::Counts;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 
 use crate::converger::PassReport;
-use crate::state::AppState;
 
-/// Latency histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
-
-#[derive(Default)]
-struct RouteStats {
-    count: u64,
-    sum_seconds: f64,
-    buckets: [u64; BUCKETS.len()],
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    state: &'static str,
 }
 
-#[derive(Default)]
-pub struct Metrics {
-    /// (method, route, status) → stats
-    routes: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActualLabels {
+    state: &'static str,
+    presence: &'static str,
 }
 
-impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let s = routes
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default();
-        s.count += 1;
-        s.sum_seconds += secs;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                s.buckets[i] += 1;
+/// What the converger figures are drawn from, taken once per scrape so the Diego names and
+/// ours describe the same pass.
+#[derive(Debug, Default)]
+struct ConvergenceSnapshot {
+    active: bool,
+    last: PassReport,
+}
+
+/// The BBS's registry and the figures it sets at scrape time.
+pub struct BbsMetrics {
+    pub registry: Arc<Metrics>,
+    tasks: Family<TaskLabels, Gauge>,
+    desired_lrps: Gauge,
+    actual_lrps: Family<ActualLabels, Gauge>,
+    cells: Gauge,
+    convergence: Arc<Mutex<ConvergenceSnapshot>>,
+}
+
+impl Default for BbsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BbsMetrics {
+    pub fn new() -> Self {
+        let mut b = Metrics::builder("bbs");
+        let tasks = Family::<TaskLabels, Gauge>::default();
+        let desired_lrps = Gauge::default();
+        let actual_lrps = Family::<ActualLabels, Gauge>::default();
+        let cells = Gauge::default();
+        let convergence = Arc::new(Mutex::new(ConvergenceSnapshot::default()));
+        let role = b.role();
+        role.register("tasks", "Tasks by state", tasks.clone());
+        role.register("desired_lrps", "Desired LRPs", desired_lrps.clone());
+        role.register(
+            "actual_lrps",
+            "Actual LRPs by state and presence",
+            actual_lrps.clone(),
+        );
+        role.register("cells", "Live cell presences", cells.clone());
+        role.register_collector(Box::new(ConvergenceFigures {
+            snapshot: convergence.clone(),
+            names: Names::Ours,
+        }));
+        b.diego().register_collector(Box::new(ConvergenceFigures {
+            snapshot: convergence.clone(),
+            names: Names::Diegos,
+        }));
+        BbsMetrics {
+            registry: b.build(),
+            tasks,
+            desired_lrps,
+            actual_lrps,
+            cells,
+            convergence,
+        }
+    }
+
+    /// Sets the figures read at scrape time: the store's counts (every state, zero included,
+    /// so a series never vanishes), the live cells, and whether this BBS is active and its
+    /// last pass.
+    pub fn set(&self, counts: &Counts, cells: usize, active: bool, last: PassReport) {
+        for state in TaskState::ALL {
+            let n = counts.tasks.get(&state).copied().unwrap_or(0);
+            self.tasks
+                .get_or_create(&TaskLabels {
+                    state: state.as_str(),
+                })
+                .set(gauge_value(n));
+        }
+        self.desired_lrps.set(gauge_value(counts.desired_lrps));
+        for state in ActualLrpState::ALL {
+            for presence in Presence::ALL {
+                let n = counts.actual_lrps.get(&(state, presence)).copied().unwrap_or(0);
+                self.actual_lrps
+                    .get_or_create(&ActualLabels {
+                        state: state.as_str(),
+                        presence: presence.as_str(),
+                    })
+                    .set(gauge_value(n));
             }
         }
-    }
-
-    /// The request metrics in Prometheus text format.
-    pub fn render_requests(&self, out: &mut String) {
-        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str("# HELP bbs_requests_total HTTP requests served, by method, route and status.\n");
-        out.push_str("# TYPE bbs_requests_total counter\n");
-        for ((m, r, st), s) in routes.iter() {
-            let _ = writeln!(
-                out,
-                "bbs_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {}",
-                s.count
-            );
-        }
-        out.push_str("# HELP bbs_request_duration_seconds HTTP request latency, by method and route.\n");
-        out.push_str("# TYPE bbs_request_duration_seconds histogram\n");
-        let mut merged: BTreeMap<(&str, &str), ([u64; BUCKETS.len()], u64, f64)> = BTreeMap::new();
-        for ((m, r, _), s) in routes.iter() {
-            let e = merged.entry((m, r)).or_insert(([0; BUCKETS.len()], 0, 0.0));
-            for (i, b) in s.buckets.iter().enumerate() {
-                e.0[i] += b;
-            }
-            e.1 += s.count;
-            e.2 += s.sum_seconds;
-        }
-        for ((m, r), (buckets, count, sum)) in merged {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "bbs_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"{bound}\"}} {}",
-                    buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "bbs_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "bbs_request_duration_seconds_sum{{method=\"{m}\",route=\"{r}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "bbs_request_duration_seconds_count{{method=\"{m}\",route=\"{r}\"}} {count}"
-            );
-        }
+        self.cells.set(gauge_value(cells as u64));
+        *self.convergence.lock().unwrap_or_else(|p| p.into_inner()) = ConvergenceSnapshot { active, last };
     }
 }
 
-/// The converger's figures: whether this BBS is active and, from its last pass, the
-/// durations and what it saw (Diego's `ConvergenceLRPDuration`, `LRPsMissing`, … where Diego
-/// has a name; `bbs_convergence_*` for ours). A passive BBS reports `LockHeld 0` and no pass.
-pub fn render_convergence(out: &mut String, active: bool, last: &PassReport) {
-    let mut gauge = |name: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-    };
-    gauge(
-        "LockHeld",
-        "1 while this BBS holds the bbs lock (is active).",
-        u8::from(active).to_string(),
-    );
-    if last.passes == 0 {
-        return;
-    }
-    let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
-    gauge(
-        "ConvergenceLRPDuration",
-        "Seconds the last pass spent on LRPs.",
-        secs(last.lrp_duration),
-    );
-    gauge(
-        "ConvergenceTaskDuration",
-        "Seconds the last pass spent on tasks.",
-        secs(last.task_duration),
-    );
-    gauge(
-        "bbs_convergence_gather_seconds",
-        "Seconds the last pass took to read its snapshot.",
-        secs(last.gather),
-    );
-    gauge(
-        "bbs_convergence_plan_seconds",
-        "Seconds the last pass took to decide.",
-        secs(last.plan),
-    );
-    gauge(
-        "bbs_convergence_apply_seconds",
-        "Seconds the last pass took to write its actions.",
-        secs(last.apply),
-    );
-    let o = &last.observed;
-    for (name, help, n) in [
-        (
-            "LRPsMissing",
-            "Desired indices without an ordinary instance.",
-            o.lrps_missing,
-        ),
-        (
-            "LRPsExtra",
-            "Ordinary instances beyond the desired count.",
-            o.lrps_extra,
-        ),
-        ("CrashedActualLRPs", "Instances in CRASHED.", o.crashed),
-        (
-            "CrashingDesiredLRPs",
-            "Desired LRPs with a crashed instance.",
-            o.crashing_desired,
-        ),
-        (
-            "SuspectRunningActualLRPs",
-            "RUNNING instances on cells that lost their presence.",
-            o.suspect_running,
-        ),
-        (
-            "SuspectClaimedActualLRPs",
-            "CLAIMED instances on cells that lost their presence.",
-            o.suspect_claimed,
-        ),
-        ("PresentCells", "Cells with a live presence.", o.present_cells),
-        (
-            "SuspectCells",
-            "Cells named by instances but without a live presence.",
-            o.lapsed_cells.len() as u64,
-        ),
-        (
-            "bbs_convergence_orphans",
-            "Instances of LRPs no longer desired.",
-            o.orphans,
-        ),
-    ] {
-        gauge(name, help, n.to_string());
-    }
-    let _ = writeln!(
-        out,
-        "# HELP bbs_convergence_passes_total Convergence passes since this BBS started.\n\
-         # TYPE bbs_convergence_passes_total counter\nbbs_convergence_passes_total {}",
-        last.passes
-    );
-    out.push_str("# HELP bbs_convergence_actions Actions of the last pass, by kind.\n# TYPE bbs_convergence_actions gauge\n");
-    for (kind, n) in &last.applied {
-        let _ = writeln!(out, "bbs_convergence_actions{{kind=\"{kind}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "bbs_convergence_actions{{kind=\"skipped\"}} {}",
-        last.skipped
-    );
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Middleware recording every request under its route template (not its concrete path, so
-/// guids do not explode the label space).
-pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    state
-        .metrics
-        .observe(&method, &route, response.status().as_u16(), started.elapsed());
-    response
+#[derive(Debug, Clone, Copy)]
+enum Names {
+    /// `LockHeld`, `ConvergenceLRPDuration`, … (the unprefixed registry).
+    Diegos,
+    /// `bbs_convergence_*` (the prefixed registry).
+    Ours,
+}
+
+/// The converger's figures, encoded from the snapshot of the current scrape. A passive BBS
+/// reports `LockHeld 0` and no pass.
+#[derive(Debug)]
+struct ConvergenceFigures {
+    snapshot: Arc<Mutex<ConvergenceSnapshot>>,
+    names: Names,
+}
+
+fn gauge<V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    value: V,
+) -> Result<(), std::fmt::Error>
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    let metric = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Collector for ConvergenceFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        let (active, last) = (snapshot.active, &snapshot.last);
+        let e = &mut encoder;
+        match self.names {
+            Names::Diegos => {
+                gauge(
+                    e,
+                    "LockHeld",
+                    "1 while this BBS holds the bbs lock (is active).",
+                    None,
+                    i64::from(active),
+                )?;
+                if last.passes == 0 {
+                    return Ok(());
+                }
+                gauge(
+                    e,
+                    "ConvergenceLRPDuration",
+                    "Seconds the last pass spent on LRPs.",
+                    None,
+                    seconds(last.lrp_duration),
+                )?;
+                gauge(
+                    e,
+                    "ConvergenceTaskDuration",
+                    "Seconds the last pass spent on tasks.",
+                    None,
+                    seconds(last.task_duration),
+                )?;
+                let o = &last.observed;
+                for (name, help, n) in [
+                    (
+                        "LRPsMissing",
+                        "Desired indices without an ordinary instance.",
+                        o.lrps_missing,
+                    ),
+                    (
+                        "LRPsExtra",
+                        "Ordinary instances beyond the desired count.",
+                        o.lrps_extra,
+                    ),
+                    ("CrashedActualLRPs", "Instances in CRASHED.", o.crashed),
+                    (
+                        "CrashingDesiredLRPs",
+                        "Desired LRPs with a crashed instance.",
+                        o.crashing_desired,
+                    ),
+                    (
+                        "SuspectRunningActualLRPs",
+                        "RUNNING instances on cells that lost their presence.",
+                        o.suspect_running,
+                    ),
+                    (
+                        "SuspectClaimedActualLRPs",
+                        "CLAIMED instances on cells that lost their presence.",
+                        o.suspect_claimed,
+                    ),
+                    ("PresentCells", "Cells with a live presence.", o.present_cells),
+                    (
+                        "SuspectCells",
+                        "Cells named by instances but without a live presence.",
+                        o.lapsed_cells.len() as u64,
+                    ),
+                ] {
+                    gauge(e, name, help, None, gauge_value(n))?;
+                }
+            }
+            Names::Ours => {
+                if last.passes == 0 {
+                    return Ok(());
+                }
+                let s = Some(Unit::Seconds);
+                gauge(
+                    e,
+                    "convergence_gather",
+                    "Seconds the last pass took to read its snapshot.",
+                    s.clone(),
+                    seconds(last.gather),
+                )?;
+                gauge(
+                    e,
+                    "convergence_plan",
+                    "Seconds the last pass took to decide.",
+                    s.clone(),
+                    seconds(last.plan),
+                )?;
+                gauge(
+                    e,
+                    "convergence_apply",
+                    "Seconds the last pass took to write its actions.",
+                    s,
+                    seconds(last.apply),
+                )?;
+                gauge(
+                    e,
+                    "convergence_orphans",
+                    "Instances of LRPs no longer desired.",
+                    None,
+                    gauge_value(last.observed.orphans),
+                )?;
+                let metric = e.encode_descriptor(
+                    "convergence_passes",
+                    "Convergence passes since this BBS started.",
+                    None,
+                    MetricType::Counter,
+                )?;
+                ConstCounter::new(last.passes).encode(metric)?;
+                let mut metric = e.encode_descriptor(
+                    "convergence_actions",
+                    "Actions of the last pass, by kind.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                let kinds = last
+                    .applied
+                    .iter()
+                    .map(|(k, n)| (*k, *n))
+                    .chain([("skipped", last.skipped)]);
+                for (kind, n) in kinds {
+                    ConstGauge::new(gauge_value(n)).encode(metric.encode_family(&[("kind", kind)])?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use diego_runtime::metrics::Format;
+
     use super::*;
+
+    fn lines(m: &BbsMetrics) -> Vec<String> {
+        m.registry
+            .encode(Format::Prometheus)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 
     #[test]
     fn convergence_figures_use_diegos_names() {
-        let mut out = String::new();
-        render_convergence(&mut out, false, &PassReport::default());
-        assert_eq!(
-            out.lines().last(),
-            Some("LockHeld 0"),
-            "a passive BBS reports no pass:\n{out}"
+        let m = BbsMetrics::new();
+        m.set(&Counts::default(), 0, false, PassReport::default());
+        let out = lines(&m);
+        assert!(out.iter().any(|l| l == "LockHeld 0"), "{out:#?}");
+        assert!(
+            !out.iter()
+                .any(|l| l.starts_with("LRPsMissing") || l.starts_with("bbs_convergence")),
+            "a passive BBS reports no pass: {out:#?}"
         );
 
         let mut last = PassReport {
@@ -231,17 +320,45 @@ mod tests {
         last.observed.lrps_missing = 2;
         last.observed.present_cells = 5;
         last.applied.insert("create", 2);
-        let mut out = String::new();
-        render_convergence(&mut out, true, &last);
+        m.set(&Counts::default(), 5, true, last);
+        let out = lines(&m);
         for line in [
             "LockHeld 1",
-            "ConvergenceLRPDuration 0.012000",
+            "ConvergenceLRPDuration 0.012",
             "LRPsMissing 2",
             "PresentCells 5",
+            "# TYPE bbs_convergence_passes_total counter",
             "bbs_convergence_passes_total 3",
+            "bbs_convergence_gather_seconds 0.0",
             "bbs_convergence_actions{kind=\"create\"} 2",
+            "bbs_convergence_actions{kind=\"skipped\"} 0",
+            "bbs_cells 5",
         ] {
-            assert!(out.lines().any(|l| l == line), "{line:?} missing from:\n{out}");
+            assert!(out.iter().any(|l| l == line), "{line:?} missing from {out:#?}");
         }
+    }
+
+    #[test]
+    fn every_state_is_counted_zero_included() {
+        let m = BbsMetrics::new();
+        let mut counts = Counts::default();
+        counts.tasks.insert(TaskState::Pending, 4);
+        counts
+            .actual_lrps
+            .insert((ActualLrpState::Running, Presence::Evacuating), 2);
+        counts.desired_lrps = 1;
+        m.set(&counts, 0, true, PassReport::default());
+        let out = lines(&m);
+        for line in [
+            "bbs_tasks{state=\"PENDING\"} 4",
+            "bbs_tasks{state=\"RESOLVING\"} 0",
+            "bbs_desired_lrps 1",
+            "bbs_actual_lrps{state=\"RUNNING\",presence=\"EVACUATING\"} 2",
+            "bbs_actual_lrps{state=\"CRASHED\",presence=\"SUSPECT\"} 0",
+        ] {
+            assert!(out.iter().any(|l| l == line), "{line:?} missing from {out:#?}");
+        }
+        let actual_series = out.iter().filter(|l| l.starts_with("bbs_actual_lrps{")).count();
+        assert_eq!(actual_series, ActualLrpState::ALL.len() * Presence::ALL.len());
     }
 }

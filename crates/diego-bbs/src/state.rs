@@ -6,7 +6,7 @@ use diego_model::Clock;
 use diego_store::DynStore;
 
 use crate::config::BbsConfig;
-use crate::metrics::Metrics;
+use crate::metrics::BbsMetrics;
 use crate::rep_notify::RepNotifier;
 
 pub struct Bbs {
@@ -14,7 +14,7 @@ pub struct Bbs {
     pub clock: Arc<dyn Clock>,
     pub config: BbsConfig,
     pub reps: RepNotifier,
-    pub metrics: Metrics,
+    pub metrics: BbsMetrics,
     pub callbacks: crate::callbacks::Callbacks,
     /// Whether this BBS holds the BBS lock; fences its workers' writes.
     pub role: Arc<crate::active::ActiveRole>,

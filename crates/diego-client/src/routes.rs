@@ -73,6 +73,8 @@ pub mod rep {
     pub const WORK: &str = "/work";
     /// GET: what each of the cell's containers uses.
     pub const CONTAINER_METRICS: &str = "/container_metrics";
+    /// GET: the rep's Prometheus metrics (capacity, containers, per-instance usage).
+    pub const METRICS: &str = "/metrics";
     /// The BBS asks a cell's rep to stop an instance (scale-down, retire, delete).
     pub const STOP_LRP_INSTANCE: &str = "/v1/lrps/{process_guid}/instances/{instance_guid}/stop";
     /// The BBS tells a cell's rep a task was cancelled.
@@ -83,6 +85,7 @@ pub mod rep {
 
 pub mod auctioneer {
     pub const PING: &str = "/v1/ping";
+    pub const METRICS: &str = "/metrics";
     /// POST a JSON array of `LrpStartRequest`: 202, placed in the next batch.
     pub const LRPS: &str = "/v1/lrps";
     /// POST a JSON array of `TaskStartRequest`: 202, placed in the next batch.

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use diego_client::routes::rep as r;
-use diego_executor::ContainerState;
 use diego_model::auction::{CellLrp, CellResources, CellState, CellTask, Work};
 use diego_model::{ApiError, ErrorType};
 use serde_json::json;
@@ -21,15 +20,34 @@ use crate::Rep;
 type AppState = State<Arc<Rep>>;
 
 pub(crate) fn router(rep: Arc<Rep>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/ping", get(ping))
+        .route(r::METRICS, get(metrics))
         .route(r::STATE, get(state))
         .route(r::WORK, post(work))
         .route(r::CONTAINER_METRICS, get(container_metrics))
         .route(r::STOP_LRP_INSTANCE, post(stop_lrp_instance))
         .route(r::CANCEL_TASK, post(cancel_task))
-        .route(r::EVACUATE, post(crate::evacuate::http_evacuate))
-        .with_state(rep)
+        .route(r::EVACUATE, post(crate::evacuate::http_evacuate));
+    diego_runtime::metrics::record_requests(routes, &rep.metrics.registry).with_state(rep)
+}
+
+/// `GET /metrics`: capacity, containers and each instance's usage (from the backend) are read
+/// now, one scrape at a time. Without the backend's usage the rest is still answered.
+async fn metrics(State(rep): AppState, headers: HeaderMap) -> Response {
+    let scrape = rep.metrics.registry.scrape().await;
+    let workloads = rep.workloads().clone();
+    let guids: Vec<String> = workloads.keys().cloned().collect();
+    let usage = match rep.backend.bulk_metrics(&guids).await {
+        Ok(usage) => Some(crate::metrics::instance_usage(&workloads, &usage)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no per-instance usage for /metrics");
+            None
+        }
+    };
+    rep.metrics
+        .set(rep.store.total(), rep.store.remaining(), &rep.store.list(), usage);
+    scrape.respond(&headers)
 }
 
 /// 503 with the reason while the cell's self-check fails.
@@ -93,12 +111,7 @@ pub(crate) fn cell_state(rep: &Rep) -> CellState {
         .store
         .list()
         .iter()
-        .filter(|c| {
-            matches!(
-                c.state,
-                ContainerState::Reserved | ContainerState::Initializing | ContainerState::Created
-            )
-        })
+        .filter(|c| crate::metrics::is_starting(c.state))
         .count();
     CellState {
         cell_id: rep.config.cell_id.clone(),

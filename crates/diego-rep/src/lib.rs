@@ -26,6 +26,8 @@
 //!   failed, containers nobody wants stopped or destroyed).
 //! - **Self-check** (`selfcheck.rs`): on a timer a small container is created, run and
 //!   destroyed; while that fails the cell answers 503 and takes no work.
+//! - **Metrics** (`metrics.rs`): `GET /metrics` has the cell's capacity and containers under
+//!   Diego's names, the bulk sync's duration, and each LRP instance's CPU, memory and disk.
 //!
 //! The executor (`diego-executor`) runs the containers on any `ContainerBackend`; the rep
 //! decides nothing about placement.
@@ -33,6 +35,7 @@
 mod evacuate;
 mod harmonize;
 mod http;
+mod metrics;
 mod presence;
 mod recover;
 mod selfcheck;
@@ -160,6 +163,7 @@ pub struct Rep {
     /// Why the cell's last self-check failed (`None`: healthy).
     unhealthy: Mutex<Option<String>>,
     evacuation: evacuate::Evacuation,
+    metrics: metrics::RepMetrics,
 }
 
 impl Rep {
@@ -243,6 +247,7 @@ pub async fn start(
         workloads: Mutex::default(),
         unhealthy: Mutex::default(),
         evacuation: Default::default(),
+        metrics: metrics::RepMetrics::new(),
     });
     // The rep's own stop: the caller's shutdown, or the end of an evacuation.
     let shutdown = shutdown.child_token();

@@ -46,8 +46,14 @@ pub(crate) async fn run(rep: Arc<Rep>, shutdown: CancellationToken) {
     }
 }
 
-/// One pass (see the module docs).
+/// One pass (see the module docs), timed for `RepBulkSyncDuration`.
 pub(crate) async fn sync(rep: &Arc<Rep>) {
+    let started = std::time::Instant::now();
+    pass(rep).await;
+    rep.metrics.bulk_synced(started.elapsed());
+}
+
+async fn pass(rep: &Arc<Rep>) {
     let cell = rep.config.cell_id.clone();
     // Containers first (see the module docs): guid → (workload, state).
     let workloads: HashMap<String, Workload> = rep.workloads().clone();

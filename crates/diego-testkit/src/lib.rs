@@ -4,8 +4,10 @@
 //! Used only as a dev-dependency; nothing in a shipped binary may depend on it. Key items:
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
 //! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
-//! [`NatsServer`] (a real `nats-server` child process on a free loopback port).
+//! [`NatsServer`] (a real `nats-server` child process on a free loopback port),
+//! [`exposition::parse`] (a strict parser of a role's `/metrics`).
 
+pub mod exposition;
 pub mod host;
 mod nats;
 

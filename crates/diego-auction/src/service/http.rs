@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,12 +22,21 @@ use super::Shared;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(r::PING, get(ping))
+        .route(r::METRICS, get(metrics))
         .route(r::LRPS, post(lrps))
         .route(r::TASKS, post(tasks))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    diego_runtime::metrics::record_requests(routes, &shared.metrics.registry).with_state(shared)
+}
+
+/// `GET /metrics`, with whether this auctioneer is active and what is parked read now.
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let scrape = s.metrics.registry.scrape().await;
+    let parked = s.parked().instances();
+    s.metrics.set_state(s.active.load(Ordering::SeqCst), parked);
+    scrape.respond(&headers)
 }
 
 async fn ping(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {

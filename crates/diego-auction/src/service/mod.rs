@@ -16,15 +16,19 @@
 //!   left unclaimed.
 //! - **Backoff** (`backoff.rs`): LRP instances no cell could take wait, doubling from 1 s to
 //!   30 s, before a round tries them again, unless the cells change.
+//! - **Metrics** (`metrics.rs`): `GET /metrics` counts rounds, placements and failures by
+//!   reason, parked instances, round and fetch durations and the cells seen
+//!   (docs/110-metrics.md).
 
 mod backoff;
 mod http;
 mod lock;
+mod metrics;
 mod round;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,15 +93,6 @@ pub struct Stats {
     pub tasks_failed: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    rounds: AtomicU64,
-    lrps_placed: AtomicU64,
-    tasks_placed: AtomicU64,
-    lrps_failed: AtomicU64,
-    tasks_failed: AtomicU64,
-}
-
 /// `more` added to `indices`, which stay sorted and each once.
 fn merge_indices(indices: &mut Vec<i32>, more: Vec<i32>) {
     indices.extend(more);
@@ -147,7 +142,7 @@ struct Shared {
     recheck_cells: AtomicBool,
     work: Notify,
     active: AtomicBool,
-    counters: Counters,
+    metrics: metrics::AuctioneerMetrics,
 }
 
 impl Shared {
@@ -186,15 +181,16 @@ impl RunningAuctioneer {
     }
 }
 
+/// Read from the same counters `/metrics` exposes.
 fn stats(shared: &Shared) -> Stats {
-    let c = &shared.counters;
+    let (lrps_placed, tasks_placed, lrps_failed, tasks_failed) = shared.metrics.placements();
     Stats {
-        rounds: c.rounds.load(Ordering::Relaxed),
+        rounds: shared.metrics.rounds(),
         parked_instances: shared.parked().instances() as u64,
-        lrps_placed: c.lrps_placed.load(Ordering::Relaxed),
-        tasks_placed: c.tasks_placed.load(Ordering::Relaxed),
-        lrps_failed: c.lrps_failed.load(Ordering::Relaxed),
-        tasks_failed: c.tasks_failed.load(Ordering::Relaxed),
+        lrps_placed,
+        tasks_placed,
+        lrps_failed,
+        tasks_failed,
     }
 }
 
@@ -215,7 +211,7 @@ pub async fn start(
         recheck_cells: AtomicBool::new(false),
         work: Notify::new(),
         active: AtomicBool::new(false),
-        counters: Counters::default(),
+        metrics: metrics::AuctioneerMetrics::new(),
     });
     let http_client = diego_runtime::http_client()
         .pool_max_idle_per_host(8)

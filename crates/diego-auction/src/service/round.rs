@@ -15,6 +15,7 @@ use futures_util::{stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::metrics::{failure_reason, RoundFigures, WorkKind, REP_REFUSED_REASON};
 use super::{AuctioneerConfig, Queue, Shared};
 use crate::{
     AuctionRequest, AuctionResults, CellResources, CellState, LrpInstance, LrpStart, RootfsProvider,
@@ -112,7 +113,10 @@ async fn round(
         }
     };
     see_cells(shared, &presences);
+    let cells_present = presences.len();
+    let fetch_started = Instant::now();
     let fetched = fetch_states(http, config, presences).await;
+    let fetch_duration = fetch_started.elapsed();
     let lrps: Vec<LrpStartRequest> = queue.lrps.into_values().collect();
     let tasks: Vec<TaskStartRequest> = queue.tasks.into_values().collect();
     let request = AuctionRequest {
@@ -186,24 +190,34 @@ async fn round(
     park_failures(shared, &lrps, &results);
     let refused_lrps: usize = refused.iter().map(|w| w.lrps.len()).sum();
     let refused_tasks: usize = refused.iter().map(|w| w.tasks.len()).sum();
-    let c = &shared.counters;
-    c.rounds.fetch_add(1, Ordering::Relaxed);
-    c.lrps_placed.fetch_add(
-        (results.successful_lrps.len() - refused_lrps) as u64,
-        Ordering::Relaxed,
-    );
-    c.tasks_placed.fetch_add(
-        (results.successful_tasks.len() - refused_tasks) as u64,
-        Ordering::Relaxed,
-    );
-    c.lrps_failed.fetch_add(
-        (results.failed_lrps.len() + refused_lrps) as u64,
-        Ordering::Relaxed,
-    );
-    c.tasks_failed.fetch_add(
-        (results.failed_tasks.len() + refused_tasks) as u64,
-        Ordering::Relaxed,
-    );
+    let failures = results
+        .failed_lrps
+        .iter()
+        .map(|f| (WorkKind::Lrp, failure_reason(&f.placement_error)))
+        .chain(
+            results
+                .failed_tasks
+                .iter()
+                .map(|f| (WorkKind::Task, failure_reason(&f.placement_error))),
+        )
+        .chain(std::iter::repeat_n(
+            (WorkKind::Lrp, REP_REFUSED_REASON),
+            refused_lrps,
+        ))
+        .chain(std::iter::repeat_n(
+            (WorkKind::Task, REP_REFUSED_REASON),
+            refused_tasks,
+        ))
+        .collect();
+    shared.metrics.round(&RoundFigures {
+        lrps_placed: (results.successful_lrps.len() - refused_lrps) as u64,
+        tasks_placed: (results.successful_tasks.len() - refused_tasks) as u64,
+        failures,
+        duration: started.elapsed(),
+        fetch_states: fetch_duration,
+        cells: cells_present,
+        cells_answered: fetched.len(),
+    });
     info!(
         cells = fetched.len(),
         lrps_placed = results.successful_lrps.len() - refused_lrps,

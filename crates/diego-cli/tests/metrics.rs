@@ -1,0 +1,316 @@
+//! Every role's `/metrics` under `diego dev` with one LRP running (and one no cell can hold):
+//! fetched over HTTP in both formats (Prometheus text without an `Accept` header, OpenMetrics
+//! when asked), parsed strictly (`diego_testkit::exposition`: every line must parse), and
+//! checked for the names docs/110-metrics.md lists, with their types and sane values.
+//!
+//! On runc when root and runc are there (the root test group), else on the process backend.
+//! A new role's metrics are one more entry in the table of [`roles`].
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{running_rows, start_dev};
+use common::{diego, ProcessLeftovers, RuncLeftovers};
+use diego_testkit::eventually;
+use diego_testkit::exposition::{self, Exposition, Flavor, Kind};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The memory limit of the `web` LRP, which the rep reports as its quota.
+const WEB_MEMORY_MB: u64 = 64;
+
+/// What a sample's value must be. Samples matched by a check are summed first (a label
+/// subset may match several series, say every status of a route).
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Equals(f64),
+    AtLeast(f64),
+    Above(f64),
+}
+
+struct Check {
+    /// A sample name (`bbs_requests_total`, `rep_request_duration_seconds_count`).
+    sample: &'static str,
+    /// Labels the sample must carry (it may carry more).
+    labels: Vec<(&'static str, String)>,
+    /// The type of the family the sample belongs to.
+    kind: Kind,
+    expect: Expect,
+}
+
+fn check(sample: &'static str, labels: &[(&'static str, &str)], kind: Kind, expect: Expect) -> Check {
+    Check {
+        sample,
+        labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        kind,
+        expect,
+    }
+}
+
+/// One server's `/metrics` and what it must hold.
+struct Role {
+    name: &'static str,
+    url: String,
+    checks: Vec<Check>,
+}
+
+use Expect::*;
+use Kind::{Counter, Gauge, Histogram};
+
+/// The table: every role `diego dev` runs, with where it serves and what it must expose.
+/// `instance_guid` is the running instance of `web`, as the BBS reports it.
+fn roles(bbs: &str, auctioneer: &str, rep: &str, instance_guid: &str) -> Vec<Role> {
+    let web = [
+        ("process_guid", "web"),
+        ("index", "0"),
+        ("instance_guid", instance_guid),
+    ];
+    vec![
+        Role {
+            name: "bbs",
+            url: bbs.to_string(),
+            checks: vec![
+                check("LockHeld", &[], Gauge, Equals(1.0)),
+                check("bbs_desired_lrps", &[], Gauge, Equals(2.0)),
+                check(
+                    "bbs_actual_lrps",
+                    &[("state", "RUNNING"), ("presence", "ORDINARY")],
+                    Gauge,
+                    Equals(1.0),
+                ),
+                check("bbs_actual_lrps", &[("state", "UNCLAIMED")], Gauge, Equals(1.0)),
+                check("bbs_tasks", &[("state", "PENDING")], Gauge, Equals(0.0)),
+                check("bbs_cells", &[], Gauge, Equals(1.0)),
+                check("bbs_convergence_passes_total", &[], Counter, AtLeast(1.0)),
+                check("ConvergenceLRPDuration", &[], Gauge, AtLeast(0.0)),
+                check("LRPsMissing", &[], Gauge, AtLeast(0.0)),
+                check("PresentCells", &[], Gauge, AtLeast(0.0)),
+                check("bbs_convergence_gather_seconds", &[], Gauge, AtLeast(0.0)),
+                check(
+                    "bbs_requests_total",
+                    &[("method", "POST"), ("route", "/v1/desired_lrps")],
+                    Counter,
+                    AtLeast(2.0),
+                ),
+                check(
+                    "bbs_request_duration_seconds_count",
+                    &[("method", "POST"), ("route", "/v1/desired_lrps")],
+                    Histogram,
+                    AtLeast(2.0),
+                ),
+            ],
+        },
+        Role {
+            name: "auctioneer",
+            url: auctioneer.to_string(),
+            checks: vec![
+                check("LockHeld", &[], Gauge, Equals(1.0)),
+                check("AuctioneerLRPAuctionsStarted_total", &[], Counter, AtLeast(1.0)),
+                check("AuctioneerLRPAuctionsFailed_total", &[], Counter, AtLeast(1.0)),
+                check("AuctioneerFetchStatesDuration", &[], Gauge, Above(0.0)),
+                check("auctioneer_rounds_total", &[], Counter, AtLeast(1.0)),
+                check(
+                    "auctioneer_placement_failures_total",
+                    &[("work", "lrp"), ("reason", "insufficient_resources")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+                check(
+                    "auctioneer_round_duration_seconds_count",
+                    &[],
+                    Histogram,
+                    AtLeast(1.0),
+                ),
+                check("auctioneer_cells", &[], Gauge, Equals(1.0)),
+                check("auctioneer_cells_answered", &[], Gauge, Equals(1.0)),
+                check("auctioneer_parked_instances", &[], Gauge, AtLeast(0.0)),
+                check(
+                    "auctioneer_requests_total",
+                    &[("method", "POST"), ("route", "/v1/lrps")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+            ],
+        },
+        Role {
+            name: "rep",
+            url: rep.to_string(),
+            checks: vec![
+                check("CapacityTotalMemory", &[], Gauge, Above(0.0)),
+                check("CapacityTotalDisk", &[], Gauge, Above(0.0)),
+                check("CapacityTotalContainers", &[], Gauge, Above(0.0)),
+                check("CapacityRemainingMemory", &[], Gauge, AtLeast(0.0)),
+                check("CapacityRemainingDisk", &[], Gauge, AtLeast(0.0)),
+                check("CapacityRemainingContainers", &[], Gauge, AtLeast(0.0)),
+                check("ContainerCount", &[], Gauge, AtLeast(1.0)),
+                check("StartingContainerCount", &[], Gauge, AtLeast(0.0)),
+                check("rep_containers", &[("state", "running")], Gauge, AtLeast(1.0)),
+                check("RepBulkSyncDuration", &[], Gauge, Above(0.0)),
+                check(
+                    "rep_bulk_sync_duration_seconds_count",
+                    &[],
+                    Histogram,
+                    AtLeast(1.0),
+                ),
+                check("rep_instance_memory_bytes", &web, Gauge, Above(0.0)),
+                check("rep_instance_cpu_seconds_total", &web, Counter, AtLeast(0.0)),
+                check("rep_instance_disk_bytes", &web, Gauge, AtLeast(0.0)),
+                check(
+                    "rep_instance_memory_quota_bytes",
+                    &web,
+                    Gauge,
+                    Equals((WEB_MEMORY_MB << 20) as f64),
+                ),
+                check("rep_instance_disk_quota_bytes", &web, Gauge, AtLeast(0.0)),
+                check(
+                    "rep_requests_total",
+                    &[("method", "GET"), ("route", "/state")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+                check(
+                    "rep_requests_total",
+                    &[("method", "POST"), ("route", "/work")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+            ],
+        },
+    ]
+}
+
+/// `GET url/metrics` asking for `flavor`, checked for its content type and parsed strictly.
+async fn scrape(http: &reqwest::Client, url: &str, flavor: Flavor) -> Result<Exposition, String> {
+    let mut req = http.get(format!("{url}/metrics"));
+    if flavor == Flavor::OpenMetrics {
+        req = req.header(
+            ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        );
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if Flavor::from_content_type(&content_type) != Some(flavor) {
+        return Err(format!("asked for {flavor:?}, got content type {content_type:?}"));
+    }
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    exposition::parse(&text, flavor).map_err(|e| format!("{flavor:?} does not parse: {e}\n{text}"))
+}
+
+/// Each check of `role` that `metrics` fails, in words.
+fn failures(role: &Role, metrics: &Exposition) -> Vec<String> {
+    let mut failed = Vec::new();
+    for c in &role.checks {
+        let labels: Vec<(&str, &str)> = c.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let what = format!("{} {}{labels:?}", role.name, c.sample);
+        let samples = metrics.samples(c.sample, &labels);
+        if samples.is_empty() {
+            failed.push(format!("{what}: missing"));
+            continue;
+        }
+        let kind = metrics.family_of(c.sample).map(|f| f.kind);
+        if kind != Some(c.kind) {
+            failed.push(format!("{what}: a {kind:?}, not a {:?}", c.kind));
+        }
+        let value: f64 = samples.iter().map(|s| s.value).sum();
+        let ok = match c.expect {
+            Equals(v) => value == v,
+            AtLeast(v) => value >= v,
+            Above(v) => value > v,
+        };
+        if !ok {
+            failed.push(format!("{what} is {value}, expected {:?}", c.expect));
+        }
+    }
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_serves_its_documented_metrics_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    // Dropped after dev: whatever a killed dev leaves (containers, app processes) goes too.
+    let _containers = RuncLeftovers::for_depot(&dir.path().join("dev/cell-0/depot"));
+    let _apps = ProcessLeftovers(dir.path().to_path_buf());
+    let runc = common::runc_usable("every_role_serves_its_documented_metrics_in_both_formats (on runc)");
+    let flags: &[&str] = if runc { &[] } else { &["--backend", "process"] };
+    println!("backend: {}", if runc { "runc" } else { "process" });
+    let (_dev, client) = start_dev(dir.path(), flags, 1).await;
+    let bbs = client.base_url().to_string();
+
+    let memory = WEB_MEMORY_MB.to_string();
+    let (ok, out) = diego(
+        &bbs,
+        &["lrp", "create", "web", "--memory", &memory, "--", "sleep", "600"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    // No cell has a terabyte: its instance stays UNCLAIMED, a placement failure.
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "lrp", "create", "huge", "--memory", "1000000", "--", "sleep", "600",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let running = eventually(WAIT, || async {
+        let rows = running_rows(&client).await?;
+        (rows.len() == 1)
+            .then(|| rows[0].clone())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+
+    let rep = client.cells().await.unwrap()[0].cell_presence.rep_url.clone();
+    let auctioneer = client
+        .lock_holder(diego_model::locks::AUCTIONEER)
+        .await
+        .unwrap()
+        .expect("the auctioneer holds its lock")
+        .value;
+    let http = diego_runtime::http_client()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let roles = roles(&bbs, &auctioneer, &rep, &running.instance_guid);
+
+    for role in &roles {
+        let sizes = eventually(WAIT, || async {
+            let mut failed = Vec::new();
+            let mut sizes = Vec::new();
+            for flavor in [Flavor::Prometheus, Flavor::OpenMetrics] {
+                let metrics = scrape(&http, &role.url, flavor)
+                    .await
+                    .map_err(|e| format!("{} {}: {e}", role.name, role.url))?;
+                failed.extend(
+                    failures(role, &metrics)
+                        .into_iter()
+                        .map(|f| format!("{flavor:?}: {f}")),
+                );
+                sizes.push((
+                    metrics.families.len(),
+                    metrics.families.iter().map(|f| f.samples.len()).sum::<usize>(),
+                ));
+            }
+            failed.is_empty().then_some(sizes).ok_or(failed.join("\n"))
+        })
+        .await;
+        println!(
+            "{}: {} checks pass in both formats; (families, samples) Prometheus {:?}, OpenMetrics {:?}",
+            role.name,
+            role.checks.len(),
+            sizes[0],
+            sizes[1]
+        );
+    }
+}
