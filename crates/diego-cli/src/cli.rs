@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    actual, auctioneer, bbs, bench, cell, dev, events, garden, lrp, route_emitter, sim_cells, task,
+    actual, auctioneer, bbs, bench, cell, dev, events, garden, logs, logs_server, lrp, route_emitter,
+    sim_cells, task,
 };
 use crate::output::OutputFormat;
 
@@ -20,6 +21,10 @@ pub struct Cli {
     /// The BBS to talk to.
     #[arg(long, global = true, env = "DIEGO_BBS_URL", default_value = DEFAULT_BBS_URL, value_name = "URL")]
     pub bbs: String,
+
+    /// The log server to read from (`diego logs`).
+    #[arg(long, global = true, env = "DIEGO_LOGS_URL", default_value = logs::DEFAULT_LOGS_URL, value_name = "URL")]
+    pub logs: String,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
@@ -56,6 +61,10 @@ pub enum Command {
     Domains,
     /// Follow the BBS event stream.
     Events(events::EventsArgs),
+    /// Show an LRP's or task's log lines: recent ones then new ones as they arrive (like `cf logs`).
+    Logs(logs::LogsArgs),
+    /// Run the log server: keeps a bounded history per log guid, serves recent lines and follow streams.
+    LogsServer(logs_server::LogsServerArgs),
     /// Serve a container backend (Garden) over HTTP.
     Garden(garden::GardenArgs),
     /// Benchmarks.

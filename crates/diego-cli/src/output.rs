@@ -204,6 +204,13 @@ pub fn rfc3339(t: Timestamp) -> String {
     )
 }
 
+/// UTC with milliseconds: `2026-12-07T00:35:11.123Z`.
+pub fn rfc3339_millis(t: Timestamp) -> String {
+    let seconds = rfc3339(t);
+    let millis = t.rem_euclid(NANOS_PER_SEC) / 1_000_000;
+    format!("{}.{millis:03}Z", seconds.trim_end_matches('Z'))
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -46,6 +46,8 @@ async fn dev_with_ten_sim_cells_places_twenty_instances_two_per_cell() {
         data.path().to_str().unwrap(),
         "--listen",
         &format!("127.0.0.1:{port}"),
+        "--logs-listen",
+        "127.0.0.1:0",
     ]);
     let client = BbsClient::new(bbs.clone());
     eventually(WAIT, || async { client.ping().await.map_err(|e| e.to_string()) }).await;

@@ -49,6 +49,7 @@ async fn tasks_and_lrps_run_in_runc_containers_under_diego_dev() {
         .args(["dev", "--backend", "runc", "--data-dir"])
         .arg(data.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--logs-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -66,6 +66,8 @@ async fn readiness_and_liveness_checks_in_runc_containers() {
             data.path().to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--logs-listen",
+            "127.0.0.1:0",
         ]),
         _leftovers: common::RuncLeftovers::for_depot(&data.path().join("cell-0").join("depot")),
     };

@@ -101,6 +101,8 @@ async fn a_sigkilled_cell_agent_takes_its_containers_over() {
         data.path().join("dev").to_str().unwrap(),
         "--listen",
         &format!("127.0.0.1:{port}"),
+        "--logs-listen",
+        "127.0.0.1:0",
     ]);
     let cell_dir = data.path().join("cell");
     let cell_listen = format!("127.0.0.1:{}", free_port());

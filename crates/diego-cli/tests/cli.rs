@@ -875,7 +875,15 @@ async fn dev_bbs_url(lines: &mut tokio::io::Lines<BufReader<tokio::process::Chil
 async fn dev_restart_resumes_state() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_string();
-    let args = ["dev", "--data-dir", data_dir.as_str(), "--listen", "127.0.0.1:0"];
+    let args = [
+        "dev",
+        "--data-dir",
+        data_dir.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--logs-listen",
+        "127.0.0.1:0",
+    ];
 
     let mut child = spawn(&args);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -20,6 +20,7 @@ fn dev(data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
         .args(["dev", "--cells", "1", "--backend", "runc", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--logs-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("DIEGO_BBS_URL")

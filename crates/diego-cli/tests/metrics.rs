@@ -61,7 +61,7 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// The table: every role `diego dev` runs, with where it serves and what it must expose.
 /// `instance_guid` is the running instance of `web`, as the BBS reports it.
-fn roles(bbs: &str, auctioneer: &str, rep: &str, instance_guid: &str) -> Vec<Role> {
+fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, instance_guid: &str) -> Vec<Role> {
     let web = [
         ("process_guid", "web"),
         ("index", "0"),
@@ -178,6 +178,27 @@ fn roles(bbs: &str, auctioneer: &str, rep: &str, instance_guid: &str) -> Vec<Rol
                 ),
             ],
         },
+        Role {
+            name: "logs",
+            url: logs.to_string(),
+            checks: vec![
+                // The cell's platform lines about `web` at least.
+                check("logs_lines_in_total", &[], Counter, AtLeast(1.0)),
+                check("logs_batches_in_total", &[], Counter, AtLeast(1.0)),
+                check("logs_lines_out_total", &[], Counter, AtLeast(0.0)),
+                check("logs_lines_evicted_total", &[], Counter, AtLeast(0.0)),
+                check("logs_lines_dropped_total", &[], Counter, AtLeast(0.0)),
+                check("logs_followers", &[], Gauge, AtLeast(0.0)),
+                check("logs_log_guids", &[], Gauge, AtLeast(1.0)),
+                check("logs_lines_held", &[], Gauge, AtLeast(1.0)),
+                check(
+                    "logs_requests_total",
+                    &[("method", "POST"), ("route", "/v1/lines")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+            ],
+        },
     ]
 }
 
@@ -244,13 +265,25 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
     let runc = common::runc_usable("every_role_serves_its_documented_metrics_in_both_formats (on runc)");
     let flags: &[&str] = if runc { &[] } else { &["--backend", "process"] };
     println!("backend: {}", if runc { "runc" } else { "process" });
-    let (_dev, client) = start_dev(dir.path(), flags, 1).await;
+    let logs = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let flags = [flags, &["--logs-listen", &logs]].concat();
+    let (_dev, client) = start_dev(dir.path(), &flags, 1).await;
     let bbs = client.base_url().to_string();
 
     let memory = WEB_MEMORY_MB.to_string();
     let (ok, out) = diego(
         &bbs,
-        &["lrp", "create", "web", "--memory", &memory, "--", "sleep", "600"],
+        &[
+            "lrp",
+            "create",
+            "web",
+            "--memory",
+            &memory,
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 600",
+        ],
     )
     .await;
     assert!(ok, "{out}");
@@ -282,7 +315,13 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let roles = roles(&bbs, &auctioneer, &rep, &running.instance_guid);
+    let roles = roles(
+        &bbs,
+        &auctioneer,
+        &rep,
+        &format!("http://{logs}"),
+        &running.instance_guid,
+    );
 
     for role in &roles {
         let sizes = eventually(WAIT, || async {

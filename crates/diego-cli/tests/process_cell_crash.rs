@@ -78,6 +78,8 @@ async fn a_restarted_process_cell_ends_the_processes_its_killed_predecessor_left
             root.path().join("dev").display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--logs-listen".into(),
+            "127.0.0.1:0".into(),
         ],
         None,
     );

@@ -10,9 +10,10 @@
 //! - [`archive`], [`checksum`], [`download_cache`]: what the download step is made of — safe
 //!   archive extraction (tar, tgz, zip), md5/sha1/sha256 checks, the cell's download cache;
 //! - [`transformer`]: [`transformer::step_for`] builds a step tree from an action tree;
-//! - [`log`]: log lines, the [`log::LogSink`] they go to, line splitting.
+//! - log lines, the sink they go to and line splitting live in `diego-logs`; steps write
+//!   through a [`diego_logs::LogStreamer`].
 //!
-//! Depends on `diego-model` and `diego-garden` only; must not depend on the rep, the BBS or any
+//! Depends on `diego-model`, `diego-garden` and `diego-logs` only; must not depend on the rep, the BBS or any
 //! HTTP server (the rep depends on this crate, not the other way). HTTP *clients* (reqwest) are
 //! fine: downloads and HTTP health checks use one.
 
@@ -21,14 +22,12 @@ pub mod checks;
 pub mod checksum;
 pub mod container;
 pub mod download_cache;
-pub mod log;
 pub mod resources;
 pub mod steps;
 pub mod store;
 pub mod transformer;
 
 pub use container::{Container, ContainerState, RunResult};
-pub use log::{LogLine, LogSink, LogStream, LogStreamer, MemorySink};
 pub use resources::{Reservation, ReserveError, ResourceCapacity, Resources};
 pub use steps::{Step, StepContext, StepError};
 pub use store::{

@@ -30,10 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::container::{Container, ContainerState, RunResult};
-use crate::log::{LogSink, LogStreamer};
 use crate::resources::{ReserveError, ResourceCapacity, Resources};
 use crate::steps::{CodependentStep, SerialStep, Step, StepContext, StepError};
 use crate::transformer::step_for;
+use diego_logs::{LogSink, LogStreamer};
 
 /// Builds an instance's monitor once its container exists: given the step context, the host
 /// address and port mappings of the container, and a callback to call (once) when the
@@ -54,9 +54,9 @@ pub struct RunRequest {
     pub privileged: bool,
     /// Bookkeeping on the backend container (for rediscovery after a restart).
     pub properties: BTreeMap<String, String>,
-    /// Log tags: the log guid and the instance index (tasks: empty).
-    pub log_source_id: String,
-    pub log_source_instance: String,
+    /// Log tags: the log guid and the instance index (tasks: none).
+    pub log_guid: String,
+    pub log_instance_index: Option<u32>,
     /// The health monitor; `None` = RUNNING as soon as the action starts.
     pub monitor: Option<MonitorFactory>,
 }
@@ -392,9 +392,9 @@ impl ContainerStore {
 
         let streamer = LogStreamer::new(
             self.sink.clone(),
-            request.log_source_id.clone(),
+            request.log_guid.clone(),
             "",
-            request.log_source_instance.clone(),
+            request.log_instance_index,
         );
         let mut ctx = StepContext::new(self.backend.clone(), guid, streamer);
         ctx.graceful_shutdown = self.graceful_shutdown;
@@ -581,7 +581,7 @@ mod tests {
     use diego_model::RunAction;
 
     use super::*;
-    use crate::log::MemorySink;
+    use diego_logs::MemorySink;
 
     /// `/bin/fail` exits 3, `/bin/sleep` runs until signalled, anything else exits 0.
     fn backend() -> Arc<FakeBackend> {
@@ -631,8 +631,8 @@ mod tests {
             limits: Limits::default(),
             privileged: false,
             properties: BTreeMap::new(),
-            log_source_id: "log-guid".into(),
-            log_source_instance: "0".into(),
+            log_guid: "log-guid".into(),
+            log_instance_index: Some(0),
             monitor: None,
         }
     }

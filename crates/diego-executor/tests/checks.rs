@@ -10,8 +10,8 @@ use std::time::Duration;
 use diego_executor::checks::{
     health_steps, CheckContext, CheckTiming, LivenessCheckStep, Probe, ReadinessCheckStep, StartupCheckStep,
 };
-use diego_executor::log::{LogStream, LogStreamer, MemorySink};
 use diego_executor::{Step, StepError};
+use diego_logs::{LogStream, LogStreamer, MemorySink};
 use diego_model::{Check, CheckDefinition, HttpCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -37,7 +37,7 @@ fn fast() -> CheckTiming {
 fn context(map: &[(u16, SocketAddr)]) -> (CheckContext, Arc<MemorySink>) {
     let map = map.to_vec();
     let sink = MemorySink::new();
-    let streamer = LogStreamer::new(sink.clone(), "app-guid", "APP/PROC/WEB", "0");
+    let streamer = LogStreamer::new(sink.clone(), "app-guid", "APP/PROC/WEB", Some(0));
     let resolver = Arc::new(move |port: u16| map.iter().find(|(p, _)| *p == port).map(|(_, a)| *a));
     let ctx = CheckContext::new(resolver, &streamer).with_timing(fast());
     (ctx, sink)

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use diego_executor::checksum::{digest_hex, Algorithm};
 use diego_executor::download_cache::DownloadCache;
-use diego_executor::{step_for, LogStreamer, MemorySink, StepContext, StepError};
+use diego_executor::{step_for, StepContext, StepError};
 use diego_garden::{ContainerSpec, DynBackend};
 use diego_garden_runc::{cgroup, Overlay, Runc, RuncBackend, RuncConfig, ShimCommand};
+use diego_logs::{LogStreamer, MemorySink};
 use diego_model::action::{DownloadAction, EmitProgressAction, ResourceLimits, RunAction, UploadAction};
 use diego_model::{Action, EnvironmentVariable};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -181,7 +182,7 @@ impl Env {
             .await
             .unwrap();
         let sink = MemorySink::new();
-        let streamer = LogStreamer::new(sink.clone(), "guid", "", "0");
+        let streamer = LogStreamer::new(sink.clone(), "guid", "", Some(0));
         let mut ctx = StepContext::new(self.backend.clone(), handle.clone(), streamer);
         ctx.graceful_shutdown = Duration::from_secs(2);
         let merged = Overlay::new(self.depot.join(&handle)).merged();
@@ -600,7 +601,7 @@ async fn wrong_checksum(env: Arc<Env>) {
         let lines = c.sink.lines()[before..].to_vec();
         assert_eq!(lines[0].message, "Downloading droplet...");
         assert_eq!(lines[1].message, "Downloading droplet failed");
-        assert_eq!(lines[1].stream, diego_executor::LogStream::Stderr);
+        assert_eq!(lines[1].stream, diego_logs::LogStream::Stderr);
         assert!(
             lines[2]
                 .message
@@ -1023,11 +1024,11 @@ async fn emit_progress(env: Arc<Env>) {
     let err = c.perform(&wrap(sh("echo broken >&2; exit 5"))).await.unwrap_err();
     assert_eq!(err.emittable().unwrap(), "Exit status 5");
     let lines = c.sink.lines();
-    let got: Vec<(&str, &str, diego_executor::LogStream)> = lines
+    let got: Vec<(&str, &str, diego_logs::LogStream)> = lines
         .iter()
         .map(|l| (l.source_type.as_str(), l.message.as_str(), l.stream))
         .collect();
-    use diego_executor::LogStream::{Stderr, Stdout};
+    use diego_logs::LogStream::{Stderr, Stdout};
     assert_eq!(
         got[..before],
         [

@@ -50,8 +50,9 @@ use std::time::Duration;
 
 use diego_client::BbsClient;
 use diego_executor::download_cache::DownloadCache;
-use diego_executor::{ContainerStore, LogSink, ResourceCapacity, StoreConfig};
+use diego_executor::{ContainerStore, ResourceCapacity, StoreConfig};
 use diego_garden::DynBackend;
+use diego_logs::LogSink;
 use diego_runtime::{Supervisor, SupervisorError};
 use futures_util::FutureExt;
 use std::convert::Infallible;

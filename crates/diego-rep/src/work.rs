@@ -252,12 +252,12 @@ pub(crate) fn lrp_run_request(
         limits: limits(lrp.memory_mb, lrp.disk_mb, lrp.max_pids, lrp.cpu_weight),
         privileged: lrp.privileged,
         properties,
-        log_source_id: if lrp.log_guid.is_empty() {
+        log_guid: if lrp.log_guid.is_empty() {
             lrp.process_guid.clone()
         } else {
             lrp.log_guid.clone()
         },
-        log_source_instance: index.to_string(),
+        log_instance_index: u32::try_from(index).ok(),
         monitor: monitor(rep, lrp, index, instance_guid),
     })
 }
@@ -279,12 +279,12 @@ pub(crate) fn task_run_request(rep: &Rep, task: &Task) -> Option<RunRequest> {
         limits: limits(d.memory_mb, d.disk_mb, d.max_pids, d.cpu_weight),
         privileged: d.privileged,
         properties,
-        log_source_id: if d.log_guid.is_empty() {
+        log_guid: if d.log_guid.is_empty() {
             task.task_guid.clone()
         } else {
             d.log_guid.clone()
         },
-        log_source_instance: String::new(),
+        log_instance_index: None,
         monitor: None,
     })
 }

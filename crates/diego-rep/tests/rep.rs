@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use diego_auction::service::{self as auctioneer, AuctioneerConfig};
 use diego_client::{ActualLrpQuery, BbsClient};
-use diego_executor::{MemorySink, ResourceCapacity};
+use diego_executor::ResourceCapacity;
 use diego_garden::process::ProcessBackend;
 use diego_garden::{Capacity, DynBackend};
+use diego_logs::MemorySink;
 use diego_model::{
     Action, ActualLrpState, DesireTaskRequest, DesiredLrp, DesiredLrpUpdate, Presence, RunAction,
     TaskDefinition, TaskState,

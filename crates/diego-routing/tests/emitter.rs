@@ -172,6 +172,9 @@ async fn registers_routable_instances_and_unregisters_stopped_ones_repeatedly() 
     assert_eq!(health["registrations"], 1, "{health}");
     let (status, text) = get(format!("{base}/metrics")).await;
     assert_eq!(status, 200);
+    // Every line parses as Prometheus text.
+    diego_testkit::exposition::parse(&text, diego_testkit::exposition::Flavor::Prometheus)
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"));
     let registers_sent = running.metrics.sent_count(Subject::Register);
     assert!(registers_sent >= 3, "{registers_sent}");
     for line in [

@@ -6,6 +6,7 @@ pub mod bbs;
 pub mod control_plane;
 pub mod converge;
 pub mod garden;
+pub mod logs;
 mod procs;
 pub mod recovery;
 pub mod start;

@@ -130,7 +130,17 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let listen = format!("127.0.0.1:{port}");
     let data = root.path().join("dev").display().to_string();
     let mut dev = procs::spawn(
-        &["dev", "--cells", "0", "--data-dir", &data, "--listen", &listen],
+        &[
+            "dev",
+            "--cells",
+            "0",
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+            "--logs-listen",
+            "127.0.0.1:0",
+        ],
         format!("http://{listen}"),
     )?;
     procs::wait_ready(&http, &mut dev, "/v1/ping").await?;

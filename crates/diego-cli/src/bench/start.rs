@@ -245,6 +245,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 data,
                 "--listen".into(),
                 listen.clone(),
+                "--logs-listen".into(),
+                "127.0.0.1:0".into(),
             ];
             if let Some(n) = o.max_concurrent_creates {
                 argv.extend(["--max-concurrent-creates".to_string(), n.to_string()]);

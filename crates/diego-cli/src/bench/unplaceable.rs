@@ -107,6 +107,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             &data,
             "--listen",
             &listen,
+            "--logs-listen",
+            "127.0.0.1:0",
         ],
         format!("http://{listen}"),
     )?;

@@ -14,6 +14,9 @@ pub enum BenchCommand {
     Converge(BenchConvergeArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
+    /// Benchmark log lines: 100 instances through the real shipper to one log server, one
+    /// follower over SSE (in process, on loopback).
+    Logs(BenchLogsArgs),
     /// Benchmark recovery from cell loss: kill -9 a cell and its containers, time until every
     /// instance runs again elsewhere (runc when root, else processes).
     Recovery(BenchRecoveryArgs),
@@ -35,6 +38,22 @@ pub struct BenchUnplaceableArgs {
     /// Seconds to keep it failing before it is deleted.
     #[arg(long, default_value_t = 150)]
     pub hold: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLogsArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Simulated instances writing lines (one log guid).
+    #[arg(long, default_value_t = 100)]
+    pub instances: usize,
+    /// Lines per second offered, all instances together.
+    #[arg(long, default_value_t = 250_000)]
+    pub rate: u64,
+    /// Seconds the instances write.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +197,16 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 actual: a.actual.max(1),
                 desired: a.desired.max(1),
                 cells: a.cells.max(2),
+            })
+            .await
+        }
+        BenchCommand::Logs(a) => {
+            anyhow::ensure!(a.seconds > 0.0, "--seconds must be above 0 (got {})", a.seconds);
+            crate::bench::logs::run(crate::bench::logs::Options {
+                json: a.json,
+                instances: a.instances.max(1),
+                rate: a.rate.max(1),
+                seconds: a.seconds,
             })
             .await
         }

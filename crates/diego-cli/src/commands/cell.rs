@@ -7,9 +7,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use diego_executor::{LogLine, LogSink, LogStream, ResourceCapacity};
+use diego_executor::ResourceCapacity;
 use diego_garden::http::client::GardenClient;
 use diego_garden::{Capacity, DynBackend};
+use diego_logs::shipper::DEFAULT_LINES_PER_SECOND;
+use diego_logs::{LogLine, LogSink, Shipper, ShipperConfig};
 use diego_rep::{RepConfig, RunningRep};
 use tokio_util::sync::CancellationToken;
 
@@ -86,26 +88,29 @@ pub struct CellArgs {
     /// tasks to finish before it stops what is left.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub evacuation_timeout: u64,
+    /// Ship app and cell log lines to this log server (`diego logs-server`), in batches over
+    /// one kept-alive connection; never blocks an app: while the server is away lines are
+    /// dropped, counted and reported in a notice when it is back [default: print them on stderr].
+    #[arg(long, value_name = "URL")]
+    pub logs_url: Option<String>,
+    /// Log lines per second per log guid shipped from this cell; excess lines are dropped with a
+    /// notice every 5 s (0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LINES_PER_SECOND)]
+    pub log_lines_per_second: u32,
 }
 
-/// App and platform log lines, printed as `[SOURCE/INDEX] OUT|ERR message` (a log server
-/// comes with the logs issue).
+/// App and platform log lines of a cell without `--logs-url`, printed on stderr as
+/// `LOG_GUID [SOURCE/INDEX] OUT|ERR message`.
 struct PrintSink;
 
 impl LogSink for PrintSink {
     fn emit(&self, line: LogLine) {
-        let stream = match line.stream {
-            LogStream::Stdout => "OUT",
-            LogStream::Stderr => "ERR",
-        };
-        let instance = if line.source_instance.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", line.source_instance)
-        };
         eprintln!(
-            "{} [{}{instance}] {stream} {}",
-            line.source_id, line.source_type, line.message
+            "{} [{}] {} {}",
+            line.log_guid,
+            line.source_label(),
+            line.stream.short(),
+            line.message
         );
     }
 }
@@ -212,10 +217,36 @@ pub async fn start(
     }
     config.download_cache_dir = Some(args.data_dir.join("cache"));
     config.evacuation_timeout = Duration::from_secs(args.evacuation_timeout);
-    let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
-        .await
-        .context("starting the rep")?;
-    Ok((rep, what))
+    let Some(url) = &args.logs_url else {
+        let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
+            .await
+            .context("starting the rep")?;
+        return Ok((rep, what));
+    };
+    // The shipper outlives the rep, so the last lines of a stopping cell go out too.
+    let ship_stop = CancellationToken::new();
+    let mut ship = ShipperConfig::new(url);
+    ship.lines_per_second = args.log_lines_per_second;
+    let (shipper, shipping) = Shipper::start(ship, ship_stop.clone()).context("--logs-url")?;
+    let mut rep = match diego_rep::start(config, backend, shipper, shutdown).await {
+        Ok(rep) => rep,
+        Err(e) => {
+            ship_stop.cancel();
+            return Err(anyhow::Error::new(e).context("starting the rep"));
+        }
+    };
+    let rep_task = rep.task;
+    rep.task = tokio::spawn(async move {
+        let ended = rep_task.await;
+        ship_stop.cancel();
+        let _ = shipping.await;
+        match ended {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    });
+    Ok((rep, format!("{what}; logs to {url}")))
 }
 
 /// Runs a cell until Ctrl-C (stops at once; its containers keep running for the next start to

@@ -42,6 +42,11 @@ pub struct DevArgs {
     #[arg(long, value_name = "N")]
     pub max_concurrent_creates: Option<usize>,
 
+    /// Address the log server listens on (loopback only in dev); its history is kept in
+    /// `<data-dir>/logs`.
+    #[arg(long, value_name = "ADDR", default_value = diego_logs::server::DEFAULT_LISTEN)]
+    pub logs_listen: SocketAddr,
+
     /// Start from nothing: destroy the containers an earlier run left and delete the data dir.
     #[arg(long)]
     pub reset: bool,
@@ -62,6 +67,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "diego dev binds loopback only (got --listen {}); use `diego bbs` to serve other addresses",
         args.listen
     );
+    anyhow::ensure!(
+        args.logs_listen.ip().is_loopback(),
+        "diego dev binds loopback only (got --logs-listen {}); use `diego logs-server` to serve other addresses",
+        args.logs_listen
+    );
     process::init_logging();
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -79,13 +89,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     process::cancel_on_signal(shutdown.clone());
 
     let mut roles = Vec::new();
+    // The log server first: it outlives the cells, so their last lines reach it.
+    let logs = start_logs(&data_dir, args.logs_listen).await?;
+    let logs_url = logs.url.clone().unwrap_or_default();
+    roles.push(logs);
     let bbs = start_bbs(&data_dir, args.listen).await?;
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
     roles.push(start_auctioneer(&bbs_url).await?);
     let mut reps = Vec::new();
     for i in 0..args.cells {
-        let (role, rep) = start_cell(&data_dir, &bbs_url, i, &args).await?;
+        let (role, rep) = start_cell(&data_dir, &bbs_url, &logs_url, i, &args).await?;
         roles.push(role);
         reps.push(rep);
     }
@@ -134,7 +148,7 @@ async fn reset(data_dir: &Path, dev: &DevArgs) -> anyhow::Result<()> {
         let Some(i) = name.strip_prefix("cell-").and_then(|n| n.parse::<usize>().ok()) else {
             continue;
         };
-        destroyed += crate::commands::cell::destroy_leftovers(&cell_args(data_dir, i, dev)?)
+        destroyed += crate::commands::cell::destroy_leftovers(&cell_args(data_dir, i, dev, None)?)
             .await
             .with_context(|| format!("--reset: removing the containers of {name}"))?;
     }
@@ -145,6 +159,24 @@ async fn reset(data_dir: &Path, dev: &DevArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     Ok(())
+}
+
+/// The log server on `listen`, its history in `logs/`.
+async fn start_logs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role> {
+    let stop = CancellationToken::new();
+    let mut config = diego_logs::ServerConfig::new(listen);
+    config.data_dir = Some(data_dir.join("logs"));
+    let running = diego_logs::server::start(config, stop.clone())
+        .await
+        .with_context(|| format!("starting the log server on {listen} (--logs-listen)"))?;
+    let url = running.url.clone();
+    let task = async move { Ok(running.task.await.context("log server task")??) }.boxed();
+    Ok(Role {
+        name: "logs".into(),
+        url: Some(url),
+        stop,
+        task,
+    })
 }
 
 async fn start_bbs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role> {
@@ -197,7 +229,13 @@ async fn start_auctioneer(bbs_url: &str) -> anyhow::Result<Role> {
 
 /// Cell `i` on a free loopback port, in zone `z<i+1>`, with its data in `cell-<i>/`.
 /// Cell `i`'s flags, as `diego cell` would parse them.
-fn cell_args(data_dir: &Path, i: usize, dev: &DevArgs) -> anyhow::Result<crate::commands::cell::CellArgs> {
+/// With `logs_url`, the cell ships its log lines there.
+fn cell_args(
+    data_dir: &Path,
+    i: usize,
+    dev: &DevArgs,
+    logs_url: Option<&str>,
+) -> anyhow::Result<crate::commands::cell::CellArgs> {
     use clap::Parser as _;
     let dir = data_dir.join(format!("cell-{i}"));
     let mut argv = vec![
@@ -212,6 +250,10 @@ fn cell_args(data_dir: &Path, i: usize, dev: &DevArgs) -> anyhow::Result<crate::
         "--sync-interval".into(),
         "5".into(),
     ];
+    if let Some(url) = logs_url {
+        argv.push("--logs-url".into());
+        argv.push(url.into());
+    }
     if let Some(n) = dev.max_concurrent_creates {
         argv.push("--max-concurrent-creates".into());
         argv.push(n.to_string());
@@ -234,10 +276,11 @@ fn cell_args(data_dir: &Path, i: usize, dev: &DevArgs) -> anyhow::Result<crate::
 async fn start_cell(
     data_dir: &Path,
     bbs_url: &str,
+    logs_url: &str,
     i: usize,
     dev: &DevArgs,
 ) -> anyhow::Result<(Role, Arc<diego_rep::Rep>)> {
-    let args = cell_args(data_dir, i, dev)?;
+    let args = cell_args(data_dir, i, dev, Some(logs_url))?;
     let stop = CancellationToken::new();
     let (running, what) = crate::commands::cell::start(bbs_url, &args, stop.clone())
         .await
@@ -272,7 +315,8 @@ async fn start_cell(
 
 /// Runs the roles under one supervisor until Ctrl-C or the first role to stop, then stops
 /// them in reverse start order — cells first (their presences leave a BBS that is still
-/// there), then the auctioneer, then the BBS (which releases its lock last).
+/// there, their last log lines a log server that is still there), then the auctioneer, then
+/// the BBS (which releases its lock last), then the log server.
 async fn supervise(roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut members = Supervisor::new(shutdown.clone());
     for role in roles {
@@ -299,20 +343,26 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     let mut lines =
         vec!["diego dev is running (Ctrl-C to stop; starting it again resumes the same state)".to_string()];
     let mut bbs_url = DEFAULT_BBS_URL.to_string();
+    let mut logs_url = crate::commands::logs::DEFAULT_LOGS_URL.to_string();
     for role in roles {
         if let Some(url) = &role.url {
             lines.push(format!("  {:<12}{url}", format!("{}:", role.name)));
-            if role.name == "bbs" {
-                bbs_url = url.clone();
+            match role.name.as_str() {
+                "bbs" => bbs_url = url.clone(),
+                "logs" => logs_url = url.clone(),
+                _ => {}
             }
         }
     }
     lines.push(format!("  {:<12}{}", "data dir:", data_dir.display()));
-    let flag = if bbs_url == DEFAULT_BBS_URL {
+    let mut flag = if bbs_url == DEFAULT_BBS_URL {
         String::new()
     } else {
         format!(" --bbs {bbs_url}")
     };
+    if logs_url != crate::commands::logs::DEFAULT_LOGS_URL {
+        flag.push_str(&format!(" --logs {logs_url}"));
+    }
     lines.push(String::new());
     lines.push("try:".to_string());
     lines.push(format!("  diego{flag} task submit hello -- echo hello"));
@@ -322,6 +372,7 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     } else {
         format!("  diego{flag} lrp create web --instances 2 --port 8080 --health-check none -- sleep 3600")
     });
+    lines.push(format!("  diego{flag} logs web"));
     lines.push(format!("  diego{flag} events"));
     lines.join("\n")
 }

@@ -11,6 +11,8 @@ pub mod domains;
 pub mod drain;
 pub mod events;
 pub mod garden;
+pub mod logs;
+pub mod logs_server;
 pub mod lrp;
 pub mod route_emitter;
 pub mod sim_cells;
@@ -25,6 +27,8 @@ use crate::output::OutputFormat;
 pub struct Ctx {
     pub client: BbsClient,
     pub output: OutputFormat,
+    /// The log server (`--logs`).
+    pub logs_url: String,
 }
 
 impl Ctx {
@@ -37,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx {
         client: BbsClient::new(cli.bbs.clone()),
         output: cli.output,
+        logs_url: cli.logs.clone(),
     };
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
@@ -57,6 +62,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bench::run(cmd, named.then(|| cli.bbs.clone())).await
         }
         Command::Garden(args) => garden::run(args).await,
+        Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
+        Command::LogsServer(args) => logs_server::run(args).await,
         Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
     }
 }

@@ -106,6 +106,10 @@ pub async fn start_dev(dir: &Path, flags: &[&str], cells: usize) -> (Proc, BbsCl
         "--listen".into(),
         format!("127.0.0.1:{port}"),
     ];
+    // Tests run side by side: each dev's log server on a port of its own unless named.
+    if !flags.contains(&"--logs-listen") {
+        args.extend(["--logs-listen".into(), "127.0.0.1:0".into()]);
+    }
     args.extend(flags.iter().map(|f| f.to_string()));
     let dev = Proc::spawn("dev", dir, &args, None);
     let client = BbsClient::new(format!("http://127.0.0.1:{port}"));
@@ -148,6 +152,8 @@ impl Cluster {
                 root.join("dev").display().to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
+                "--logs-listen".into(),
+                "127.0.0.1:0".into(),
             ],
             None,
         );

@@ -39,8 +39,8 @@ pub use probe::{Probe, ProbeKind, DEFAULT_PROBE_TIMEOUT};
 pub use readiness::ReadinessCheckStep;
 pub use startup::StartupCheckStep;
 
-use crate::log::LogStreamer;
 use crate::steps::{CodependentStep, FailStep, SerialStep, Step, StepError};
+use diego_logs::LogStreamer;
 
 /// Maps a check's container port to the host address the cell probes; `None` when the port is
 /// not mapped (the probe then fails with `port is not mapped to the host`).

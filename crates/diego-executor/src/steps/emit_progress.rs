@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{Step, StepError};
-use crate::log::LogStreamer;
+use diego_logs::LogStreamer;
 
 pub struct EmitProgressStep {
     child: Box<dyn Step>,
@@ -61,9 +61,9 @@ mod tests {
     use diego_garden::GardenError;
 
     use super::*;
-    use crate::log::LogStream;
     use crate::steps::testing::{run_action, Harness};
     use crate::steps::{FailStep, RunStep};
+    use diego_logs::LogStream;
 
     fn emit(h: &Harness, child: Box<dyn Step>) -> EmitProgressStep {
         EmitProgressStep::new(

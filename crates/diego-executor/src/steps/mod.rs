@@ -39,7 +39,7 @@ use diego_garden::{DynBackend, GardenError};
 use tokio_util::sync::CancellationToken;
 
 use crate::download_cache::DownloadCache;
-use crate::log::LogStreamer;
+use diego_logs::LogStreamer;
 
 /// Diego's default (and minimum) time between SIGTERM and SIGKILL when a run step is cancelled.
 pub const DEFAULT_GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);

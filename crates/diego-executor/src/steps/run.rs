@@ -18,7 +18,7 @@ use tokio::time::{sleep, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{go_duration, Step, StepContext, StepError, EXIT_TIMEOUT};
-use crate::log::{LineBuffer, LogStream};
+use diego_logs::{LineBuffer, LogStream};
 
 /// Runs a [`RunAction`]'s process.
 pub struct RunStep {
@@ -220,8 +220,8 @@ mod tests {
     use diego_model::EnvironmentVariable;
 
     use super::*;
-    use crate::log::LogLine;
     use crate::steps::testing::{run_action, Harness};
+    use diego_logs::LogLine;
 
     #[tokio::test]
     async fn success_streams_lines_with_source_and_stream() {
@@ -248,13 +248,13 @@ mod tests {
         );
         let LogLine {
             source_type,
-            source_instance,
-            source_id,
+            instance_index,
+            log_guid,
             ..
         } = &lines[0];
         assert_eq!(
-            (source_type.as_str(), source_instance.as_str(), source_id.as_str()),
-            ("APP/PROC/WEB", "0", "log-guid")
+            (source_type.as_str(), *instance_index, log_guid.as_str()),
+            ("APP/PROC/WEB", Some(0), "log-guid")
         );
     }
 

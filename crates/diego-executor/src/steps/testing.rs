@@ -14,7 +14,7 @@ use diego_garden::{
 use diego_model::RunAction;
 
 use super::StepContext;
-use crate::log::{LogStreamer, MemorySink};
+use diego_logs::{LogStreamer, MemorySink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trap {
@@ -122,7 +122,7 @@ impl Harness {
             .await
             .unwrap();
         let sink = MemorySink::new();
-        let streamer = LogStreamer::new(sink.clone(), "log-guid", "", "0");
+        let streamer = LogStreamer::new(sink.clone(), "log-guid", "", Some(0));
         let ctx = StepContext::new(backend.clone(), "c", streamer);
         Self { backend, sink, ctx }
     }

@@ -1,37 +1,13 @@
-//! Log streaming (diego-spec §7.2): process output and executor messages become [`LogLine`]s
-//! tagged with a source type (`APP/PROC/WEB`, `CELL`, `HEALTH`, default `LOG`) and the instance
-//! index, handed to a [`LogSink`]. Where the lines go (loggregator, a log server) is the sink's
-//! business, not the steps'.
+//! Where lines go: the [`LogSink`] interface, the [`LogStreamer`] that tags and stamps what a
+//! container writes, the [`LineBuffer`] that cuts process output into lines, and a
+//! [`MemorySink`] for tests. Where the lines end up (printed, shipped to a log server) is
+//! the sink's business, not the writer's.
 
 use std::sync::{Arc, Mutex};
 
-/// The source type used when neither the action nor the container names one.
-pub const DEFAULT_LOG_SOURCE: &str = "LOG";
+use crate::line::{now_ns, LogLine, LogStream, DEFAULT_LOG_SOURCE, MAX_MESSAGE_BYTES};
 
-/// Longest message sent as one line; longer lines are split (Diego's loggregator limit).
-pub const MAX_MESSAGE_BYTES: usize = 61_440;
-
-/// Which output stream a line came from (`OUT` / `ERR` in `cf logs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-}
-
-/// One log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// Source id of the app (the LRP's or task's `log_guid`).
-    pub source_id: String,
-    /// `APP/PROC/WEB`, `CELL`, `HEALTH`, `LOG`, …
-    pub source_type: String,
-    /// The instance index, as text (empty for tasks).
-    pub source_instance: String,
-    pub message: String,
-    pub stream: LogStream,
-}
-
-/// Where log lines go. Must not block: called from async steps.
+/// Where log lines go. Must not block: called from async steps as output arrives.
 pub trait LogSink: Send + Sync + 'static {
     fn emit(&self, line: LogLine);
 }
@@ -69,28 +45,30 @@ impl LogSink for MemorySink {
 #[derive(Clone)]
 pub struct LogStreamer {
     sink: Arc<dyn LogSink>,
-    source_id: String,
+    log_guid: String,
     source_type: String,
-    source_instance: String,
+    instance_index: Option<u32>,
 }
 
 impl LogStreamer {
+    /// Lines of `log_guid` from instance `instance_index` (`None` for a task), under
+    /// `source_type` ([`DEFAULT_LOG_SOURCE`] when empty).
     pub fn new(
         sink: Arc<dyn LogSink>,
-        source_id: impl Into<String>,
+        log_guid: impl Into<String>,
         source_type: impl Into<String>,
-        source_instance: impl Into<String>,
+        instance_index: Option<u32>,
     ) -> Self {
         let source_type = source_type.into();
         Self {
             sink,
-            source_id: source_id.into(),
+            log_guid: log_guid.into(),
             source_type: if source_type.is_empty() {
                 DEFAULT_LOG_SOURCE.to_string()
             } else {
                 source_type
             },
-            source_instance: source_instance.into(),
+            instance_index,
         }
     }
 
@@ -107,15 +85,17 @@ impl LogStreamer {
         &self.source_type
     }
 
-    /// Emits `message` as one line (split if over [`MAX_MESSAGE_BYTES`]).
+    /// Emits `message` as one line stamped now (split if over [`MAX_MESSAGE_BYTES`]).
     pub fn line(&self, stream: LogStream, message: &str) {
+        let timestamp_ns = now_ns();
         for part in split_long(message.as_bytes()) {
             self.sink.emit(LogLine {
-                source_id: self.source_id.clone(),
+                log_guid: self.log_guid.clone(),
                 source_type: self.source_type.clone(),
-                source_instance: self.source_instance.clone(),
-                message: String::from_utf8_lossy(part).into_owned(),
+                instance_index: self.instance_index,
                 stream,
+                timestamp_ns,
+                message: String::from_utf8_lossy(part).into_owned(),
             });
         }
     }
@@ -184,7 +164,7 @@ mod tests {
     #[test]
     fn long_lines_are_split_and_sources_inherit() {
         let sink = MemorySink::new();
-        let s = LogStreamer::new(sink.clone(), "app-guid", "", "3");
+        let s = LogStreamer::new(sink.clone(), "app-guid", "", Some(3));
         assert_eq!(s.source_type(), DEFAULT_LOG_SOURCE);
         let child = s.with_source("APP/PROC/WEB");
         assert_eq!(child.with_source("").source_type(), "APP/PROC/WEB");
@@ -194,10 +174,14 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].message.len(), MAX_MESSAGE_BYTES);
         assert_eq!(lines[1].message.len(), 5);
+        assert_eq!(
+            lines[0].timestamp_ns, lines[1].timestamp_ns,
+            "one write, one time"
+        );
         assert_eq!(lines[0].source_type, "APP/PROC/WEB");
         assert_eq!(lines[0].stream, LogStream::Stderr);
-        assert_eq!(lines[0].source_instance, "3");
-        assert_eq!(lines[0].source_id, "app-guid");
+        assert_eq!(lines[0].instance_index, Some(3));
+        assert_eq!(lines[0].log_guid, "app-guid");
         assert_eq!(lines[2].source_type, "LOG");
         assert_eq!(lines[2].message, "");
     }
