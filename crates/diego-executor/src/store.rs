@@ -33,7 +33,7 @@ use crate::container::{Container, ContainerState, RunResult};
 use crate::resources::{ReserveError, ResourceCapacity, Resources};
 use crate::steps::{CodependentStep, SerialStep, Step, StepContext, StepError};
 use crate::transformer::step_for;
-use diego_logs::{LogSink, LogStreamer};
+use diego_logs::{LogSink, LogStream, LogStreamer};
 
 /// Builds an instance's monitor once its container exists: given the step context, the host
 /// address and port mappings of the container, and a callback to call (once) when the
@@ -105,6 +105,16 @@ struct Entry {
     ports: Vec<PortMapping>,
     /// Whether a backend container may exist (create was attempted).
     created: bool,
+    /// Where the CELL lines about its life go (once it is given work to run).
+    cell_log: Option<CellLog>,
+}
+
+/// The CELL lines of one container: where they go and what they call it.
+#[derive(Clone)]
+struct CellLog {
+    log: LogStreamer,
+    /// `instance <guid>` or `task <guid>`.
+    what: String,
 }
 
 /// How much of a container's steps a run performs.
@@ -137,6 +147,8 @@ pub struct StoreConfig {
     pub max_concurrent_creates: usize,
     /// The cell's download cache, for downloads with a `cache_key` (none: never cached).
     pub download_cache: Option<Arc<crate::download_cache::DownloadCache>>,
+    /// The cell's id, named in the CELL lines about each container's life.
+    pub cell_id: String,
 }
 
 impl StoreConfig {
@@ -146,6 +158,7 @@ impl StoreConfig {
             graceful_shutdown: crate::steps::DEFAULT_GRACEFUL_SHUTDOWN,
             max_concurrent_creates: default_concurrent_creates(),
             download_cache: None,
+            cell_id: String::new(),
         }
     }
 }
@@ -165,6 +178,7 @@ pub struct ContainerStore {
     entries: Mutex<BTreeMap<String, Entry>>,
     events: broadcast::Sender<ContainerEvent>,
     download_cache: Option<Arc<crate::download_cache::DownloadCache>>,
+    cell_id: String,
 }
 
 impl ContainerStore {
@@ -180,6 +194,7 @@ impl ContainerStore {
             entries: Mutex::default(),
             events,
             download_cache: config.download_cache,
+            cell_id: config.cell_id,
         })
     }
 
@@ -197,6 +212,28 @@ impl ContainerStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The CELL lines of container `guid` running `request`.
+    fn cell_log(&self, guid: &str, request: &RunRequest) -> CellLog {
+        CellLog {
+            log: LogStreamer::new(
+                self.sink.clone(),
+                request.log_guid.clone(),
+                crate::checks::CELL_LOG_SOURCE,
+                request.log_instance_index,
+            ),
+            what: cell_messages::what(guid, request.log_instance_index),
+        }
+    }
+
+    /// A CELL line about container `guid` (if it was given work, and so a log guid):
+    /// `message(cell id, what it is)`.
+    fn cell_line(&self, guid: &str, stream: LogStream, message: impl FnOnce(&str, &str) -> String) {
+        let log = self.lock().get(guid).and_then(|e| e.cell_log.clone());
+        if let Some(c) = log {
+            c.log.line(stream, &message(&self.cell_id, &c.what));
+        }
     }
 
     fn emit(&self, event: ContainerEvent) {
@@ -233,6 +270,7 @@ impl ContainerStore {
                 host_ip: String::new(),
                 ports: Vec::new(),
                 created: false,
+                cell_log: None,
             },
         );
         drop(entries);
@@ -304,6 +342,7 @@ impl ContainerStore {
                 });
             }
             e.created = true;
+            e.cell_log = Some(self.cell_log(guid, &request));
             e.cancel.clone()
         };
         let store = self.clone();
@@ -356,6 +395,7 @@ impl ContainerStore {
             p = self.creates.acquire() => p.ok(),
             _ = cancel.cancelled() => return RunResult::stopped(),
         };
+        self.cell_line(guid, LogStream::Stdout, cell_messages::creating);
         // Not raced with a stop: a backend may finish creating after its caller gave up, and
         // the container must exist (so delete destroys it) before this says stopped.
         let created = self.backend.create(spec).await;
@@ -364,9 +404,14 @@ impl ContainerStore {
             Ok(info) => info,
             Err(e) => {
                 warn!(guid, error = %e, "creating the container failed");
+                let error = e.to_string();
+                self.cell_line(guid, LogStream::Stderr, |cell, what| {
+                    cell_messages::create_failed(cell, what, &error)
+                });
                 return RunResult::failed(format!("{CREATE_FAILURE}: {e}"));
             }
         };
+        self.cell_line(guid, LogStream::Stdout, cell_messages::created);
         self.perform(guid, request, info, cancel, Resume::No).await
     }
 
@@ -469,6 +514,7 @@ impl ContainerStore {
                 return Err(StoreError::NotFound(guid.to_string()));
             };
             e.created = true;
+            e.cell_log = Some(self.cell_log(guid, &request));
             e.cancel.clone()
         };
         let store = self.clone();
@@ -491,13 +537,18 @@ impl ContainerStore {
 
     /// Cancels `guid`'s steps (or its creation); it completes with `stopped`.
     pub fn stop(&self, guid: &str) -> Result<(), StoreError> {
-        let (cancel, never_ran) = {
+        let (cancel, never_ran, announce) = {
             let entries = self.lock();
             let e = entries
                 .get(guid)
                 .ok_or_else(|| StoreError::NotFound(guid.to_string()))?;
-            (e.cancel.clone(), !e.created)
+            let live =
+                e.created && !e.cancel.is_cancelled() && e.container.state != ContainerState::Completed;
+            (e.cancel.clone(), !e.created, live)
         };
+        if announce {
+            self.cell_line(guid, LogStream::Stdout, cell_messages::stopping);
+        }
         cancel.cancel();
         if never_ran {
             self.complete(guid, RunResult::stopped());
@@ -523,6 +574,7 @@ impl ContainerStore {
                     break;
                 }
             }
+            self.cell_line(guid, LogStream::Stdout, cell_messages::destroying);
             match self.backend.destroy(guid).await {
                 Ok(()) | Err(diego_garden::GardenError::NotFound(_)) => {}
                 Err(e) => {
@@ -532,6 +584,7 @@ impl ContainerStore {
                     })
                 }
             }
+            self.cell_line(guid, LogStream::Stdout, cell_messages::destroyed);
         }
         self.lock().remove(guid);
         self.resources.release(guid);
@@ -539,6 +592,42 @@ impl ContainerStore {
             guid: guid.to_string(),
         });
         Ok(())
+    }
+}
+
+/// Diego's CELL lines about a container's life (diego-spec §7.2), each given the cell's id
+/// and what the container is (`instance <guid>`, `task <guid>`).
+pub mod cell_messages {
+    /// What a container is called in its lines: an LRP instance (it has an index) or a task.
+    pub fn what(guid: &str, index: Option<u32>) -> String {
+        match index {
+            Some(_) => format!("instance {guid}"),
+            None => format!("task {guid}"),
+        }
+    }
+
+    pub fn creating(cell: &str, what: &str) -> String {
+        format!("Cell {cell} creating container for {what}")
+    }
+
+    pub fn created(cell: &str, what: &str) -> String {
+        format!("Cell {cell} successfully created container for {what}")
+    }
+
+    pub fn create_failed(cell: &str, what: &str, error: &str) -> String {
+        format!("Cell {cell} failed to create container for {what}: {error}")
+    }
+
+    pub fn stopping(cell: &str, what: &str) -> String {
+        format!("Cell {cell} stopping {what}")
+    }
+
+    pub fn destroying(cell: &str, what: &str) -> String {
+        format!("Cell {cell} destroying container for {what}")
+    }
+
+    pub fn destroyed(cell: &str, what: &str) -> String {
+        format!("Cell {cell} successfully destroyed container for {what}")
     }
 }
 
@@ -607,6 +696,7 @@ mod tests {
         let config = StoreConfig {
             graceful_shutdown: Duration::from_millis(100),
             max_concurrent_creates: 2,
+            cell_id: "cell-7".into(),
             ..StoreConfig::new(capacity)
         };
         let store = ContainerStore::new(backend, sink.clone(), config);
@@ -766,7 +856,7 @@ mod tests {
     #[tokio::test]
     async fn stop_ends_a_long_running_action_as_stopped_and_delete_cleans_up() {
         let backend = backend();
-        let (store, _) = store(backend.clone());
+        let (store, sink) = store(backend.clone());
         let mut events = store.subscribe();
         store.reserve("lrp", 64, 64).unwrap();
         store.run("lrp", request(run("/bin/sleep"))).unwrap();
@@ -783,6 +873,35 @@ mod tests {
         store.delete("lrp").await.unwrap();
         assert!(backend.info("lrp").await.is_err());
         assert_eq!(store.remaining().containers, 4);
+
+        // Its life in CELL lines, in Diego's words, under its log guid and index.
+        let cell: Vec<_> = sink
+            .lines()
+            .into_iter()
+            .filter(|l| l.source_type == "CELL")
+            .collect();
+        let texts: Vec<&str> = cell.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Cell cell-7 creating container for instance lrp",
+                "Cell cell-7 successfully created container for instance lrp",
+                "Cell cell-7 stopping instance lrp",
+                "Cell cell-7 destroying container for instance lrp",
+                "Cell cell-7 successfully destroyed container for instance lrp",
+            ]
+        );
+        assert!(cell
+            .iter()
+            .all(|l| l.log_guid == "log-guid" && l.instance_index == Some(0)));
+    }
+
+    #[test]
+    fn a_task_container_is_named_a_task() {
+        assert_eq!(
+            cell_messages::create_failed("c", &cell_messages::what("t1", None), "no space"),
+            "Cell c failed to create container for task t1: no space"
+        );
     }
 
     #[tokio::test]

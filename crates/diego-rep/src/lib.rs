@@ -237,6 +237,7 @@ pub async fn start(
             graceful_shutdown: config.graceful_shutdown,
             max_concurrent_creates: config.max_concurrent_creates,
             download_cache,
+            cell_id: config.cell_id.clone(),
         },
     );
     let rep = Arc::new(Rep {
