@@ -7,75 +7,15 @@ use std::time::Duration;
 
 use diego_bbs::StoreConfig;
 use diego_client::BbsClient;
-use diego_model::api::StartActualLrpRequest;
-use diego_model::{Action, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, PortMapping, RunAction};
 use diego_routing::{sync, HostMap, SyncConfig, SyncStats};
 use diego_testkit::{eventually, TestBbs};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{key, register_cell, run_instance};
+
 const WAIT: Duration = Duration::from_secs(10);
-
-fn web(instances: i32) -> DesiredLrp {
-    let mut d = DesiredLrp {
-        process_guid: "web".into(),
-        log_guid: "web-logs".into(),
-        domain: "d".into(),
-        rootfs: "preloaded:busybox".into(),
-        instances,
-        ports: vec![8080],
-        action: Some(Action::run(RunAction {
-            path: "httpd".into(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    d.routes.insert(
-        "cf-router".into(),
-        serde_json::json!([{"hostnames": ["web.example.com"], "port": 8080}]),
-    );
-    d
-}
-
-fn key(index: i32) -> ActualLrpInstanceKey {
-    ActualLrpInstanceKey::new(format!("instance-{index}"), "cell-1")
-}
-
-/// The cell the instances are on, present for the test's length (so convergence leaves them).
-async fn register_cell(c: &BbsClient) {
-    let req = diego_model::RegisterCellRequest {
-        cell_presence: diego_model::CellPresence {
-            cell_id: "cell-1".into(),
-            rep_url: "http://127.0.0.1:9".into(),
-            zone: "z1".into(),
-            capacity: Default::default(),
-            rootfs_providers: vec![],
-            placement_tags: vec![],
-            optional_placement_tags: vec![],
-        },
-        ttl_seconds: 600,
-    };
-    c.register_cell(&req).await.unwrap();
-}
-
-async fn run_instance(c: &BbsClient, index: i32, host_port: u32) {
-    c.claim_actual_lrp("web", index, &key(index)).await.unwrap();
-    let req = StartActualLrpRequest {
-        instance_key: key(index),
-        net_info: ActualLrpNetInfo {
-            address: "127.0.0.1".into(),
-            ports: vec![PortMapping {
-                container_port: 8080,
-                host_port,
-                ..Default::default()
-            }],
-            instance_address: String::new(),
-        },
-        routable: None,
-        availability_zone: "z1".into(),
-    };
-    c.start_actual_lrp("web", index, &req).await.unwrap();
-}
 
 /// Waits until `web.example.com` routes to exactly `ports`.
 async fn routes_to(hosts: &watch::Receiver<HostMap>, ports: &[u32]) {
@@ -117,7 +57,7 @@ async fn the_table_follows_the_bbs_across_a_restart() {
     let bbs = TestBbs::start_sqlite().await;
     let c = bbs.client.clone();
     register_cell(&c).await;
-    c.desire_lrp(&web(3)).await.unwrap();
+    c.desire_lrp(&common::web(3, "web.example.com")).await.unwrap();
     run_instance(&c, 0, 61000).await;
 
     let (hosts, stats, stop) = start_sync(&bbs.url, SyncConfig::default());
@@ -165,7 +105,10 @@ async fn the_table_follows_the_bbs_across_a_restart() {
 #[tokio::test]
 async fn the_table_is_listed_again_every_interval() {
     let bbs = TestBbs::start().await;
-    bbs.client.desire_lrp(&web(1)).await.unwrap();
+    bbs.client
+        .desire_lrp(&common::web(1, "web.example.com"))
+        .await
+        .unwrap();
     run_instance(&bbs.client, 0, 61000).await;
     let config = SyncConfig {
         resync_interval: Duration::from_millis(200),
