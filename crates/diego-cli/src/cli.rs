@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{actual, auctioneer, bbs, bench, cell, dev, events, garden, lrp, sim_cells, task};
+use crate::commands::{
+    actual, auctioneer, bbs, bench, cell, dev, events, garden, lrp, router, sim_cells, task,
+};
 use crate::output::OutputFormat;
 
 /// Where the CLI looks for a BBS unless told otherwise (`diego dev` listens here).
@@ -52,6 +54,8 @@ pub enum Command {
     Domains,
     /// Follow the BBS event stream.
     Events(events::EventsArgs),
+    /// Run the HTTP router: sends each request to an instance of the app its Host names.
+    Router(router::RouterArgs),
     /// Serve a container backend (Garden) over HTTP.
     Garden(garden::GardenArgs),
     /// Benchmarks.

@@ -12,6 +12,7 @@ pub mod drain;
 pub mod events;
 pub mod garden;
 pub mod lrp;
+pub mod router;
 pub mod sim_cells;
 pub mod task;
 
@@ -55,6 +56,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bench::run(cmd, named.then(|| cli.bbs.clone())).await
         }
         Command::Garden(args) => garden::run(args).await,
+        Command::Router(args) => router::run(&cli.bbs, args).await,
         Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
     }
 }
