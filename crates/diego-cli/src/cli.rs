@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    actual, auctioneer, bbs, bench, cell, dev, events, garden, logs, logs_server, lrp, route_emitter,
+    actual, auctioneer, bbs, bench, cell, dev, events, garden, logs, logs_server, lrp, route_emitter, router,
     sim_cells, task,
 };
 use crate::output::OutputFormat;
@@ -65,6 +65,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run the log server: keeps a bounded history per log guid, serves recent lines and follow streams.
     LogsServer(logs_server::LogsServerArgs),
+    /// Run the HTTP router: sends each request to an instance of the app its Host names.
+    Router(router::RouterArgs),
     /// Serve a container backend (Garden) over HTTP.
     Garden(garden::GardenArgs),
     /// Benchmarks.

@@ -101,7 +101,7 @@ async fn registers_routable_instances_and_unregisters_stopped_ones_repeatedly() 
     let bbs = TestBbs::start().await;
     let c = bbs.client.clone();
     register_cell(&c).await;
-    let mut lrp = web(3);
+    let mut lrp = web(3, "web.example.com");
     lrp.placement_tags = vec!["iso-1".into()];
     c.desire_lrp(&lrp).await.unwrap();
     run_instance(&c, 0, 61000).await;
@@ -226,7 +226,7 @@ async fn a_routers_greeting_sets_the_re_registration_interval() {
     let bbs = TestBbs::start().await;
     let c = bbs.client.clone();
     register_cell(&c).await;
-    c.desire_lrp(&web(1)).await.unwrap();
+    c.desire_lrp(&web(1, "web.example.com")).await.unwrap();
     run_instance(&c, 0, 61000).await;
 
     let client = async_nats::connect(&nats.url).await.unwrap();
@@ -279,7 +279,7 @@ async fn the_whole_table_is_sent_again_after_nats_restarts() {
     let bbs = TestBbs::start().await;
     let c = bbs.client.clone();
     register_cell(&c).await;
-    c.desire_lrp(&web(2)).await.unwrap();
+    c.desire_lrp(&web(2, "web.example.com")).await.unwrap();
     run_instance(&c, 0, 61000).await;
     run_instance(&c, 1, 61001).await;
     // No re-registration by the timer within the test: only a reconnect sends the table again.

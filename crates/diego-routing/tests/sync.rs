@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{key, register_cell, run_instance, web};
+use common::{key, register_cell, run_instance};
 use diego_bbs::StoreConfig;
 use diego_client::BbsClient;
 use diego_routing::{sync, HostMap, SyncConfig, SyncStats};
@@ -57,7 +57,7 @@ async fn the_table_follows_the_bbs_across_a_restart() {
     let bbs = TestBbs::start_sqlite().await;
     let c = bbs.client.clone();
     register_cell(&c).await;
-    c.desire_lrp(&web(3)).await.unwrap();
+    c.desire_lrp(&common::web(3, "web.example.com")).await.unwrap();
     run_instance(&c, 0, 61000).await;
 
     let (hosts, stats, stop) = start_sync(&bbs.url, SyncConfig::default());
@@ -105,7 +105,10 @@ async fn the_table_follows_the_bbs_across_a_restart() {
 #[tokio::test]
 async fn the_table_is_listed_again_every_interval() {
     let bbs = TestBbs::start().await;
-    bbs.client.desire_lrp(&web(1)).await.unwrap();
+    bbs.client
+        .desire_lrp(&common::web(1, "web.example.com"))
+        .await
+        .unwrap();
     run_instance(&bbs.client, 0, 61000).await;
     let config = SyncConfig {
         resync_interval: Duration::from_millis(200),

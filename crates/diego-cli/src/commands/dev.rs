@@ -47,6 +47,14 @@ pub struct DevArgs {
     #[arg(long, value_name = "ADDR", default_value = diego_logs::server::DEFAULT_LISTEN)]
     pub logs_listen: SocketAddr,
 
+    /// Address the router listens on [default: 127.0.0.1:8080, or a free port when that is taken].
+    #[arg(long, value_name = "ADDR")]
+    pub router_listen: Option<SocketAddr>,
+
+    /// Address of the router's admin listener [default: a free loopback port].
+    #[arg(long, value_name = "ADDR")]
+    pub router_admin: Option<SocketAddr>,
+
     /// Start from nothing: destroy the containers an earlier run left and delete the data dir.
     #[arg(long)]
     pub reset: bool,
@@ -103,6 +111,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         roles.push(role);
         reps.push(rep);
     }
+    roles.push(start_router(&bbs_url, &args).await?);
 
     // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
     // on a host without it.
@@ -221,6 +230,42 @@ async fn start_auctioneer(bbs_url: &str) -> anyhow::Result<Role> {
     let task = async move { Ok(running.task.await.context("auctioneer task")??) }.boxed();
     Ok(Role {
         name: "auctioneer".into(),
+        url: Some(url),
+        stop,
+        task,
+    })
+}
+
+/// The router, on `--router-listen` or 127.0.0.1:8080 (a free port when that is taken).
+async fn start_router(bbs_url: &str, dev: &DevArgs) -> anyhow::Result<Role> {
+    use diego_routing::router::{self, RouterConfig};
+    let admin = dev.router_admin.unwrap_or(([127, 0, 0, 1], 0).into());
+    let listen = dev
+        .router_listen
+        .unwrap_or_else(|| router::DEFAULT_LISTEN.parse().expect("a socket address"));
+    for (flag, addr) in [("--router-listen", listen), ("--router-admin", admin)] {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "diego dev binds loopback only (got {flag} {addr}); use `diego router` to serve other addresses"
+        );
+    }
+    let stop = CancellationToken::new();
+    let started = router::start(RouterConfig::new(bbs_url, listen, admin), stop.clone()).await;
+    let running = match started {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && dev.router_listen.is_none() => {
+            eprintln!(
+                "router: {listen} is in use; listening on a free port instead (--router-listen sets it)"
+            );
+            let free = ([127, 0, 0, 1], 0).into();
+            router::start(RouterConfig::new(bbs_url, free, admin), stop.clone()).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("starting the router on {listen} (admin {admin})"))?;
+    let url = format!("http://{} (admin http://{})", running.addr, running.admin_addr);
+    let task = async move { Ok(running.task.await.context("router task")??) }.boxed();
+    Ok(Role {
+        name: "router".into(),
         url: Some(url),
         stop,
         task,
@@ -368,11 +413,23 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     lines.push(format!("  diego{flag} task submit hello -- echo hello"));
     lines.push(format!("  diego{flag} task list"));
     lines.push(if containers {
-        format!("  diego{flag} lrp create web --instances 2 --port 8080 -- httpd -f -p 8080")
+        format!("  diego{flag} lrp create web --instances 2 --port 8080 --route web.diego.localhost -- httpd -f -p 8080")
     } else {
         format!("  diego{flag} lrp create web --instances 2 --port 8080 --health-check none -- sleep 3600")
     });
     lines.push(format!("  diego{flag} logs web"));
+    if let Some(router) = roles
+        .iter()
+        .find(|r| r.name == "router")
+        .and_then(|r| r.url.as_deref())
+    {
+        let addr = router
+            .trim_start_matches("http://")
+            .split(' ')
+            .next()
+            .unwrap_or_default();
+        lines.push(format!("  curl -H 'Host: web.diego.localhost' http://{addr}/"));
+    }
     lines.push(format!("  diego{flag} events"));
     lines.join("\n")
 }

@@ -15,6 +15,7 @@ pub mod logs;
 pub mod logs_server;
 pub mod lrp;
 pub mod route_emitter;
+pub mod router;
 pub mod sim_cells;
 pub mod task;
 
@@ -64,6 +65,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Garden(args) => garden::run(args).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
         Command::LogsServer(args) => logs_server::run(args).await,
+        Command::Router(args) => router::run(&cli.bbs, args).await,
         Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
     }
 }

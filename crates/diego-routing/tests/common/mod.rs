@@ -1,5 +1,5 @@
-//! What the routing tests share: an LRP with a route, and instances made RUNNING by hand on a
-//! registered cell (so convergence leaves them).
+//! A BBS with one LRP `web` whose instances the test makes RUNNING at the addresses it
+//! chooses, on a cell registered for the test's length (so convergence leaves them).
 
 #![allow(dead_code)]
 
@@ -7,8 +7,8 @@ use diego_client::BbsClient;
 use diego_model::api::StartActualLrpRequest;
 use diego_model::{Action, ActualLrpInstanceKey, ActualLrpNetInfo, DesiredLrp, PortMapping, RunAction};
 
-/// `web`: `instances` instances, `web.example.com` routed to container port 8080.
-pub fn web(instances: i32) -> DesiredLrp {
+/// LRP `web` with `instances`, its port 8080 routed at `hostname`.
+pub fn web(instances: i32, hostname: &str) -> DesiredLrp {
     let mut d = DesiredLrp {
         process_guid: "web".into(),
         log_guid: "web-logs".into(),
@@ -24,16 +24,17 @@ pub fn web(instances: i32) -> DesiredLrp {
     };
     d.routes.insert(
         "cf-router".into(),
-        serde_json::json!([{"hostnames": ["web.example.com"], "port": 8080}]),
+        serde_json::json!([{"hostnames": [hostname], "port": 8080}]),
     );
     d
 }
 
+/// Instance `index`'s key: its instance guid is `instance-<index>`.
 pub fn key(index: i32) -> ActualLrpInstanceKey {
     ActualLrpInstanceKey::new(format!("instance-{index}"), "cell-1")
 }
 
-/// The cell the instances are on, present for the test's length (so convergence leaves them).
+/// The cell the instances are on, present for the test's length.
 pub async fn register_cell(c: &BbsClient) {
     let req = diego_model::RegisterCellRequest {
         cell_presence: diego_model::CellPresence {
@@ -50,7 +51,7 @@ pub async fn register_cell(c: &BbsClient) {
     c.register_cell(&req).await.unwrap();
 }
 
-/// Claims and starts instance `index` of `web` on cell-1, its port 8080 on `host_port`.
+/// Claims and starts instance `index` of `web` at 127.0.0.1:`host_port`.
 pub async fn run_instance(c: &BbsClient, index: i32, host_port: u32) {
     c.claim_actual_lrp("web", index, &key(index)).await.unwrap();
     let req = StartActualLrpRequest {

@@ -2,9 +2,11 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -39,7 +41,10 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// accepting and lets open connections finish their requests.
 ///
 /// Only reading a request is bounded (see [`ServeLimits`]): a response, such as an event
-/// stream, lasts as long as the handler keeps it going.
+/// stream, lasts as long as the handler keeps it going. Every request carries the client's
+/// address as [`axum::extract::ConnectInfo<SocketAddr>`], and HTTP/1.1 upgrades are served:
+/// a handler that answers `101 Switching Protocols` takes the connection over through
+/// `hyper::upgrade::on(&mut request)` (the router's WebSocket tunnels do).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -63,8 +68,8 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             // The client gave up before we accepted: nothing to do.
             Err(e) if is_client_gone(&e) => continue,
             Err(e) => {
@@ -79,7 +84,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                connections.spawn(connection(stream, app.clone(), limits, shutdown.clone(), slot));
+                connections.spawn(connection(
+                    stream,
+                    peer,
+                    app.clone(),
+                    limits,
+                    shutdown.clone(),
+                    slot,
+                ));
             }
             Err(_) => {
                 refusal_log.refused(limit);
@@ -106,16 +118,22 @@ fn is_client_gone(e: &io::Error) -> bool {
 /// closes, a limit is hit, or `shutdown` (then the request in flight finishes first).
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: axum::Router,
     limits: ServeLimits,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let service = hyper::service::service_fn(move |request| respond(app.clone(), limits, request));
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        respond(app.clone(), limits, request)
+    });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let conn = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

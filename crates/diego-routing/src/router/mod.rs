@@ -1,0 +1,255 @@
+//! The HTTP router (diego-spec §8): a reverse proxy on hyper that sends each request to an
+//! instance of the app its `Host` names, from a routing table the sync keeps current.
+//!
+//! - [`balance`]: round robin or least connections, and the sticky instance (pure).
+//! - [`headers`]: hop-by-hop stripping, `X-Forwarded-*`, request ids (pure).
+//! - [`answer`]: the router's own 400/404/502/503/504 answers (pure).
+//! - [`retry`]: only a failed connect is tried again, on another instance (pure).
+//! - [`sticky`]: gorouter's `__VCAP_ID__` cookie (pure).
+//! - `proxy`: the request path; `routes`: what it reads, swapped in whole on every publish;
+//!   `admin`: `/routes`, `/health`, `/metrics`; [`access`]: the per-request record and hook.
+//!
+//! Both listeners run on [`diego_runtime::serve`]: the proxy needs upgrades, streaming in
+//! both directions and the client's address, which `serve` provides.
+
+pub mod access;
+mod admin;
+pub mod answer;
+pub mod balance;
+pub mod headers;
+mod metrics;
+mod proxy;
+pub mod retry;
+mod routes;
+pub mod sticky;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use diego_client::BbsClient;
+use diego_runtime::{ServeLimits, Supervisor, SupervisorError};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use access::{AccessHook, AccessRecord, BackendInfo};
+pub use balance::Balance;
+pub use headers::Cidr;
+
+use crate::sync::{self, SyncConfig, SyncStats};
+
+/// gorouter's `endpoint_timeout`: the longest wait for a backend's response head.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait for a connection to a backend (gorouter's `endpoint_dial_timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long requests in flight get to finish after the router is told to stop.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle kept-alive connections kept per backend.
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+/// How long an idle backend connection is kept: under the 5 s keep-alive timeout of common
+/// app servers (Node's default), so the router drops a connection before the app does.
+pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Default proxy listener of `diego router` and `diego dev`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener of `diego router`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+
+#[derive(Clone)]
+pub struct RouterConfig {
+    pub bbs_url: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub balance: Balance,
+    /// Longest wait for a backend's response head; past it the client gets 504.
+    pub backend_timeout: Duration,
+    /// Longest wait for a connection to a backend; a connect that times out is retried.
+    pub connect_timeout: Duration,
+    /// How long in-flight requests and tunnels get to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// Attempts per request, the first included (only connect failures are retried).
+    pub max_attempts: usize,
+    pub max_idle_per_backend: usize,
+    /// Clients whose `X-Forwarded-Proto` is believed (load balancers in front).
+    pub trusted_proxies: Vec<Cidr>,
+    pub sync: SyncConfig,
+    pub serve_limits: ServeLimits,
+    /// Called with every access record (RTR log lines); `None` by default.
+    pub access_hook: Option<AccessHook>,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("bbs_url", &self.bbs_url)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("balance", &self.balance)
+            .field("backend_timeout", &self.backend_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("access_hook", &self.access_hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterConfig {
+    pub fn new(bbs_url: impl Into<String>, listen: SocketAddr, admin_listen: SocketAddr) -> Self {
+        RouterConfig {
+            bbs_url: bbs_url.into(),
+            listen,
+            admin_listen,
+            balance: Balance::default(),
+            backend_timeout: DEFAULT_BACKEND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_attempts: retry::DEFAULT_MAX_ATTEMPTS,
+            max_idle_per_backend: DEFAULT_MAX_IDLE_PER_BACKEND,
+            trusted_proxies: Vec::new(),
+            sync: SyncConfig::default(),
+            serve_limits: ServeLimits::default(),
+            access_hook: None,
+        }
+    }
+}
+
+/// A started router.
+pub struct RunningRouter {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    /// Finishes once `shutdown` is cancelled and the proxy drained, or with an error naming
+    /// the member that stopped on its own.
+    pub task: JoinHandle<Result<(), SupervisorError>>,
+}
+
+impl RunningRouter {
+    /// Whether the first routing table was published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Binds both listeners and starts the sync, the admin server and the proxy. On `shutdown`
+/// the proxy stops accepting and drains (up to `drain_timeout`), then the admin server and
+/// the sync stop.
+pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io::Result<RunningRouter> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+    let (addr, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout.min(config.backend_timeout)));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(config.max_idle_per_backend)
+        .build(connector);
+    let proxy = Arc::new(proxy::Proxy {
+        routes: ArcSwap::from_pointee(routes::Routes::default()),
+        client,
+        metrics: metrics::RouterMetrics::new(),
+        settings: proxy::Settings {
+            balance: config.balance,
+            backend_timeout: config.backend_timeout,
+            max_attempts: config.max_attempts.max(1),
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
+        hook: config.access_hook.clone(),
+        tunnels: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SyncStats::default());
+
+    // Stopped in reverse: the proxy drains first, then the admin listener, then the sync.
+    let mut members = Supervisor::new(shutdown);
+    {
+        let (proxy, ready, stats) = (proxy.clone(), ready.clone(), stats.clone());
+        let bbs = BbsClient::new(config.bbs_url.clone());
+        let sync_config = config.sync.clone();
+        members.spawn("router sync", move |stop| async move {
+            let publish = move |table: &crate::table::RoutingTable| {
+                let hosts = table.hosts();
+                proxy.metrics.table(hosts.len(), hosts.endpoint_count());
+                let next = routes::Routes::build(hosts, &proxy.routes.load());
+                proxy.routes.store(Arc::new(next));
+                ready.store(true, Ordering::Release);
+            };
+            sync::run(bbs, sync_config, stats, publish, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    {
+        let admin = Arc::new(admin::Admin {
+            proxy: proxy.clone(),
+            stats,
+            ready: ready.clone(),
+            bbs_url: config.bbs_url.clone(),
+        });
+        let limits = config.serve_limits;
+        members.spawn("router admin", move |stop| {
+            diego_runtime::serve(admin_listener, admin::app(admin), stop, limits)
+        });
+    }
+    {
+        let app = axum::Router::new()
+            .fallback(proxy::handle)
+            .with_state(proxy.clone());
+        let (limits, drain) = (config.serve_limits, config.drain_timeout);
+        members.spawn("router proxy", move |stop| {
+            serve_and_drain(listener, app, proxy, stop, limits, drain)
+        });
+    }
+    tracing::info!(%addr, %admin_addr, bbs = %config.bbs_url, balance = config.balance.as_str(), "router listening");
+    let task = tokio::spawn(members.wait());
+    Ok(RunningRouter {
+        addr,
+        admin_addr,
+        ready,
+        task,
+    })
+}
+
+/// Serves the proxy until `stop`; then stops accepting and gives the requests and tunnels in
+/// flight up to `drain` to finish before giving up on them.
+async fn serve_and_drain(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    proxy: Arc<proxy::Proxy>,
+    stop: CancellationToken,
+    limits: ServeLimits,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let serving = diego_runtime::serve(listener, app, stop.clone(), limits);
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => return r,
+        () = stop.cancelled() => {}
+    }
+    let deadline = tokio::time::Instant::now() + drain;
+    let served = tokio::time::timeout_at(deadline, &mut serving).await;
+    proxy.tunnels.close();
+    let tunneled = tokio::time::timeout_at(deadline, proxy.tunnels.wait()).await;
+    proxy.hard_stop.cancel();
+    if served.is_err() || tunneled.is_err() {
+        tracing::warn!(
+            ?drain,
+            tunnels = proxy.tunnels.len(),
+            "routing: the drain timeout passed with requests in flight; giving up on them"
+        );
+    } else {
+        tracing::info!("routing: the proxy drained");
+    }
+    match served {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
+}

@@ -1,0 +1,525 @@
+//! The proxy's request path: look the host up, pick an instance, forward, stream the answer
+//! back. The decisions are the pure modules beside this one; this is the IO around them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, SET_COOKIE};
+use axum::http::uri::{PathAndQuery, Scheme};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, Version};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::access::{AccessHook, AccessRecord, BackendInfo};
+use super::answer::{self, Refusal};
+use super::balance::Balance;
+use super::headers::{self, Cidr};
+use super::metrics::RouterMetrics;
+use super::retry::{self, Failure};
+use super::routes::{Backend, InFlight, PoolState, Routes};
+use super::sticky;
+use crate::table::normalize_host;
+
+const X_CF_ROUTERERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
+
+/// How the proxy forwards, fixed at start.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub balance: Balance,
+    pub backend_timeout: Duration,
+    pub max_attempts: usize,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// Everything the request path shares.
+pub(super) struct Proxy {
+    pub routes: ArcSwap<Routes>,
+    pub client: Client<HttpConnector, Handoff>,
+    pub metrics: RouterMetrics,
+    pub settings: Settings,
+    pub hook: Option<AccessHook>,
+    /// WebSocket (upgrade) tunnels, waited for on drain.
+    pub tunnels: TaskTracker,
+    /// Cancelled when the drain timeout has passed: whatever still waits gives up.
+    pub hard_stop: CancellationToken,
+}
+
+impl Proxy {
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
+    /// The router's own answer, logged like any other.
+    fn refuse(
+        &self,
+        refusal: Refusal,
+        mut record: AccessRecord,
+        accept: Option<&HeaderValue>,
+        started: Instant,
+    ) -> Response {
+        let (content_type, body) = answer::body(&refusal, accept.and_then(|v| v.to_str().ok()));
+        let status = refusal.status();
+        record.status = status.as_u16();
+        record.bytes = body.len() as u64;
+        record.duration = started.elapsed();
+        record.emit(self.hook.as_ref());
+        self.metrics.response(status.as_u16());
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(X_CF_ROUTERERROR, HeaderValue::from_static(refusal.router_error()));
+        response
+    }
+}
+
+/// The request's host: an absolute URI's, else the `Host` header's.
+fn host_of(req: &Request) -> Option<String> {
+    if let Some(h) = req.uri().authority() {
+        return Some(h.as_str().to_string());
+    }
+    let h = req.headers().get(HOST)?.to_str().ok()?;
+    (!h.is_empty()).then(|| h.to_string())
+}
+
+/// Every request on the proxy listener ends here.
+pub(super) async fn handle(
+    State(proxy): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let started = Instant::now();
+    let accept = req.headers().get(ACCEPT).cloned();
+    let mut record = AccessRecord {
+        host: String::new(),
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str)
+            .to_string(),
+        status: 0,
+        bytes: 0,
+        duration: Duration::ZERO,
+        client: peer.ip().to_canonical().to_string(),
+        request_id: String::new(),
+        backend: None,
+        retries: 0,
+    };
+    let Some(host) = host_of(&req) else {
+        return proxy.refuse(Refusal::NoHost, record, accept.as_ref(), started);
+    };
+    record.host = normalize_host(&host).into_owned();
+    let pool: Arc<PoolState> = match proxy.routes.load().lookup(&host) {
+        Some(p) => p.clone(),
+        None => {
+            let refusal = Refusal::UnknownRoute {
+                host: record.host.clone(),
+            };
+            return proxy.refuse(refusal, record, accept.as_ref(), started);
+        }
+    };
+    if pool.backends.is_empty() {
+        let refusal = Refusal::NoInstances {
+            host: record.host.clone(),
+        };
+        return proxy.refuse(refusal, record, accept.as_ref(), started);
+    }
+
+    let upgrade = headers::upgrade_of(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let requested = sticky::requested_instance(req.headers()).map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let mut out_headers = parts.headers;
+    let client = headers::Client {
+        ip: peer.ip(),
+        trusted: proxy.trusted(peer.ip()),
+    };
+    let id = headers::to_backend(&mut out_headers, client, upgrade, || {
+        uuid::Uuid::new_v4().to_string()
+    });
+    record.request_id = id.to_str().unwrap_or_default().to_string();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let slot = BodySlot::new(body);
+
+    let mut tried: Vec<usize> = Vec::with_capacity(1);
+    loop {
+        let Some(pick) = pool.pick(proxy.settings.balance, requested.as_deref(), &tried) else {
+            // Only reached when every endpoint refused within the attempts allowed.
+            let refusal = Refusal::BackendFailed {
+                backend: record
+                    .backend
+                    .as_ref()
+                    .map_or_else(String::new, |b| b.address.clone()),
+                reason: "every instance refused the connection".into(),
+            };
+            return proxy.refuse(refusal, record, accept.as_ref(), started);
+        };
+        tried.push(pick.index);
+        let backend = pool.backends[pick.index].clone();
+        record.backend = Some(info(&backend));
+        let uri = Uri::from_parts({
+            let mut u = axum::http::uri::Parts::default();
+            u.scheme = Some(Scheme::HTTP);
+            u.authority = Some(backend.authority.clone());
+            u.path_and_query = Some(path.clone());
+            u
+        })
+        .expect("scheme, authority and path make a URI");
+        let mut outgoing = hyper::Request::new(slot.handoff());
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = uri;
+        *outgoing.version_mut() = Version::HTTP_11;
+        *outgoing.headers_mut() = out_headers.clone();
+
+        let in_flight = backend.begin();
+        let sent = Instant::now();
+        let result = tokio::select! {
+            r = tokio::time::timeout(proxy.settings.backend_timeout, proxy.client.request(outgoing)) => r,
+            () = proxy.hard_stop.cancelled() => {
+                return proxy.refuse(Refusal::ShuttingDown, record, accept.as_ref(), started);
+            }
+        };
+        let failure = match result {
+            Ok(Ok(response)) => {
+                proxy.metrics.backend_latency(sent.elapsed());
+                let ctx = Answered {
+                    backend,
+                    in_flight,
+                    record,
+                    started,
+                    requested,
+                    client_upgrade,
+                };
+                return forward(&proxy, response, ctx, accept.as_ref());
+            }
+            Ok(Err(e)) => {
+                let failure = classify(&e);
+                proxy.metrics.backend_error(failure);
+                let untried = pool.backends.len() - tried.len();
+                if retry::again(failure, tried.len(), proxy.settings.max_attempts, untried)
+                    && slot.reclaimable()
+                {
+                    proxy.metrics.retry();
+                    record.retries += 1;
+                    tracing::info!(
+                        backend = %backend.authority,
+                        index = backend.endpoint.index,
+                        error = %describe(&e),
+                        "routing: connecting to an instance failed; trying another"
+                    );
+                    continue;
+                }
+                Refusal::BackendFailed {
+                    backend: backend.authority.to_string(),
+                    reason: describe(&e),
+                }
+            }
+            Err(_) => {
+                proxy.metrics.backend_error(Failure::Timeout);
+                Refusal::BackendTimeout {
+                    backend: backend.authority.to_string(),
+                    timeout: proxy.settings.backend_timeout,
+                }
+            }
+        };
+        return proxy.refuse(failure, record, accept.as_ref(), started);
+    }
+}
+
+fn info(b: &Backend) -> BackendInfo {
+    BackendInfo {
+        address: b.authority.to_string(),
+        process_guid: b.endpoint.process_guid.clone(),
+        index: b.endpoint.index,
+        instance_guid: b.endpoint.instance_guid.clone(),
+        log_guid: b.endpoint.log_guid.clone(),
+    }
+}
+
+/// What the proxy carries from the attempt that got an answer to the response.
+struct Answered {
+    backend: Arc<Backend>,
+    in_flight: InFlight,
+    record: AccessRecord,
+    started: Instant,
+    requested: Option<String>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The backend's answer, to the client: headers rewritten, the sticky cookie added, the body
+/// streamed and counted; a `101` becomes a tunnel.
+fn forward(
+    proxy: &Arc<Proxy>,
+    mut response: hyper::Response<Incoming>,
+    ctx: Answered,
+    accept: Option<&HeaderValue>,
+) -> Response {
+    let Answered {
+        backend,
+        in_flight,
+        mut record,
+        started,
+        requested,
+        client_upgrade,
+    } = ctx;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && client_upgrade.is_none() {
+        let refusal = Refusal::BackendFailed {
+            backend: backend.authority.to_string(),
+            reason: "it switched protocols on a request that asked for no upgrade".into(),
+        };
+        return proxy.refuse(refusal, record, accept, started);
+    }
+    let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    headers::to_client(&mut parts.headers, switching);
+    if let Some(cookie) = sticky::cookie_for(
+        &parts.headers,
+        &backend.endpoint.instance_guid,
+        requested.as_deref(),
+    ) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            parts.headers.append(SET_COOKIE, v);
+        }
+    }
+    record.status = parts.status.as_u16();
+    proxy.metrics.response(record.status);
+
+    if let (Some(client_side), Some(backend_side)) = (client_upgrade, backend_upgrade) {
+        proxy.metrics.upgrade();
+        let (hook, stop) = (proxy.hook.clone(), proxy.hard_stop.clone());
+        proxy.tunnels.spawn(async move {
+            let bytes = tunnel(client_side, backend_side, stop).await;
+            drop(in_flight);
+            record.bytes = bytes;
+            record.duration = started.elapsed();
+            record.emit(hook.as_ref());
+        });
+        return Response::from_parts(parts, Body::empty());
+    }
+    let body = Tracked {
+        inner: body,
+        bytes: 0,
+        done: Some(Done {
+            record,
+            started,
+            hook: proxy.hook.clone(),
+            _in_flight: in_flight,
+        }),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Copies bytes both ways between an upgraded client and backend until either closes, or
+/// the router's hard stop. Returns the bytes sent to the client.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    stop: CancellationToken,
+) -> u64 {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "routing: an upgrade did not complete");
+            return 0;
+        }
+    };
+    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut backend) => match r {
+            Ok((_, to_client)) => to_client,
+            Err(e) => {
+                tracing::debug!(error = %e, "routing: a tunnel ended with an error");
+                0
+            }
+        },
+        () = stop.cancelled() => 0,
+    }
+}
+
+/// How an attempt failed, from the client's error.
+fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
+    if !e.is_connect() {
+        return Failure::AfterSend;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => Failure::ConnectRefused,
+                std::io::ErrorKind::TimedOut => Failure::ConnectTimeout,
+                _ => Failure::ConnectFailed,
+            };
+        }
+        source = s.source();
+    }
+    Failure::ConnectFailed
+}
+
+/// The error and its causes, innermost last: `tcp connect error: Connection refused (os error 111)`.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// A request body that can go to a second backend when the first was never sent a byte:
+/// each attempt gets a [`Handoff`], which takes the body out of the shared slot only when the
+/// client first reads it, after the connection is up.
+struct BodySlot {
+    shared: Option<Arc<Mutex<Option<Body>>>>,
+    hint: SizeHint,
+}
+
+impl BodySlot {
+    fn new(body: Body) -> Self {
+        use http_body::Body as _;
+        let hint = body.size_hint();
+        // A request without a body needs no slot.
+        let shared = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+        BodySlot { shared, hint }
+    }
+
+    fn handoff(&self) -> Handoff {
+        Handoff {
+            shared: self.shared.clone(),
+            taken: None,
+            hint: self.hint,
+        }
+    }
+
+    /// Whether the body is still whole (no attempt read any of it).
+    fn reclaimable(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+    }
+}
+
+/// One attempt's view of the request body (see [`BodySlot`]).
+pub(super) struct Handoff {
+    shared: Option<Arc<Mutex<Option<Body>>>>,
+    taken: Option<Body>,
+    hint: SizeHint,
+}
+
+impl http_body::Body for Handoff {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if this.taken.is_none() {
+            match &this.shared {
+                Some(shared) => this.taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                None => return Poll::Ready(None),
+            }
+        }
+        match this.taken.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// The response body on its way to the client, counting bytes; when it ends (or the client
+/// goes) the request is logged and stops counting as in flight.
+struct Tracked {
+    inner: Incoming,
+    bytes: u64,
+    done: Option<Done>,
+}
+
+struct Done {
+    record: AccessRecord,
+    started: Instant,
+    hook: Option<AccessHook>,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    fn finish(&mut self) {
+        if let Some(mut done) = self.done.take() {
+            done.record.bytes = self.bytes;
+            done.record.duration = done.started.elapsed();
+            done.record.emit(done.hook.as_ref());
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
