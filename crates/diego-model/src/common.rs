@@ -64,6 +64,16 @@ pub fn validate_metric_tags(tags: &MetricTags, v: &mut Validator, path: &str) {
     }
 }
 
+/// Where an LRP's or task's log lines go: its `log_guid`, or its own guid (process guid, task
+/// guid) when that is empty. The cells, the router and `diego logs` all agree through this.
+pub fn log_guid_or<'a>(log_guid: &'a str, own_guid: &'a str) -> &'a str {
+    if log_guid.is_empty() {
+        own_guid
+    } else {
+        log_guid
+    }
+}
+
 /// Routes of a desired LRP: router name → opaque JSON understood by that router
 /// (`cf-router`, `tcp-router`, `internal-router`, …).
 pub type Routes = BTreeMap<String, serde_json::Value>;

@@ -41,7 +41,7 @@ pub use cell::{
 };
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use common::{EnvironmentVariable, MetricTagValue, MetricTags, Resources, Routes};
+pub use common::{log_guid_or, EnvironmentVariable, MetricTagValue, MetricTags, Resources, Routes};
 pub use desired_lrp::{DesiredLrp, DesiredLrpRunInfo, DesiredLrpSchedulingInfo, DesiredLrpUpdate};
 pub use error::{ApiError, ErrorType, TransitionError};
 pub use event::{ActualLrpCrashed, Event};

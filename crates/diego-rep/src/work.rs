@@ -252,11 +252,7 @@ pub(crate) fn lrp_run_request(
         limits: limits(lrp.memory_mb, lrp.disk_mb, lrp.max_pids, lrp.cpu_weight),
         privileged: lrp.privileged,
         properties,
-        log_guid: if lrp.log_guid.is_empty() {
-            lrp.process_guid.clone()
-        } else {
-            lrp.log_guid.clone()
-        },
+        log_guid: diego_model::log_guid_or(&lrp.log_guid, &lrp.process_guid).to_string(),
         log_instance_index: u32::try_from(index).ok(),
         monitor: monitor(rep, lrp, index, instance_guid),
     })
@@ -279,11 +275,7 @@ pub(crate) fn task_run_request(rep: &Rep, task: &Task) -> Option<RunRequest> {
         limits: limits(d.memory_mb, d.disk_mb, d.max_pids, d.cpu_weight),
         privileged: d.privileged,
         properties,
-        log_guid: if d.log_guid.is_empty() {
-            task.task_guid.clone()
-        } else {
-            d.log_guid.clone()
-        },
+        log_guid: diego_model::log_guid_or(&d.log_guid, &task.task_guid).to_string(),
         log_instance_index: None,
         monitor: None,
     })

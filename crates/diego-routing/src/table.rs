@@ -30,7 +30,8 @@ pub struct Endpoint {
     pub index: i32,
     pub instance_guid: String,
     pub cell_id: String,
-    /// The app's log guid (`app` in gorouter's messages; the router's access lines go there).
+    /// The app's log guid, its process guid when it has none (`app` in gorouter's messages;
+    /// the router's access lines go there).
     pub log_guid: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub instance_address: String,
@@ -294,7 +295,7 @@ impl RoutingTable {
             return self.desired.remove(d.process_guid).is_some();
         }
         let new = DesiredRoutes {
-            log_guid: d.log_guid.to_string(),
+            log_guid: diego_model::log_guid_or(d.log_guid, d.process_guid).to_string(),
             routes,
             isolation_segment: d.placement_tags.first().filter(|t| !t.is_empty()).cloned(),
         };
@@ -702,6 +703,19 @@ mod tests {
         let diff = diff_registrations(&before, &moved);
         assert_eq!(ports(&diff.register), vec![1, 2]);
         assert!(diff.unregister.is_empty());
+    }
+
+    #[test]
+    fn an_lrp_without_a_log_guid_logs_under_its_process_guid() {
+        let mut d = web(&["web.example.com"]);
+        d.log_guid.clear();
+        let t = RoutingTable::from_snapshot([&d], &[running(0, 1)]);
+        assert_eq!(t.registrations()[0].endpoint.log_guid, "web");
+        let hosts = t.hosts();
+        assert_eq!(
+            hosts.lookup("web.example.com").unwrap().endpoints[0].log_guid,
+            "web"
+        );
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         roles.push(role);
         reps.push(rep);
     }
-    roles.push(start_router(&bbs_url, &args).await?);
+    roles.push(start_router(&bbs_url, &logs_url, &args).await?);
 
     // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
     // on a host without it.
@@ -237,7 +237,7 @@ async fn start_auctioneer(bbs_url: &str) -> anyhow::Result<Role> {
 }
 
 /// The router, on `--router-listen` or 127.0.0.1:8080 (a free port when that is taken).
-async fn start_router(bbs_url: &str, dev: &DevArgs) -> anyhow::Result<Role> {
+async fn start_router(bbs_url: &str, logs_url: &str, dev: &DevArgs) -> anyhow::Result<Role> {
     use diego_routing::router::{self, RouterConfig};
     let admin = dev.router_admin.unwrap_or(([127, 0, 0, 1], 0).into());
     let listen = dev
@@ -250,20 +250,31 @@ async fn start_router(bbs_url: &str, dev: &DevArgs) -> anyhow::Result<Role> {
         );
     }
     let stop = CancellationToken::new();
-    let started = router::start(RouterConfig::new(bbs_url, listen, admin), stop.clone()).await;
+    // Each app gets its RTR lines in the log server.
+    let shipping = crate::commands::router::RtrShipping::start(logs_url)?;
+    let config = |listen| {
+        let mut c = RouterConfig::new(bbs_url, listen, admin);
+        c.access_hook = Some(shipping.hook.clone());
+        c
+    };
+    let started = router::start(config(listen), stop.clone()).await;
     let running = match started {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && dev.router_listen.is_none() => {
             eprintln!(
                 "router: {listen} is in use; listening on a free port instead (--router-listen sets it)"
             );
-            let free = ([127, 0, 0, 1], 0).into();
-            router::start(RouterConfig::new(bbs_url, free, admin), stop.clone()).await
+            router::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
         }
         other => other,
     }
     .with_context(|| format!("starting the router on {listen} (admin {admin})"))?;
     let url = format!("http://{} (admin http://{})", running.addr, running.admin_addr);
-    let task = async move { Ok(running.task.await.context("router task")??) }.boxed();
+    let task = async move {
+        let ended = running.task.await.context("router task");
+        shipping.finish().await;
+        Ok(ended??)
+    }
+    .boxed();
     Ok(Role {
         name: "router".into(),
         url: Some(url),

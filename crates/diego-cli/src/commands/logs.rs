@@ -89,8 +89,7 @@ pub fn format_line(line: &LogLine, coloured: bool) -> String {
 /// The log guid `name` stands for: its desired LRP's, else its task's, else `name` itself.
 async fn log_guid(ctx: &Ctx, name: &str) -> String {
     match ctx.client.desired_lrp(name).await {
-        Ok(d) if d.log_guid.is_empty() => return d.process_guid,
-        Ok(d) => return d.log_guid,
+        Ok(d) => return diego_model::log_guid_or(&d.log_guid, &d.process_guid).to_string(),
         Err(e) if !e.is_not_found() => {
             eprintln!(
                 "note: could not ask the BBS at {} about {name:?} ({e}); reading {name:?} as a log guid",
@@ -101,8 +100,7 @@ async fn log_guid(ctx: &Ctx, name: &str) -> String {
         Err(_) => {}
     }
     match ctx.client.task(name).await {
-        Ok(t) if t.task_definition.log_guid.is_empty() => t.task_guid,
-        Ok(t) => t.task_definition.log_guid,
+        Ok(t) => diego_model::log_guid_or(&t.task_definition.log_guid, &t.task_guid).to_string(),
         Err(_) => name.to_string(),
     }
 }

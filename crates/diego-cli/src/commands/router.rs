@@ -17,6 +17,10 @@ pub struct RouterArgs {
     /// Address of the admin listener (/routes, /health, /metrics).
     #[arg(long, value_name = "ADDR", default_value = router::DEFAULT_ADMIN_LISTEN)]
     pub admin: SocketAddr,
+    /// A log server (`diego logs-server`) to send each app its RTR lines: one per request an
+    /// instance answered.
+    #[arg(long, value_name = "URL")]
+    pub logs_url: Option<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }
@@ -87,20 +91,59 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// RTR lines shipped to a log server: the router's access hook, and the shipper's loop.
+pub struct RtrShipping {
+    pub hook: router::AccessHook,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RtrShipping {
+    /// Starts shipping to `logs_url` (refused, naming the flag, when it is no http URL).
+    pub fn start(logs_url: &str) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let (shipper, task) =
+            diego_logs::Shipper::start(diego_logs::ShipperConfig::new(logs_url), stop.clone())
+                .context("--logs-url")?;
+        Ok(RtrShipping {
+            hook: router::ship_to(shipper),
+            stop,
+            task,
+        })
+    }
+
+    /// Sends what is queued (briefly) and ends.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 pub async fn run(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
     let mut config = RouterConfig::new(bbs_url, args.listen, args.admin);
     args.proxy.apply(&mut config);
+    let shipping = args.logs_url.as_deref().map(RtrShipping::start).transpose()?;
+    config.access_hook = shipping.as_ref().map(|s| s.hook.clone());
     let running = router::start(config, shutdown)
         .await
         .with_context(|| format!("binding {} and {}", args.listen, args.admin))?;
     eprintln!(
-        "diego router listening on http://{} (admin http://{}), following the BBS at {bbs_url}",
-        running.addr, running.admin_addr
+        "diego router listening on http://{} (admin http://{}), following the BBS at {bbs_url}{}",
+        running.addr,
+        running.admin_addr,
+        args.logs_url
+            .as_deref()
+            .map(|u| format!(", RTR lines to {u}"))
+            .unwrap_or_default()
     );
-    running.task.await.context("router task")??;
+    let ended = running.task.await.context("router task");
+    if let Some(s) = shipping {
+        s.finish().await;
+    }
+    ended??;
     Ok(())
 }
 

@@ -64,3 +64,90 @@ impl AccessRecord {
         }
     }
 }
+
+impl AccessRecord {
+    /// The app's RTR log line about this request (none when no instance answered: there is no
+    /// app to give it to), in gorouter's access-log order.
+    pub fn rtr_line(&self) -> Option<diego_logs::LogLine> {
+        let b = self.backend.as_ref()?;
+        let message = format!(
+            "{host} - \"{method} {path} HTTP/1.1\" {status} {bytes} \"{client}\" \"{backend}\" \
+             vcap_request_id:\"{id}\" response_time:{secs:.6} app_id:\"{app}\" app_index:\"{index}\" retries:{retries}",
+            host = self.host,
+            method = self.method,
+            path = self.path,
+            status = self.status,
+            bytes = self.bytes,
+            client = self.client,
+            backend = b.address,
+            id = self.request_id,
+            secs = self.duration.as_secs_f64(),
+            app = b.process_guid,
+            index = b.index,
+            retries = self.retries,
+        );
+        Some(diego_logs::LogLine::now(
+            b.log_guid.clone(),
+            diego_logs::source::RTR,
+            u32::try_from(b.index).ok(),
+            diego_logs::LogStream::Stdout,
+            message,
+        ))
+    }
+}
+
+/// A hook that hands every answered request's RTR line to `sink` (a log shipper).
+pub fn ship_to(sink: Arc<dyn diego_logs::LogSink>) -> AccessHook {
+    Arc::new(move |record: &AccessRecord| {
+        if let Some(line) = record.rtr_line() {
+            sink.emit(line);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(backend: Option<BackendInfo>) -> AccessRecord {
+        AccessRecord {
+            host: "web.diego.localhost".into(),
+            method: "GET".into(),
+            path: "/a?b=1".into(),
+            status: 200,
+            bytes: 42,
+            duration: Duration::from_micros(1_500),
+            client: "127.0.0.1:50000".into(),
+            request_id: "rid".into(),
+            backend,
+            retries: 1,
+        }
+    }
+
+    #[test]
+    fn rtr_lines_go_to_the_app_that_answered() {
+        assert!(record(None).rtr_line().is_none());
+        let sink = diego_logs::MemorySink::new();
+        let hook = ship_to(sink.clone());
+        hook(&record(Some(BackendInfo {
+            address: "127.0.0.1:61001".into(),
+            process_guid: "web".into(),
+            index: 2,
+            instance_guid: "ig".into(),
+            log_guid: "web-logs".into(),
+        })));
+        hook(&record(None));
+        let lines = sink.lines();
+        assert_eq!(lines.len(), 1);
+        let l = &lines[0];
+        assert_eq!(
+            (l.log_guid.as_str(), l.source_type.as_str(), l.instance_index),
+            ("web-logs", "RTR", Some(2))
+        );
+        assert_eq!(
+            l.message,
+            "web.diego.localhost - \"GET /a?b=1 HTTP/1.1\" 200 42 \"127.0.0.1:50000\" \"127.0.0.1:61001\" \
+             vcap_request_id:\"rid\" response_time:0.001500 app_id:\"web\" app_index:\"2\" retries:1"
+        );
+    }
+}

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use access::{AccessHook, AccessRecord, BackendInfo};
+pub use access::{ship_to, AccessHook, AccessRecord, BackendInfo};
 pub use balance::Balance;
 pub use headers::Cidr;
 
