@@ -5,7 +5,10 @@
 //! instance, the scale, the drain.
 //!
 //! `HOST_PORT` and `CELL_ID` are the README's placeholders for what the reader copies from an
-//! earlier command's output; the test fills them in the same way, from the BBS.
+//! earlier command's output; the test fills them in the same way, from the BBS. The router
+//! listens on a port of the test's own rather than 8080 (tests run side by side), and the
+//! tour's `kill -9 $(pgrep -n httpd)` is aimed at an instance of this dev's `web` (the newest
+//! httpd on the machine may be another test's).
 
 use std::path::Path;
 use std::time::Duration;
@@ -55,6 +58,42 @@ fn tour_commands(readme: &str) -> Vec<String> {
         }
     }
     commands
+}
+
+/// The running instances of `web`.
+async fn running_web(client: &diego_client::BbsClient) -> Vec<diego_model::ActualLrp> {
+    let rows = client
+        .actual_lrps(&ActualLrpQuery {
+            process_guid: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    rows.into_iter()
+        .filter(|a| a.state == ActualLrpState::Running)
+        .collect()
+}
+
+/// The instance guid of `web`'s RUNNING instance `index` and the pid of its container's first
+/// process (the app), on whichever of the two cells runs it.
+async fn web_process(root: &Path, client: &diego_client::BbsClient, index: i32) -> (String, u32) {
+    eventually(WAIT, || async {
+        let rows = client.actual_lrp("web", index).await.map_err(|e| e.to_string())?;
+        let guid = rows
+            .iter()
+            .find(|a| a.state == ActualLrpState::Running)
+            .map(|a| a.instance_guid.clone())
+            .ok_or(format!("web/{index} not running"))?;
+        for i in 0..2 {
+            let runc = diego_garden_runc::Runc::new("runc", root.join(format!("dev/cell-{i}/depot.runc")));
+            let pids = runc.running_init_pids().map_err(|e| e.to_string())?;
+            if let Some((_, pid)) = pids.into_iter().find(|(id, _)| id.contains(&guid)) {
+                return Ok((guid, pid));
+            }
+        }
+        Err(format!("no container runs instance {guid}"))
+    })
+    .await
 }
 
 /// `line` without a `#` comment that starts outside quotes.
@@ -128,14 +167,49 @@ async fn the_readme_tour_runs_as_documented() {
     let _leftovers: Vec<RuncLeftovers> = (0..2)
         .map(|i| RuncLeftovers::for_depot(&dir.path().join(format!("dev/cell-{i}/depot"))))
         .collect();
-    let (mut dev, client) = start_dev(dir.path(), &["--cells", "2"], 2).await;
+    let router_port = diego_testkit::free_port();
+    let router_listen = format!("127.0.0.1:{router_port}");
+    let logs_listen = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let logs = format!("http://{logs_listen}");
+    let (mut dev, client) = start_dev(
+        dir.path(),
+        &[
+            "--cells",
+            "2",
+            "--router-listen",
+            &router_listen,
+            "--logs-listen",
+            &logs_listen,
+        ],
+        2,
+    )
+    .await;
     let bbs = client.base_url().to_string();
+    let mut killed: Option<String> = None;
 
     for command in commands {
         if command.starts_with("alias ") {
             continue; // the test's shell has `diego` already
         }
-        let mut command = command.clone();
+        let mut command = command.replace(
+            ".diego.localhost:8080/",
+            &format!(".diego.localhost:{router_port}/"),
+        );
+        if command.starts_with("for i in") {
+            // The scale to 5 has been asked for: the loop's five answers come from five instances
+            // once all of them run and are routed.
+            eventually(WAIT, || async {
+                let n = running_web(&client).await.len();
+                (n == 5).then_some(()).ok_or(format!("{n} of 5 running"))
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if command.starts_with("kill -9") {
+            let (guid, pid) = web_process(dir.path(), &client, 0).await;
+            command = format!("kill -9 {pid}");
+            killed = Some(guid);
+        }
         if command.contains("HOST_PORT") {
             let port = eventually(WAIT, || async {
                 let rows = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
@@ -169,6 +243,24 @@ async fn the_readme_tour_runs_as_documented() {
             .await;
             command = command.replace("CELL_ID", &cell);
         }
+        if command == "diego logs web -f" {
+            // It follows until stopped, like `diego events`.
+            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' --logs {logs} logs web -f")).await;
+            assert_eq!(code, 124, "diego logs -f stopped by itself: {out}");
+            continue;
+        }
+        if command.starts_with("diego logs web --recent --source CELL") {
+            // The crash has been reported and the container destroyed.
+            let victim = killed.clone().expect("the kill ran first");
+            eventually(WAIT, || async {
+                let rows = client.actual_lrp("web", 0).await.map_err(|e| e.to_string())?;
+                rows.iter()
+                    .any(|a| a.crash_count >= 1 && a.instance_guid != victim)
+                    .then_some(())
+                    .ok_or(format!("web/0 not restarted yet: {rows:?}"))
+            })
+            .await;
+        }
         if command == "diego events" {
             // It streams until stopped: still running after 2 s is the documented behaviour.
             let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' events")).await;
@@ -184,12 +276,35 @@ async fn the_readme_tour_runs_as_documented() {
             })
             .await;
         }
+        let command = if command.starts_with("diego logs") {
+            format!("diego --logs {logs} {}", &command["diego ".len()..])
+        } else {
+            command
+        };
         let (code, out) = sh(&bbs, &command).await;
         eprintln!("$ {command}\n{out}");
         assert_eq!(code, 0, "`{command}` failed:\n{out}");
+        if command.starts_with("for i in") {
+            let answers: std::collections::BTreeSet<&str> = out.lines().collect();
+            assert_eq!(
+                answers.len(),
+                5,
+                "the router spreads over the 5 instances:\n{out}"
+            );
+        }
+        if command.contains("--source CELL") {
+            let victim = killed.as_deref().unwrap();
+            let destroyed = format!("destroying container for instance {victim}");
+            assert!(out.contains(&destroyed), "no {destroyed:?} in:\n{out}");
+        }
         let promised = match command.as_str() {
             c if c.starts_with("diego task get t1") => Some("\"result\": \"42\\n\""),
-            c if c.starts_with("curl ") => Some("hello from web instance 0"),
+            c if c.starts_with("curl -s http://127.0.0.1") => Some("hello from web instance 0"),
+            c if c.starts_with("curl -s http://nope.") => {
+                Some("no app is routed at \"nope.diego.localhost\"")
+            }
+            c if c.starts_with("curl -s http://web.") => Some("hello from web instance"),
+            c if c.starts_with("diego --logs") && c.ends_with("logs web --recent") => Some("[RTR/"),
             c if c.starts_with("diego lrp scale web 5") => Some("scaled web to 5 instances"),
             c if c.starts_with("diego cell drain") => Some("drained"),
             c if c.starts_with("diego lrp create web") => Some("created LRP web"),
