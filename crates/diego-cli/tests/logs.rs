@@ -7,14 +7,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use diego_client::BbsClient;
 use diego_model::{Action, Check, CheckDefinition, DesiredLrp, RunAction};
 use diego_testkit::{eventually, free_port};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 mod common;
-use common::cluster::{start_dev, Cluster, Proc};
+use common::cluster::{no_instances, start_dev, Cluster, Proc};
 use common::{diego, RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -56,18 +55,6 @@ async fn logs(bbs: &str, logs_url: &str, args: &[&str]) -> (bool, String, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn no_instances(client: &BbsClient) {
-    eventually(WAIT, || async {
-        let n = client
-            .actual_lrps(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .len();
-        (n == 0).then_some(()).ok_or(format!("{n} instances left"))
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use diego_model::{ActualLrpState, TaskState};
 use diego_testkit::eventually;
 
 mod common;
-use common::cluster::start_dev;
+use common::cluster::{no_instances, start_dev};
 use common::{RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -329,15 +329,7 @@ async fn the_readme_tour_runs_as_documented() {
         assert_eq!(task.failed, fails, "touch {path}: {task:?}");
     }
     client.remove_desired_lrp("web").await.unwrap();
-    eventually(WAIT, || async {
-        let n = client
-            .actual_lrps(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .len();
-        (n == 0).then_some(()).ok_or(format!("{n} instances left"))
-    })
-    .await;
+    no_instances(&client).await;
     assert!(
         matches!(dev.child.try_wait(), Ok(None)),
         "diego dev stopped during the tour"

@@ -121,6 +121,19 @@ pub async fn start_dev(dir: &Path, flags: &[&str], cells: usize) -> (Proc, BbsCl
     (dev, client)
 }
 
+/// Waits until the BBS holds no actual LRP at all.
+pub async fn no_instances(client: &BbsClient) {
+    eventually(WAIT, || async {
+        let n = client
+            .actual_lrps(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        (n == 0).then_some(()).ok_or(format!("{n} instances left"))
+    })
+    .await;
+}
+
 /// A BBS and auctioneer (`diego dev --cells 0`, or `diego bbs` and `diego auctioneer`) and runc
 /// cells (`diego cell` processes).
 pub struct Cluster {

@@ -20,6 +20,34 @@ pub mod schedule;
 pub mod state;
 pub mod unregistrations;
 
+/// A registration of `web.example.com` to 127.0.0.1:`port` (instance `ig-<port>`), changed at
+/// `since`, for the emitter's table tests.
+#[cfg(test)]
+pub(crate) fn test_registration(port: u32, since: i64) -> crate::table::Registration {
+    use crate::table::{Endpoint, Registration};
+    Registration {
+        uris: vec!["web.example.com".into()],
+        route_service_url: None,
+        router_group_guid: None,
+        isolation_segment: None,
+        endpoint: Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls_port: None,
+            container_port: 8080,
+            process_guid: "web".into(),
+            index: 0,
+            instance_guid: format!("ig-{port}"),
+            cell_id: "cell-1".into(),
+            log_guid: "log-web".into(),
+            instance_address: String::new(),
+            availability_zone: String::new(),
+            presence: diego_model::Presence::Ordinary,
+            since,
+        },
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

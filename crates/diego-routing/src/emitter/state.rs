@@ -170,31 +170,9 @@ impl EmitterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Endpoint;
-    use diego_model::Presence;
 
     fn reg(port: u32, since: i64) -> Registration {
-        Registration {
-            uris: vec!["web.example.com".into()],
-            route_service_url: None,
-            router_group_guid: None,
-            isolation_segment: None,
-            endpoint: Endpoint {
-                host: "127.0.0.1".into(),
-                port,
-                tls_port: None,
-                container_port: 8080,
-                process_guid: "web".into(),
-                index: 0,
-                instance_guid: format!("ig-{port}"),
-                cell_id: "cell-1".into(),
-                log_guid: "log-web".into(),
-                instance_address: String::new(),
-                availability_zone: String::new(),
-                presence: Presence::Ordinary,
-                since,
-            },
-        }
+        super::super::test_registration(port, since)
     }
 
     /// `R1` = register port 1, `U2` = unregister port 2.

@@ -101,31 +101,9 @@ impl UnregisterCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Endpoint;
-    use diego_model::Presence;
 
     fn reg(port: u32) -> Registration {
-        Registration {
-            uris: vec!["web.example.com".into()],
-            route_service_url: None,
-            router_group_guid: None,
-            isolation_segment: None,
-            endpoint: Endpoint {
-                host: "127.0.0.1".into(),
-                port,
-                tls_port: None,
-                container_port: 8080,
-                process_guid: "web".into(),
-                index: 0,
-                instance_guid: format!("ig-{port}"),
-                cell_id: "cell-1".into(),
-                log_guid: "log-web".into(),
-                instance_address: String::new(),
-                availability_zone: String::new(),
-                presence: Presence::Ordinary,
-                since: 1,
-            },
-        }
+        super::super::test_registration(port, 1)
     }
 
     fn ports(rs: &[Registration]) -> Vec<u32> {
