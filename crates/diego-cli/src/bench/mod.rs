@@ -8,5 +8,6 @@ pub mod converge;
 pub mod garden;
 mod procs;
 pub mod recovery;
+pub mod router;
 pub mod start;
 pub mod unplaceable;

@@ -73,7 +73,8 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// How long in-flight requests and tunnels get to finish on shutdown.
     pub drain_timeout: Duration,
-    /// Attempts per request, the first included (only connect failures are retried).
+    /// Attempts per request, the first included (only connect failures are retried); 1 to
+    /// [`retry::MAX_ATTEMPTS`].
     pub max_attempts: usize,
     pub max_idle_per_backend: usize,
     /// Clients whose `X-Forwarded-Proto` is believed (load balancers in front).
@@ -159,7 +160,7 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
         settings: proxy::Settings {
             balance: config.balance,
             backend_timeout: config.backend_timeout,
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts.clamp(1, retry::MAX_ATTEMPTS),
             trusted_proxies: config.trusted_proxies.clone(),
         },
         hook: config.access_hook.clone(),
