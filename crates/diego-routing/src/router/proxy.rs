@@ -47,7 +47,6 @@ pub(super) struct Settings {
 /// Everything the request path shares.
 pub(super) struct Proxy {
     pub routes: ArcSwap<Routes>,
-    pub client: Client<HttpConnector, Handoff>,
     pub metrics: RouterMetrics,
     pub settings: Settings,
     pub hook: Option<AccessHook>,
@@ -55,6 +54,13 @@ pub(super) struct Proxy {
     pub tunnels: TaskTracker,
     /// Cancelled when the drain timeout has passed: whatever still waits gives up.
     pub hard_stop: CancellationToken,
+}
+
+/// One proxy thread's share: its own client, so connections to backends are made, pooled and
+/// driven on the thread that uses them.
+pub(super) struct Lane {
+    pub proxy: Arc<Proxy>,
+    pub client: Client<HttpConnector, Handoff>,
 }
 
 impl Proxy {
@@ -138,11 +144,12 @@ impl Pending {
 
 /// Every request on the proxy listener ends here.
 pub(super) async fn handle(
-    State(proxy): State<Arc<Proxy>>,
+    State(lane): State<Arc<Lane>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
     let started = Instant::now();
+    let proxy = &lane.proxy;
     let accept = req.headers().get(ACCEPT).cloned();
     let mut record = Pending {
         host: HeaderValue::from_static(""),
@@ -165,7 +172,7 @@ pub(super) async fn handle(
     };
     record.host = host_value.clone();
     let host = host_value.to_str().unwrap_or_default();
-    let pool: Arc<PoolState> = match proxy.routes.load().lookup(&host) {
+    let pool: Arc<PoolState> = match proxy.routes.load().lookup(host) {
         Some(p) => p.clone(),
         None => {
             let refusal = Refusal::UnknownRoute {
@@ -241,7 +248,7 @@ pub(super) async fn handle(
         let in_flight = backend.begin();
         let sent = Instant::now();
         let result = tokio::select! {
-            r = tokio::time::timeout(proxy.settings.backend_timeout, proxy.client.request(outgoing)) => r,
+            r = tokio::time::timeout(proxy.settings.backend_timeout, lane.client.request(outgoing)) => r,
             () = proxy.hard_stop.cancelled() => {
                 return proxy.refuse(Refusal::ShuttingDown, record, accept.as_ref(), started);
             }
@@ -257,7 +264,7 @@ pub(super) async fn handle(
                     requested,
                     client_upgrade,
                 };
-                return forward(&proxy, response, ctx, accept.as_ref());
+                return forward(proxy, response, ctx, accept.as_ref());
             }
             Ok(Err(e)) => {
                 let failure = classify(&e);
