@@ -9,5 +9,6 @@ pub mod garden;
 pub mod logs;
 mod procs;
 pub mod recovery;
+pub mod router;
 pub mod start;
 pub mod unplaceable;

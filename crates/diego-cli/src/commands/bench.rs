@@ -20,11 +20,31 @@ pub enum BenchCommand {
     /// Benchmark recovery from cell loss: kill -9 a cell and its containers, time until every
     /// instance runs again elsewhere (runc when root, else processes).
     Recovery(BenchRecoveryArgs),
+    /// Benchmark the router against nginx (Debian's) in front of the same 4 loopback backends:
+    /// wrk throughput, open-loop latency at half nginx's maximum, and how soon a removed
+    /// instance stops getting requests.
+    Router(BenchRouterArgs),
     /// Benchmark instance starts on a real cell: desire → RUNNING against raw runc create+start.
     Start(BenchStartArgs),
     /// Benchmark an LRP no cell can take (100,000 instances): memory while every round fails
     /// it, and how soon a delete or a scale to zero is answered and done.
     Unplaceable(BenchUnplaceableArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchRouterArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds of each wrk run and of each open-loop run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -223,6 +243,15 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 instances: a.instances.max(1),
                 max_concurrent_creates: a.max_concurrent_creates,
                 bbs,
+            })
+            .await
+        }
+        BenchCommand::Router(a) => {
+            crate::bench::router::run(crate::bench::router::Options {
+                json: a.json,
+                duration: std::time::Duration::from_secs(a.duration.clamp(1, 600)),
+                connections: a.connections.max(1),
+                threads: a.threads.clamp(1, a.connections.max(1)),
             })
             .await
         }

@@ -40,9 +40,9 @@ pub struct ProxyArgs {
     /// How long requests in flight get to finish after SIGTERM.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Attempts per request, the first included (only failed connects are tried again).
+    /// Attempts per request, the first included (only failed connects are tried again); 1 to 16.
     #[arg(long, value_name = "N", default_value_t = diego_routing::router::retry::DEFAULT_MAX_ATTEMPTS as u8,
-          value_parser = clap::value_parser!(u8).range(1..=100))]
+          value_parser = clap::value_parser!(u8).range(1..=16))]
     pub max_attempts: u8,
     /// Idle kept-alive connections kept per backend.
     #[arg(long, value_name = "N", default_value_t = router::DEFAULT_MAX_IDLE_PER_BACKEND)]

@@ -10,7 +10,9 @@
 //!   `admin`: `/routes`, `/health`, `/metrics`; [`access`]: the per-request record and hook.
 //!
 //! Both listeners run on [`diego_runtime::serve`]: the proxy needs upgrades, streaming in
-//! both directions and the client's address, which `serve` provides.
+//! both directions and the client's address, which `serve` provides. The proxy listener is
+//! served by one thread per core, each running `serve` on its own single-threaded runtime
+//! with its own backend connections.
 
 pub mod access;
 mod admin;
@@ -73,9 +75,13 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// How long in-flight requests and tunnels get to finish on shutdown.
     pub drain_timeout: Duration,
-    /// Attempts per request, the first included (only connect failures are retried).
+    /// Attempts per request, the first included (only connect failures are retried); 1 to
+    /// [`retry::MAX_ATTEMPTS`].
     pub max_attempts: usize,
     pub max_idle_per_backend: usize,
+    /// Threads serving the proxy listener, each with its own runtime and backend connections;
+    /// 0 is one per core.
+    pub proxy_threads: usize,
     /// Clients whose `X-Forwarded-Proto` is believed (load balancers in front).
     pub trusted_proxies: Vec<Cidr>,
     pub sync: SyncConfig,
@@ -111,6 +117,7 @@ impl RouterConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_attempts: retry::DEFAULT_MAX_ATTEMPTS,
             max_idle_per_backend: DEFAULT_MAX_IDLE_PER_BACKEND,
+            proxy_threads: 0,
             trusted_proxies: Vec::new(),
             sync: SyncConfig::default(),
             serve_limits: ServeLimits::default(),
@@ -144,22 +151,13 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
     let (addr, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout.min(config.backend_timeout)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(config.max_idle_per_backend)
-        .build(connector);
     let proxy = Arc::new(proxy::Proxy {
         routes: ArcSwap::from_pointee(routes::Routes::default()),
-        client,
         metrics: metrics::RouterMetrics::new(),
         settings: proxy::Settings {
             balance: config.balance,
             backend_timeout: config.backend_timeout,
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts.clamp(1, retry::MAX_ATTEMPTS),
             trusted_proxies: config.trusted_proxies.clone(),
         },
         hook: config.access_hook.clone(),
@@ -200,12 +198,10 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
         });
     }
     {
-        let app = axum::Router::new()
-            .fallback(proxy::handle)
-            .with_state(proxy.clone());
-        let (limits, drain) = (config.serve_limits, config.drain_timeout);
+        let (config, drain) = (config.clone(), config.drain_timeout);
+        let listener = listener.into_std()?;
         members.spawn("router proxy", move |stop| {
-            serve_and_drain(listener, app, proxy, stop, limits, drain)
+            serve_and_drain(listener, config, proxy, stop, drain)
         });
     }
     tracing::info!(%addr, %admin_addr, bbs = %config.bbs_url, balance = config.balance.as_str(), "router listening");
@@ -218,38 +214,116 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
     })
 }
 
-/// Serves the proxy until `stop`; then stops accepting and gives the requests and tunnels in
-/// flight up to `drain` to finish before giving up on them.
-async fn serve_and_drain(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
+/// Proxy threads when [`RouterConfig::proxy_threads`] is 0: one per core.
+fn default_proxy_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// One proxy thread: a single-threaded runtime serving its copy of the listener with its own
+/// backend client, so a request and its backend connection are driven on one thread, without
+/// handing work between threads (nginx's workers do the same). The kernel shares out the
+/// connections among the threads accepting on the listener.
+fn lane(
+    index: usize,
+    listener: std::net::TcpListener,
+    config: &RouterConfig,
     proxy: Arc<proxy::Proxy>,
     stop: CancellationToken,
-    limits: ServeLimits,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout.min(config.backend_timeout)));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(config.max_idle_per_backend)
+        .build(connector);
+    let limits = config.serve_limits;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("router-proxy-{index}"))
+        .spawn(move || {
+            let served = (|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let app = axum::Router::new()
+                        .fallback(proxy::handle)
+                        .with_state(Arc::new(proxy::Lane { proxy, client }));
+                    diego_runtime::serve(listener, app, stop, limits).await
+                })
+            })();
+            let _ = done.send(served);
+        })?;
+    Ok(finished)
+}
+
+/// Serves the proxy on its threads until `stop`; then they stop accepting, and the requests
+/// and tunnels in flight get up to `drain` to finish before the router gives up on them.
+async fn serve_and_drain(
+    listener: std::net::TcpListener,
+    config: RouterConfig,
+    proxy: Arc<proxy::Proxy>,
+    stop: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let serving = diego_runtime::serve(listener, app, stop.clone(), limits);
-    tokio::pin!(serving);
+    listener.set_nonblocking(true)?;
+    let threads = match config.proxy_threads {
+        0 => default_proxy_threads(),
+        n => n,
+    };
+    let mut lanes = Vec::with_capacity(threads);
+    for i in 0..threads {
+        lanes.push(lane(
+            i,
+            listener.try_clone()?,
+            &config,
+            proxy.clone(),
+            stop.clone(),
+        )?);
+    }
+    drop(listener);
+    let all = futures_util::future::join_all(lanes);
+    tokio::pin!(all);
     tokio::select! {
-        r = &mut serving => return r,
+        ended = &mut all => {
+            // A thread ended before the stop: its error is the router's.
+            return first_error(ended);
+        }
         () = stop.cancelled() => {}
     }
     let deadline = tokio::time::Instant::now() + drain;
-    let served = tokio::time::timeout_at(deadline, &mut serving).await;
+    let served = tokio::time::timeout_at(deadline, &mut all).await;
     proxy.tunnels.close();
     let tunneled = tokio::time::timeout_at(deadline, proxy.tunnels.wait()).await;
     proxy.hard_stop.cancel();
-    if served.is_err() || tunneled.is_err() {
-        tracing::warn!(
-            ?drain,
-            tunnels = proxy.tunnels.len(),
-            "routing: the drain timeout passed with requests in flight; giving up on them"
-        );
-    } else {
-        tracing::info!("routing: the proxy drained");
+    match (served, tunneled) {
+        (Ok(ended), Ok(())) => {
+            tracing::info!("routing: the proxy drained");
+            first_error(ended)
+        }
+        _ => {
+            tracing::warn!(
+                ?drain,
+                tunnels = proxy.tunnels.len(),
+                "routing: the drain timeout passed with requests in flight; giving up on them"
+            );
+            Ok(())
+        }
     }
-    match served {
-        Ok(r) => r,
-        Err(_) => Ok(()),
+}
+
+fn first_error(
+    ended: Vec<Result<std::io::Result<()>, tokio::sync::oneshot::error::RecvError>>,
+) -> std::io::Result<()> {
+    for e in ended {
+        match e {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("a proxy thread panicked")),
+        }
     }
+    Ok(())
 }

@@ -47,7 +47,6 @@ pub(super) struct Settings {
 /// Everything the request path shares.
 pub(super) struct Proxy {
     pub routes: ArcSwap<Routes>,
-    pub client: Client<HttpConnector, Handoff>,
     pub metrics: RouterMetrics,
     pub settings: Settings,
     pub hook: Option<AccessHook>,
@@ -55,6 +54,13 @@ pub(super) struct Proxy {
     pub tunnels: TaskTracker,
     /// Cancelled when the drain timeout has passed: whatever still waits gives up.
     pub hard_stop: CancellationToken,
+}
+
+/// One proxy thread's share: its own client, so connections to backends are made, pooled and
+/// driven on the thread that uses them.
+pub(super) struct Lane {
+    pub proxy: Arc<Proxy>,
+    pub client: Client<HttpConnector, Handoff>,
 }
 
 impl Proxy {
@@ -66,7 +72,7 @@ impl Proxy {
     fn refuse(
         &self,
         refusal: Refusal,
-        mut record: AccessRecord,
+        mut record: Pending,
         accept: Option<&HeaderValue>,
         started: Instant,
     ) -> Response {
@@ -87,54 +93,97 @@ impl Proxy {
 }
 
 /// The request's host: an absolute URI's, else the `Host` header's.
-fn host_of(req: &Request) -> Option<String> {
+fn host_of(req: &Request) -> Option<HeaderValue> {
     if let Some(h) = req.uri().authority() {
-        return Some(h.as_str().to_string());
+        return HeaderValue::from_str(h.as_str()).ok();
     }
-    let h = req.headers().get(HOST)?.to_str().ok()?;
-    (!h.is_empty()).then(|| h.to_string())
+    let h = req.headers().get(HOST)?;
+    (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
+}
+
+/// What the access record will say, kept in cheap forms until the request ends: the record
+/// is built only when it is logged or a hook wants it.
+struct Pending {
+    host: HeaderValue,
+    method: axum::http::Method,
+    path: PathAndQuery,
+    client: IpAddr,
+    request_id: Option<HeaderValue>,
+    backend: Option<Arc<Backend>>,
+    retries: u32,
+    status: u16,
+    bytes: u64,
+    duration: Duration,
+}
+
+impl Pending {
+    fn emit(&self, hook: Option<&AccessHook>) {
+        if hook.is_none() && !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let record = AccessRecord {
+            host: normalize_host(self.host.to_str().unwrap_or_default()).into_owned(),
+            method: self.method.to_string(),
+            path: self.path.as_str().to_string(),
+            status: self.status,
+            bytes: self.bytes,
+            duration: self.duration,
+            client: self.client.to_canonical().to_string(),
+            request_id: self
+                .request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            backend: self.backend.as_deref().map(info),
+            retries: self.retries,
+        };
+        record.emit(hook);
+    }
 }
 
 /// Every request on the proxy listener ends here.
 pub(super) async fn handle(
-    State(proxy): State<Arc<Proxy>>,
+    State(lane): State<Arc<Lane>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
     let started = Instant::now();
+    let proxy = &lane.proxy;
     let accept = req.headers().get(ACCEPT).cloned();
-    let mut record = AccessRecord {
-        host: String::new(),
-        method: req.method().to_string(),
+    let mut record = Pending {
+        host: HeaderValue::from_static(""),
+        method: req.method().clone(),
         path: req
             .uri()
             .path_and_query()
-            .map_or("/", PathAndQuery::as_str)
-            .to_string(),
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        client: peer.ip(),
+        request_id: None,
+        backend: None,
+        retries: 0,
         status: 0,
         bytes: 0,
         duration: Duration::ZERO,
-        client: peer.ip().to_canonical().to_string(),
-        request_id: String::new(),
-        backend: None,
-        retries: 0,
     };
-    let Some(host) = host_of(&req) else {
+    let Some(host_value) = host_of(&req) else {
         return proxy.refuse(Refusal::NoHost, record, accept.as_ref(), started);
     };
-    record.host = normalize_host(&host).into_owned();
-    let pool: Arc<PoolState> = match proxy.routes.load().lookup(&host) {
+    record.host = host_value.clone();
+    let host = host_value.to_str().unwrap_or_default();
+    let pool: Arc<PoolState> = match proxy.routes.load().lookup(host) {
         Some(p) => p.clone(),
         None => {
             let refusal = Refusal::UnknownRoute {
-                host: record.host.clone(),
+                host: normalize_host(host).into_owned(),
             };
             return proxy.refuse(refusal, record, accept.as_ref(), started);
         }
     };
     if pool.backends.is_empty() {
         let refusal = Refusal::NoInstances {
-            host: record.host.clone(),
+            host: normalize_host(host).into_owned(),
         };
         return proxy.refuse(refusal, record, accept.as_ref(), started);
     }
@@ -151,7 +200,7 @@ pub(super) async fn handle(
     let id = headers::to_backend(&mut out_headers, client, upgrade, || {
         uuid::Uuid::new_v4().to_string()
     });
-    record.request_id = id.to_str().unwrap_or_default().to_string();
+    record.request_id = Some(id);
     let path = parts
         .uri
         .path_and_query()
@@ -159,22 +208,29 @@ pub(super) async fn handle(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let slot = BodySlot::new(body);
 
-    let mut tried: Vec<usize> = Vec::with_capacity(1);
+    // The endpoints this request tried, on the stack (attempts are at most MAX_ATTEMPTS).
+    let mut tried_at = [0usize; retry::MAX_ATTEMPTS];
+    let mut attempts = 0;
     loop {
-        let Some(pick) = pool.pick(proxy.settings.balance, requested.as_deref(), &tried) else {
+        let Some(pick) = pool.pick(
+            proxy.settings.balance,
+            requested.as_deref(),
+            &tried_at[..attempts],
+        ) else {
             // Only reached when every endpoint refused within the attempts allowed.
             let refusal = Refusal::BackendFailed {
                 backend: record
                     .backend
                     .as_ref()
-                    .map_or_else(String::new, |b| b.address.clone()),
+                    .map_or_else(String::new, |b| b.authority.to_string()),
                 reason: "every instance refused the connection".into(),
             };
             return proxy.refuse(refusal, record, accept.as_ref(), started);
         };
-        tried.push(pick.index);
+        tried_at[attempts] = pick.index;
+        attempts += 1;
         let backend = pool.backends[pick.index].clone();
-        record.backend = Some(info(&backend));
+        record.backend = Some(backend.clone());
         let uri = Uri::from_parts({
             let mut u = axum::http::uri::Parts::default();
             u.scheme = Some(Scheme::HTTP);
@@ -192,7 +248,7 @@ pub(super) async fn handle(
         let in_flight = backend.begin();
         let sent = Instant::now();
         let result = tokio::select! {
-            r = tokio::time::timeout(proxy.settings.backend_timeout, proxy.client.request(outgoing)) => r,
+            r = tokio::time::timeout(proxy.settings.backend_timeout, lane.client.request(outgoing)) => r,
             () = proxy.hard_stop.cancelled() => {
                 return proxy.refuse(Refusal::ShuttingDown, record, accept.as_ref(), started);
             }
@@ -208,14 +264,13 @@ pub(super) async fn handle(
                     requested,
                     client_upgrade,
                 };
-                return forward(&proxy, response, ctx, accept.as_ref());
+                return forward(proxy, response, ctx, accept.as_ref());
             }
             Ok(Err(e)) => {
                 let failure = classify(&e);
                 proxy.metrics.backend_error(failure);
-                let untried = pool.backends.len() - tried.len();
-                if retry::again(failure, tried.len(), proxy.settings.max_attempts, untried)
-                    && slot.reclaimable()
+                let untried = pool.backends.len().saturating_sub(attempts);
+                if retry::again(failure, attempts, proxy.settings.max_attempts, untried) && slot.reclaimable()
                 {
                     proxy.metrics.retry();
                     record.retries += 1;
@@ -258,7 +313,7 @@ fn info(b: &Backend) -> BackendInfo {
 struct Answered {
     backend: Arc<Backend>,
     in_flight: InFlight,
-    record: AccessRecord,
+    record: Pending,
     started: Instant,
     requested: Option<String>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -468,7 +523,7 @@ struct Tracked {
 }
 
 struct Done {
-    record: AccessRecord,
+    record: Pending,
     started: Instant,
     hook: Option<AccessHook>,
     _in_flight: InFlight,

@@ -8,6 +8,9 @@
 /// gorouter's limit: one attempt and two retries.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
 
+/// The most attempts a request may be given.
+pub const MAX_ATTEMPTS: usize = 16;
+
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Failure {
