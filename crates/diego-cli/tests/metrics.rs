@@ -61,7 +61,7 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// The table: every role `diego dev` runs, with where it serves and what it must expose.
 /// `instance_guid` is the running instance of `web`, as the BBS reports it.
-fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, instance_guid: &str) -> Vec<Role> {
+fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, router: &str, instance_guid: &str) -> Vec<Role> {
     let web = [
         ("process_guid", "web"),
         ("index", "0"),
@@ -199,6 +199,37 @@ fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, instance_guid: &str
                 ),
             ],
         },
+        Role {
+            name: "router",
+            url: router.to_string(),
+            checks: vec![
+                // `web` is routed and running; the test sent it requests and one to no app.
+                check("router_routes", &[], Gauge, Equals(1.0)),
+                check("router_endpoints", &[], Gauge, Equals(1.0)),
+                check(
+                    "router_proxied_requests_total",
+                    &[("status", "200")],
+                    Counter,
+                    AtLeast(3.0),
+                ),
+                check(
+                    "router_proxied_requests_total",
+                    &[("status", "404")],
+                    Counter,
+                    AtLeast(1.0),
+                ),
+                check(
+                    "router_backend_latency_seconds_count",
+                    &[],
+                    Histogram,
+                    AtLeast(3.0),
+                ),
+                check("router_retries_total", &[], Counter, AtLeast(0.0)),
+                check("router_websocket_upgrades_total", &[], Counter, AtLeast(0.0)),
+                check("router_sync_listings_total", &[], Counter, AtLeast(1.0)),
+                check("router_sync_events_total", &[], Counter, AtLeast(1.0)),
+            ],
+        },
     ]
 }
 
@@ -266,7 +297,20 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
     let flags: &[&str] = if runc { &[] } else { &["--backend", "process"] };
     println!("backend: {}", if runc { "runc" } else { "process" });
     let logs = format!("127.0.0.1:{}", diego_testkit::free_port());
-    let flags = [flags, &["--logs-listen", &logs]].concat();
+    let router = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let router_admin = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let flags = [
+        flags,
+        &[
+            "--logs-listen",
+            &logs,
+            "--router-listen",
+            &router,
+            "--router-admin",
+            &router_admin,
+        ],
+    ]
+    .concat();
     let (_dev, client) = start_dev(dir.path(), &flags, 1).await;
     let bbs = client.base_url().to_string();
 
@@ -279,10 +323,14 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
             "web",
             "--memory",
             &memory,
+            "--port",
+            "8080",
+            "--route",
+            "web.diego.localhost",
             "--",
             "sh",
             "-c",
-            "echo started; exec sleep 600",
+            "echo started; echo hi > /tmp/index.html; exec httpd -f -p 8080 -h /tmp",
         ],
     )
     .await;
@@ -315,11 +363,34 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    // Requests through the router: three to `web`, one to no app.
+    for (host, want) in [("web.diego.localhost", 3), ("nope.diego.localhost", 1)] {
+        for _ in 0..want {
+            eventually(WAIT, || async {
+                let r = http
+                    .get(format!("http://{router}/"))
+                    .header("host", host)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ok = if host.starts_with("web") {
+                    r.status() == 200
+                } else {
+                    r.status() == 404
+                };
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                ok.then_some(()).ok_or(format!("{host}: {status} {body}"))
+            })
+            .await;
+        }
+    }
     let roles = roles(
         &bbs,
         &auctioneer,
         &rep,
         &format!("http://{logs}"),
+        &format!("http://{router_admin}"),
         &running.instance_guid,
     );
 
