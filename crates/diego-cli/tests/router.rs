@@ -194,10 +194,8 @@ async fn the_dev_router_follows_scaling_and_instance_loss() {
         assert!(text.lines().any(|l| l == line), "{line:?} not in {text:?}");
     }
 
-    // Scale to 1 under load. Diego stops a retired instance's container before it removes the
-    // instance's row, so a request sent to it in that gap fails, and the router never sends a
-    // request again once it was written: such failures are 502s naming a retired instance,
-    // never the one that stays, and rare. After settling nothing reaches 1 or 2.
+    // Scale to 1 under load: the cell makes each retired instance unroutable before it stops
+    // its container, so no request fails. After settling nothing reaches 1 or 2.
     let load = router.load(2_000, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, out) = diego(&bbs, &["lrp", "scale", "web", "1"]).await;
@@ -210,23 +208,13 @@ async fn the_dev_router_follows_scaling_and_instance_loss() {
     .await;
     let answers = load.await.unwrap();
     let failed: Vec<&Answer> = answers.iter().filter(|(s, _)| *s != 200).collect();
-    for (status, body) in &failed {
-        assert_eq!(*status, 502, "{body}");
-        assert!(
-            body.contains(&before[&1]) || body.contains(&before[&2]),
-            "a failure not of a retired instance: {body}"
-        );
-    }
     assert!(
-        failed.len() * 100 <= answers.len(),
-        "{} of {} failed during the scale-down: {failed:?}",
+        failed.is_empty(),
+        "{} of {} failed during the scale-down (retired: {}, {}): {failed:?}",
         failed.len(),
-        answers.len()
-    );
-    eprintln!(
-        "scale-down: {} of {} requests failed (sent to a retired instance as it stopped)",
-        failed.len(),
-        answers.len()
+        answers.len(),
+        before[&1],
+        before[&2]
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..20 {

@@ -187,19 +187,38 @@ async fn work(State(rep): AppState, Json(work): Json<Work>) -> Response {
     Json(admit(&rep, work)).into_response()
 }
 
-/// The BBS asks to stop an instance (scale-down, delete): the container is stopped, and its
-/// completion removes the actual LRP.
+/// The BBS asks to stop an instance (scale-down, delete): a running one is first made
+/// unroutable in the BBS and given [`RepConfig::unroute_delay`](crate::RepConfig) to finish
+/// what routers already sent it; then the container is stopped, and its completion removes the
+/// actual LRP. Answered at once.
 async fn stop_lrp_instance(
     State(rep): AppState,
     Path((process_guid, instance_guid)): Path<(String, String)>,
 ) -> StatusCode {
     match rep.workload(&instance_guid) {
-        Some(Workload::Lrp { process_guid: p, .. }) if p == process_guid => {
+        Some(Workload::Lrp {
+            process_guid: p,
+            index,
+            ..
+        }) if p == process_guid => {
             info!(
                 process_guid,
                 instance_guid, "stopping instance at the BBS's request"
             );
-            let _ = rep.store.stop(&instance_guid);
+            let running = rep
+                .store
+                .get(&instance_guid)
+                .is_some_and(|c| c.state == diego_executor::ContainerState::Running);
+            let delay = rep.config.unroute_delay;
+            if running && !delay.is_zero() {
+                tokio::spawn(async move {
+                    crate::harmonize::set_routable(&rep, &process_guid, index, &instance_guid, false).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = rep.store.stop(&instance_guid);
+                });
+            } else {
+                let _ = rep.store.stop(&instance_guid);
+            }
             StatusCode::ACCEPTED
         }
         _ => StatusCode::NOT_FOUND,

@@ -88,6 +88,10 @@ pub struct RepConfig {
     pub remove_presence_on_stop: bool,
     /// SIGTERM → SIGKILL delay when stopping a container.
     pub graceful_shutdown: Duration,
+    /// When the BBS asks to stop a running instance (scale-down, delete), how long it is
+    /// unroutable (`routable: false` in the BBS) before its container is stopped, so routers
+    /// stop sending it requests while it still answers them. Zero: stopped at once.
+    pub unroute_delay: Duration,
     /// How often the BBS is compared with the containers (Diego: 30 s).
     pub sync_interval: Duration,
     /// How often the cell checks it can still run containers.
@@ -104,6 +108,10 @@ pub struct RepConfig {
     /// holds (see [`diego_runtime::ServeLimits`]).
     pub serve_limits: diego_runtime::ServeLimits,
 }
+
+/// [`RepConfig::unroute_delay`]'s default: far more than a router on the BBS's event stream
+/// takes to drop a route (about a millisecond, docs/benchmarks.md), little to a scale-down.
+pub const DEFAULT_UNROUTE_DELAY: Duration = Duration::from_millis(500);
 
 impl RepConfig {
     pub fn new(cell_id: impl Into<String>, bbs_url: impl Into<String>, listen: SocketAddr) -> Self {
@@ -124,6 +132,7 @@ impl RepConfig {
             presence_ttl: Duration::from_secs(3),
             remove_presence_on_stop: true,
             graceful_shutdown: Duration::from_secs(10),
+            unroute_delay: DEFAULT_UNROUTE_DELAY,
             sync_interval: Duration::from_secs(30),
             self_check_interval: Duration::from_secs(60),
             max_concurrent_creates: diego_executor::default_concurrent_creates(),
