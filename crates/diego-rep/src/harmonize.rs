@@ -107,7 +107,9 @@ async fn completed(rep: &Rep, guid: &str, result: RunResult) {
             process_guid, index, ..
         } => {
             let ik = workload.instance_key(&rep.config.cell_id);
-            let reported = if result.stopped {
+            // Asked to stop, it exited during its unroute delay: that is the stop, not a crash.
+            let asked_to_stop = rep.set_stopping(guid, false);
+            let reported = if result.stopped || asked_to_stop {
                 rep.bbs
                     .remove_actual_lrp(process_guid, *index, ik.as_ref())
                     .await

@@ -211,6 +211,7 @@ async fn stop_lrp_instance(
                 .is_some_and(|c| c.state == diego_executor::ContainerState::Running);
             let delay = rep.config.unroute_delay;
             if running && !delay.is_zero() {
+                rep.set_stopping(&instance_guid, true);
                 tokio::spawn(async move {
                     crate::harmonize::set_routable(&rep, &process_guid, index, &instance_guid, false).await;
                     tokio::time::sleep(delay).await;

@@ -172,6 +172,9 @@ pub struct Rep {
     workloads: Mutex<HashMap<String, Workload>>,
     /// Why the cell's last self-check failed (`None`: healthy).
     unhealthy: Mutex<Option<String>>,
+    /// Instances the BBS asked to stop that are waiting out their unroute delay: if one exits
+    /// meanwhile it was stopped, not crashed.
+    stopping: Mutex<std::collections::HashSet<String>>,
     evacuation: evacuate::Evacuation,
     metrics: metrics::RepMetrics,
 }
@@ -180,6 +183,16 @@ impl Rep {
     /// Why the cell is unhealthy, if it is (its last self-check failed).
     pub fn unhealthy_reason(&self) -> Option<String> {
         self.unhealthy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks (`true`) or clears instance `guid` as asked to stop.
+    fn set_stopping(&self, guid: &str, stopping: bool) -> bool {
+        let mut set = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+        if stopping {
+            set.insert(guid.to_string())
+        } else {
+            set.remove(guid)
+        }
     }
 
     fn set_unhealthy(&self, reason: Option<String>) {
@@ -257,6 +270,7 @@ pub async fn start(
         backend,
         workloads: Mutex::default(),
         unhealthy: Mutex::default(),
+        stopping: Mutex::default(),
         evacuation: Default::default(),
         metrics: metrics::RepMetrics::new(),
     });
