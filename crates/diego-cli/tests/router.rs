@@ -1,6 +1,7 @@
 //! The router of `diego dev` on real runc (root, runc and busybox-static): an LRP of 3 busybox
 //! httpd instances routed at `web.diego.localhost`; every instance reached; the forwarding
-//! headers arrive (a CGI script echoes them); a scale to 1 under load fails no request and
+//! headers arrive (a CGI script echoes them); an unknown host gets 404 and a route with no
+//! running instance 503, each naming the host; a scale to 1 under load fails no request and
 //! leaves nothing going to stopped instances; an instance killed mid-load fails only the
 //! requests sent to it, and comes back into the table when RUNNING again.
 
@@ -178,6 +179,41 @@ async fn the_dev_router_follows_scaling_and_instance_loss() {
     let (status, body) = router.get("nope.diego.localhost", "/").await.unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("\"nope.diego.localhost\""), "{body}");
+
+    // A route whose LRP has no running instance: 503 naming the host.
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "lrp",
+            "create",
+            "idle",
+            "--instances",
+            "0",
+            "--port",
+            "8080",
+            "--route",
+            "idle.diego.localhost",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (status, body) = eventually(WAIT, || async {
+        let (status, body) = router
+            .get("idle.diego.localhost", "/")
+            .await
+            .map_err(|e| e.to_string())?;
+        (status == 503)
+            .then_some((status, body.clone()))
+            .ok_or(format!("{status} {body}"))
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(body.contains("\"idle.diego.localhost\""), "{body}");
 
     // The app sees the forwarding headers.
     let r = router
