@@ -308,9 +308,5 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 }
 
 fn say(o: &Options, line: &str) {
-    if o.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
+    super::say(o.json, line);
 }

@@ -36,11 +36,7 @@ pub struct Options {
 }
 
 fn say(o: &Options, line: &str) {
-    if o.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
+    super::say(o.json, line);
 }
 
 /// Instances by state from the BBS's Prometheus text.

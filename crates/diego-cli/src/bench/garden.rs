@@ -457,11 +457,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 }
 
 fn say(o: &Options, line: &str) {
-    if o.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
+    super::say(o.json, line);
 }
 
 #[cfg(test)]

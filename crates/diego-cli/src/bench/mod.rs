@@ -12,3 +12,12 @@ pub mod recovery;
 pub mod router;
 pub mod start;
 pub mod unplaceable;
+
+/// A progress line: on stdout, or on stderr with `--json` (stdout then carries only the JSON).
+pub fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}

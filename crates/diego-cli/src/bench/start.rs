@@ -34,11 +34,7 @@ pub struct Options {
 }
 
 fn say(o: &Options, line: &str) {
-    if o.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
+    super::say(o.json, line);
 }
 
 fn ms(d: Duration) -> f64 {
