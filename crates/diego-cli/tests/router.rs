@@ -307,3 +307,105 @@ async fn the_dev_router_follows_scaling_and_instance_loss() {
     })
     .await;
 }
+
+/// A WebSocket through the router of `diego dev`: an LRP whose instance is a WebSocket echo
+/// server (Python's standard library, on the process backend: the busybox rootfs has no
+/// WebSocket server), routed at `ws.diego.localhost`; text and a 300-byte binary message come
+/// back through the router unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echoes_through_the_dev_router() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 is missing (scripts/install-packages installs it)");
+        }
+        println!("skipping a_websocket_echoes_through_the_dev_router: no python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _apps = common::ProcessLeftovers(dir.path().to_path_buf());
+    let script = dir.path().join("ws_echo.py");
+    std::fs::write(&script, include_str!("support/ws_echo.py")).unwrap();
+    let router_addr = format!("127.0.0.1:{}", free_port());
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let (_dev, client) = start_dev(
+        dir.path(),
+        &[
+            "--backend",
+            "process",
+            "--router-listen",
+            &router_addr,
+            "--router-admin",
+            &admin_addr,
+        ],
+        1,
+    )
+    .await;
+    let bbs = client.base_url().to_string();
+    // The process backend has no network namespace: the container port is a host port.
+    let port = free_port().to_string();
+    let script = script.display().to_string();
+    let (ok, out) = diego(
+        &bbs,
+        &[
+            "lrp",
+            "create",
+            "ws",
+            "--port",
+            &port,
+            "--route",
+            "ws.diego.localhost",
+            "--",
+            "python3",
+            &script,
+            &port,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+
+    let mut ws = eventually(WAIT, || async {
+        let mut req = format!("ws://{router_addr}/echo").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("host", "ws.diego.localhost".parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        (response.status() == 101)
+            .then_some(ws)
+            .ok_or(format!("{}", response.status()))
+    })
+    .await;
+    let binary: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+    for message in [
+        Message::text("hello"),
+        Message::binary(binary),
+        Message::text("again"),
+    ] {
+        ws.send(message.clone()).await.unwrap();
+        let echo = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an echo within the deadline")
+            .expect("the stream stays open")
+            .unwrap();
+        assert_eq!(echo, message, "through the router");
+    }
+    ws.close(None).await.unwrap();
+    // It went through the router, which counted the upgrade.
+    let metrics = reqwest::get(format!("http://{admin_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "router_websocket_upgrades_total 1"),
+        "{metrics}"
+    );
+}
