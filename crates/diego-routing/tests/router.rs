@@ -587,3 +587,21 @@ async fn least_connections_sends_to_the_idle_instance() {
     }
     served(slow.await.unwrap().unwrap()).await;
 }
+
+/// The proxy's threads share their port (SO_REUSEPORT), but a second router cannot take it.
+#[tokio::test]
+async fn a_second_router_cannot_take_the_port_of_the_first() {
+    let config = |listen| RouterConfig::new("http://127.0.0.1:9", listen, ([127, 0, 0, 1], 0).into());
+    let stop = CancellationToken::new();
+    let first = router::start(config(([127, 0, 0, 1], 0).into()), stop.clone())
+        .await
+        .unwrap();
+    let err = router::start(config(first.addr), stop.clone()).await.err();
+    assert_eq!(
+        err.map(|e| e.kind()),
+        Some(std::io::ErrorKind::AddrInUse),
+        "a second router bound {}",
+        first.addr
+    );
+    stop.cancel();
+}

@@ -147,7 +147,7 @@ impl RunningRouter {
 /// the proxy stops accepting and drains (up to `drain_timeout`), then the admin server and
 /// the sync stop.
 pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io::Result<RunningRouter> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = bind_shared(config.listen)?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
     let (addr, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
 
@@ -214,6 +214,32 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
     })
 }
 
+/// Pending connections each proxy socket holds.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
+
+/// The proxy's first listening socket, open to more sockets of this process on the same port
+/// (one per thread). A plain bind first: it fails when anything else holds the port, even
+/// another router whose sockets share theirs, so two routers never split one port.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let socket = reuseport_socket(addr)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Proxy threads when [`RouterConfig::proxy_threads`] is 0: one per core.
 fn default_proxy_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -274,17 +300,20 @@ async fn serve_and_drain(
         0 => default_proxy_threads(),
         n => n,
     };
-    let mut lanes = Vec::with_capacity(threads);
-    for i in 0..threads {
-        lanes.push(lane(
-            i,
-            listener.try_clone()?,
-            &config,
-            proxy.clone(),
-            stop.clone(),
-        )?);
+    // Each thread accepts on a socket of its own (SO_REUSEPORT), so the kernel spreads the
+    // connections evenly over them rather than waking whichever thread wins the race.
+    let addr = listener.local_addr()?;
+    let mut sockets = vec![listener];
+    for _ in 1..threads {
+        let socket = reuseport_socket(addr)?;
+        socket.bind(addr)?;
+        sockets.push(socket.listen(LISTEN_BACKLOG)?.into_std()?);
     }
-    drop(listener);
+    let mut lanes = Vec::with_capacity(threads);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        socket.set_nonblocking(true)?;
+        lanes.push(lane(i, socket, &config, proxy.clone(), stop.clone())?);
+    }
     let all = futures_util::future::join_all(lanes);
     tokio::pin!(all);
     tokio::select! {
