@@ -245,10 +245,9 @@ fn default_proxy_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// One proxy thread: a single-threaded runtime serving its copy of the listener with its own
-/// backend client, so a request and its backend connection are driven on one thread, without
-/// handing work between threads (nginx's workers do the same). The kernel shares out the
-/// connections among the threads accepting on the listener.
+/// One proxy thread: a single-threaded runtime serving its own socket on the proxy's port with
+/// its own backend client, so a request and its backend connection are driven on one thread,
+/// without handing work between threads (nginx's workers do the same).
 fn lane(
     index: usize,
     listener: std::net::TcpListener,
