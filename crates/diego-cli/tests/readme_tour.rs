@@ -18,7 +18,7 @@ use diego_model::{ActualLrpState, TaskState};
 use diego_testkit::eventually;
 
 mod common;
-use common::cluster::{no_instances, start_dev};
+use common::cluster::{no_instances, running_rows, start_dev};
 use common::{RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -58,20 +58,6 @@ fn tour_commands(readme: &str) -> Vec<String> {
         }
     }
     commands
-}
-
-/// The running instances of `web`.
-async fn running_web(client: &diego_client::BbsClient) -> Vec<diego_model::ActualLrp> {
-    let rows = client
-        .actual_lrps(&ActualLrpQuery {
-            process_guid: Some("web".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_default();
-    rows.into_iter()
-        .filter(|a| a.state == ActualLrpState::Running)
-        .collect()
 }
 
 /// The instance guid of `web`'s RUNNING instance `index` and the pid of its container's first
@@ -199,7 +185,7 @@ async fn the_readme_tour_runs_as_documented() {
             // The scale to 5 has been asked for: the loop's five answers come from five instances
             // once all of them run and are routed.
             eventually(WAIT, || async {
-                let n = running_web(&client).await.len();
+                let n = running_rows(&client).await?.len();
                 (n == 5).then_some(()).ok_or(format!("{n} of 5 running"))
             })
             .await;

@@ -317,15 +317,11 @@ async fn a_websocket_echoes_through_the_dev_router() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
 
-    if std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 is missing (scripts/install-packages installs it)");
-        }
-        println!("skipping a_websocket_echoes_through_the_dev_router: no python3");
+    if !diego_testkit::host::tool_for(
+        "a_websocket_echoes_through_the_dev_router",
+        "python3",
+        "scripts/install-packages installs it",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -213,8 +213,8 @@ async fn read_file(rep: &Rep, guid: &str, path: &str) -> Result<String, String> 
     Err("no such file".to_string())
 }
 
-/// Readiness changed: the instance's `routable` in the BBS follows (a start with the same net
-/// info, as Diego's rep does).
+/// The instance's `routable` in the BBS becomes `ready` (a start with the same net info, as
+/// Diego's rep does): on readiness changes, and `false` before the BBS's stop of an instance.
 pub(crate) async fn set_routable(
     rep: &Rep,
     process_guid: &str,
@@ -247,7 +247,7 @@ pub(crate) async fn set_routable(
         availability_zone: current.availability_zone.clone(),
     };
     match rep.bbs.start_actual_lrp(process_guid, index, &req).await {
-        Ok(_) => info!(process_guid, index, ready, "readiness changed"),
-        Err(e) => warn!(process_guid, index, error = %e, "recording readiness"),
+        Ok(_) => info!(process_guid, index, routable = ready, "routability recorded"),
+        Err(e) => warn!(process_guid, index, error = %e, "recording routability"),
     }
 }

@@ -42,3 +42,17 @@ pub fn root_with(test: &str, tools: &[&str]) -> bool {
     }
     true
 }
+
+/// Whether `tool` is on the PATH for `test`. Missing, the test is skipped with a printed
+/// reason on a developer's machine, and fails under CI (`CI` set), where `scripts/test` has
+/// installed it (`install` says how): a broken install never passes as a skip.
+pub fn tool_for(test: &str, tool: &str, install: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {tool} is not installed ({install})");
+    }
+    println!("SKIPPED {test}: {tool} is not installed ({install})");
+    false
+}

@@ -65,6 +65,8 @@ struct Role {
     name: String,
     /// Where it serves, if it serves anything.
     url: Option<String>,
+    /// Printed after the URL (the router's admin listener).
+    detail: Option<String>,
     stop: CancellationToken,
     task: BoxFuture<'static, anyhow::Result<()>>,
 }
@@ -183,6 +185,7 @@ async fn start_logs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role>
     Ok(Role {
         name: "logs".into(),
         url: Some(url),
+        detail: None,
         stop,
         task,
     })
@@ -212,6 +215,7 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role> 
     Ok(Role {
         name: "bbs".into(),
         url: Some(url),
+        detail: None,
         stop,
         task,
     })
@@ -231,6 +235,7 @@ async fn start_auctioneer(bbs_url: &str) -> anyhow::Result<Role> {
     Ok(Role {
         name: "auctioneer".into(),
         url: Some(url),
+        detail: None,
         stop,
         task,
     })
@@ -268,7 +273,8 @@ async fn start_router(bbs_url: &str, logs_url: &str, dev: &DevArgs) -> anyhow::R
         other => other,
     }
     .with_context(|| format!("starting the router on {listen} (admin {admin})"))?;
-    let url = format!("http://{} (admin http://{})", running.addr, running.admin_addr);
+    let url = format!("http://{}", running.addr);
+    let detail = format!("(admin http://{})", running.admin_addr);
     let task = async move {
         let ended = running.task.await.context("router task");
         shipping.finish().await;
@@ -278,6 +284,7 @@ async fn start_router(bbs_url: &str, logs_url: &str, dev: &DevArgs) -> anyhow::R
     Ok(Role {
         name: "router".into(),
         url: Some(url),
+        detail: Some(detail),
         stop,
         task,
     })
@@ -363,6 +370,7 @@ async fn start_cell(
     let role = Role {
         name: format!("cell {i}"),
         url: Some(url),
+        detail: None,
         stop,
         task,
     };
@@ -402,7 +410,12 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     let mut logs_url = crate::commands::logs::DEFAULT_LOGS_URL.to_string();
     for role in roles {
         if let Some(url) = &role.url {
-            lines.push(format!("  {:<12}{url}", format!("{}:", role.name)));
+            let detail = role
+                .detail
+                .as_deref()
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default();
+            lines.push(format!("  {:<12}{url}{detail}", format!("{}:", role.name)));
             match role.name.as_str() {
                 "bbs" => bbs_url = url.clone(),
                 "logs" => logs_url = url.clone(),
@@ -434,12 +447,7 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
         .find(|r| r.name == "router")
         .and_then(|r| r.url.as_deref())
     {
-        let addr = router
-            .trim_start_matches("http://")
-            .split(' ')
-            .next()
-            .unwrap_or_default();
-        lines.push(format!("  curl -H 'Host: web.diego.localhost' http://{addr}/"));
+        lines.push(format!("  curl -H 'Host: web.diego.localhost' {router}/"));
     }
     lines.push(format!("  diego{flag} events"));
     lines.join("\n")
@@ -476,6 +484,7 @@ mod tests {
         Role {
             name: name.into(),
             url: None,
+            detail: None,
             stop,
             task,
         }
