@@ -5,14 +5,18 @@
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
 //! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
 //! [`NatsServer`] (a real `nats-server` child process on a free loopback port),
-//! [`exposition::parse`] (a strict parser of a role's `/metrics`).
+//! [`exposition::parse`] (a strict parser of a role's `/metrics`), [`hosts::Net`] (hosts as
+//! network namespaces on a private bridge, each running child processes; root only),
+//! [`diego_command`] (a `diego` role as the tests run it).
 
 pub mod exposition;
 pub mod host;
+pub mod hosts;
 mod nats;
 
 pub use nats::NatsServer;
 
+use std::ffi::OsStr;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -112,6 +116,18 @@ impl Drop for TestBbs {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The `diego` binary at `bin` with `args`, in the environment tests run roles in: no
+/// `DIEGO_BBS_URL` from the caller's shell, `RUST_LOG=info`, stdin from `/dev/null`. The
+/// caller decides where its output goes.
+pub fn diego_command<S: AsRef<OsStr>>(bin: &Path, args: &[S]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args)
+        .env_remove("DIEGO_BBS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// Polls `check` every 20 ms until it returns `Ok`, and returns that value. Panics after
