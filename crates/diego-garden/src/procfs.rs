@@ -25,6 +25,13 @@ impl Stat {
         Stat::parse(&text).ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/stat")))
     }
 
+    /// `/proc/<pid>/task/<tid>/stat`: one thread's figures (its CPU time is its own).
+    pub fn read_thread(pid: u32, tid: u32) -> std::io::Result<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))?;
+        Stat::parse(&text)
+            .ok_or_else(|| std::io::Error::other(format!("unparsable /proc/{pid}/task/{tid}/stat")))
+    }
+
     /// The command name (field 2) may hold spaces and parentheses: fields are counted from
     /// the last `)`.
     pub fn parse(stat: &str) -> Option<Stat> {
@@ -52,6 +59,39 @@ pub fn live_start_time(pid: u32) -> Option<u64> {
         .ok()
         .filter(|s| !s.is_dead())
         .map(|s| s.start_time)
+}
+
+/// The threads of `pid` whose name (`comm`) starts with `prefix`, by thread id.
+pub fn threads_named(pid: u32, prefix: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|comm| comm.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// The children of `pid` (those its threads started), from `/proc/<pid>/task/*/children`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut kids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    kids.sort_unstable();
+    kids
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, …) in KiB; `None` if the process
@@ -90,5 +130,26 @@ mod tests {
         assert!(live_start_time(me).is_some_and(|t| t > 0));
         assert!(status_kb(me, "VmRSS").is_some_and(|kb| kb > 0));
         assert_eq!(status_kb(me, "NoSuchField"), None);
+        let main_thread = Stat::read_thread(me, me).unwrap();
+        assert_eq!(main_thread.ppid, Stat::read(me).unwrap().ppid);
+        // A thread names itself as it starts: ask only once it runs, and keep it until then.
+        let (running, started) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("procfs-probe".into())
+            .spawn(move || {
+                running.send(()).unwrap();
+                let _ = finished.recv();
+            })
+            .unwrap();
+        started.recv().unwrap();
+        assert_eq!(threads_named(me, "procfs-probe").len(), 1);
+        finish.send(()).unwrap();
+        named.join().unwrap();
+        let child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(children(me).contains(&child.id()));
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

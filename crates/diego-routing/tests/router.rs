@@ -78,11 +78,13 @@ async fn answer(State(s): State<BackendState>, mut req: Request) -> Response {
             .unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let headers: BTreeMap<String, String> = req
+    let mut headers: BTreeMap<String, String> = req
         .headers()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
+    // The request line's target, under a key no header can have.
+    headers.insert("(target)".into(), req.uri().to_string());
     let body = serde_json::json!({"index": s.index, "headers": headers}).to_string();
     let mut response = Response::new(Body::from(body));
     if path == "/login" {
@@ -283,6 +285,10 @@ async fn requests_reach_every_instance_with_the_forwarding_headers() {
         "the test client is no trusted hop"
     );
     assert_eq!(h["host"], HOST, "the client's Host reaches the app");
+    assert_eq!(
+        h["(target)"], "/",
+        "the request line is in origin form, which every app server takes"
+    );
     let (_, h) = served(s.get(HOST, "/").send().await.unwrap()).await;
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     let made = &h["x-request-id"];

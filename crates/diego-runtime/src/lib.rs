@@ -22,7 +22,7 @@ mod supervisor;
 mod worker;
 
 pub use http::{
-    http_client, serve, ServeLimits, CLIENT_POOL_IDLE_TIMEOUT, DEFAULT_BODY_IDLE_TIMEOUT,
+    http_client, serve, Handler, ServeLimits, CLIENT_POOL_IDLE_TIMEOUT, DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use lease::{Lease, Renewal};

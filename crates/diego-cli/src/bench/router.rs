@@ -1,6 +1,8 @@
 //! `diego bench router`: the router against nginx in front of the same 4 loopback backends.
 //!
-//! - Throughput: `wrk` (same threads, connections and duration) through each proxy.
+//! - Throughput: `wrk` (same threads, connections and duration) through each proxy, and the
+//!   CPU time each proxy spent per request meanwhile (from `/proc`: the router's proxy threads,
+//!   nginx's master and workers), which a busy machine disturbs far less than requests/s.
 //! - Latency: an open-loop generator at a fixed rate, half nginx's measured maximum, timing
 //!   each request from when it was due (so a stall counts against the proxy).
 //! - Route removal: under load, an instance is crashed in the BBS; the figure is from that
@@ -150,8 +152,46 @@ async fn start_nginx(dir: &std::path::Path, backends: &[SocketAddr]) -> anyhow::
     Ok((nginx, listen))
 }
 
-/// `wrk` through `addr`: requests per second.
-async fn wrk(o: &Options, addr: SocketAddr) -> anyhow::Result<f64> {
+/// What one `wrk` run measured.
+struct Throughput {
+    rps: f64,
+    requests: u64,
+    /// CPU time (user + system) the proxy's own threads spent during the run, in µs per request.
+    cpu_us_per_request: f64,
+}
+
+/// Linux counts CPU time in ticks of `USER_HZ`, 100 per second on every mainstream architecture.
+const US_PER_TICK: f64 = 10_000.0;
+
+/// The CPU time, in clock ticks, of a proxy: the router's proxy threads in this process, or
+/// nginx's master and workers.
+enum Proxy {
+    Router,
+    Nginx(u32),
+}
+
+impl Proxy {
+    fn cpu_ticks(&self) -> u64 {
+        use diego_garden::procfs::{children, threads_named, Stat};
+        let me = std::process::id();
+        match self {
+            Proxy::Router => threads_named(me, "router-proxy")
+                .into_iter()
+                .filter_map(|tid| Stat::read_thread(me, tid).ok())
+                .map(|s| s.cpu_ticks)
+                .sum(),
+            Proxy::Nginx(master) => std::iter::once(*master)
+                .chain(children(*master))
+                .filter_map(|pid| Stat::read(pid).ok())
+                .map(|s| s.cpu_ticks)
+                .sum(),
+        }
+    }
+}
+
+/// `wrk` through `addr`, and the CPU time `proxy` spent meanwhile.
+async fn wrk(o: &Options, addr: SocketAddr, proxy: Proxy) -> anyhow::Result<Throughput> {
+    let cpu_before = proxy.cpu_ticks();
     let out = tokio::process::Command::new("wrk")
         .args([
             format!("-t{}", o.threads),
@@ -164,6 +204,7 @@ async fn wrk(o: &Options, addr: SocketAddr) -> anyhow::Result<f64> {
         .output()
         .await
         .context("running wrk (apt-get install wrk)")?;
+    let cpu_ticks = proxy.cpu_ticks().saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),
@@ -173,10 +214,21 @@ async fn wrk(o: &Options, addr: SocketAddr) -> anyhow::Result<f64> {
     for bad in ["Non-2xx or 3xx responses", "Socket errors"] {
         anyhow::ensure!(!text.contains(bad), "wrk through {addr} saw errors:\n{text}");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    // "  163210 requests in 8.00s, 20.58MB read"
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        .with_context(|| format!("no request count in wrk's output:\n{text}"))?;
+    Ok(Throughput {
+        rps,
+        requests,
+        cpu_us_per_request: cpu_ticks as f64 * US_PER_TICK / requests.max(1) as f64,
+    })
 }
 
 type BenchClient = Client<HttpConnector, Body>;
@@ -399,10 +451,18 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         ),
     );
 
-    let nginx_rps = wrk(&o, nginx_addr).await?;
-    say(&o, &format!("nginx:  {nginx_rps:.0} requests/s"));
-    let router_rps = wrk(&o, router.addr).await?;
-    say(&o, &format!("router: {router_rps:.0} requests/s"));
+    let nginx_run = wrk(&o, nginx_addr, Proxy::Nginx(nginx.0.id())).await?;
+    let router_run = wrk(&o, router.addr, Proxy::Router).await?;
+    for (name, run) in [("nginx: ", &nginx_run), ("router:", &router_run)] {
+        say(
+            &o,
+            &format!(
+                "{name} {:.0} requests/s ({} requests), {:.1} µs of CPU per request",
+                run.rps, run.requests, run.cpu_us_per_request
+            ),
+        );
+    }
+    let (nginx_rps, router_rps) = (nginx_run.rps, router_run.rps);
     let ratio = router_rps / nginx_rps;
     say(&o, &format!("router / nginx: {ratio:.3}"));
 
@@ -489,6 +549,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "router_rps": router_rps.round(),
         "nginx_rps": nginx_rps.round(),
         "router_to_nginx_ratio": round(ratio, 1000.0),
+        "router_cpu_us_per_request": round(router_run.cpu_us_per_request, 10.0),
+        "nginx_cpu_us_per_request": round(nginx_run.cpu_us_per_request, 10.0),
         "open_loop_rate": rate.round(),
         "router_p50_ms": round(router_p50, 1000.0),
         "router_p99_ms": round(router_p99, 1000.0),

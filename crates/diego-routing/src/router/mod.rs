@@ -10,9 +10,11 @@
 //!   `admin`: `/routes`, `/health`, `/metrics`; [`access`]: the per-request record and hook.
 //!
 //! Both listeners run on [`diego_runtime::serve`]: the proxy needs upgrades, streaming in
-//! both directions and the client's address, which `serve` provides. The proxy listener is
-//! served by one thread per core, each running `serve` on its own single-threaded runtime
-//! with its own backend connections.
+//! both directions and the client's address, which `serve` provides; the proxy is a
+//! [`diego_runtime::Handler`] of its own rather than an axum router, whose routing and
+//! extractors it would not use. The proxy listener is served by one thread per core, each
+//! running `serve` on its own single-threaded runtime with its own backend connections
+//! (`pool`).
 
 pub mod access;
 mod admin;
@@ -20,6 +22,7 @@ pub mod answer;
 pub mod balance;
 pub mod headers;
 mod metrics;
+mod pool;
 mod proxy;
 pub mod retry;
 mod routes;
@@ -33,9 +36,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use diego_client::BbsClient;
 use diego_runtime::{ServeLimits, Supervisor, SupervisorError};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -255,14 +255,11 @@ fn lane(
     proxy: Arc<proxy::Proxy>,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout.min(config.backend_timeout)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(config.max_idle_per_backend)
-        .build(connector);
+    let pool = pool::Pool::new(pool::PoolSettings {
+        connect_timeout: config.connect_timeout.min(config.backend_timeout),
+        idle_timeout: BACKEND_IDLE_TIMEOUT,
+        max_idle_per_backend: config.max_idle_per_backend,
+    });
     let limits = config.serve_limits;
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -274,10 +271,19 @@ fn lane(
                     .build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let app = axum::Router::new()
-                        .fallback(proxy::handle)
-                        .with_state(Arc::new(proxy::Lane { proxy, client }));
-                    diego_runtime::serve(listener, app, stop, limits).await
+                    let lane = Arc::new(proxy::Lane { proxy, pool });
+                    // Closes the connections of backends no longer asked for.
+                    let sweeping = lane.clone();
+                    let sweeper = tokio::spawn(async move {
+                        let mut every = tokio::time::interval(BACKEND_IDLE_TIMEOUT);
+                        loop {
+                            every.tick().await;
+                            sweeping.pool.sweep();
+                        }
+                    });
+                    let served = diego_runtime::serve(listener, proxy::LaneHandler(lane), stop, limits).await;
+                    sweeper.abort();
+                    served
                 })
             })();
             let _ = done.send(served);

@@ -3,22 +3,21 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, SET_COOKIE};
-use axum::http::uri::{PathAndQuery, Scheme};
+use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, Version};
 use axum::response::Response;
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +27,7 @@ use super::answer::{self, Refusal};
 use super::balance::Balance;
 use super::headers::{self, Cidr};
 use super::metrics::RouterMetrics;
+use super::pool::{Checkout, Pool};
 use super::retry::{self, Failure};
 use super::routes::{Backend, InFlight, PoolState, Routes};
 use super::sticky;
@@ -60,7 +60,21 @@ pub(super) struct Proxy {
 /// driven on the thread that uses them.
 pub(super) struct Lane {
     pub proxy: Arc<Proxy>,
-    pub client: Client<HttpConnector, Handoff>,
+    pub pool: Pool,
+}
+
+/// What `serve` calls on one proxy thread.
+#[derive(Clone)]
+pub(super) struct LaneHandler(pub Arc<Lane>);
+
+impl diego_runtime::Handler for LaneHandler {
+    fn call(
+        &self,
+        request: Request,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + Send + 'static {
+        handle(self.0.clone(), peer, request)
+    }
 }
 
 impl Proxy {
@@ -143,11 +157,7 @@ impl Pending {
 }
 
 /// Every request on the proxy listener ends here.
-pub(super) async fn handle(
-    State(lane): State<Arc<Lane>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
-) -> Response {
+pub(super) async fn handle(lane: Arc<Lane>, peer: SocketAddr, mut req: Request) -> Response {
     let started = Instant::now();
     let proxy = &lane.proxy;
     let accept = req.headers().get(ACCEPT).cloned();
@@ -201,17 +211,12 @@ pub(super) async fn handle(
         uuid::Uuid::new_v4().to_string()
     });
     record.request_id = Some(id);
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let slot = BodySlot::new(body);
 
-    // The endpoints this request tried, on the stack (attempts are at most MAX_ATTEMPTS).
+    // Connect first: a backend that refuses is found before the request is handed over, so
+    // the request can go to another instance whole.
     let mut tried_at = [0usize; retry::MAX_ATTEMPTS];
     let mut attempts = 0;
-    loop {
+    let (backend, checkout) = loop {
         let Some(pick) = pool.pick(
             proxy.settings.balance,
             requested.as_deref(),
@@ -231,72 +236,114 @@ pub(super) async fn handle(
         attempts += 1;
         let backend = pool.backends[pick.index].clone();
         record.backend = Some(backend.clone());
-        let uri = Uri::from_parts({
-            let mut u = axum::http::uri::Parts::default();
-            u.scheme = Some(Scheme::HTTP);
-            u.authority = Some(backend.authority.clone());
-            u.path_and_query = Some(path.clone());
-            u
-        })
-        .expect("scheme, authority and path make a URI");
-        let mut outgoing = hyper::Request::new(slot.handoff());
-        *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = uri;
-        *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = out_headers.clone();
-
-        let in_flight = backend.begin();
-        let sent = Instant::now();
-        let result = tokio::select! {
-            r = tokio::time::timeout(proxy.settings.backend_timeout, lane.client.request(outgoing)) => r,
+        let connected = tokio::select! {
+            c = lane.pool.checkout(&backend.authority) => c,
             () = proxy.hard_stop.cancelled() => {
                 return proxy.refuse(Refusal::ShuttingDown, record, accept.as_ref(), started);
             }
         };
-        let failure = match result {
-            Ok(Ok(response)) => {
-                proxy.metrics.backend_latency(sent.elapsed());
-                let ctx = Answered {
-                    backend,
-                    in_flight,
-                    record,
-                    started,
-                    requested,
-                    client_upgrade,
-                };
-                return forward(proxy, response, ctx, accept.as_ref());
-            }
-            Ok(Err(e)) => {
-                let failure = classify(&e);
-                proxy.metrics.backend_error(failure);
+        match connected {
+            Ok(checkout) => break (backend, checkout),
+            Err(e) => {
+                proxy.metrics.backend_error(e.failure);
                 let untried = pool.backends.len().saturating_sub(attempts);
-                if retry::again(failure, attempts, proxy.settings.max_attempts, untried) && slot.reclaimable()
-                {
+                if retry::again(e.failure, attempts, proxy.settings.max_attempts, untried) {
                     proxy.metrics.retry();
                     record.retries += 1;
                     tracing::info!(
                         backend = %backend.authority,
                         index = backend.endpoint.index,
-                        error = %describe(&e),
+                        error = %e.reason,
                         "routing: connecting to an instance failed; trying another"
                     );
                     continue;
                 }
-                Refusal::BackendFailed {
+                let refusal = Refusal::BackendFailed {
                     backend: backend.authority.to_string(),
-                    reason: describe(&e),
-                }
+                    reason: e.reason,
+                };
+                return proxy.refuse(refusal, record, accept.as_ref(), started);
             }
-            Err(_) => {
-                proxy.metrics.backend_error(Failure::Timeout);
-                Refusal::BackendTimeout {
-                    backend: backend.authority.to_string(),
-                    timeout: proxy.settings.backend_timeout,
-                }
+        }
+    };
+
+    // Origin form (`GET /path HTTP/1.1`): a connection of hyper's writes the URI as given, and
+    // app servers such as busybox httpd refuse the absolute form. The host travels in `Host`,
+    // set from an absolute request URI when the client sent no `Host`.
+    if !out_headers.contains_key(HOST) {
+        out_headers.insert(HOST, record.host.clone());
+    }
+    let mut outgoing = hyper::Request::new(body);
+    *outgoing.method_mut() = parts.method;
+    *outgoing.uri_mut() = Uri::from(record.path.clone());
+    *outgoing.version_mut() = Version::HTTP_11;
+    *outgoing.headers_mut() = out_headers;
+
+    let in_flight = backend.begin();
+    let sent = Instant::now();
+    let Checkout {
+        mut sender,
+        mut reused,
+    } = checkout;
+    let result = loop {
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(proxy.settings.backend_timeout, sender.try_send_request(outgoing)) => r,
+            () = proxy.hard_stop.cancelled() => {
+                return proxy.refuse(Refusal::ShuttingDown, record, accept.as_ref(), started);
             }
         };
-        return proxy.refuse(failure, record, accept.as_ref(), started);
-    }
+        match attempt {
+            // A kept-alive connection the backend closed while it sat idle took nothing of
+            // the request: it goes again, on a new connection to the same instance.
+            Ok(Err(mut e)) if reused && e.message().is_some() => {
+                outgoing = e.take_message().expect("checked above");
+                match lane.pool.connect(&backend.authority).await {
+                    Ok(fresh) => {
+                        (sender, reused) = (fresh, false);
+                    }
+                    Err(e) => {
+                        proxy.metrics.backend_error(e.failure);
+                        let refusal = Refusal::BackendFailed {
+                            backend: backend.authority.to_string(),
+                            reason: e.reason,
+                        };
+                        return proxy.refuse(refusal, record, accept.as_ref(), started);
+                    }
+                }
+            }
+            other => break other,
+        }
+    };
+    let failure = match result {
+        Ok(Ok(response)) => {
+            proxy.metrics.backend_latency(sent.elapsed());
+            let ctx = Answered {
+                backend,
+                in_flight,
+                record,
+                started,
+                requested,
+                client_upgrade,
+                connection: Some((lane.clone(), sender)),
+            };
+            return forward(proxy, response, ctx, accept.as_ref());
+        }
+        Ok(Err(e)) => {
+            proxy.metrics.backend_error(Failure::AfterSend);
+            Refusal::BackendFailed {
+                backend: backend.authority.to_string(),
+                reason: describe(&e.into_error()),
+            }
+        }
+        Err(_) => {
+            proxy.metrics.backend_error(Failure::Timeout);
+            Refusal::BackendTimeout {
+                backend: backend.authority.to_string(),
+                timeout: proxy.settings.backend_timeout,
+            }
+        }
+    };
+    proxy.refuse(failure, record, accept.as_ref(), started)
 }
 
 fn info(b: &Backend) -> BackendInfo {
@@ -317,6 +364,8 @@ struct Answered {
     started: Instant,
     requested: Option<String>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The connection the answer came on, to go back to the lane's pool once its body is read.
+    connection: Option<(Arc<Lane>, SendRequest<Body>)>,
 }
 
 /// The backend's answer, to the client: headers rewritten, the sticky cookie added, the body
@@ -334,6 +383,7 @@ fn forward(
         started,
         requested,
         client_upgrade,
+        connection,
     } = ctx;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && client_upgrade.is_none() {
@@ -373,11 +423,13 @@ fn forward(
     let body = Tracked {
         inner: body,
         bytes: 0,
+        ended: false,
         done: Some(Done {
             record,
             started,
             hook: proxy.hook.clone(),
             _in_flight: in_flight,
+            connection: connection.map(|(lane, sender)| (lane, backend.authority.clone(), sender)),
         }),
     };
     Response::from_parts(parts, Body::new(body))
@@ -410,27 +462,8 @@ async fn tunnel(
     }
 }
 
-/// How an attempt failed, from the client's error.
-fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
-    if !e.is_connect() {
-        return Failure::AfterSend;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => Failure::ConnectRefused,
-                std::io::ErrorKind::TimedOut => Failure::ConnectTimeout,
-                _ => Failure::ConnectFailed,
-            };
-        }
-        source = s.source();
-    }
-    Failure::ConnectFailed
-}
-
-/// The error and its causes, innermost last: `tcp connect error: Connection refused (os error 111)`.
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
+/// The error and its causes, innermost last: `connection closed before message completed`.
+fn describe(e: &hyper::Error) -> String {
     let mut parts = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
@@ -444,81 +477,13 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     parts.join(": ")
 }
 
-/// A request body that can go to a second backend when the first was never sent a byte:
-/// each attempt gets a [`Handoff`], which takes the body out of the shared slot only when the
-/// client first reads it, after the connection is up.
-struct BodySlot {
-    shared: Option<Arc<Mutex<Option<Body>>>>,
-    hint: SizeHint,
-}
-
-impl BodySlot {
-    fn new(body: Body) -> Self {
-        use http_body::Body as _;
-        let hint = body.size_hint();
-        // A request without a body needs no slot.
-        let shared = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
-        BodySlot { shared, hint }
-    }
-
-    fn handoff(&self) -> Handoff {
-        Handoff {
-            shared: self.shared.clone(),
-            taken: None,
-            hint: self.hint,
-        }
-    }
-
-    /// Whether the body is still whole (no attempt read any of it).
-    fn reclaimable(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_none_or(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
-    }
-}
-
-/// One attempt's view of the request body (see [`BodySlot`]).
-pub(super) struct Handoff {
-    shared: Option<Arc<Mutex<Option<Body>>>>,
-    taken: Option<Body>,
-    hint: SizeHint,
-}
-
-impl http_body::Body for Handoff {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        if this.taken.is_none() {
-            match &this.shared {
-                Some(shared) => this.taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take(),
-                None => return Poll::Ready(None),
-            }
-        }
-        match this.taken.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.shared.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.hint
-    }
-}
-
 /// The response body on its way to the client, counting bytes; when it ends (or the client
 /// goes) the request is logged and stops counting as in flight.
 struct Tracked {
     inner: Incoming,
     bytes: u64,
+    /// Whether the backend's body was read to its end.
+    ended: bool,
     done: Option<Done>,
 }
 
@@ -527,11 +492,19 @@ struct Done {
     started: Instant,
     hook: Option<AccessHook>,
     _in_flight: InFlight,
+    connection: Option<(Arc<Lane>, Authority, SendRequest<Body>)>,
 }
 
 impl Tracked {
     fn finish(&mut self) {
         if let Some(mut done) = self.done.take() {
+            // A connection whose answer was read whole serves the next request; one cut
+            // short is dropped (and closed) with it.
+            if let Some((lane, backend, sender)) = done.connection.take() {
+                if self.ended || self.inner.is_end_stream() {
+                    lane.pool.give_back(&backend, sender);
+                }
+            }
             done.record.bytes = self.bytes;
             done.record.duration = done.started.elapsed();
             done.record.emit(done.hook.as_ref());
@@ -555,10 +528,15 @@ impl http_body::Body for Tracked {
                     this.bytes += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
+                    this.ended = true;
                     this.finish();
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.finish();
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(),
             Poll::Pending => {}
         }
         polled

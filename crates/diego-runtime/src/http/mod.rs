@@ -9,7 +9,7 @@ use std::time::Duration;
 pub use limits::{
     ServeLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
-pub use serve::serve;
+pub use serve::{serve, Handler};
 
 /// How long a client waits for a TCP connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,6 +1,7 @@
 //! The server loop: accept, bound, serve, refuse, shut down gracefully.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,17 +38,46 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Refusals are logged at most this often, with how many there were.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What [`serve`] calls for every request: an [`axum::Router`] (every role's API), or a
+/// handler of its own where a router's layers would only cost time (the router's proxy).
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// The answer to `request`, which came from `peer`.
+    fn call(
+        &self,
+        request: Request<axum::body::Body>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static;
+}
+
+/// A router's handlers see the client's address as [`ConnectInfo<SocketAddr>`].
+impl Handler for axum::Router {
+    fn call(
+        &self,
+        mut request: Request<axum::body::Body>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let app = self.clone();
+        async move {
+            match app.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown` is cancelled, then stops
 /// accepting and lets open connections finish their requests.
 ///
 /// Only reading a request is bounded (see [`ServeLimits`]): a response, such as an event
-/// stream, lasts as long as the handler keeps it going. Every request carries the client's
-/// address as [`axum::extract::ConnectInfo<SocketAddr>`], and HTTP/1.1 upgrades are served:
+/// stream, lasts as long as the handler keeps it going. Every request comes with the client's
+/// address (a router's as [`axum::extract::ConnectInfo<SocketAddr>`]), and HTTP/1.1 upgrades are served:
 /// a handler that answers `101 Switching Protocols` takes the connection over through
 /// `hyper::upgrade::on(&mut request)` (the router's WebSocket tunnels do).
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: impl Handler,
     shutdown: CancellationToken,
     limits: ServeLimits,
 ) -> io::Result<()> {
@@ -119,14 +149,13 @@ fn is_client_gone(e: &io::Error) -> bool {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    app: axum::Router,
+    app: impl Handler,
     limits: ServeLimits,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        respond(app.clone(), limits, request)
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        respond(app.clone(), peer, limits, request)
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -150,7 +179,8 @@ async fn connection(
 
 /// `app`'s answer to `request`, or 408 when the request body stalled.
 async fn respond(
-    app: axum::Router,
+    app: impl Handler,
+    peer: SocketAddr,
     limits: ServeLimits,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
@@ -162,7 +192,7 @@ async fn respond(
             stalled.clone(),
         ))
     });
-    let response = app.oneshot(request).await?;
+    let response = app.call(request, peer).await;
     if stalled.get() {
         return Ok(body_stalled(limits.body_idle_timeout));
     }
