@@ -12,6 +12,7 @@
 //! Depends on `diego-model` only among our crates; knows nothing of HTTP.
 
 pub mod conformance;
+pub mod etcd;
 pub mod memory;
 pub mod sqlite;
 mod ttl;

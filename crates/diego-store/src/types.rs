@@ -194,6 +194,43 @@ impl Write {
         }
     }
 
+    /// Checks this write's precondition (it is write `i` of its transaction) against the
+    /// record stored under its key: every backend refuses a write with the same error.
+    pub fn check(&self, i: usize, stored: Option<&Record>) -> Result<(), StoreError> {
+        let expected: &ModificationTag = match self {
+            Write::Put {
+                expect: Expect::Absent,
+                ..
+            } => {
+                return match stored {
+                    Some(_) => Err(StoreError::Exists {
+                        write: i,
+                        key: self.key(),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            Write::Put {
+                expect: Expect::Tag(t),
+                ..
+            }
+            | Write::Delete { expect: t, .. } => t,
+        };
+        match stored {
+            None => Err(StoreError::NotFound {
+                write: i,
+                key: self.key(),
+            }),
+            Some(r) if r.modification_tag() != expected => Err(StoreError::Conflict {
+                write: i,
+                key: self.key(),
+                expected: expected.clone(),
+                found: r.modification_tag().clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The record as the store keeps it once this write applies: as given for an insert,
     /// with `tag.next()` for a compare-and-swap update, `None` for a delete. Every backend
     /// stores exactly this, so the caller can compute it before the write is applied.

@@ -5,12 +5,15 @@
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
 //! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
 //! [`NatsServer`] (a real `nats-server` child process on a free loopback port),
+//! [`Etcd`] (real etcd members on free loopback ports, one or a cluster),
 //! [`exposition::parse`] (a strict parser of a role's `/metrics`).
 
+mod etcd;
 pub mod exposition;
 pub mod host;
 mod nats;
 
+pub use etcd::Etcd;
 pub use nats::NatsServer;
 
 use std::fmt::Display;
