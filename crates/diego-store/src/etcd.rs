@@ -122,7 +122,7 @@ struct Inner {
     retention: u64,
     /// One feed-changing transaction of this process at a time: they all compare and advance
     /// `head`, so running them together would only make them fail each other.
-    writer: tokio::sync::Mutex<()>,
+    writer: tokio::sync::Mutex<write::Recent>,
     head_tx: watch::Sender<u64>,
 }
 
@@ -166,7 +166,7 @@ impl EtcdStore {
             clock,
             keys: Keys::new(&options.prefix),
             retention: options.change_retention as u64,
-            writer: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(write::Recent::default()),
             head_tx,
         });
         let (at, read_at) = inner.read_head().await.map_err(|e| match e {

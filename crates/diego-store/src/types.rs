@@ -197,6 +197,11 @@ impl Write {
     /// Checks this write's precondition (it is write `i` of its transaction) against the
     /// record stored under its key: every backend refuses a write with the same error.
     pub fn check(&self, i: usize, stored: Option<&Record>) -> Result<(), StoreError> {
+        self.check_tag(i, stored.map(Record::modification_tag))
+    }
+
+    /// [`Write::check`] given only the stored record's tag (`None`: no record).
+    pub fn check_tag(&self, i: usize, stored: Option<&ModificationTag>) -> Result<(), StoreError> {
         let expected: &ModificationTag = match self {
             Write::Put {
                 expect: Expect::Absent,
@@ -221,11 +226,11 @@ impl Write {
                 write: i,
                 key: self.key(),
             }),
-            Some(r) if r.modification_tag() != expected => Err(StoreError::Conflict {
+            Some(found) if found != expected => Err(StoreError::Conflict {
                 write: i,
                 key: self.key(),
                 expected: expected.clone(),
-                found: r.modification_tag().clone(),
+                found: found.clone(),
             }),
             Some(_) => Ok(()),
         }

@@ -55,7 +55,7 @@ impl Inner {
         let key = self.keys.cell(&presence.cell_id);
         let value = encode(&"a cell presence", &record)?;
         let txn_id = uuid::Uuid::new_v4().to_string();
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let lease = self.grant(ttl_seconds).await?;
         loop {
             let snap = ops::snapshot(
@@ -96,6 +96,7 @@ impl Inner {
             match ops::txn_once(&self.client, txn.into_etcd()).await {
                 Ok(r) if r.succeeded() => {
                     if let Some(new) = new {
+                        writer.wrote_head(new, &r);
                         self.publish(new.head);
                     }
                     if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease) {
@@ -119,7 +120,7 @@ impl Inner {
     pub(super) async fn remove_presence(&self, cell_id: &str) -> Result<bool, StoreError> {
         let key = self.keys.cell(cell_id);
         let txn_id = uuid::Uuid::new_v4().to_string();
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let mut tried = false;
         loop {
             let snap = ops::snapshot(
@@ -143,6 +144,7 @@ impl Inner {
             let new = self.append_changes(&mut txn, &head, vec![change], now, &txn_id)?;
             match ops::txn_once(&self.client, txn.into_etcd()).await {
                 Ok(r) if r.succeeded() => {
+                    writer.wrote_head(new, &r);
                     self.publish(new.head);
                     self.revoke(kv.lease());
                     // A lapsed one was expired, not removed by this call.
@@ -172,7 +174,7 @@ impl Inner {
         if !cells.iter().any(lapsed) {
             return Ok(0);
         }
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         // Read again under the writer lock, with the head, at one revision.
         let cells_prefix = self.keys.cells();
         let range = GetOptions::new().with_range(super::keys::prefix_end(&cells_prefix));
@@ -210,6 +212,7 @@ impl Inner {
         let new = self.append_changes(&mut txn, &head, changes, now, &uuid::Uuid::new_v4().to_string())?;
         match ops::txn_once(&self.client, txn.into_etcd()).await {
             Ok(r) if r.succeeded() => {
+                writer.wrote_head(new, &r);
                 self.publish(new.head);
                 leases.into_iter().for_each(|l| self.revoke(l));
                 Ok(n)

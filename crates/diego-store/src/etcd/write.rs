@@ -11,7 +11,9 @@
 //! attempt would have made (it carries the commit's id), so an applied commit is never
 //! reported as failed nor applied twice.
 
-use diego_model::Timestamp;
+use std::collections::HashMap;
+
+use diego_model::{ModificationTag, Timestamp};
 use etcd_client::{Compare, CompareOp, DeleteOptions, KeyValue, PutOptions, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -28,6 +30,51 @@ pub(super) struct FeedEntry {
     /// whether it applied.
     pub txn: String,
     pub changes: Vec<Change>,
+}
+
+/// What this process's own latest writes left in etcd: each commit reads before it takes the
+/// writer lock (so conflicting commits read together, and fail without queueing), and this
+/// tells it, once it holds the lock, what committed meanwhile. etcd's comparisons remain the
+/// arbiter; this only spares transactions that are sure to fail.
+#[derive(Default)]
+pub(super) struct Recent {
+    head: Option<HeadAt>,
+    /// Key → (mod revision, the tag written; `None` for a delete).
+    keys: HashMap<Vec<u8>, (i64, Option<ModificationTag>)>,
+}
+
+/// Keys remembered before the map starts over (forgetting only costs a failed comparison).
+const RECENT_KEYS: usize = 4_096;
+
+impl Recent {
+    pub fn wrote_head(&mut self, head: Head, resp: &etcd_client::TxnResponse) {
+        let mod_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        self.head = Some(HeadAt { head, mod_revision });
+    }
+
+    fn wrote_key(&mut self, key: Vec<u8>, mod_revision: i64, tag: Option<ModificationTag>) {
+        if self.keys.len() >= RECENT_KEYS {
+            self.keys.clear();
+        }
+        self.keys.insert(key, (mod_revision, tag));
+    }
+
+    /// This process's newer write of `key` than `read` saw, if any.
+    fn newer(&self, key: &[u8], read: Option<&KeyValue>) -> Option<&Option<ModificationTag>> {
+        let read = read.map_or(0, KeyValue::mod_revision);
+        self.keys
+            .get(key)
+            .filter(|(rev, _)| *rev > read)
+            .map(|(_, tag)| tag)
+    }
+
+    /// The newer of the head that was read and the one this process last wrote.
+    fn head(&self, read: HeadAt) -> HeadAt {
+        match self.head {
+            Some(h) if h.mod_revision > read.mod_revision => h,
+            _ => read,
+        }
+    }
 }
 
 /// An etcd transaction being built.
@@ -119,7 +166,6 @@ impl Inner {
         txn.check_writes()?;
         let keys: Vec<Vec<u8>> = txn.writes.iter().map(|w| self.keys.record(&w.key())).collect();
         let txn_id = uuid::Uuid::new_v4().to_string();
-        let _writer = self.writer.lock().await;
         // Heads that attempts with an unknown outcome would have made.
         let mut unknown: Vec<u64> = Vec::new();
         let deadline = Instant::now() + RETRY_FOR;
@@ -172,6 +218,22 @@ impl Inner {
                 });
             }
 
+            let mut writer = self.writer.lock().await;
+            let mut stale = false;
+            for (i, (w, (key, kv))) in txn.writes.iter().zip(keys.iter().zip(stored)).enumerate() {
+                if let Some(tag) = writer.newer(key, kv.as_ref()) {
+                    // A commit of this process changed it since the read: the precondition
+                    // is decided on what that commit wrote.
+                    w.check_tag(i, tag.as_ref())?;
+                    stale = true;
+                }
+            }
+            if stale {
+                // It still holds: read again for the record it replaces.
+                continue;
+            }
+            let head = writer.head(head);
+
             let at = self.clock.now();
             let mut etcd = EtcdTxn::default();
             let mut changes = Vec::with_capacity(txn.writes.len());
@@ -190,6 +252,12 @@ impl Inner {
             let new = self.append_changes(&mut etcd, &head, changes, at, &txn_id)?;
             match ops::txn_once(&self.client, etcd.into_etcd()).await {
                 Ok(r) if r.succeeded() => {
+                    writer.wrote_head(new, &r);
+                    let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+                    for (w, key) in txn.writes.iter().zip(&keys) {
+                        let tag = w.clone().into_stored().map(|r| r.modification_tag().clone());
+                        writer.wrote_key(key.clone(), revision, tag);
+                    }
                     self.publish(new.head);
                     return Ok(committed(txn, new.head));
                 }
