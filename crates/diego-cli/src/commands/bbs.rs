@@ -165,15 +165,13 @@ mod tests {
             StoreConfig::Sqlite { .. }
         ));
         for bad in ["etcd://nohost", "http://127.0.0.1:2379", "etcd://"] {
-            let err = parse(&["x", "--store", bad]).err().expect("refused");
+            let err = parse(&["x", "--store", bad]).expect_err("refused");
             assert!(
                 err.contains("--store") && err.contains("etcd://host:port"),
                 "{bad}: {err}"
             );
         }
-        let err = parse(&["x", "--store", "etcd://a:1", "--data-dir", "/tmp/d"])
-            .err()
-            .expect("refused");
+        let err = parse(&["x", "--store", "etcd://a:1", "--data-dir", "/tmp/d"]).expect_err("refused");
         assert!(err.contains("--store"), "{err}");
         assert!(parse(&["x"]).is_err(), "a store is required");
     }
