@@ -92,11 +92,8 @@ pub(super) async fn watch_head(inner: Weak<Inner>, mut revision: i64) {
             }
             let Some(store) = inner.upgrade() else { return };
             for event in resp.events() {
-                if let Some(kv) = event.kv() {
-                    revision = revision.max(kv.mod_revision());
-                    if let Ok(read) = head_at(Some(kv)) {
-                        store.publish(read.head.head);
-                    }
+                if let Ok(read) = head_at(event.kv()) {
+                    store.publish(read.head.head);
                 }
             }
         }

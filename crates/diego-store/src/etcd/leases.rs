@@ -182,7 +182,7 @@ impl Inner {
             TxnOp::get(cells_prefix, Some(range)),
             TxnOp::get(self.keys.head(), None),
         ];
-        let mut resp = ops::retrying("reading lapsed presences", || {
+        let resp = ops::retrying("reading lapsed presences", || {
             let mut kv = ops::kv(&self.client);
             let txn = etcd_client::Txn::new().and_then(ops_.clone());
             async move { kv.txn(txn).await }
@@ -194,7 +194,6 @@ impl Inner {
         });
         let cells = gets.next().unwrap_or_default();
         let head = head_at(gets.next().unwrap_or_default().first())?;
-        let _ = resp.take_header();
         let mut txn = EtcdTxn::default();
         let mut changes = Vec::new();
         let mut leases = Vec::new();
