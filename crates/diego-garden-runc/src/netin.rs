@@ -3,7 +3,8 @@
 //!
 //! - [`Dialer`]: a dedicated std thread that joins the container's network namespace once
 //!   (`setns(2)` on an open `/proc/<pid>/ns/net`, which moves only that thread) and then serves
-//!   "connect to 127.0.0.1:PORT" requests from a channel. A socket keeps the namespace it was
+//!   "connect to ADDR" requests from a channel (a container's `127.0.0.1:PORT`; a test host's
+//!   own address, `diego_testkit::hosts`). A socket keeps the namespace it was
 //!   created in, so the connected stream is handed back and relayed from any tokio thread. The
 //!   thread ends when the last [`Dialer`] clone is dropped (its channel closes).
 //! - [`Forwarder`]: a tokio `TcpListener` on `host_ip:host_port` in the host namespace; each
@@ -28,15 +29,16 @@ use tracing::{debug, warn};
 
 pub mod proxy;
 
-/// How long a connect inside the container may take (loopback: refusals are immediate).
+/// How long a connect inside the namespace may take (loopback: refusals are immediate; an
+/// unreachable address of a test host's network is given up on after this).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Reply = oneshot::Sender<io::Result<TcpStream>>;
 
-/// Connects to ports on 127.0.0.1 inside one network namespace; see the module docs.
+/// Connects to addresses inside one network namespace; see the module docs.
 #[derive(Clone)]
 pub struct Dialer {
-    requests: mpsc::Sender<(u16, Reply)>,
+    requests: mpsc::Sender<(SocketAddr, Reply)>,
 }
 
 impl Dialer {
@@ -56,7 +58,7 @@ impl Dialer {
 
     fn spawn(ns: &Path, name: String) -> io::Result<Dialer> {
         let file = File::open(ns)?;
-        let (requests, rx) = mpsc::channel::<(u16, Reply)>();
+        let (requests, rx) = mpsc::channel::<(SocketAddr, Reply)>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
         std::thread::Builder::new()
             .name(name.chars().take(15).collect())
@@ -68,8 +70,7 @@ impl Dialer {
                 if !ok {
                     return;
                 }
-                for (port, reply) in rx {
-                    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+                for (addr, reply) in rx {
                     let _ = reply.send(TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT));
                 }
             })?;
@@ -85,9 +86,14 @@ impl Dialer {
 
     /// A non-blocking stream connected to `127.0.0.1:port` in the namespace.
     pub async fn connect(&self, port: u16) -> io::Result<tokio::net::TcpStream> {
+        self.connect_to(loopback(port)).await
+    }
+
+    /// A non-blocking stream connected to `addr` as seen from inside the namespace.
+    pub async fn connect_to(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((port, tx))
+            .send((addr, tx))
             .map_err(|_| io::Error::other("the network namespace thread is gone"))?;
         let stream = rx
             .await
@@ -97,10 +103,15 @@ impl Dialer {
     }
 }
 
-/// One host port relayed to one container port; see the module docs.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// One host port relayed to one address inside a namespace (a container port on its
+/// `127.0.0.1`); see the module docs.
 pub struct Forwarder {
     local: SocketAddr,
-    container_port: u16,
+    target: SocketAddr,
     /// The accept loop; `None` once stopped.
     task: Option<JoinHandle<()>>,
 }
@@ -115,13 +126,25 @@ impl Forwarder {
         container_port: u16,
         dialer: Dialer,
     ) -> io::Result<Forwarder> {
-        let listener = TcpListener::bind(SocketAddr::new(host_ip, host_port)).await?;
+        Self::start_to(
+            SocketAddr::new(host_ip, host_port),
+            loopback(container_port),
+            dialer,
+        )
+        .await
+    }
+
+    /// Listens on `listen` in the host namespace and relays each connection to `target` as
+    /// seen from inside `dialer`'s namespace. A taken port fails with `AddrInUse`. Must be
+    /// called inside a tokio runtime.
+    pub async fn start_to(listen: SocketAddr, target: SocketAddr, dialer: Dialer) -> io::Result<Forwarder> {
+        let listener = TcpListener::bind(listen).await?;
         let local = listener.local_addr()?;
-        let task = tokio::spawn(serve(listener, dialer, container_port));
-        debug!(%local, container_port, "net-in forwarder listening");
+        let task = tokio::spawn(serve(listener, dialer, target));
+        debug!(%local, %target, "net-in forwarder listening");
         Ok(Forwarder {
             local,
-            container_port,
+            target,
             task: Some(task),
         })
     }
@@ -136,7 +159,12 @@ impl Forwarder {
     }
 
     pub fn container_port(&self) -> u16 {
-        self.container_port
+        self.target.port()
+    }
+
+    /// The address connected to inside the namespace.
+    pub fn target(&self) -> SocketAddr {
+        self.target
     }
 
     /// Closes the listener and every relay, and waits until they are gone.
@@ -158,14 +186,14 @@ impl Drop for Forwarder {
 
 /// Accepts until aborted; dropping this future drops the listener and (through the
 /// [`JoinSet`]) aborts every relay.
-async fn serve(listener: TcpListener, dialer: Dialer, container_port: u16) {
+async fn serve(listener: TcpListener, dialer: Dialer, target: SocketAddr) {
     let mut relays = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
                     let dialer = dialer.clone();
-                    relays.spawn(relay(client, peer, dialer, container_port));
+                    relays.spawn(relay(client, peer, dialer, target));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -178,17 +206,17 @@ async fn serve(listener: TcpListener, dialer: Dialer, container_port: u16) {
     }
 }
 
-async fn relay(mut client: tokio::net::TcpStream, peer: SocketAddr, dialer: Dialer, port: u16) {
-    let mut upstream = match dialer.connect(port).await {
+async fn relay(mut client: tokio::net::TcpStream, peer: SocketAddr, dialer: Dialer, target: SocketAddr) {
+    let mut upstream = match dialer.connect_to(target).await {
         Ok(s) => s,
         Err(e) => {
-            debug!(%peer, port, error = %e, "net-in: connecting inside the container failed");
+            debug!(%peer, %target, error = %e, "net-in: connecting inside the namespace failed");
             return;
         }
     };
     drop(dialer);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        debug!(%peer, port, error = %e, "net-in relay ended");
+        debug!(%peer, %target, error = %e, "net-in relay ended");
     }
 }
 

@@ -6,16 +6,20 @@
 //! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
 //! [`NatsServer`] (a real `nats-server` child process on a free loopback port),
 //! [`Etcd`] (real etcd members on free loopback ports, one or a cluster),
-//! [`exposition::parse`] (a strict parser of a role's `/metrics`).
+//! [`exposition::parse`] (a strict parser of a role's `/metrics`), [`hosts::Net`] (hosts as
+//! network namespaces on a private bridge, each running child processes; root only),
+//! [`diego_command`] (a `diego` role as the tests run it).
 
 mod etcd;
 pub mod exposition;
 pub mod host;
+pub mod hosts;
 mod nats;
 
 pub use etcd::Etcd;
 pub use nats::NatsServer;
 
+use std::ffi::OsStr;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,6 +119,18 @@ impl Drop for TestBbs {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The `diego` binary at `bin` with `args`, in the environment tests run roles in: no
+/// `DIEGO_BBS_URL` from the caller's shell, `RUST_LOG=info`, stdin from `/dev/null`. The
+/// caller decides where its output goes.
+pub fn diego_command<S: AsRef<OsStr>>(bin: &Path, args: &[S]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args)
+        .env_remove("DIEGO_BBS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// Polls `check` every 20 ms until it returns `Ok`, and returns that value. Panics after

@@ -40,11 +40,7 @@ impl Proc {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env_remove("DIEGO_BBS_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+        let child = Command::from(diego_testkit::diego_command(Path::new(BIN), args))
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .kill_on_drop(true)

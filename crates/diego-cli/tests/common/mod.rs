@@ -32,11 +32,8 @@ pub fn runc_usable(test: &str) -> bool {
 
 /// A quiet `diego ARGS` in the background, killed when dropped.
 pub fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("DIEGO_BBS_URL")
+    Command::from(diego_testkit::diego_command(std::path::Path::new(BIN), args))
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
