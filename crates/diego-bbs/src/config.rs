@@ -10,6 +10,9 @@ pub enum StoreConfig {
     Sqlite { data_dir: PathBuf },
     /// In memory; lost on exit. For tests and throwaway runs.
     Memory,
+    /// An etcd v3 cluster (`--store etcd://host:port[,host:port…][/prefix]`); several BBS
+    /// processes may share one.
+    Etcd(diego_store::etcd::EtcdOptions),
 }
 
 #[derive(Debug, Clone)]

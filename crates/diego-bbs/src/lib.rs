@@ -76,12 +76,12 @@ impl RunningBbs {
 /// `shutdown` is cancelled.
 pub async fn start(config: BbsConfig, shutdown: CancellationToken) -> Result<RunningBbs, BbsError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&config, clock.clone())?;
+    let store = open_store(&config, clock.clone()).await?;
     start_with_store(config, store, clock, shutdown).await
 }
 
 /// Opens the configured store backend.
-pub fn open_store(config: &BbsConfig, clock: Arc<dyn Clock>) -> Result<DynStore, BbsError> {
+pub async fn open_store(config: &BbsConfig, clock: Arc<dyn Clock>) -> Result<DynStore, BbsError> {
     Ok(match &config.store {
         StoreConfig::Sqlite { data_dir } => {
             let options = diego_store::sqlite::SqliteOptions {
@@ -94,6 +94,13 @@ pub fn open_store(config: &BbsConfig, clock: Arc<dyn Clock>) -> Result<DynStore,
             clock,
             config.event_retention,
         )),
+        StoreConfig::Etcd(options) => {
+            let options = diego_store::etcd::EtcdOptions {
+                change_retention: config.event_retention,
+                ..options.clone()
+            };
+            Arc::new(diego_store::etcd::EtcdStore::connect(options, clock).await?)
+        }
     })
 }
 

@@ -40,7 +40,7 @@ async fn a_deposed_bbs_cannot_write_and_steps_down() {
     config.lock.owner = "bbs-a".into();
     let clock = ManualClock::new(1_700_000_000_000_000_000);
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let store = diego_bbs::open_store(&config, dyn_clock.clone()).unwrap();
+    let store = diego_bbs::open_store(&config, dyn_clock.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let running = diego_bbs::start_with_store(config.clone(), store, dyn_clock.clone(), shutdown.clone())
@@ -60,7 +60,7 @@ async fn a_deposed_bbs_cannot_write_and_steps_down() {
 
     // Another process on the same file takes the lock once it has lapsed in the store's
     // clock; bbs-a has not renewed, so it still believes itself active.
-    let other = diego_bbs::open_store(&config, dyn_clock).unwrap();
+    let other = diego_bbs::open_store(&config, dyn_clock).await.unwrap();
     clock.advance_ms(61_000);
     other
         .acquire_lock(diego_model::locks::BBS, "bbs-b", "http://elsewhere", 60)

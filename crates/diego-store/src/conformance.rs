@@ -96,11 +96,35 @@ async fn setup(factory: &impl StoreFactory) -> (Fixture, ManualClock) {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
-/// `diego_store::conformance::<case>(&factory)`.
+/// `diego_store::conformance::<case>(&factory)`. With `run_if = ready`, each case first calls
+/// `ready(case_name)` and returns at once when it is false (a backend whose server is not
+/// installed; `ready` prints why).
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::__conformance_cases!(@tests $factory, |_: &str| true);
+    };
+    ($factory:expr, run_if = $ready:expr) => {
+        $crate::__conformance_cases!(@tests $factory, $ready);
+    };
+}
+
+/// Runs every conformance case, one after another, in the calling async function: for a
+/// backend whose cases share something costly or stateful (a cluster that loses a member
+/// mid-suite). `$before` is called as `before(position, case_name)` ahead of each case.
+#[macro_export]
+macro_rules! conformance_sequence {
+    ($factory:expr, $before:expr) => {
+        $crate::__conformance_cases!(@sequence $factory, $before)
+    };
+}
+
+/// The one list of cases, handed to the macro that expands them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($($how:tt)*) => {
+        $crate::__conformance_expand! { $($how)*;
             insert_and_get,
             insert_existing_is_exists,
             update_bumps_tag,
@@ -129,14 +153,33 @@ macro_rules! conformance_tests {
             presences_appear_in_the_feed,
             concurrent_cas_increments,
             concurrent_inserts,
-        );
+        }
     };
-    (@cases $factory:expr; $($case:ident),+ $(,)?) => {
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_expand {
+    (@tests $factory:expr, $ready:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if !($ready)(stringify!($case)) {
+                    return;
+                }
                 $crate::conformance::$case(&$factory).await;
             }
         )+
     };
+    (@sequence $factory:expr, $before:expr; $($case:ident),+ $(,)?) => {{
+        let factory = &$factory;
+        let mut before = $before;
+        let mut position = 0usize;
+        $(
+            before(position, stringify!($case));
+            $crate::conformance::$case(factory).await;
+            position += 1;
+        )+
+        let _ = position;
+    }};
 }

@@ -6,12 +6,14 @@
 //! into atomic [`Txn`]s, and is acknowledged only once durable.
 //!
 //! Backends: [`sqlite::SqliteStore`] (the embedded default: WAL, synchronous commits, group
-//! commit under concurrency) and [`memory::MemoryStore`] (tests). [`conformance`] is one test
+//! commit under concurrency), [`etcd::EtcdStore`] (an etcd v3 cluster shared by several BBS)
+//! and [`memory::MemoryStore`] (tests). [`conformance`] is one test
 //! suite, a function over a backend factory, that every backend passes.
 //!
 //! Depends on `diego-model` only among our crates; knows nothing of HTTP.
 
 pub mod conformance;
+pub mod etcd;
 pub mod memory;
 pub mod sqlite;
 mod ttl;

@@ -9,15 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use diego_model::{
-    ActualLrp, CellPresence, Clock, DesiredLrp, DesiredLrpSchedulingInfo, Domain, ModificationTag, Presence,
-    Task,
+    ActualLrp, CellPresence, Clock, DesiredLrp, DesiredLrpSchedulingInfo, Domain, Presence, Task,
 };
 use tokio::sync::watch;
 
 use crate::ttl::{check_fence, domain_expiry, is_live, lease_expiry};
 use crate::{
-    ActualLrpFilter, Change, ChangePage, Committed, DesiredLrpFilter, Expect, LockRecord, PresenceRecord,
-    Record, RecordKey, Store, StoreError, TaskFilter, Txn, Write,
+    ActualLrpFilter, Change, ChangePage, Committed, DesiredLrpFilter, LockRecord, PresenceRecord, Record,
+    RecordKey, Store, StoreError, TaskFilter, Txn, Write,
 };
 
 type ActualKey = (String, i32, Presence);
@@ -222,34 +221,9 @@ impl State {
 
     /// Checks write `i`'s precondition and returns the record it replaces.
     fn check(&self, i: usize, write: &Write) -> Result<Option<Record>, StoreError> {
-        let key = write.key();
-        let stored = self.get(&key);
-        let expected: &ModificationTag = match write {
-            Write::Put {
-                expect: Expect::Absent,
-                ..
-            } => {
-                return match stored {
-                    Some(_) => Err(StoreError::Exists { write: i, key }),
-                    None => Ok(None),
-                };
-            }
-            Write::Put {
-                expect: Expect::Tag(t),
-                ..
-            }
-            | Write::Delete { expect: t, .. } => t,
-        };
-        match stored {
-            None => Err(StoreError::NotFound { write: i, key }),
-            Some(r) if r.modification_tag() != expected => Err(StoreError::Conflict {
-                write: i,
-                key,
-                expected: expected.clone(),
-                found: r.modification_tag().clone(),
-            }),
-            Some(r) => Ok(Some(r)),
-        }
+        let stored = self.get(&write.key());
+        write.check(i, stored.as_ref())?;
+        Ok(stored)
     }
 }
 

@@ -194,6 +194,48 @@ impl Write {
         }
     }
 
+    /// Checks this write's precondition (it is write `i` of its transaction) against the
+    /// record stored under its key: every backend refuses a write with the same error.
+    pub fn check(&self, i: usize, stored: Option<&Record>) -> Result<(), StoreError> {
+        self.check_tag(i, stored.map(Record::modification_tag))
+    }
+
+    /// [`Write::check`] given only the stored record's tag (`None`: no record).
+    pub fn check_tag(&self, i: usize, stored: Option<&ModificationTag>) -> Result<(), StoreError> {
+        let expected: &ModificationTag = match self {
+            Write::Put {
+                expect: Expect::Absent,
+                ..
+            } => {
+                return match stored {
+                    Some(_) => Err(StoreError::Exists {
+                        write: i,
+                        key: self.key(),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            Write::Put {
+                expect: Expect::Tag(t),
+                ..
+            }
+            | Write::Delete { expect: t, .. } => t,
+        };
+        match stored {
+            None => Err(StoreError::NotFound {
+                write: i,
+                key: self.key(),
+            }),
+            Some(found) if found != expected => Err(StoreError::Conflict {
+                write: i,
+                key: self.key(),
+                expected: expected.clone(),
+                found: found.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The record as the store keeps it once this write applies: as given for an insert,
     /// with `tag.next()` for a compare-and-swap update, `None` for a delete. Every backend
     /// stores exactly this, so the caller can compute it before the write is applied.

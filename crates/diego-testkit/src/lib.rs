@@ -5,15 +5,18 @@
 //! [`TestBbs`] (a real BBS on an ephemeral port, stopped on drop), [`eventually`],
 //! [`free_port`], [`host::root_with`] (skip, saying why, without root or a host tool),
 //! [`NatsServer`] (a real `nats-server` child process on a free loopback port),
+//! [`Etcd`] (real etcd members on free loopback ports, one or a cluster),
 //! [`exposition::parse`] (a strict parser of a role's `/metrics`), [`hosts::Net`] (hosts as
 //! network namespaces on a private bridge, each running child processes; root only),
 //! [`diego_command`] (a `diego` role as the tests run it).
 
+mod etcd;
 pub mod exposition;
 pub mod host;
 pub mod hosts;
 mod nats;
 
+pub use etcd::Etcd;
 pub use nats::NatsServer;
 
 use std::ffi::OsStr;

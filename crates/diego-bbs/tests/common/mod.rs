@@ -36,7 +36,7 @@ pub async fn start_with(configure: impl FnOnce(&mut BbsConfig)) -> Server {
     configure(&mut config);
     let clock = ManualClock::new(1_700_000_000_000_000_000);
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let store = diego_bbs::open_store(&config, dyn_clock.clone()).unwrap();
+    let store = diego_bbs::open_store(&config, dyn_clock.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
     let running = diego_bbs::start_with_store(config, store.clone(), dyn_clock, shutdown.clone())
         .await

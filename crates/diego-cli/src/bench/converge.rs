@@ -77,7 +77,7 @@ async fn seed(dir: &std::path::Path, o: &Options) -> anyhow::Result<Seeded> {
             data_dir: dir.to_path_buf(),
         },
     );
-    let store = diego_bbs::open_store(&config, clock.clone())?;
+    let store = diego_bbs::open_store(&config, clock.clone()).await?;
     store.upsert_domain("bench", 3600).await?;
     let missing_cells = (o.cells / 100).max(1);
     for cell in missing_cells..o.cells {

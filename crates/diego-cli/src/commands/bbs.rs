@@ -12,14 +12,19 @@ use crate::process;
 
 #[derive(Debug, clap::Args)]
 pub struct BbsArgs {
-    /// Directory of the SQLite store (created if missing).
+    /// Directory of the SQLite store (created if missing): the default store.
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "memory",
-        conflicts_with = "memory"
+        required_unless_present_any = ["memory", "store"],
+        conflicts_with_all = ["memory", "store"]
     )]
     pub data_dir: Option<PathBuf>,
+
+    /// Keep state in an etcd v3 cluster instead: etcd://host:port[,host:port…][/prefix]
+    /// (prefix default /diego/). Several BBS processes may share one.
+    #[arg(long, value_name = "URL", value_parser = parse_etcd_url, conflicts_with = "memory")]
+    pub store: Option<diego_store::etcd::EtcdOptions>,
 
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
@@ -77,8 +82,9 @@ pub struct BbsArgs {
 
 impl BbsArgs {
     pub fn config(&self) -> BbsConfig {
-        let store = match &self.data_dir {
-            Some(dir) if !self.memory => StoreConfig::Sqlite {
+        let store = match (&self.data_dir, &self.store) {
+            (_, Some(etcd)) => StoreConfig::Etcd(etcd.clone()),
+            (Some(dir), None) if !self.memory => StoreConfig::Sqlite {
                 data_dir: dir.clone(),
             },
             _ => StoreConfig::Memory,
@@ -102,6 +108,14 @@ impl BbsArgs {
     }
 }
 
+/// `--store`'s value: clap names the option in the error.
+fn parse_etcd_url(url: &str) -> Result<diego_store::etcd::EtcdOptions, String> {
+    diego_store::etcd::EtcdOptions::from_url(url).map_err(|e| match e {
+        diego_store::StoreError::Invalid(m) => m,
+        e => e.to_string(),
+    })
+}
+
 pub async fn run(args: BbsArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
@@ -116,5 +130,49 @@ pub async fn run(args: BbsArgs) -> anyhow::Result<()> {
             "the BBS did not stop within {:?} of the signal (connections still open?); exiting anyway",
             process::SHUTDOWN_GRACE
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        bbs: BbsArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<BbsArgs, String> {
+        use clap::Parser as _;
+        Wrap::try_parse_from(argv)
+            .map(|w| w.bbs)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn store_selects_etcd_and_a_bad_url_names_the_flag() {
+        let args = parse(&["x", "--store", "etcd://127.0.0.1:2379,127.0.0.1:2380/apps"]).unwrap();
+        match args.config().store {
+            StoreConfig::Etcd(o) => {
+                assert_eq!(o.endpoints, ["http://127.0.0.1:2379", "http://127.0.0.1:2380"]);
+                assert_eq!(o.prefix, "/apps/");
+            }
+            other => panic!("expected etcd, got {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["x", "--data-dir", "/tmp/d"]).unwrap().config().store,
+            StoreConfig::Sqlite { .. }
+        ));
+        for bad in ["etcd://nohost", "http://127.0.0.1:2379", "etcd://"] {
+            let err = parse(&["x", "--store", bad]).expect_err("refused");
+            assert!(
+                err.contains("--store") && err.contains("etcd://host:port"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["x", "--store", "etcd://a:1", "--data-dir", "/tmp/d"]).expect_err("refused");
+        assert!(err.contains("--store"), "{err}");
+        assert!(parse(&["x"]).is_err(), "a store is required");
     }
 }
