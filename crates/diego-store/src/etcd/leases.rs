@@ -13,7 +13,7 @@ use std::time::Duration;
 use diego_model::CellPresence;
 use etcd_client::{GetOptions, TxnOp, TxnOpResponse};
 
-use super::ops::{self, Failure};
+use super::ops::{self, Attempt, Failure};
 use super::write::EtcdTxn;
 use super::{decode, encode, head_at, Inner, LEASE_GRACE_SECONDS};
 use crate::ttl::{domain_expiry, is_live, lease_expiry};
@@ -93,26 +93,18 @@ impl Inner {
             } else {
                 Some(self.append_changes(&mut txn, &head, changes, now, &txn_id)?)
             };
-            match ops::txn_once(&self.client, txn.into_etcd()).await {
-                Ok(r) if r.succeeded() => {
-                    if let Some(new) = new {
-                        writer.wrote_head(new, &r);
-                        self.publish(new.head);
-                    }
-                    if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease) {
-                        self.revoke(old);
-                    }
-                    return Ok(record);
+            // Unanswered is safe to repeat: an attempt that applied is read back as a renewal.
+            if let Attempt::Applied(r) =
+                ops::attempt(&self.client, "setting a presence", txn.into_etcd()).await?
+            {
+                if let Some(new) = new {
+                    writer.wrote_head(new, &r);
+                    self.publish(new.head);
                 }
-                Ok(_) => {}
-                Err(Failure::Refused(m)) => {
-                    return Err(StoreError::Invalid(format!("setting a presence: {m}")))
+                if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease) {
+                    self.revoke(old);
                 }
-                // Retrying is safe: an attempt that applied is now read back as a renewal.
-                Err(Failure::Transient(m)) => {
-                    tracing::debug!(error = %m, "etcd did not answer a presence write; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                return Ok(record);
             }
         }
     }
@@ -142,23 +134,16 @@ impl Inner {
             let live = is_live(stored.expires_at, now);
             let change = (Some(Record::CellPresence(stored.cell_presence)), None);
             let new = self.append_changes(&mut txn, &head, vec![change], now, &txn_id)?;
-            match ops::txn_once(&self.client, txn.into_etcd()).await {
-                Ok(r) if r.succeeded() => {
+            match ops::attempt(&self.client, "removing a presence", txn.into_etcd()).await? {
+                Attempt::Applied(r) => {
                     writer.wrote_head(new, &r);
                     self.publish(new.head);
                     self.revoke(kv.lease());
                     // A lapsed one was expired, not removed by this call.
                     return Ok(live);
                 }
-                Ok(_) => {}
-                Err(Failure::Refused(m)) => {
-                    return Err(StoreError::Invalid(format!("removing a presence: {m}")))
-                }
-                Err(Failure::Transient(m)) => {
-                    tracing::debug!(error = %m, "etcd did not answer a presence removal; retrying");
-                    tried = live;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Attempt::Conflicted => {}
+                Attempt::Unanswered => tried = live,
             }
         }
     }
@@ -261,22 +246,15 @@ impl Inner {
             let mut txn = EtcdTxn::default();
             txn.unchanged(etcd_key.clone(), stored_kv);
             txn.put(etcd_key.clone(), encoded.clone(), Some(lease_id));
-            match ops::txn_once(&self.client, txn.into_etcd()).await {
-                Ok(r) if r.succeeded() => {
-                    if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease_id) {
-                        self.revoke(old);
-                    }
-                    return Ok(lock);
+            // Unanswered is safe to repeat: an attempt that applied is read back as this
+            // owner's lock.
+            if let Attempt::Applied(_) =
+                ops::attempt(&self.client, "acquiring a lock", txn.into_etcd()).await?
+            {
+                if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease_id) {
+                    self.revoke(old);
                 }
-                Ok(_) => {}
-                Err(Failure::Refused(m)) => {
-                    return Err(StoreError::Invalid(format!("acquiring a lock: {m}")))
-                }
-                // Safe to retry: an attempt that applied is read back as this owner's lock.
-                Err(Failure::Transient(m)) => {
-                    tracing::debug!(error = %m, "etcd did not answer a lock write; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                return Ok(lock);
             }
         }
     }
@@ -296,20 +274,13 @@ impl Inner {
             let mut txn = EtcdTxn::default();
             txn.unchanged(etcd_key.clone(), Some(kv));
             txn.delete(etcd_key.clone());
-            match ops::txn_once(&self.client, txn.into_etcd()).await {
-                Ok(r) if r.succeeded() => {
+            match ops::attempt(&self.client, "releasing a lock", txn.into_etcd()).await? {
+                Attempt::Applied(_) => {
                     self.revoke(kv.lease());
                     return Ok(true);
                 }
-                Ok(_) => {}
-                Err(Failure::Refused(m)) => {
-                    return Err(StoreError::Invalid(format!("releasing a lock: {m}")))
-                }
-                Err(Failure::Transient(m)) => {
-                    tracing::debug!(error = %m, "etcd did not answer a lock release; retrying");
-                    tried = true;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Attempt::Conflicted => {}
+                Attempt::Unanswered => tried = true,
             }
         }
     }

@@ -92,6 +92,35 @@ pub(super) async fn txn_once(client: &Client, txn: Txn) -> Result<TxnResponse, F
     }
 }
 
+/// How one write of a read-compare-write loop went.
+pub(super) enum Attempt {
+    Applied(TxnResponse),
+    /// The compare failed: someone wrote between the read and the write. Read again.
+    Conflicted,
+    /// No answer: it may or may not have applied. Read again (after a short pause) and let
+    /// what is stored tell.
+    Unanswered,
+}
+
+/// Pause before reading again after an unanswered write.
+const UNANSWERED_PAUSE: Duration = Duration::from_millis(50);
+
+/// One write of a loop that reads, compares and writes until the write applies; `what`
+/// names it in errors and logs ("setting a presence"). A write etcd refuses is
+/// [`StoreError::Invalid`]; one it did not answer comes back after [`UNANSWERED_PAUSE`].
+pub(super) async fn attempt(client: &Client, what: &str, txn: Txn) -> Result<Attempt, StoreError> {
+    match txn_once(client, txn).await {
+        Ok(r) if r.succeeded() => Ok(Attempt::Applied(r)),
+        Ok(_) => Ok(Attempt::Conflicted),
+        Err(Failure::Refused(m)) => Err(StoreError::Invalid(format!("{what}: {m}"))),
+        Err(Failure::Transient(m)) => {
+            tracing::debug!(error = %m, "etcd did not answer {what}; reading again");
+            tokio::time::sleep(UNANSWERED_PAUSE).await;
+            Ok(Attempt::Unanswered)
+        }
+    }
+}
+
 /// What one read returned: each key's value (if any), read at one revision.
 pub(super) struct Snapshot {
     pub values: Vec<Option<KeyValue>>,
