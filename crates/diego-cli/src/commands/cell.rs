@@ -97,6 +97,8 @@ pub struct CellArgs {
     /// notice every 5 s (0 = no limit).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LINES_PER_SECOND)]
     pub log_lines_per_second: u32,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 /// App and platform log lines of a cell without `--logs-url`, printed on stderr as
