@@ -213,3 +213,31 @@ async fn print_config_lists_every_key_of_each_role_and_the_bbs_example_runs() {
     eventually(WAIT, || answers_ping(port)).await;
     bbs.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cell_takes_its_required_data_dir_from_the_file() {
+    // `diego cell` runs only with its group of flags (`--data-dir`); from a file is enough.
+    let bbs = TestBbs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "cell.toml",
+        &format!(
+            "bbs = \"{}\"\nlisten = \"127.0.0.1:{}\"\ndata-dir = {:?}\nbackend = \"process\"\ncell-id = \"from-file\"\n",
+            bbs.url,
+            free_port(),
+            dir.path().join("cell").to_str().unwrap()
+        ),
+    );
+    let mut cell = start(&["cell", "--config", &file], &[]);
+    eventually(WAIT, || async {
+        let cells = bbs.client.cells().await.map_err(|e| e.to_string())?;
+        if cells.iter().any(|c| c.cell_presence.cell_id == "from-file") {
+            Ok(())
+        } else {
+            Err(format!("{} cells, none from-file", cells.len()))
+        }
+    })
+    .await;
+    cell.kill().await.unwrap();
+}

@@ -30,6 +30,10 @@ pub struct CellCommand {
     pub action: Option<CellAction>,
     #[command(flatten)]
     pub run: Option<CellArgs>,
+    /// Beside, not inside, `run`: the arguments of an optional flattened group are taken as
+    /// given only when one of its own fields is.
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,8 +101,6 @@ pub struct CellArgs {
     /// notice every 5 s (0 = no limit).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LINES_PER_SECOND)]
     pub log_lines_per_second: u32,
-    #[command(flatten)]
-    pub config_file: crate::config::ConfigArgs,
 }
 
 /// App and platform log lines of a cell without `--logs-url`, printed on stderr as
