@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod output;
 pub mod process;
 pub mod report;

@@ -1,7 +1,5 @@
 //! The `diego` binary; everything lives in the `diego_cli` library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     // The runc backend's per-process supervisor and per-container net-in proxy (internal, not
     // in --help): dispatched before any parsing or runtime so that they stay small for as long
@@ -17,7 +15,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
     bound_malloc_arenas();
-    diego_cli::run(diego_cli::Cli::parse())
+    match diego_cli::config::parse_cli(std::env::args_os()) {
+        Ok(cli) => diego_cli::run(cli),
+        Err(code) => code,
+    }
 }
 
 /// glibc gives each thread that allocates under contention an arena of its own, up to 8 per

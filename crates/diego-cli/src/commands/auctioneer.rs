@@ -23,6 +23,8 @@ pub struct AuctioneerArgs {
     /// Per-cell timeout for fetching state and sending work, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub cell_timeout_ms: u64,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 impl AuctioneerArgs {

@@ -78,6 +78,8 @@ pub struct BbsArgs {
     /// The URL other roles reach this BBS at, stored in the lock [default: http://<listen>].
     #[arg(long, value_name = "URL")]
     pub advertise_url: Option<String>,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 impl BbsArgs {

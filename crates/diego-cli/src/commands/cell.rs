@@ -30,6 +30,10 @@ pub struct CellCommand {
     pub action: Option<CellAction>,
     #[command(flatten)]
     pub run: Option<CellArgs>,
+    /// Beside, not inside, `run`: the arguments of an optional flattened group are taken as
+    /// given only when one of its own fields is.
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]

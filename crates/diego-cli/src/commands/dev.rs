@@ -58,6 +58,8 @@ pub struct DevArgs {
     /// Start from nothing: destroy the containers an earlier run left and delete the data dir.
     #[arg(long)]
     pub reset: bool,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 /// A running role: what to print about it, its own stop, and the work to wait for.

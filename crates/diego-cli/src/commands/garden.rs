@@ -45,6 +45,8 @@ pub struct GardenArgs {
     /// Most containers at once (Diego's default is 250).
     #[arg(long, value_name = "N", default_value_t = 250)]
     pub max_containers: u64,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 /// MemTotal of /proc/meminfo, in bytes.

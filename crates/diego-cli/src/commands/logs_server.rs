@@ -21,6 +21,8 @@ pub struct LogsServerArgs {
     /// Keep the history in DIR so it outlives a restart [default: memory only].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 impl LogsServerArgs {

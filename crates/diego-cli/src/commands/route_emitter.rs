@@ -18,6 +18,8 @@ pub struct RouteEmitterArgs {
     /// Address for `/health` and `/metrics`.
     #[arg(long, value_name = "ADDR", default_value = emitter::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 fn parse_nats(s: &str) -> Result<emitter::NatsServerAddr, String> {

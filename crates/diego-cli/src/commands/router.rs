@@ -23,6 +23,8 @@ pub struct RouterArgs {
     pub logs_url: Option<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 /// How the router forwards; shared with `diego dev`.

@@ -57,6 +57,8 @@ pub struct SimCellsArgs {
     /// BBS calls in flight at once across all cells.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_IN_FLIGHT_BBS_CALLS)]
     pub max_in_flight: usize,
+    #[command(flatten)]
+    pub config_file: crate::config::ConfigArgs,
 }
 
 impl SimCellsArgs {
