@@ -66,6 +66,10 @@ pub struct CellArgs {
     pub disk_mb: u64,
     #[arg(long, value_name = "N", default_value_t = 250)]
     pub max_containers: u64,
+    /// Address the instances' host ports listen on and are routed to (runc backend); default:
+    /// the --listen address, or 127.0.0.1 when that is 0.0.0.0.
+    #[arg(long, value_name = "IP")]
+    pub host_ip: Option<std::net::IpAddr>,
     /// How containers run [default: runc when root and runc are there, else process].
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
@@ -145,7 +149,14 @@ async fn backend(args: &CellArgs, capacity: Capacity) -> anyhow::Result<(DynBack
         Backend::Process
     });
     let depot = args.data_dir.join("depot");
-    let backend = garden::open_backend(kind, &depot, args.preloaded_dir.clone(), capacity).await?;
+    let backend = garden::open_backend(
+        kind,
+        &depot,
+        args.preloaded_dir.clone(),
+        capacity,
+        garden::host_ip(args.host_ip, args.listen),
+    )
+    .await?;
     let what = match kind {
         Backend::Runc => "runc backend (isolated containers)".to_string(),
         Backend::Process => {

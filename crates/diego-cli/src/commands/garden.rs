@@ -1,6 +1,6 @@
 //! `diego garden`: serve a container backend over HTTP.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,8 +45,23 @@ pub struct GardenArgs {
     /// Most containers at once (Diego's default is 250).
     #[arg(long, value_name = "N", default_value_t = 250)]
     pub max_containers: u64,
+    /// Address the containers' host ports listen on and are reported at (runc backend);
+    /// default: the --listen address, or 127.0.0.1 when that is 0.0.0.0.
+    #[arg(long, value_name = "IP")]
+    pub host_ip: Option<IpAddr>,
     #[command(flatten)]
     pub config_file: crate::config::ConfigArgs,
+}
+
+/// Where a backend's containers are reached: `explicit` (`--host-ip`), else the IP the role
+/// listens on, else loopback when it listens on every address (then only this machine
+/// reaches them; a cluster sets `--host-ip`).
+pub fn host_ip(explicit: Option<IpAddr>, listen: SocketAddr) -> IpAddr {
+    match explicit {
+        Some(ip) => ip,
+        None if listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        None => listen.ip(),
+    }
 }
 
 /// MemTotal of /proc/meminfo, in bytes.
@@ -83,6 +98,7 @@ pub async fn open_backend(
     depot: &Path,
     preloaded_dir: Option<PathBuf>,
     capacity: Capacity,
+    host_ip: IpAddr,
 ) -> anyhow::Result<DynBackend> {
     Ok(match kind {
         Backend::Process => {
@@ -105,7 +121,7 @@ pub async fn open_backend(
                 preloaded_dir,
                 runc_root: sibling("runc"),
                 capacity,
-                host_ip: "127.0.0.1".into(),
+                host_ip: host_ip.to_string(),
                 shim: shim_command()?,
                 netin_proxy: netin_proxy_command()?,
             };
@@ -139,7 +155,14 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
         disk_bytes: args.disk_mb << 20,
         max_containers: args.max_containers,
     };
-    let backend = open_backend(args.backend, &args.depot, args.preloaded_dir.clone(), capacity).await?;
+    let backend = open_backend(
+        args.backend,
+        &args.depot,
+        args.preloaded_dir.clone(),
+        capacity,
+        host_ip(args.host_ip, args.listen),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -160,4 +183,26 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
         .await
         .context("serving the garden API")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_are_reached_at_the_flag_else_the_listen_ip_else_loopback() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            (Some(ip("10.1.2.3")), addr("0.0.0.0:1801"), ip("10.1.2.3")),
+            (Some(ip("10.1.2.3")), addr("10.9.9.9:1801"), ip("10.1.2.3")),
+            (None, addr("10.9.9.9:1801"), ip("10.9.9.9")),
+            (None, addr("127.0.0.1:1801"), ip("127.0.0.1")),
+            (None, addr("0.0.0.0:1801"), ip("127.0.0.1")),
+            (None, addr("[::]:1801"), ip("127.0.0.1")),
+        ];
+        for (explicit, listen, want) in cases {
+            assert_eq!(host_ip(explicit, listen), want, "{explicit:?} {listen}");
+        }
+    }
 }
