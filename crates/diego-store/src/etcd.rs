@@ -18,6 +18,7 @@
 mod feed;
 mod keys;
 mod leases;
+mod members;
 mod ops;
 mod write;
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diego_model::{ActualLrp, CellPresence, Clock, DesiredLrp, DesiredLrpSchedulingInfo, Domain, Task};
-use etcd_client::{Client, ConnectOptions, KeyValue};
+use etcd_client::{ConnectOptions, KeyValue};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -116,7 +117,7 @@ pub struct EtcdStore {
 
 /// What the store's calls and its background tasks share.
 struct Inner {
-    client: Client,
+    members: members::Members,
     clock: Arc<dyn Clock>,
     keys: Keys,
     retention: u64,
@@ -152,7 +153,7 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             // A member cut off from the others answers nothing rather than stale data.
             .with_require_leader(true);
-        let client = Client::connect(&options.endpoints, Some(connect))
+        let members = members::Members::connect(&options.endpoints, &connect)
             .await
             .map_err(|e| {
                 StoreError::unavailable_from(
@@ -162,7 +163,7 @@ impl EtcdStore {
             })?;
         let (head_tx, _) = watch::channel(0);
         let inner = Arc::new(Inner {
-            client,
+            members,
             clock,
             keys: Keys::new(&options.prefix),
             retention: options.change_retention as u64,
@@ -212,7 +213,7 @@ impl Inner {
     /// The head, and etcd's revision it was read at (where a watch of it starts).
     async fn read_head(&self) -> Result<(HeadAt, i64), StoreError> {
         let snap = ops::snapshot(
-            &self.client,
+            &self.members,
             "reading the change feed's head",
             &[self.keys.head()],
         )
@@ -271,7 +272,7 @@ impl EtcdStore {
         what: &str,
         prefix: Vec<u8>,
     ) -> Result<Vec<T>, StoreError> {
-        let (kvs, _) = ops::range(&self.inner.client, what, &prefix).await?;
+        let (kvs, _) = ops::range(&self.inner.members, what, &prefix).await?;
         kvs.iter().map(|kv| decode(what, kv.value())).collect()
     }
 
@@ -283,7 +284,7 @@ impl EtcdStore {
             (Some(p), None) => keys.actual_process(p),
             _ => keys.actuals(),
         };
-        Ok(ops::range(&self.inner.client, "listing actual LRPs", &prefix)
+        Ok(ops::range(&self.inner.members, "listing actual LRPs", &prefix)
             .await?
             .0)
     }
@@ -297,7 +298,7 @@ impl Store for EtcdStore {
 
     async fn get_task(&self, task_guid: &str) -> Result<Option<Task>, StoreError> {
         let snap = ops::snapshot(
-            &self.inner.client,
+            &self.inner.members,
             "reading a task",
             &[self.inner.keys.task(task_guid)],
         )
@@ -315,7 +316,7 @@ impl Store for EtcdStore {
 
     async fn get_desired_lrp(&self, process_guid: &str) -> Result<Option<DesiredLrp>, StoreError> {
         let key = self.inner.keys.desired(process_guid);
-        let snap = ops::snapshot(&self.inner.client, "reading a desired LRP", &[key]).await?;
+        let snap = ops::snapshot(&self.inner.members, "reading a desired LRP", &[key]).await?;
         snap.values[0]
             .as_ref()
             .map(|kv| decode("a desired LRP", kv.value()))
@@ -436,7 +437,12 @@ impl Store for EtcdStore {
 
     async fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {
         let now = self.inner.clock.now();
-        let snap = ops::snapshot(&self.inner.client, "reading a lock", &[self.inner.keys.lock(key)]).await?;
+        let snap = ops::snapshot(
+            &self.inner.members,
+            "reading a lock",
+            &[self.inner.keys.lock(key)],
+        )
+        .await?;
         Ok(snap.values[0]
             .as_ref()
             .map(|kv| decode::<LockRecord>("a lock", kv.value()))

@@ -20,8 +20,8 @@ impl Inner {
                 .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
             ops_.push(TxnOp::get(self.keys.feed(after.saturating_add(1)), Some(range)));
         }
-        let resp = super::ops::retrying("reading the change feed", || {
-            let mut kv = super::ops::kv(&self.client);
+        let resp = super::ops::retrying("reading the change feed", &self.members, |client| {
+            let mut kv = super::ops::kv(client);
             let txn = etcd_client::Txn::new().and_then(ops_.clone());
             async move { kv.txn(txn).await }
         })
@@ -74,26 +74,41 @@ pub(super) async fn watch_head(inner: Weak<Inner>, mut revision: i64) {
                 }
             }
         }
-        let mut client = store.client.watch_client();
+        let (member, client) = store.members.current();
+        let mut client = client.watch_client();
         drop(store);
         let options = WatchOptions::new().with_start_revision(revision + 1);
         let mut stream = match client.watch(key, Some(options)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "watching the change feed's head failed; trying again");
+                if let Some(store) = inner.upgrade() {
+                    store.members.failed(member, &e.to_string());
+                }
                 revision = 0;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        while let Ok(Some(resp)) = stream.message().await {
-            if resp.canceled() {
-                break;
-            }
-            let Some(store) = inner.upgrade() else { return };
-            for event in resp.events() {
-                if let Ok(read) = head_at(event.kv()) {
-                    store.publish(read.head.head);
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) if !resp.canceled() => {
+                    let Some(store) = inner.upgrade() else { return };
+                    for event in resp.events() {
+                        if let Ok(read) = head_at(event.kv()) {
+                            store.publish(read.head.head);
+                        }
+                    }
+                }
+                // Cancelled by etcd (a compacted revision) or ended: watch again.
+                Ok(_) => break,
+                // The member went away or was cut off (the connection's keep-alive ends it).
+                Err(e) => {
+                    tracing::debug!(error = %e, "the change feed's watch failed; watching again");
+                    if let Some(store) = inner.upgrade() {
+                        store.members.failed(member, &e.to_string());
+                    }
+                    break;
                 }
             }
         }

@@ -22,8 +22,8 @@ use crate::{Domain, LockRecord, PresenceRecord, Record, StoreError};
 impl Inner {
     async fn grant(&self, ttl_seconds: i64) -> Result<i64, StoreError> {
         let ttl = ttl_seconds.saturating_add(LEASE_GRACE_SECONDS);
-        let resp = ops::retrying("granting an etcd lease", || {
-            let mut lease = self.client.lease_client();
+        let resp = ops::retrying("granting an etcd lease", &self.members, |client| {
+            let mut lease = client.lease_client();
             async move { lease.grant(ttl, None).await }
         })
         .await?;
@@ -36,7 +36,7 @@ impl Inner {
         if lease == 0 {
             return;
         }
-        let mut client = self.client.lease_client();
+        let mut client = self.members.current().1.lease_client();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(ops::REQUEST_TIMEOUT, client.revoke(lease)).await;
         });
@@ -59,7 +59,7 @@ impl Inner {
         let lease = self.grant(ttl_seconds).await?;
         loop {
             let snap = ops::snapshot(
-                &self.client,
+                &self.members,
                 "reading a cell presence",
                 &[key.clone(), self.keys.head()],
             )
@@ -95,7 +95,7 @@ impl Inner {
             };
             // Unanswered is safe to repeat: an attempt that applied is read back as a renewal.
             if let Attempt::Applied(r) =
-                ops::attempt(&self.client, "setting a presence", txn.into_etcd()).await?
+                ops::attempt(&self.members, "setting a presence", txn.into_etcd()).await?
             {
                 if let Some(new) = new {
                     writer.wrote_head(new, &r);
@@ -116,7 +116,7 @@ impl Inner {
         let mut tried = false;
         loop {
             let snap = ops::snapshot(
-                &self.client,
+                &self.members,
                 "reading a cell presence",
                 &[key.clone(), self.keys.head()],
             )
@@ -134,7 +134,7 @@ impl Inner {
             let live = is_live(stored.expires_at, now);
             let change = (Some(Record::CellPresence(stored.cell_presence)), None);
             let new = self.append_changes(&mut txn, &head, vec![change], now, &txn_id)?;
-            match ops::attempt(&self.client, "removing a presence", txn.into_etcd()).await? {
+            match ops::attempt(&self.members, "removing a presence", txn.into_etcd()).await? {
                 Attempt::Applied(r) => {
                     writer.wrote_head(new, &r);
                     self.publish(new.head);
@@ -152,7 +152,7 @@ impl Inner {
     /// Returns how many; 0 when another writer (another BBS's sweeper) got there first.
     async fn sweep(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let (cells, _) = ops::range(&self.client, "listing cell presences", &self.keys.cells()).await?;
+        let (cells, _) = ops::range(&self.members, "listing cell presences", &self.keys.cells()).await?;
         let lapsed = |kv: &etcd_client::KeyValue| {
             decode::<PresenceRecord>("a cell presence", kv.value()).is_ok_and(|p| !is_live(p.expires_at, now))
         };
@@ -167,8 +167,8 @@ impl Inner {
             TxnOp::get(cells_prefix, Some(range)),
             TxnOp::get(self.keys.head(), None),
         ];
-        let resp = ops::retrying("reading lapsed presences", || {
-            let mut kv = ops::kv(&self.client);
+        let resp = ops::retrying("reading lapsed presences", &self.members, |client| {
+            let mut kv = ops::kv(client);
             let txn = etcd_client::Txn::new().and_then(ops_.clone());
             async move { kv.txn(txn).await }
         })
@@ -194,7 +194,7 @@ impl Inner {
             return Ok(0);
         }
         let new = self.append_changes(&mut txn, &head, changes, now, &uuid::Uuid::new_v4().to_string())?;
-        match ops::txn_once(&self.client, txn.into_etcd()).await {
+        match ops::txn_once(&self.members, txn.into_etcd()).await {
             Ok(r) if r.succeeded() => {
                 writer.wrote_head(new, &r);
                 self.publish(new.head);
@@ -225,7 +225,8 @@ impl Inner {
         let encoded = encode(&"a lock", &lock)?;
         let mut lease = None;
         loop {
-            let snap = ops::snapshot(&self.client, "reading a lock", std::slice::from_ref(&etcd_key)).await?;
+            let snap =
+                ops::snapshot(&self.members, "reading a lock", std::slice::from_ref(&etcd_key)).await?;
             let stored_kv = snap.values[0].as_ref();
             if let Some(kv) = stored_kv {
                 let held: LockRecord = decode("a lock", kv.value())?;
@@ -249,7 +250,7 @@ impl Inner {
             // Unanswered is safe to repeat: an attempt that applied is read back as this
             // owner's lock.
             if let Attempt::Applied(_) =
-                ops::attempt(&self.client, "acquiring a lock", txn.into_etcd()).await?
+                ops::attempt(&self.members, "acquiring a lock", txn.into_etcd()).await?
             {
                 if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease_id) {
                     self.revoke(old);
@@ -263,7 +264,8 @@ impl Inner {
         let etcd_key = self.keys.lock(key);
         let mut tried = false;
         loop {
-            let snap = ops::snapshot(&self.client, "reading a lock", std::slice::from_ref(&etcd_key)).await?;
+            let snap =
+                ops::snapshot(&self.members, "reading a lock", std::slice::from_ref(&etcd_key)).await?;
             let Some(kv) = snap.values[0].as_ref() else {
                 return Ok(tried);
             };
@@ -274,7 +276,7 @@ impl Inner {
             let mut txn = EtcdTxn::default();
             txn.unchanged(etcd_key.clone(), Some(kv));
             txn.delete(etcd_key.clone());
-            match ops::attempt(&self.client, "releasing a lock", txn.into_etcd()).await? {
+            match ops::attempt(&self.members, "releasing a lock", txn.into_etcd()).await? {
                 Attempt::Applied(_) => {
                     self.revoke(kv.lease());
                     return Ok(true);
@@ -292,8 +294,8 @@ impl Inner {
         };
         let (key, value) = (self.keys.domain(domain), encode(&"a domain", &d)?);
         // A plain put: the newest freshness wins, and repeating it is harmless.
-        ops::retrying("marking a domain fresh", || {
-            let mut kv = ops::kv(&self.client);
+        ops::retrying("marking a domain fresh", &self.members, |client| {
+            let mut kv = ops::kv(client);
             let (key, value) = (key.clone(), value.clone());
             async move { kv.put(key, value, None).await }
         })

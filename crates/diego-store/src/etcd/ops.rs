@@ -7,6 +7,7 @@ use std::time::Duration;
 use etcd_client::{Client, GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::time::Instant;
 
+use super::members::Members;
 use crate::StoreError;
 
 /// How long an operation keeps retrying an unreachable or leaderless cluster (a member
@@ -49,21 +50,26 @@ pub(super) fn kv(client: &Client) -> KvClient {
     client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-/// Runs `call` until it succeeds, etcd refuses it, or [`RETRY_FOR`] passes. Only for calls
-/// that are safe to repeat (reads, idempotent writes).
-pub(super) async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, StoreError>
+/// Runs `call` on the current member until it succeeds, etcd refuses it, or [`RETRY_FOR`]
+/// passes; a member that does not answer hands the next attempt to the next member. Only for
+/// calls that are safe to repeat (reads, idempotent writes).
+pub(super) async fn retrying<T, F, Fut>(what: &str, members: &Members, mut call: F) -> Result<T, StoreError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(&Client) -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
     let deadline = Instant::now() + RETRY_FOR;
     let mut backoff = Duration::from_millis(20);
     loop {
-        let failure = match tokio::time::timeout(REQUEST_TIMEOUT, call()).await {
+        let (member, client) = members.current();
+        let failure = match tokio::time::timeout(REQUEST_TIMEOUT, call(client)).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => classify(&e),
             Err(_) => Failure::Transient(format!("no answer within {REQUEST_TIMEOUT:?}")),
         };
+        if let Failure::Transient(m) = &failure {
+            members.failed(member, m);
+        }
         match failure {
             Failure::Refused(m) => return Err(StoreError::Invalid(format!("{what}: {m}"))),
             Failure::Transient(m) if Instant::now() + backoff >= deadline => {
@@ -80,16 +86,19 @@ where
     }
 }
 
-/// One transaction, sent once: a transient failure leaves its outcome unknown, which only the
-/// caller can resolve.
-pub(super) async fn txn_once(client: &Client, txn: Txn) -> Result<TxnResponse, Failure> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, kv(client).txn(txn)).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Failure::Transient(format!(
-            "no answer within {REQUEST_TIMEOUT:?}"
-        ))),
+/// One transaction, sent once to the current member: a transient failure leaves its outcome
+/// unknown, which only the caller can resolve (and moves later calls to the next member).
+pub(super) async fn txn_once(members: &Members, txn: Txn) -> Result<TxnResponse, Failure> {
+    let (member, client) = members.current();
+    let failure = match tokio::time::timeout(REQUEST_TIMEOUT, kv(client).txn(txn)).await {
+        Ok(Ok(r)) => return Ok(r),
+        Ok(Err(e)) => classify(&e),
+        Err(_) => Failure::Transient(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    };
+    if let Failure::Transient(m) = &failure {
+        members.failed(member, m);
     }
+    Err(failure)
 }
 
 /// How one write of a read-compare-write loop went.
@@ -108,8 +117,8 @@ const UNANSWERED_PAUSE: Duration = Duration::from_millis(50);
 /// One write of a loop that reads, compares and writes until the write applies; `what`
 /// names it in errors and logs ("setting a presence"). A write etcd refuses is
 /// [`StoreError::Invalid`]; one it did not answer comes back after [`UNANSWERED_PAUSE`].
-pub(super) async fn attempt(client: &Client, what: &str, txn: Txn) -> Result<Attempt, StoreError> {
-    match txn_once(client, txn).await {
+pub(super) async fn attempt(members: &Members, what: &str, txn: Txn) -> Result<Attempt, StoreError> {
+    match txn_once(members, txn).await {
         Ok(r) if r.succeeded() => Ok(Attempt::Applied(r)),
         Ok(_) => Ok(Attempt::Conflicted),
         Err(Failure::Refused(m)) => Err(StoreError::Invalid(format!("{what}: {m}"))),
@@ -129,9 +138,13 @@ pub(super) struct Snapshot {
 }
 
 /// Reads `keys` at one revision (one transaction of gets).
-pub(super) async fn snapshot(client: &Client, what: &str, keys: &[Vec<u8>]) -> Result<Snapshot, StoreError> {
+pub(super) async fn snapshot(
+    members: &Members,
+    what: &str,
+    keys: &[Vec<u8>],
+) -> Result<Snapshot, StoreError> {
     let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
-    let resp = retrying(what, || {
+    let resp = retrying(what, members, |client| {
         let mut kv = kv(client);
         let txn = Txn::new().and_then(ops.clone());
         async move { kv.txn(txn).await }
@@ -151,7 +164,7 @@ pub(super) async fn snapshot(client: &Client, what: &str, keys: &[Vec<u8>]) -> R
 
 /// Every key starting with `prefix`, in key order, read at one revision in pages.
 pub(super) async fn range(
-    client: &Client,
+    members: &Members,
     what: &str,
     prefix: &[u8],
 ) -> Result<(Vec<KeyValue>, i64), StoreError> {
@@ -164,7 +177,7 @@ pub(super) async fn range(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut resp = retrying(what, || {
+        let mut resp = retrying(what, members, |client| {
             let mut kv = kv(client);
             let (start, options) = (start.clone(), options.clone());
             async move { kv.get(start, Some(options)).await }

@@ -176,7 +176,7 @@ impl Inner {
                 read.push(self.keys.lock(&f.key));
             }
             read.extend(unknown.iter().map(|&h| self.keys.feed(h)));
-            let snap = ops::snapshot(&self.client, "reading before a commit", &read).await?;
+            let snap = ops::snapshot(&self.members, "reading before a commit", &read).await?;
             let (stored, rest) = snap.values.split_at(keys.len());
             let head = super::head_at(rest[0].as_ref())?;
             let (lock, lost) = match &txn.fence {
@@ -250,7 +250,7 @@ impl Inner {
                 etcd.unchanged(self.keys.lock(&f.key), Some(kv));
             }
             let new = self.append_changes(&mut etcd, &head, changes, at, &txn_id)?;
-            match ops::txn_once(&self.client, etcd.into_etcd()).await {
+            match ops::txn_once(&self.members, etcd.into_etcd()).await {
                 Ok(r) if r.succeeded() => {
                     writer.wrote_head(new, &r);
                     let revision = r.header().map(|h| h.revision()).unwrap_or(0);
