@@ -1,11 +1,12 @@
 //! Two BBS processes' worth of BBS on one etcd: each sees the other's writes, in its reads
 //! and through its event stream (the store's head watch follows the other's commits).
 
+mod common;
+
 use std::time::Duration;
 
 use diego_bbs::StoreConfig;
-use diego_model::action::RunAction;
-use diego_model::{Action, DesireTaskRequest, TaskDefinition};
+use diego_model::DesireTaskRequest;
 use diego_store::etcd::EtcdOptions;
 use diego_testkit::{Etcd, TestBbs};
 use futures_util::StreamExt as _;
@@ -13,18 +14,7 @@ use futures_util::StreamExt as _;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn task(guid: &str) -> DesireTaskRequest {
-    DesireTaskRequest {
-        task_guid: guid.into(),
-        domain: "d".into(),
-        task_definition: TaskDefinition {
-            rootfs: "preloaded:busybox".into(),
-            action: Some(Action::run(RunAction {
-                path: "true".into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        },
-    }
+    serde_json::from_value(common::task_request(guid)).expect("the common task request")
 }
 
 async fn task_event(stream: &mut diego_client::EventStream, guid: &str) -> diego_client::SseEvent {
