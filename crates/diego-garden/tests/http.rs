@@ -48,7 +48,13 @@ async fn start(backend: DynBackend) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding loopback");
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, backend, shutdown.clone(), Default::default()));
+    let task = tokio::spawn(serve(
+        listener,
+        backend,
+        shutdown.clone(),
+        Default::default(),
+        None,
+    ));
     let client = GardenClient::new(&format!("http://{addr}")).unwrap();
     Server {
         client,
