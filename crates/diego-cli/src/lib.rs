@@ -1,6 +1,6 @@
 //! The `diego` command: server roles (`diego bbs`, `diego dev`), client commands for the
 //! BBS (`task`, `lrp`, `actual`, `cells`, `domains`, `events`), simulated cells for scale
-//! tests (`sim-cells`) and benchmarks.
+//! tests (`sim-cells`), the cluster's TLS certificates (`certs`) and benchmarks.
 //!
 //! The top of the dependency graph: it may use every crate, nothing depends on it. Argument
 //! types live in [`cli`] and beside each command in [`commands`]; [`output`] renders tables

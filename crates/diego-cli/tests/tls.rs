@@ -1,8 +1,9 @@
-//! A small cluster on mutual TLS, from certificates made by `diego certs`: `diego bbs`,
+//! Small clusters on mutual TLS, from certificates made by `diego certs`: `diego bbs`,
 //! `diego auctioneer` (its TLS keys from its config file) and `diego sim-cells` with
-//! `--tls-*` flags; the CLI with `DIEGO_TLS_*` runs a task to completion. The CLI with part
-//! of the TLS settings, with none, or with a certificate of another CA gets nowhere, and says
-//! why.
+//! `--tls-*` flags, where the CLI with `DIEGO_TLS_*` runs a task to completion, and the CLI
+//! with part of the TLS settings, with none, or with a certificate of another CA gets nowhere
+//! and says why; and a process-backend `diego cell` shipping its task's output to a
+//! `diego logs-server`, all on TLS, read back with `diego logs`.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::Proc;
-use common::BIN;
+use common::{ProcessLeftovers, BIN};
 use diego_testkit::{eventually, free_port};
 use tokio::process::Command;
 
@@ -161,4 +162,106 @@ async fn a_cluster_on_mutual_tls_runs_a_task_and_refuses_clients_without_a_certi
     assert!(!success, "{out}");
     assert!(out.contains("refuses a client certificate"), "{out}");
     assert!(!out.contains("sim-0000"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_on_tls_runs_a_task_and_ships_its_output_to_a_log_server_on_tls() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = root.path().join("certs");
+    let d = shown(&certs);
+    ok(&["certs", "init", "--dir", &d], &[]).await;
+    for role in ["bbs", "auctioneer", "cell", "logs", "cli"] {
+        ok(&["certs", "issue", role, "--dir", &d], &[]).await;
+    }
+    let data = root.path().join("cell");
+    let _leftovers = ProcessLeftovers(data.join("depot"));
+
+    let bbs_port = free_port();
+    let bbs_url = format!("https://127.0.0.1:{bbs_port}");
+    let logs_port = free_port();
+    let logs_url = format!("https://127.0.0.1:{logs_port}");
+    let role = |name: &str, args: &[&str], certs_of: &str| {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(tls_flags(&certs, certs_of));
+        Proc::spawn(name, root.path(), &args, None)
+    };
+    let _bbs = role(
+        "bbs",
+        &["bbs", "--memory", "--listen", &format!("127.0.0.1:{bbs_port}")],
+        "bbs",
+    );
+    let _logs = role(
+        "logs-server",
+        &["logs-server", "--listen", &format!("127.0.0.1:{logs_port}")],
+        "logs",
+    );
+    let _auctioneer = role(
+        "auctioneer",
+        &[
+            "auctioneer",
+            "--bbs",
+            &bbs_url,
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        "auctioneer",
+    );
+    let _cell = role(
+        "cell",
+        &[
+            "cell",
+            "--backend",
+            "process",
+            "--bbs",
+            &bbs_url,
+            "--memory-mb",
+            "1024",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            &shown(&data),
+            "--logs-url",
+            &logs_url,
+        ],
+        "cell",
+    );
+
+    let mut cli = tls_env(&certs, "cli", &bbs_url);
+    cli.push(("DIEGO_LOGS_URL", logs_url.clone()));
+    eventually(WAIT, || async {
+        let (success, out) = run(&["-o", "json", "cells"], &cli).await;
+        (success && out.contains("https://127.0.0.1:"))
+            .then_some(())
+            .ok_or(out)
+    })
+    .await;
+    ok(
+        &[
+            "task",
+            "submit",
+            "echo",
+            "--",
+            "sh",
+            "-c",
+            "echo hello over mutual tls",
+        ],
+        &cli,
+    )
+    .await;
+    let task = eventually(WAIT, || async {
+        let (success, out) = run(&["-o", "json", "task", "get", "echo"], &cli).await;
+        let task: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        (success && task["state"] == "COMPLETED")
+            .then_some(task)
+            .ok_or(out)
+    })
+    .await;
+    assert_eq!(task["failed"], false, "{task}");
+    eventually(WAIT, || async {
+        let (success, out) = run(&["logs", "echo", "--recent"], &cli).await;
+        (success && out.contains("hello over mutual tls"))
+            .then_some(())
+            .ok_or(out)
+    })
+    .await;
 }

@@ -145,11 +145,6 @@ impl Tls {
         config.resumption = rustls::client::Resumption::disabled();
         config
     }
-
-    /// The certificate this role presents now (the first of its chain).
-    pub fn certificate(&self) -> CertificateDer<'static> {
-        self.reloading.current().certified.cert[0].clone()
-    }
 }
 
 /// The scheme of a role's URLs: `https` with TLS, `http` without.
