@@ -55,13 +55,14 @@ impl AuctionRequester {
     pub fn new(
         store: DynStore,
         config: AuctionConfig,
+        tls: Option<&diego_runtime::tls::Tls>,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let http = diego_runtime::http_client()
+        let http = diego_runtime::http_client(tls)
             .timeout(Duration::from_secs(10))
             .build()
-            .expect("building an HTTP client without TLS cannot fail");
+            .expect("an HTTP client with a loaded TLS configuration builds");
         let sender = Sender {
             store,
             config,

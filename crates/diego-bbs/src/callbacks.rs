@@ -44,7 +44,8 @@ pub struct Callbacks {
 
 impl Callbacks {
     pub fn new(store: DynStore, role: Arc<ActiveRole>, clock: Arc<dyn Clock>) -> Self {
-        let http = diego_runtime::http_client()
+        // The callback URL is the submitter's, not a role of the cluster: plain HTTP.
+        let http = diego_runtime::http_client(None)
             .timeout(Duration::from_secs(10))
             .build()
             .expect("building an HTTP client without TLS cannot fail");

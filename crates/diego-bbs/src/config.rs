@@ -37,6 +37,10 @@ pub struct BbsConfig {
     /// What the HTTP server bounds: how long it waits for a request, how many connections it
     /// holds (see [`diego_runtime::ServeLimits`]).
     pub serve_limits: diego_runtime::ServeLimits,
+    /// Mutual TLS for the API and for the BBS's requests to auctioneers and reps; `None`
+    /// speaks plain HTTP. Task completion callbacks go to the submitter's URL, which is not
+    /// a role of the cluster, and stay plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 /// 1 MiB: room for the largest valid record (10 KiB annotation, 128 KiB routes, a big
@@ -58,6 +62,7 @@ impl BbsConfig {
             convergence: Default::default(),
             advertise_url: None,
             serve_limits: Default::default(),
+            tls: None,
         }
     }
 }

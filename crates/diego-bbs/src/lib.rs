@@ -124,19 +124,20 @@ pub async fn start_with_store(
     let url = config
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{}://{addr}", diego_runtime::tls::scheme(config.tls.as_ref())));
     let role = Arc::new(active::ActiveRole::new(store.clone(), &config.lock, url));
     // Members stop in reverse order: the active work first, then the lock is released, then
     // the API stops answering (event streams end with it).
     let http_stop = CancellationToken::new();
     let serve_limits = config.serve_limits;
+    let tls = config.tls.clone();
     let state: AppState = Arc::new(Bbs {
         callbacks: callbacks::Callbacks::new(store.clone(), role.clone(), clock.clone()),
         role: role.clone(),
         converger: Default::default(),
         store,
         clock,
-        reps: rep_notify::RepNotifier::new(),
+        reps: rep_notify::RepNotifier::new(config.tls.as_ref()),
         metrics: Default::default(),
         shutdown: http_stop.clone(),
         config,
@@ -147,7 +148,7 @@ pub async fn start_with_store(
     members.add(
         "bbs http",
         http_stop.clone(),
-        diego_runtime::serve(listener, app, http_stop, serve_limits),
+        diego_runtime::serve(listener, app, http_stop, serve_limits, tls),
     );
     let lock_role = role.clone();
     members.spawn(
@@ -168,6 +169,7 @@ async fn active_work(state: AppState, stop: CancellationToken) -> Result<(), die
     let (requester, sender) = auction_requests::AuctionRequester::new(
         state.store.clone(),
         state.config.auction.clone(),
+        state.config.tls.as_ref(),
         stop.clone(),
     );
     let convergence = state.config.convergence.clone();

@@ -21,17 +21,11 @@ pub struct RepNotifier {
     http: reqwest::Client,
 }
 
-impl Default for RepNotifier {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl RepNotifier {
-    pub fn new() -> Self {
-        let http = diego_runtime::http_client()
+    pub fn new(tls: Option<&diego_runtime::tls::Tls>) -> Self {
+        let http = diego_runtime::http_client(tls)
             .build()
-            .expect("building an HTTP client without TLS cannot fail");
+            .expect("an HTTP client with a loaded TLS configuration builds");
         Self { http }
     }
 

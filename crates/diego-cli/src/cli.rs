@@ -1,10 +1,12 @@
 //! The top-level command line: global options and the command tree.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    actual, auctioneer, bbs, bench, cell, dev, events, garden, logs, logs_server, lrp, route_emitter, router,
-    sim_cells, task,
+    actual, auctioneer, bbs, bench, cell, certs, dev, events, garden, logs, logs_server, lrp, route_emitter,
+    router, sim_cells, task,
 };
 use crate::output::OutputFormat;
 
@@ -29,6 +31,22 @@ pub struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+
+    /// Mutual TLS: the CA (PEM) whose certificates peers must present, and the only one
+    /// trusted. Needs --tls-cert and --tls-key too; with the three, every listener of a role
+    /// speaks TLS and requires a client certificate of this CA, and every client presents
+    /// --tls-cert. URLs are then https://. Reloaded when the file changes.
+    #[arg(long, global = true, env = "DIEGO_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Mutual TLS: this process's certificate (PEM, from `diego certs issue`), presented as
+    /// server and as client. Reloaded when the file changes.
+    #[arg(long, global = true, env = "DIEGO_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Mutual TLS: the private key (PEM) of --tls-cert. Reloaded when the file changes.
+    #[arg(long, global = true, env = "DIEGO_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -74,6 +92,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Simulate many cells in this process (no containers) against the BBS, until Ctrl-C.
     SimCells(sim_cells::SimCellsArgs),
+    /// Make a cluster's TLS certificates: a CA, and a certificate per component.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Parses `KEY=VALUE` (for `--env`).

@@ -1,6 +1,6 @@
 //! The `diego` command: server roles (`diego bbs`, `diego dev`), client commands for the
 //! BBS (`task`, `lrp`, `actual`, `cells`, `domains`, `events`), simulated cells for scale
-//! tests (`sim-cells`) and benchmarks.
+//! tests (`sim-cells`), the cluster's TLS certificates (`certs`) and benchmarks.
 //!
 //! The top of the dependency graph: it may use every crate, nothing depends on it. Argument
 //! types live in [`cli`] and beside each command in [`commands`]; [`output`] renders tables
@@ -27,7 +27,12 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bbs_url = cli.bbs.clone();
+    // As the commands see it: the default URL is https:// with TLS.
+    let tls_given = cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some();
+    let bbs_url = match cli.bbs.strip_prefix("http://") {
+        Some(rest) if tls_given && cli.bbs == cli::DEFAULT_BBS_URL => format!("https://{rest}"),
+        _ => cli.bbs.clone(),
+    };
     let result = runtime.block_on(commands::dispatch(cli));
     // Do not wait for background work (an event stream's reader) at exit.
     runtime.shutdown_background();

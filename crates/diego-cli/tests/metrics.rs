@@ -359,7 +359,7 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
         .unwrap()
         .expect("the auctioneer holds its lock")
         .value;
-    let http = diego_runtime::http_client()
+    let http = diego_runtime::http_client(None)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

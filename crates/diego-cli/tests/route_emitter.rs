@@ -42,7 +42,7 @@ async fn runs_healthy_and_stops_on_sigterm() {
     .map(String::from)
     .to_vec();
     let mut proc = Proc::spawn("route-emitter", dir.path(), &args, None);
-    let http = diego_runtime::http_client().build().unwrap();
+    let http = diego_runtime::http_client(None).build().unwrap();
     eventually(Duration::from_secs(20), || async {
         let r = http
             .get(format!("http://{listen}/health"))

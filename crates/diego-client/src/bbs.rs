@@ -99,10 +99,16 @@ pub struct BbsClient {
 impl BbsClient {
     /// `base_url` like `http://127.0.0.1:8889` (a trailing `/` is ignored).
     pub fn new(base_url: impl Into<String>) -> Self {
-        let http = diego_runtime::http_client()
+        Self::with_tls(base_url, None)
+    }
+
+    /// Like [`BbsClient::new`], over mutual TLS when `tls` is given (`base_url` is then
+    /// `https://…`).
+    pub fn with_tls(base_url: impl Into<String>, tls: Option<&diego_runtime::tls::Tls>) -> Self {
+        let http = diego_runtime::http_client(tls)
             .tcp_keepalive(TCP_KEEPALIVE)
             .build()
-            // Only fails when the TLS backend or resolver cannot initialise; we build neither.
+            // Only fails when the TLS backend cannot initialise; its configuration is loaded.
             .expect("building the HTTP client");
         Self::with_http(base_url, http)
     }

@@ -110,10 +110,19 @@ fn describe_transport(e: &reqwest::Error) -> String {
         innermost = Some(c);
         next = c.source();
     }
-    match innermost {
+    let described = match innermost {
         Some(c) => format!("{what}: {c}"),
         None => what.to_string(),
+    };
+    // Over TLS 1.3 a server refuses a client certificate after the client has finished its
+    // side of the handshake, so the client only sees the connection close.
+    let https = e.url().is_some_and(|u| u.scheme() == "https");
+    if https && what == "request failed" {
+        return format!(
+            "{described} (over TLS this is how a server refuses a client certificate: is --tls-cert signed by the CA the server trusts? The server's log names the reason)"
+        );
     }
+    described
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The container API over real HTTP on loopback: one conformance suite, run against a
 //! `FakeBackend` directly and against a `GardenClient` talking to a server over another
-//! `FakeBackend`, so the client is shown to behave exactly like a local backend.
+//! `FakeBackend` (in plain HTTP and in mutual TLS), so the client is shown to behave exactly
+//! like a local backend.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,18 +43,53 @@ struct Server {
     client: GardenClient,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    /// The certificates of a TLS server and its client.
+    _certs: Option<tempfile::TempDir>,
 }
 
 async fn start(backend: DynBackend) -> Server {
+    start_with(backend, false).await
+}
+
+/// With `tls`, server and client on mutual TLS with certificates of one CA made for the test.
+async fn start_with(backend: DynBackend, tls: bool) -> Server {
+    use diego_runtime::tls::{certs, Tls, TlsFiles};
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding loopback");
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, backend, shutdown.clone(), Default::default()));
-    let client = GardenClient::new(&format!("http://{addr}")).unwrap();
+    let dir = tls.then(|| tempfile::tempdir().unwrap());
+    let load = |role: &str| {
+        let dir = dir.as_ref()?.path();
+        Some(
+            Tls::load(TlsFiles {
+                ca: dir.join("ca.pem"),
+                cert: dir.join(format!("{role}.pem")),
+                key: dir.join(format!("{role}-key.pem")),
+            })
+            .unwrap(),
+        )
+    };
+    if let Some(dir) = &dir {
+        certs::init(dir.path(), false).unwrap();
+        for role in ["garden", "cell"] {
+            certs::issue(dir.path(), role, &[], 1).unwrap();
+        }
+    }
+    let task = tokio::spawn(serve(
+        listener,
+        backend,
+        shutdown.clone(),
+        Default::default(),
+        load("garden"),
+    ));
+    let cell = load("cell");
+    let scheme = diego_runtime::tls::scheme(cell.as_ref());
+    let client = GardenClient::with_tls(&format!("{scheme}://{addr}"), cell.as_ref()).unwrap();
     Server {
         client,
         shutdown,
         task,
+        _certs: dir,
     }
 }
 
@@ -352,6 +388,15 @@ macro_rules! conformance {
             $(#[tokio::test]
             async fn $suite() {
                 let server = super::start(std::sync::Arc::new(super::scripted())).await;
+                super::$suite(&server.client).await;
+                server.shutdown.cancel();
+                super::within("server shutdown", server.task).await.unwrap().unwrap();
+            })*
+        }
+        mod remote_tls {
+            $(#[tokio::test]
+            async fn $suite() {
+                let server = super::start_with(std::sync::Arc::new(super::scripted()), true).await;
                 super::$suite(&server.client).await;
                 server.shutdown.cancel();
                 super::within("server shutdown", server.task).await.unwrap().unwrap();

@@ -39,8 +39,17 @@ pub struct LogsClient {
 
 impl LogsClient {
     pub fn new(url: impl Into<String>) -> Result<Self, LogsError> {
+        Self::with_tls(url, None)
+    }
+
+    /// Like [`LogsClient::new`], over mutual TLS when `tls` is given (`url` is then
+    /// `https://…`).
+    pub fn with_tls(
+        url: impl Into<String>,
+        tls: Option<&diego_runtime::tls::Tls>,
+    ) -> Result<Self, LogsError> {
         let url = url.into().trim_end_matches('/').to_string();
-        let http = diego_runtime::http_client()
+        let http = diego_runtime::http_client(tls)
             .build()
             .map_err(|e| LogsError::Unavailable {
                 url: url.clone(),

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Where the journal lives; `None` keeps the history in memory only.
     pub data_dir: Option<PathBuf>,
     pub limits: ServeLimits,
+    /// Mutual TLS for the listener (cells shipping lines, clients reading them); `None`
+    /// speaks plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             retention_lines: DEFAULT_RETENTION_LINES,
             data_dir: None,
             limits: ServeLimits::default(),
+            tls: None,
         }
     }
 }
@@ -142,9 +146,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<
         shutdown: shutdown.clone(),
     });
     let app = router(shared.clone());
-    let limits = config.limits;
+    let (limits, tls) = (config.limits, config.tls);
     let task = tokio::spawn(async move {
-        let served = diego_runtime::serve(listener, app, shutdown, limits).await;
+        let served = diego_runtime::serve(listener, app, shutdown, limits, tls).await;
         let journal = lock(&shared.journal).take();
         if let Some(j) = journal {
             let _ = tokio::task::spawn_blocking(move || j.close()).await;

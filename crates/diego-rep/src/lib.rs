@@ -107,6 +107,8 @@ pub struct RepConfig {
     /// What the HTTP server bounds: how long it waits for a request, how many connections it
     /// holds (see [`diego_runtime::ServeLimits`]).
     pub serve_limits: diego_runtime::ServeLimits,
+    /// Mutual TLS for the rep's API and its requests to the BBS; `None` speaks plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 /// [`RepConfig::unroute_delay`]'s default: far more than a router on the BBS's event stream
@@ -140,6 +142,7 @@ impl RepConfig {
             evacuation_timeout: Duration::from_secs(600),
             evacuation_interval: Duration::from_secs(1),
             serve_limits: Default::default(),
+            tls: None,
         }
     }
 }
@@ -239,10 +242,10 @@ pub async fn start(
     let url = config
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let http = diego_runtime::http_client()
+        .unwrap_or_else(|| format!("{}://{addr}", diego_runtime::tls::scheme(config.tls.as_ref())));
+    let http = diego_runtime::http_client(config.tls.as_ref())
         .build()
-        .expect("building an HTTP client without TLS cannot fail");
+        .expect("an HTTP client with a loaded TLS configuration builds");
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
     let download_cache = config.download_cache_dir.as_ref().and_then(|dir| {
         DownloadCache::open(dir, diego_executor::download_cache::DEFAULT_MAX_BYTES)
@@ -298,7 +301,13 @@ pub async fn start(
     }
     let app = http::router(rep.clone());
     members.spawn("rep http", |stop| {
-        diego_runtime::serve(listener, app, stop, rep.config.serve_limits)
+        diego_runtime::serve(
+            listener,
+            app,
+            stop,
+            rep.config.serve_limits,
+            rep.config.tls.clone(),
+        )
     });
     members.spawn("rep sync", |stop| {
         sync::run(rep.clone(), stop).map(Ok::<(), Infallible>)

@@ -68,7 +68,7 @@ async fn start_emitter(
 }
 
 async fn get(url: String) -> (u16, String) {
-    let r = diego_runtime::http_client()
+    let r = diego_runtime::http_client(None)
         .build()
         .unwrap()
         .get(url)

@@ -59,6 +59,7 @@ async fn backend(index: i32) -> Backend {
         app,
         stop.clone(),
         Default::default(),
+        None,
     ));
     Backend { addr, hits, stop }
 }

@@ -10,6 +10,9 @@
 //! - [`serve`] and [`http_client`]: the one HTTP server loop and the one HTTP-client builder
 //!   every role uses, the seam where transport security goes. [`ServeLimits`] bounds how
 //!   long the server waits for a request and how many connections it holds.
+//! - [`tls`]: mutual TLS for that seam — a role's CA, certificate and key ([`tls::TlsFiles`])
+//!   loaded into a [`tls::Tls`] that reloads when the files change, and `diego certs`'
+//!   certificate making ([`tls::certs`]).
 //! - [`metrics`]: a role's Prometheus registry, its HTTP request metrics (an axum layer keyed
 //!   by route template) and its `/metrics` endpoint.
 //!
@@ -19,6 +22,7 @@ mod http;
 mod lease;
 pub mod metrics;
 mod supervisor;
+pub mod tls;
 mod worker;
 
 pub use http::{

@@ -63,7 +63,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, app(), stop.clone(), limits));
+        let task = tokio::spawn(serve(listener, app(), stop.clone(), limits, None));
         Server { addr, stop, task }
     }
 

@@ -48,6 +48,8 @@ pub struct SimCellsConfig {
     /// What the HTTP server bounds: how long it waits for a request, how many connections it
     /// holds (see [`diego_runtime::ServeLimits`]).
     pub serve_limits: diego_runtime::ServeLimits,
+    /// Mutual TLS for the cells' API and their requests to the BBS; `None` speaks plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 /// Zones of equal size: 3 when `count` divides by 3, else 2 when it is even, else 1.
@@ -84,6 +86,7 @@ impl SimCellsConfig {
             task_run_time: Duration::ZERO,
             max_in_flight_bbs_calls: DEFAULT_MAX_IN_FLIGHT_BBS_CALLS,
             serve_limits: Default::default(),
+            tls: None,
         }
     }
 
@@ -114,7 +117,8 @@ impl SimCellsConfig {
                 IpAddr::V6(ip) => format!("[{ip}]"),
             },
         };
-        format!("http://{host}:{}", bound.port())
+        let scheme = diego_runtime::tls::scheme(self.tls.as_ref());
+        format!("{scheme}://{host}:{}", bound.port())
     }
 
     pub fn validate(&self) -> Result<(), SimCellsError> {

@@ -86,10 +86,10 @@ impl SimCells {
             .map(|(i, id)| Arc::new(SimCell::new(&config, i, id.clone(), &base_url)))
             .collect();
 
-        let http = diego_runtime::http_client()
+        let http = diego_runtime::http_client(config.tls.as_ref())
             .pool_max_idle_per_host(config.max_in_flight_bbs_calls + 64)
             .build()
-            // Only fails when the TLS backend or resolver cannot initialise; we build neither.
+            // Only fails when the TLS backend cannot initialise; its configuration is loaded.
             .expect("building the HTTP client");
         let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
         // Our own token, so a failed start can stop the server it already started.
@@ -110,7 +110,7 @@ impl SimCells {
         let mut members = Supervisor::new(stop.clone());
         let app = server::router(app);
         members.spawn("sim-cells http", |stop| {
-            diego_runtime::serve(listener, app, stop, config.serve_limits)
+            diego_runtime::serve(listener, app, stop, config.serve_limits, config.tls.clone())
         });
 
         // Serving first: the BBS may hand a cell work the moment its presence appears.

@@ -63,6 +63,9 @@ pub struct AuctioneerConfig {
     /// What the HTTP server bounds: how long it waits for a request, how many connections it
     /// holds (see [`diego_runtime::ServeLimits`]).
     pub serve_limits: diego_runtime::ServeLimits,
+    /// Mutual TLS for the auctioneer's API and its requests to the BBS and reps; `None`
+    /// speaks plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 impl AuctioneerConfig {
@@ -77,6 +80,7 @@ impl AuctioneerConfig {
             cell_concurrency: 256,
             auction: AuctionConfig::default(),
             serve_limits: Default::default(),
+            tls: None,
         }
     }
 }
@@ -204,7 +208,7 @@ pub async fn start(
     let url = config
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{}://{addr}", diego_runtime::tls::scheme(config.tls.as_ref())));
     let shared = Arc::new(Shared {
         queue: Mutex::default(),
         parked: Mutex::default(),
@@ -213,7 +217,7 @@ pub async fn start(
         active: AtomicBool::new(false),
         metrics: metrics::AuctioneerMetrics::new(),
     });
-    let http_client = diego_runtime::http_client()
+    let http_client = diego_runtime::http_client(config.tls.as_ref())
         .pool_max_idle_per_host(8)
         .build()
         .map_err(std::io::Error::other)?;
@@ -222,9 +226,9 @@ pub async fn start(
     // Stopped in reverse: the rounds first, then the lock is released, then the intake.
     let mut members = diego_runtime::Supervisor::new(shutdown);
     let app = http::router(shared.clone());
-    let serve_limits = config.serve_limits;
+    let (serve_limits, tls) = (config.serve_limits, config.tls.clone());
     members.spawn("auctioneer http", move |stop| {
-        diego_runtime::serve(listener, app, stop, serve_limits)
+        diego_runtime::serve(listener, app, stop, serve_limits, tls)
     });
     {
         let (shared, bbs, owner, url, ttl) = (

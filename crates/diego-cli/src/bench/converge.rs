@@ -217,7 +217,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         seeded.actual_rows, seeded.missing_cells, seeded.missing_indices, seeded.crashed
     );
 
-    let http = diego_runtime::http_client().build()?;
+    let http = diego_runtime::http_client(None).build()?;
     // Passes 10 s apart: the first runs on taking the lock, the second is read after it.
     let mut bbs = procs::start_bbs(&http, dir.path(), &["--convergence-interval", "10"]).await?;
     let first = pass(&http, &bbs.url, 1.0, Duration::from_secs(300)).await?;

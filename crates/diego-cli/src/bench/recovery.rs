@@ -125,7 +125,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let runc = crate::commands::garden::runc_usable();
     let root = tempfile::tempdir()?;
-    let http = diego_runtime::http_client().build()?;
+    let http = diego_runtime::http_client(None).build()?;
     let port = procs::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let data = root.path().join("dev").display().to_string();

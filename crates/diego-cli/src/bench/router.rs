@@ -63,7 +63,13 @@ async fn start_backend(epoch: Instant, stop: CancellationToken) -> anyhow::Resul
             "hello from a bench backend\n"
         }
     });
-    tokio::spawn(diego_runtime::serve(listener, app, stop, Default::default()));
+    tokio::spawn(diego_runtime::serve(
+        listener,
+        app,
+        stop,
+        Default::default(),
+        None,
+    ));
     Ok((addr, hits))
 }
 

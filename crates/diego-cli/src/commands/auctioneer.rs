@@ -37,15 +37,23 @@ impl AuctioneerArgs {
     }
 }
 
-pub async fn run(bbs_url: &str, args: AuctioneerArgs) -> anyhow::Result<()> {
+pub async fn run(
+    bbs_url: &str,
+    args: AuctioneerArgs,
+    tls: Option<diego_runtime::tls::Tls>,
+) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let running = service::start(args.config(bbs_url), shutdown)
+    let mut config = args.config(bbs_url);
+    config.tls = tls;
+    let scheme = diego_runtime::tls::scheme(config.tls.as_ref());
+    let running = service::start(config, shutdown)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     eprintln!(
-        "diego auctioneer listening on http://{} (advertised as {}), BBS {bbs_url}; active while it holds the BBS lock \"{}\"",
+        "diego auctioneer listening on {}://{} (advertised as {}), BBS {bbs_url}; active while it holds the BBS lock \"{}\"",
+        scheme,
         running.addr,
         running.url,
         service::AUCTIONEER_LOCK

@@ -118,11 +118,12 @@ fn parse_etcd_url(url: &str) -> Result<diego_store::etcd::EtcdOptions, String> {
     })
 }
 
-pub async fn run(args: BbsArgs) -> anyhow::Result<()> {
+pub async fn run(args: BbsArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let config = args.config();
+    let mut config = args.config();
+    config.tls = tls;
     let running = diego_bbs::start(config, shutdown.clone())
         .await
         .context("starting the BBS")?;

@@ -138,9 +138,14 @@ fn cell_id(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The backend the flags ask for, and a line saying what it is.
-async fn backend(args: &CellArgs, capacity: Capacity) -> anyhow::Result<(DynBackend, String)> {
+async fn backend(
+    args: &CellArgs,
+    capacity: Capacity,
+    tls: Option<&diego_runtime::tls::Tls>,
+) -> anyhow::Result<(DynBackend, String)> {
     if let Some(url) = &args.garden {
-        let client = GardenClient::new(url).with_context(|| format!("garden URL {url}"))?;
+        let url = &crate::commands::role_url("--garden", url, "", tls)?;
+        let client = GardenClient::with_tls(url, tls).with_context(|| format!("garden URL {url}"))?;
         return Ok((Arc::new(client), format!("remote garden at {url}")));
     }
     let kind = args.backend.unwrap_or(if garden::runc_usable() {
@@ -179,7 +184,7 @@ pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
         disk_bytes: args.disk_mb << 20,
         max_containers: args.max_containers,
     };
-    let (backend, _) = backend(args, capacity).await?;
+    let (backend, _) = backend(args, capacity, None).await?;
     let handles = backend
         .list(&Default::default())
         .await
@@ -193,10 +198,12 @@ pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
     Ok(handles.len())
 }
 
-/// Starts a cell; it runs until `shutdown` is cancelled.
+/// Starts a cell; it runs until `shutdown` is cancelled. With `tls`, its API, its BBS client,
+/// its log shipping and its garden client (`--garden`) are mutual TLS.
 pub async fn start(
     bbs_url: &str,
     args: &CellArgs,
+    tls: Option<diego_runtime::tls::Tls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(RunningRep, String)> {
     std::fs::create_dir_all(&args.data_dir)
@@ -210,7 +217,7 @@ pub async fn start(
         disk_bytes: args.disk_mb << 20,
         max_containers: args.max_containers,
     };
-    let (backend, what) = backend(args, capacity).await?;
+    let (backend, what) = backend(args, capacity, tls.as_ref()).await?;
     let id = match &args.cell_id {
         Some(id) => id.clone(),
         None => cell_id(&args.data_dir)?,
@@ -232,6 +239,7 @@ pub async fn start(
     }
     config.download_cache_dir = Some(args.data_dir.join("cache"));
     config.evacuation_timeout = Duration::from_secs(args.evacuation_timeout);
+    config.tls = tls.clone();
     let Some(url) = &args.logs_url else {
         let rep = diego_rep::start(config, backend, Arc::new(PrintSink), shutdown)
             .await
@@ -240,8 +248,10 @@ pub async fn start(
     };
     // The shipper outlives the rep, so the last lines of a stopping cell go out too.
     let ship_stop = CancellationToken::new();
+    let url = &crate::commands::role_url("--logs-url", url, "", tls.as_ref())?;
     let mut ship = ShipperConfig::new(url);
     ship.lines_per_second = args.log_lines_per_second;
+    ship.tls = tls;
     let (shipper, shipping) = Shipper::start(ship, ship_stop.clone()).context("--logs-url")?;
     let mut rep = match diego_rep::start(config, backend, shipper, shutdown).await {
         Ok(rep) => rep,
@@ -267,7 +277,7 @@ pub async fn start(
 /// Runs a cell until Ctrl-C (stops at once; its containers keep running for the next start to
 /// take over) or SIGTERM
 /// (evacuates first, then exits 0). A second signal exits at once.
-pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
+pub async fn run(bbs_url: &str, args: CellArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     let started: Arc<OnceLock<Arc<diego_rep::Rep>>> = Arc::default();
@@ -290,7 +300,7 @@ pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         });
     }
-    let (rep, what) = start(bbs_url, &args, shutdown).await?;
+    let (rep, what) = start(bbs_url, &args, tls, shutdown).await?;
     let _ = started.set(rep.rep.clone());
     eprintln!(
         "diego cell {} listening on {} ({what}), BBS {bbs_url}",
@@ -307,7 +317,7 @@ pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
 pub async fn dispatch(ctx: &crate::commands::Ctx, cmd: CellCommand) -> anyhow::Result<()> {
     match (cmd.action, cmd.run) {
         (Some(CellAction::Drain(args)), _) => crate::commands::drain::run(ctx, args).await,
-        (None, Some(args)) => run(ctx.client.base_url(), args).await,
+        (None, Some(args)) => run(ctx.client.base_url(), args, ctx.tls.clone()).await,
         (None, None) => anyhow::bail!(
             "diego cell needs --data-dir DIR to run a cell (see `diego cell --help`), or a subcommand such as `diego cell drain CELL_ID`"
         ),

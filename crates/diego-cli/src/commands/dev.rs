@@ -258,7 +258,7 @@ async fn start_router(bbs_url: &str, logs_url: &str, dev: &DevArgs) -> anyhow::R
     }
     let stop = CancellationToken::new();
     // Each app gets its RTR lines in the log server.
-    let shipping = crate::commands::router::RtrShipping::start(logs_url)?;
+    let shipping = crate::commands::router::RtrShipping::start(logs_url, None)?;
     let config = |listen| {
         let mut c = RouterConfig::new(bbs_url, listen, admin);
         c.access_hook = Some(shipping.hook.clone());
@@ -347,7 +347,7 @@ async fn start_cell(
 ) -> anyhow::Result<(Role, Arc<diego_rep::Rep>)> {
     let args = cell_args(data_dir, i, dev, Some(logs_url))?;
     let stop = CancellationToken::new();
-    let (running, what) = crate::commands::cell::start(bbs_url, &args, stop.clone())
+    let (running, what) = crate::commands::cell::start(bbs_url, &args, None, stop.clone())
         .await
         .with_context(|| format!("starting cell {i}"))?;
     eprintln!("cell {} uses the {what}", running.rep.config.cell_id);

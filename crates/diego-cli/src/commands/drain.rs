@@ -128,7 +128,7 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
             }
         );
     };
-    let http = diego_runtime::http_client().build()?;
+    let http = diego_runtime::http_client(ctx.tls.as_ref()).build()?;
     if !args.force {
         let work = left(ctx, id).await?;
         // One cell able to take work is enough: stop asking at the first.

@@ -145,7 +145,7 @@ pub fn runc_usable() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
+pub async fn run(args: GardenArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
     process::init_logging();
     let capacity = Capacity {
         memory_bytes: match args.memory_mb {
@@ -169,17 +169,18 @@ pub async fn run(args: GardenArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
     eprintln!(
-        "diego garden ({:?} backend{}) listening on http://{}, depot {}",
+        "diego garden ({:?} backend{}) listening on {}://{}, depot {}",
         args.backend,
         if args.backend == Backend::Process {
             ": NO isolation, processes run on this host as this user"
         } else {
             ""
         },
+        diego_runtime::tls::scheme(tls.as_ref()),
         listener.local_addr()?,
         args.depot.display()
     );
-    diego_garden::http::server::serve(listener, backend, shutdown, Default::default())
+    diego_garden::http::server::serve(listener, backend, shutdown, Default::default(), tls)
         .await
         .context("serving the garden API")?;
     Ok(())

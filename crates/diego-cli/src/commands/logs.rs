@@ -122,7 +122,8 @@ impl Printer {
 }
 
 pub async fn run(ctx: &Ctx, logs_url: &str, args: LogsArgs) -> anyhow::Result<()> {
-    let client = LogsClient::new(logs_url).with_context(|| format!("--logs {logs_url}"))?;
+    let client =
+        LogsClient::with_tls(logs_url, ctx.tls.as_ref()).with_context(|| format!("--logs {logs_url}"))?;
     let guid = log_guid(ctx, &args.name).await;
     let query = LogQuery {
         since_ns: args

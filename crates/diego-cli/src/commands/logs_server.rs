@@ -48,9 +48,10 @@ pub fn describe(config: &ServerConfig) -> String {
     format!("{} lines per log guid, {kept}", config.retention_lines)
 }
 
-pub async fn run(args: LogsServerArgs) -> anyhow::Result<()> {
+pub async fn run(args: LogsServerArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
     process::init_logging();
-    let config = args.config()?;
+    let mut config = args.config()?;
+    config.tls = tls;
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
     let running = server::start(config.clone(), shutdown)

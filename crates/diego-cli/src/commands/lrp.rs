@@ -459,7 +459,7 @@ async fn container_usage(ctx: &Ctx, actuals: &[ActualLrp]) -> Usage {
     let Ok(cells) = ctx.client.cells().await else {
         return usage;
     };
-    let Ok(http) = diego_runtime::http_client().build() else {
+    let Ok(http) = diego_runtime::http_client(ctx.tls.as_ref()).build() else {
         return usage;
     };
     for cell in cells {

@@ -6,6 +6,7 @@ pub mod bbs;
 pub mod bench;
 pub mod cell;
 pub mod cells;
+pub mod certs;
 pub mod dev;
 pub mod domains;
 pub mod drain;
@@ -19,7 +20,9 @@ pub mod router;
 pub mod sim_cells;
 pub mod task;
 
+use anyhow::Context as _;
 use diego_client::BbsClient;
+use diego_runtime::tls::{Tls, TlsFiles};
 
 use crate::cli::{Cli, Command};
 use crate::output::OutputFormat;
@@ -30,6 +33,9 @@ pub struct Ctx {
     pub output: OutputFormat,
     /// The log server (`--logs`).
     pub logs_url: String,
+    /// Mutual TLS (`--tls-ca/--tls-cert/--tls-key`), for the role's listeners and every
+    /// client it builds.
+    pub tls: Option<Tls>,
 }
 
 impl Ctx {
@@ -39,15 +45,30 @@ impl Ctx {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let files = tls_files(&cli)?;
+    if matches!(cli.command, Command::Dev(_)) {
+        anyhow::ensure!(
+            files.is_none(),
+            "diego dev serves plain HTTP on loopback and takes no --tls-ca/--tls-cert/--tls-key (or DIEGO_TLS_*)"
+        );
+    }
+    let tls = match (&cli.command, files) {
+        (Command::Certs(_) | Command::Bench(_) | Command::Dev(_), _) | (_, None) => None,
+        (_, Some(files)) => Some(Tls::load(files).context("loading the TLS files")?),
+    };
+    let bbs_url = role_url("--bbs", &cli.bbs, crate::cli::DEFAULT_BBS_URL, tls.as_ref())?;
+    let logs_url = role_url("--logs", &cli.logs, logs::DEFAULT_LOGS_URL, tls.as_ref())?;
     let ctx = Ctx {
-        client: BbsClient::new(cli.bbs.clone()),
+        client: BbsClient::with_tls(bbs_url.clone(), tls.as_ref()),
         output: cli.output,
-        logs_url: cli.logs.clone(),
+        logs_url,
+        tls,
     };
     match cli.command {
-        Command::Bbs(args) => bbs::run(args).await,
-        Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
-        Command::RouteEmitter(args) => route_emitter::run(ctx.client.base_url(), args).await,
+        Command::Certs(cmd) => certs::run(cmd),
+        Command::Bbs(args) => bbs::run(args, ctx.tls.clone()).await,
+        Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args, ctx.tls.clone()).await,
+        Command::RouteEmitter(args) => route_emitter::run(ctx.client.base_url(), args, ctx.tls.clone()).await,
         Command::Cell(cmd) => cell::dispatch(&ctx, cmd).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
@@ -62,11 +83,55 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let named = std::env::var_os("DIEGO_BBS_URL").is_some() || cli.bbs != crate::cli::DEFAULT_BBS_URL;
             bench::run(cmd, named.then(|| cli.bbs.clone())).await
         }
-        Command::Garden(args) => garden::run(args).await,
+        Command::Garden(args) => garden::run(args, ctx.tls.clone()).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
-        Command::LogsServer(args) => logs_server::run(args).await,
-        Command::Router(args) => router::run(&cli.bbs, args).await,
-        Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
+        Command::LogsServer(args) => logs_server::run(args, ctx.tls.clone()).await,
+        Command::Router(args) => router::run(&bbs_url, args, ctx.tls.clone()).await,
+        Command::SimCells(args) => sim_cells::run(args, &bbs_url, ctx.tls.clone()).await,
+    }
+}
+
+/// `--tls-ca/--tls-cert/--tls-key` (or their `DIEGO_TLS_*` variables, or config keys): all
+/// three or none.
+fn tls_files(cli: &Cli) -> anyhow::Result<Option<TlsFiles>> {
+    let given = [
+        ("--tls-ca", "DIEGO_TLS_CA", &cli.tls_ca),
+        ("--tls-cert", "DIEGO_TLS_CERT", &cli.tls_cert),
+        ("--tls-key", "DIEGO_TLS_KEY", &cli.tls_key),
+    ];
+    let missing: Vec<String> = given
+        .iter()
+        .filter(|(_, _, v)| v.is_none())
+        .map(|(flag, env, _)| format!("{flag} (or {env})"))
+        .collect();
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        (None, None, None) => Ok(None),
+        _ => anyhow::bail!(
+            "mutual TLS needs --tls-ca, --tls-cert and --tls-key together; missing {}",
+            missing.join(" and ")
+        ),
+    }
+}
+
+/// The URL of another role (`flag`'s `url`) in the scheme `tls` calls for. Left at its
+/// default `http://` one, it becomes `https://` with TLS; a URL given explicitly in the
+/// other scheme is refused, naming the flag.
+pub fn role_url(flag: &str, url: &str, default: &str, tls: Option<&Tls>) -> anyhow::Result<String> {
+    match (tls.is_some(), url.split_once("://").map(|(s, _)| s)) {
+        (true, Some("http")) if url == default => Ok(url.replacen("http://", "https://", 1)),
+        (true, Some("http")) => anyhow::bail!(
+            "{flag} {url}: with TLS on (--tls-ca/--tls-cert/--tls-key) the roles speak https://; use https://{}",
+            &url["http://".len()..]
+        ),
+        (false, Some("https")) => anyhow::bail!(
+            "{flag} {url} is https:// but no TLS is configured: give --tls-ca, --tls-cert and --tls-key (or DIEGO_TLS_*)"
+        ),
+        _ => Ok(url.to_string()),
     }
 }
 

@@ -26,11 +26,17 @@ fn parse_nats(s: &str) -> Result<emitter::NatsServerAddr, String> {
     emitter::parse_nats_url(s).map_err(|e| e.to_string())
 }
 
-pub async fn run(bbs_url: &str, args: RouteEmitterArgs) -> anyhow::Result<()> {
+pub async fn run(
+    bbs_url: &str,
+    args: RouteEmitterArgs,
+    tls: Option<diego_runtime::tls::Tls>,
+) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let config = EmitterConfig::new(bbs_url, args.nats.clone(), args.listen);
+    let scheme = diego_runtime::tls::scheme(tls.as_ref());
+    let mut config = EmitterConfig::new(bbs_url, args.nats.clone(), args.listen);
+    config.tls = tls;
     let running = emitter::start(config, shutdown)
         .await
         .with_context(|| format!("starting the route-emitter on {}", args.listen))?;
@@ -40,7 +46,7 @@ pub async fn run(bbs_url: &str, args: RouteEmitterArgs) -> anyhow::Result<()> {
         .map(|a| format!("{}:{}", a.host(), a.port()))
         .collect();
     eprintln!(
-        "diego route-emitter: BBS {bbs_url} -> NATS {}; /health and /metrics on http://{}",
+        "diego route-emitter: BBS {bbs_url} -> NATS {}; /health and /metrics on {scheme}://{}",
         servers.join(", "),
         running.addr
     );

@@ -101,12 +101,14 @@ pub struct RtrShipping {
 }
 
 impl RtrShipping {
-    /// Starts shipping to `logs_url` (refused, naming the flag, when it is no http URL).
-    pub fn start(logs_url: &str) -> anyhow::Result<Self> {
+    /// Starts shipping to `logs_url` (refused, naming the flag, when it is no http URL), over
+    /// mutual TLS with `tls`.
+    pub fn start(logs_url: &str, tls: Option<&diego_runtime::tls::Tls>) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
-        let (shipper, task) =
-            diego_logs::Shipper::start(diego_logs::ShipperConfig::new(logs_url), stop.clone())
-                .context("--logs-url")?;
+        let logs_url = crate::commands::role_url("--logs-url", logs_url, "", tls)?;
+        let mut config = diego_logs::ShipperConfig::new(logs_url);
+        config.tls = tls.cloned();
+        let (shipper, task) = diego_logs::Shipper::start(config, stop.clone()).context("--logs-url")?;
         Ok(RtrShipping {
             hook: router::ship_to(shipper),
             stop,
@@ -121,19 +123,29 @@ impl RtrShipping {
     }
 }
 
-pub async fn run(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
+pub async fn run(
+    bbs_url: &str,
+    args: RouterArgs,
+    tls: Option<diego_runtime::tls::Tls>,
+) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
     let mut config = RouterConfig::new(bbs_url, args.listen, args.admin);
     args.proxy.apply(&mut config);
-    let shipping = args.logs_url.as_deref().map(RtrShipping::start).transpose()?;
+    let shipping = args
+        .logs_url
+        .as_deref()
+        .map(|url| RtrShipping::start(url, tls.as_ref()))
+        .transpose()?;
+    let admin_scheme = diego_runtime::tls::scheme(tls.as_ref());
+    config.tls = tls;
     config.access_hook = shipping.as_ref().map(|s| s.hook.clone());
     let running = router::start(config, shutdown)
         .await
         .with_context(|| format!("binding {} and {}", args.listen, args.admin))?;
     eprintln!(
-        "diego router listening on http://{} (admin http://{}), following the BBS at {bbs_url}{}",
+        "diego router listening on http://{} (admin {admin_scheme}://{}), following the BBS at {bbs_url}{}",
         running.addr,
         running.admin_addr,
         args.logs_url

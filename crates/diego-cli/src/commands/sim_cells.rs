@@ -84,11 +84,16 @@ impl SimCellsArgs {
 }
 
 /// Runs until Ctrl-C or SIGTERM, then removes the presences and exits.
-pub async fn run(args: SimCellsArgs, bbs_url: &str) -> anyhow::Result<()> {
+pub async fn run(
+    args: SimCellsArgs,
+    bbs_url: &str,
+    tls: Option<diego_runtime::tls::Tls>,
+) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let config = args.config(bbs_url);
+    let mut config = args.config(bbs_url);
+    config.tls = tls;
     let zones = config.zones.join(",");
     let running = SimCells::start(config, shutdown.clone())
         .await

@@ -27,7 +27,13 @@ impl GardenClient {
     /// prefix), with the HTTP client every role starts from. No request timeout: event and
     /// file streams last as long as they need to.
     pub fn new(base_url: &str) -> Result<Self, GardenError> {
-        let http = diego_runtime::http_client()
+        Self::with_tls(base_url, None)
+    }
+
+    /// Like [`GardenClient::new`], over mutual TLS when `tls` is given (`base_url` is then
+    /// `https://…`).
+    pub fn with_tls(base_url: &str, tls: Option<&diego_runtime::tls::Tls>) -> Result<Self, GardenError> {
+        let http = diego_runtime::http_client(tls)
             .build()
             .map_err(|e| GardenError::Unavailable(format!("building the HTTP client: {e}")))?;
         Self::with_http_client(base_url, http)

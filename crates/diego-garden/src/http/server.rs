@@ -60,15 +60,16 @@ pub fn router_with_shutdown(backend: DynBackend, shutdown: CancellationToken) ->
 
 /// Serves the container API on `listener` within `limits` (through the one server loop every
 /// role uses) until `shutdown` is cancelled, then ends open event streams and waits for
-/// in-flight requests.
+/// in-flight requests. With `tls`, clients need a certificate of its CA (mutual TLS).
 pub async fn serve(
     listener: TcpListener,
     backend: DynBackend,
     shutdown: CancellationToken,
     limits: ServeLimits,
+    tls: Option<diego_runtime::tls::Tls>,
 ) -> std::io::Result<()> {
     let app = router_with_shutdown(backend, shutdown.clone());
-    diego_runtime::serve(listener, app, shutdown, limits).await
+    diego_runtime::serve(listener, app, shutdown, limits, tls).await
 }
 
 /// A [`GardenError`] as a response: its JSON (`{"type":"NotFound","message":…}`) with a

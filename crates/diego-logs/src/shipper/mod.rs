@@ -43,6 +43,8 @@ pub struct ShipperConfig {
     pub notice_interval: Duration,
     /// Longest wait for the server to take a batch.
     pub request_timeout: Duration,
+    /// Mutual TLS to the log server (`url` is then `https://…`); `None` speaks plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 impl ShipperConfig {
@@ -56,6 +58,7 @@ impl ShipperConfig {
             retry_interval: Duration::from_secs(1),
             notice_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Shipper {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("must start with http:// or https://".into()));
         }
-        let http = diego_runtime::http_client()
+        let http = diego_runtime::http_client(config.tls.as_ref())
             .pool_max_idle_per_host(1)
             .timeout(config.request_timeout)
             .build()

@@ -121,6 +121,9 @@ pub struct EmitterConfig {
     pub sync: SyncConfig,
     pub timing: Timing,
     pub serve_limits: diego_runtime::ServeLimits,
+    /// Mutual TLS for the `/health`/`/metrics` listener and the BBS client; `None` speaks
+    /// plain HTTP. NATS is configured by its own URLs.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 impl EmitterConfig {
@@ -132,6 +135,7 @@ impl EmitterConfig {
             sync: SyncConfig::default(),
             timing: Timing::default(),
             serve_limits: Default::default(),
+            tls: None,
         }
     }
 }
@@ -185,7 +189,7 @@ pub async fn start(
         .map_err(|e| EmitterError::Nats(format!("connecting: {e}")))?;
 
     let (tables_tx, tables) = watch::channel::<Option<Arc<Vec<Registration>>>>(None);
-    let http_client = diego_runtime::http_client()
+    let http_client = diego_runtime::http_client(config.tls.as_ref())
         .build()
         .map_err(|e| EmitterError::Nats(format!("building the BBS client: {e}")))?;
     let bbs = BbsClient::with_http(config.bbs_url.clone(), http_client);
@@ -194,9 +198,9 @@ pub async fn start(
     let mut members = diego_runtime::Supervisor::new(shutdown);
     {
         let app = router(metrics.clone(), sync_stats.clone());
-        let limits = config.serve_limits;
+        let (limits, tls) = (config.serve_limits, config.tls.clone());
         members.spawn("route-emitter http", move |stop| {
-            diego_runtime::serve(listener, app, stop, limits)
+            diego_runtime::serve(listener, app, stop, limits, tls)
         });
     }
     {

@@ -88,6 +88,9 @@ pub struct RouterConfig {
     pub serve_limits: ServeLimits,
     /// Called with every access record (RTR log lines); `None` by default.
     pub access_hook: Option<AccessHook>,
+    /// Mutual TLS for the admin listener and the BBS client; `None` speaks plain HTTP. The
+    /// proxy listener (app traffic) and the connections to app containers stay plain HTTP.
+    pub tls: Option<diego_runtime::tls::Tls>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -101,6 +104,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("drain_timeout", &self.drain_timeout)
             .field("max_attempts", &self.max_attempts)
             .field("access_hook", &self.access_hook.is_some())
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +126,7 @@ impl RouterConfig {
             sync: SyncConfig::default(),
             serve_limits: ServeLimits::default(),
             access_hook: None,
+            tls: None,
         }
     }
 }
@@ -171,7 +176,7 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
     let mut members = Supervisor::new(shutdown);
     {
         let (proxy, ready, stats) = (proxy.clone(), ready.clone(), stats.clone());
-        let bbs = BbsClient::new(config.bbs_url.clone());
+        let bbs = BbsClient::with_tls(config.bbs_url.clone(), config.tls.as_ref());
         let sync_config = config.sync.clone();
         members.spawn("router sync", move |stop| async move {
             let publish = move |table: &crate::table::RoutingTable| {
@@ -192,9 +197,9 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
             ready: ready.clone(),
             bbs_url: config.bbs_url.clone(),
         });
-        let limits = config.serve_limits;
+        let (limits, tls) = (config.serve_limits, config.tls.clone());
         members.spawn("router admin", move |stop| {
-            diego_runtime::serve(admin_listener, admin::app(admin), stop, limits)
+            diego_runtime::serve(admin_listener, admin::app(admin), stop, limits, tls)
         });
     }
     {
@@ -281,7 +286,9 @@ fn lane(
                             sweeping.pool.sweep();
                         }
                     });
-                    let served = diego_runtime::serve(listener, proxy::LaneHandler(lane), stop, limits).await;
+                    // App traffic: plain HTTP whatever the role's TLS.
+                    let served =
+                        diego_runtime::serve(listener, proxy::LaneHandler(lane), stop, limits, None).await;
                     sweeper.abort();
                     served
                 })

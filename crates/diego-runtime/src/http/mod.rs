@@ -6,6 +6,8 @@ mod serve;
 
 use std::time::Duration;
 
+use crate::tls::Tls;
+
 pub use limits::{
     ServeLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
@@ -22,9 +24,19 @@ pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The client builder every role starts from: bounded connect time, no Nagle delay on the
 /// small JSON requests roles exchange, idle connections dropped before servers close them.
 /// Callers add their own request timeout.
-pub fn http_client() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+///
+/// With `tls`, the client presents the role's certificate and trusts only the CA of `tls`
+/// (reloaded with it), and refuses `http://` URLs: a role with TLS talks to other roles over
+/// TLS only. Without, it speaks plain HTTP and has no TLS roots at all.
+pub fn http_client(tls: Option<&Tls>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT);
+    match tls {
+        Some(tls) => builder
+            .use_preconfigured_tls(tls.client_config())
+            .https_only(true),
+        None => builder,
+    }
 }

@@ -12,7 +12,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use super::body_idle::{IdleTimeoutBody, Stalled};
 use super::limits::ServeLimits;
+use crate::tls::Tls;
 
 /// How long a refused connection stays open after its 503, reading what the client sends,
 /// so that closing it does not reset the connection before the client reads the answer.
@@ -75,12 +76,19 @@ impl Handler for axum::Router {
 /// address (a router's as [`axum::extract::ConnectInfo<SocketAddr>`]), and HTTP/1.1 upgrades are served:
 /// a handler that answers `101 Switching Protocols` takes the connection over through
 /// `hyper::upgrade::on(&mut request)` (the router's WebSocket tunnels do).
+///
+/// With `tls`, every connection is TLS and must present a client certificate signed by the
+/// CA of `tls`; a client without one is refused at the handshake. The handshake runs in the
+/// connection's own task, so a slow one never holds up accepting, and it counts against
+/// [`ServeLimits::header_read_timeout`] like a slow request head.
 pub async fn serve(
     listener: TcpListener,
     app: impl Handler,
     shutdown: CancellationToken,
     limits: ServeLimits,
+    tls: Option<Tls>,
 ) -> io::Result<()> {
+    let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.server_config()));
     let limit = limits.connection_limit();
     if limit < limits.max_connections {
         tracing::info!(
@@ -116,6 +124,7 @@ pub async fn serve(
             Ok(slot) => {
                 connections.spawn(connection(
                     stream,
+                    acceptor.clone(),
                     peer,
                     app.clone(),
                     limits,
@@ -144,16 +153,52 @@ fn is_client_gone(e: &io::Error) -> bool {
     )
 }
 
-/// One connection: HTTP/1.1 with a bounded wait for each request head, until the client
-/// closes, a limit is hit, or `shutdown` (then the request in flight finishes first).
+/// One connection: the TLS handshake when `acceptor` is given, then [`http1`].
 async fn connection(
     stream: TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
+    app: impl Handler,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
+) {
+    let Some(acceptor) = acceptor else {
+        return http1(stream, peer, app, limits, shutdown, slot).await;
+    };
+    // A plain HTTP request to a TLS listener (an `http://` URL) gets an answer saying so
+    // rather than a closed connection.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => return not_tls(stream).await,
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    let handshake = tokio::select! {
+        () = shutdown.cancelled() => return,
+        handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => http1(stream, peer, app, limits, shutdown, slot).await,
+        // A client without a certificate of our CA, or not speaking TLS: its operator sees
+        // why in its own error; this side says who was refused.
+        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, timeout = ?limits.header_read_timeout, "TLS handshake timed out"),
+    }
+}
+
+/// HTTP/1.1 on one connection with a bounded wait for each request head, until the client
+/// closes, a limit is hit, or `shutdown` (then the request in flight finishes first).
+async fn http1<I>(
+    stream: I,
     peer: SocketAddr,
     app: impl Handler,
     limits: ServeLimits,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         respond(app.clone(), peer, limits, request)
     });
@@ -227,6 +272,31 @@ async fn refuse(mut stream: TcpStream, limit: usize, _lingering: OwnedSemaphoreP
         stream.shutdown().await?;
         // Closing with unread input would reset the connection, and a reset can discard
         // the answer before the client reads it: read until the client closes.
+        let mut discard = [0u8; 1024];
+        while stream.read(&mut discard).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer_and_close).await;
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Answers a plain HTTP client of a TLS listener `400` saying it needs TLS, and closes.
+async fn not_tls(mut stream: TcpStream) {
+    let body = "this server speaks HTTPS only, with a client certificate of its CA: use https:// and --tls-ca/--tls-cert/--tls-key\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\n\
+         content-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\n\
+         connection: close\r\n\
+         \r\n\
+         {body}",
+        body.len()
+    );
+    let answer_and_close = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
         let mut discard = [0u8; 1024];
         while stream.read(&mut discard).await? > 0 {}
         io::Result::Ok(())
