@@ -18,6 +18,7 @@
 mod feed;
 mod keys;
 mod leases;
+pub mod local;
 mod ops;
 mod write;
 
