@@ -15,9 +15,11 @@
 //! itself — `head` is compared and advanced in every transaction that changes a record —
 //! and etcd's watch tells every BBS on the cluster when `head` moves.
 
+mod commit;
 mod feed;
 mod keys;
 mod leases;
+pub mod local;
 mod members;
 mod ops;
 mod write;
@@ -124,6 +126,8 @@ struct Inner {
     /// One feed-changing transaction of this process at a time: they all compare and advance
     /// `head`, so running them together would only make them fail each other.
     writer: tokio::sync::Mutex<write::Recent>,
+    /// Commits checked and waiting to be sent together (group commit, `commit.rs`).
+    queue: commit::Queue,
     head_tx: watch::Sender<u64>,
 }
 
@@ -168,6 +172,7 @@ impl EtcdStore {
             keys: Keys::new(&options.prefix),
             retention: options.change_retention as u64,
             writer: tokio::sync::Mutex::new(write::Recent::default()),
+            queue: commit::Queue::default(),
             head_tx,
         });
         let (at, read_at) = inner.read_head().await.map_err(|e| match e {

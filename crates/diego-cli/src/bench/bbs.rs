@@ -9,6 +9,13 @@
 //! 3. actual LRP claim+start: 64 clients claim then start instances; counts instances brought
 //!    to RUNNING per second (each is two durable writes);
 //! 4. listing all 100,000 actual LRPs (median of several runs) and the BBS's RSS.
+//!
+//! With `--store etcd://…` or `--start-etcd [N]` the same workload then runs on a BBS over
+//! etcd (under a key prefix of its own), after etcd's own sequential put and compare-and-swap
+//! rates on the same members (`etcd.rs`); the JSON carries both runs' figures as `sqlite_*`
+//! and `etcd_*`, the baseline, `task_transitions_to_etcd_put_ratio`, and each process's CPU
+//! per operation. LRP phases whose transaction would exceed etcd's default `--max-txn-ops`
+//! are skipped on etcd, saying so (`etcd_skipped_phases`).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -17,7 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::json;
+use serde_json::{json, Map, Value};
+
+use super::etcd::{self, Cluster, CpuMeter, EtcdChoice};
 
 pub struct Options {
     pub json: bool,
@@ -27,6 +36,8 @@ pub struct Options {
     pub lrps: usize,
     pub instances_per_lrp: usize,
     pub claim_start_instances: usize,
+    /// Also run the workload on etcd (after the SQLite run), beside etcd's own write rates.
+    pub etcd: EtcdChoice,
 }
 
 impl Default for Options {
@@ -38,6 +49,7 @@ impl Default for Options {
             lrps: 1000,
             instances_per_lrp: 100,
             claim_start_instances: 20_000,
+            etcd: EtcdChoice::default(),
         }
     }
 }
@@ -188,18 +200,174 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.clients * 2)
         .build()?;
-    let bbs = super::procs::start_bbs(&http, &dir.path().join("data"), &[]).await?;
+    let data = dir.path().join("data");
+    let sqlite = {
+        let bbs = super::procs::start_bbs(&http, &data, &[]).await?;
+        workload(&o, &http, &bbs, None).await?
+    };
+    if !o.etcd.wanted() {
+        let mut summary = sqlite.figures;
+        summary.insert("fsync_per_sec".into(), json!(fsync_per_sec.round()));
+        summary.insert("clients".into(), json!(o.clients));
+        if o.json {
+            println!("{}", serde_json::Value::Object(summary));
+        }
+        return Ok(());
+    }
 
-    let task_transitions_per_sec = task_phase(&bbs.url, &http, &o).await?;
+    // The same workload on etcd, after etcd's own write rates on the same members.
+    let cluster = Cluster::open(&o.etcd).await?;
+    say(&o, &format!("store: {}", cluster.describe()));
+    let run = format!("bench-bbs-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let base = etcd::baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
     say(
         &o,
         &format!(
-            "task transitions: {task_transitions_per_sec:.0}/s ({} clients, durable commits)",
+            "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
+             {:.0} puts/s from 64 concurrent requests",
+            base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
+        ),
+    );
+    let on_etcd = {
+        let url = cluster.store_url(&run);
+        let bbs = super::procs::start_bbs_on(&http, &["--store", &url], &[]).await?;
+        workload(&o, &http, &bbs, Some(cluster.pids())).await?
+    };
+    let db_size_mb = cluster.db_size_mb().await?;
+    say(
+        &o,
+        &format!(
+            "etcd: largest member database after the workload: {db_size_mb:.0} MB (default quota 2048 MB)"
+        ),
+    );
+    cluster.clear(&run).await?;
+
+    let mut summary = Map::new();
+    summary.insert("store".into(), json!("etcd"));
+    summary.insert("etcd_members".into(), json!(cluster.members()));
+    summary.extend(base.json());
+    summary.insert("etcd_db_size_mb".into(), json!((db_size_mb * 10.0).round() / 10.0));
+    summary.insert("fsync_per_sec".into(), json!(fsync_per_sec.round()));
+    summary.insert("clients".into(), json!(o.clients));
+    etcd::prefixed("sqlite", &sqlite.figures, &mut summary);
+    etcd::prefixed("sqlite", &sqlite.cpu, &mut summary);
+    etcd::prefixed("etcd", &on_etcd.figures, &mut summary);
+    etcd::prefixed("etcd", &on_etcd.cpu, &mut summary);
+    if !on_etcd.skipped.is_empty() {
+        summary.insert("etcd_skipped_phases".into(), Value::Object(on_etcd.skipped));
+    }
+    let transitions = on_etcd.figures["task_transitions_per_sec"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let ratio = transitions / base.put_per_sec.max(1.0);
+    summary.insert(
+        "task_transitions_to_etcd_put_ratio".into(),
+        json!((ratio * 1000.0).round() / 1000.0),
+    );
+    let cell = |k: &str, figures: &Map<String, Value>| {
+        figures
+            .get(k)
+            .map_or_else(|| "skipped".to_string(), |v| v.to_string())
+    };
+    say(&o, "figure                             sqlite        etcd");
+    for k in [
+        "task_transitions_per_sec",
+        "desired_lrp_creates_per_sec",
+        "actual_lrp_claim_start_per_sec",
+        "list_100k_actual_lrps_ms",
+        "rss_mb_at_100k_actual_lrps",
+    ] {
+        say(
+            &o,
+            &format!(
+                "{k:<34} {:>10}  {:>10}",
+                cell(k, &sqlite.figures),
+                cell(k, &on_etcd.figures)
+            ),
+        );
+    }
+    say(
+        &o,
+        &format!("task transitions on etcd / etcd's sequential put rate: {ratio:.3} (goal: 0.5)"),
+    );
+    if o.json {
+        println!("{}", Value::Object(summary));
+    }
+    Ok(())
+}
+
+/// One store's figures: the JSON keys of `diego bench bbs`, CPU per operation, and the phases
+/// that did not run (with why).
+struct Figures {
+    figures: Map<String, Value>,
+    cpu: Map<String, Value>,
+    skipped: Map<String, Value>,
+}
+
+/// The four phases against `bbs`. `etcd` is the PIDs of the etcd members under it (`Some`
+/// also says the store is etcd, whose transaction size limit the LRP phases must fit).
+async fn workload(
+    o: &Options,
+    http: &reqwest::Client,
+    bbs: &super::procs::Role,
+    etcd: Option<Vec<u32>>,
+) -> anyhow::Result<Figures> {
+    let store = if etcd.is_some() { "etcd" } else { "SQLite" };
+    let mut groups = vec![("bbs", vec![bbs.child.id()]), ("bench", vec![std::process::id()])];
+    if let Some(pids) = &etcd {
+        groups.push(("etcd", pids.clone()));
+    }
+    let mut cpu = Map::new();
+    let mut skipped = Map::new();
+    let mut figures = Map::new();
+
+    let meter = CpuMeter::start(&groups);
+    let started = Instant::now();
+    let task_transitions_per_sec = task_phase(&bbs.url, http, o).await?;
+    let steps = (task_transitions_per_sec * started.elapsed().as_secs_f64()).round() as u64;
+    meter.per_op(steps, "task", "transition", &mut cpu);
+    say(
+        o,
+        &format!(
+            "{store}: task transitions: {task_transitions_per_sec:.0}/s ({} clients, durable commits)",
             o.clients
         ),
     );
+    figures.insert(
+        "task_transitions_per_sec".into(),
+        json!(task_transitions_per_sec.round()),
+    );
+
+    // Desiring an LRP is one transaction of 1 + instances writes; etcd takes writes + 3
+    // operations per transaction at most --max-txn-ops (128 by default).
+    let writes = 1 + o.instances_per_lrp;
+    if etcd.is_some() && writes + 3 > etcd::DEFAULT_MAX_TXN_OPS {
+        let why = format!(
+            "desiring an LRP of {} instances is one transaction of {} etcd operations, beyond \
+             etcd's default --max-txn-ops {} (use --instances-per-lrp {} or fewer)",
+            o.instances_per_lrp,
+            writes + 3,
+            etcd::DEFAULT_MAX_TXN_OPS,
+            etcd::DEFAULT_MAX_TXN_OPS - 4
+        );
+        say(o, &format!("{store}: skipping the LRP phases: {why}"));
+        for phase in [
+            "desired_lrp_creates",
+            "actual_lrp_claim_start",
+            "list_actual_lrps",
+        ] {
+            skipped.insert(phase.into(), json!(why));
+        }
+        figures.insert("instances_per_desired_lrp".into(), json!(o.instances_per_lrp));
+        return Ok(Figures {
+            figures,
+            cpu,
+            skipped,
+        });
+    }
 
     let (url, h, n) = (bbs.url.clone(), http.clone(), o.instances_per_lrp);
+    let meter = CpuMeter::start(&groups);
     let secs = fan_out(o.clients, o.lrps, move |i| {
         let (url, h) = (url.clone(), h.clone());
         async move {
@@ -214,12 +382,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         }
     })
     .await?;
+    meter.per_op(o.lrps as u64, "lrp_create", "lrp", &mut cpu);
     let desired_lrp_creates_per_sec = o.lrps as f64 / secs;
     let total_actuals = o.lrps * o.instances_per_lrp;
     say(
-        &o,
+        o,
         &format!(
-            "desired LRP creates: {desired_lrp_creates_per_sec:.0}/s ({} instances each; {:.0} actual LRPs/s)",
+            "{store}: desired LRP creates: {desired_lrp_creates_per_sec:.0}/s ({} instances each; {:.0} actual LRPs/s)",
             o.instances_per_lrp,
             total_actuals as f64 / secs
         ),
@@ -227,6 +396,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 
     let (url, h, per) = (bbs.url.clone(), http.clone(), o.instances_per_lrp);
     let count = o.claim_start_instances.min(total_actuals);
+    let meter = CpuMeter::start(&groups);
     let secs = fan_out(o.clients, count, move |i| {
         let (url, h) = (url.clone(), h.clone());
         async move {
@@ -253,8 +423,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         }
     })
     .await?;
+    meter.per_op(count as u64, "claim_start", "instance", &mut cpu);
     let actual_lrp_claim_start_per_sec = count as f64 / secs;
-    say(&o, &format!("actual LRP claim+start: {actual_lrp_claim_start_per_sec:.0} instances/s ({count} instances, 2 writes each)"));
+    say(o, &format!("{store}: actual LRP claim+start: {actual_lrp_claim_start_per_sec:.0} instances/s ({count} instances, 2 writes each)"));
 
     let rss_before_list = proc_status_mb(bbs.child.id(), "VmRSS")?;
     let mut times = Vec::new();
@@ -276,35 +447,49 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         serde_json::from_slice(body.as_deref().unwrap_or_default()).context("parsing the actual LRP list")?;
     let n_listed = listed.len();
     say(
-        &o,
-        &format!("list {n_listed} actual LRPs over HTTP: median {list_100k_actual_lrps_ms:.0} ms of 5"),
+        o,
+        &format!(
+            "{store}: list {n_listed} actual LRPs over HTTP: median {list_100k_actual_lrps_ms:.0} ms of 5"
+        ),
     );
     let pid = bbs.child.id();
     let rss_mb_at_100k_actual_lrps = proc_status_mb(pid, "VmRSS")?;
     let (anon, file) = (proc_status_mb(pid, "RssAnon")?, proc_status_mb(pid, "RssFile")?);
     say(
-        &o,
+        o,
         &format!(
-            "BBS RSS with {n_listed} actual LRPs stored, after listing them: {rss_mb_at_100k_actual_lrps:.0} MB \
+            "{store}: BBS RSS with {n_listed} actual LRPs stored, after listing them: {rss_mb_at_100k_actual_lrps:.0} MB \
              ({anon:.0} MB anonymous, {file:.0} MB file-backed); before listing: {rss_before_list:.0} MB"
         ),
     );
 
-    let summary = json!({
-        "task_transitions_per_sec": task_transitions_per_sec.round(),
-        "desired_lrp_creates_per_sec": desired_lrp_creates_per_sec.round(),
-        "instances_per_desired_lrp": o.instances_per_lrp,
-        "actual_lrp_claim_start_per_sec": actual_lrp_claim_start_per_sec.round(),
-        "list_100k_actual_lrps_ms": (list_100k_actual_lrps_ms * 10.0).round() / 10.0,
-        "actual_lrps_listed": n_listed,
-        "rss_mb_at_100k_actual_lrps": (rss_mb_at_100k_actual_lrps * 10.0).round() / 10.0,
-        "fsync_per_sec": fsync_per_sec.round(),
-        "clients": o.clients,
-    });
-    if o.json {
-        println!("{summary}");
+    for (k, v) in [
+        (
+            "desired_lrp_creates_per_sec",
+            json!(desired_lrp_creates_per_sec.round()),
+        ),
+        ("instances_per_desired_lrp", json!(o.instances_per_lrp)),
+        (
+            "actual_lrp_claim_start_per_sec",
+            json!(actual_lrp_claim_start_per_sec.round()),
+        ),
+        (
+            "list_100k_actual_lrps_ms",
+            json!((list_100k_actual_lrps_ms * 10.0).round() / 10.0),
+        ),
+        ("actual_lrps_listed", json!(n_listed)),
+        (
+            "rss_mb_at_100k_actual_lrps",
+            json!((rss_mb_at_100k_actual_lrps * 10.0).round() / 10.0),
+        ),
+    ] {
+        figures.insert(k.into(), v);
     }
-    Ok(())
+    Ok(Figures {
+        figures,
+        cpu,
+        skipped,
+    })
 }
 
 fn say(o: &Options, line: &str) {

@@ -11,6 +11,10 @@
 //!    is already RUNNING): `e2e_placements_per_sec` = instances / seconds from the first desire
 //!    to the last claim.
 //!
+//! With `--store etcd://…` or `--start-etcd [N]` the same placement then runs again on a BBS
+//! over etcd, after etcd's own write rates (`etcd.rs`); the JSON carries both runs as
+//! `sqlite_*` and `etcd_*` beside the baseline, with each process's CPU per instance.
+//!
 //! Nothing is simulated on the control plane's side: the same binaries and HTTP as a cluster,
 //! only the cells do no container work.
 
@@ -22,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use diego_client::BbsClient;
 use diego_model::DesiredLrp;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
+use super::etcd::{self, Cluster, CpuMeter, EtcdChoice};
 use super::procs::{self, free_port};
 
 pub struct Options {
@@ -33,6 +38,8 @@ pub struct Options {
     pub instances_per_lrp: usize,
     /// Give up waiting for the claims after this long.
     pub timeout: Duration,
+    /// Also run the placement on etcd (after the SQLite run), beside etcd's own write rates.
+    pub etcd: EtcdChoice,
 }
 
 fn say(o: &Options, line: &str) {
@@ -95,14 +102,86 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             o.instances_per_lrp
         ),
     );
+    let data = dir.path().join("bbs").to_string_lossy().into_owned();
+    let (sqlite, sqlite_cpu) = placement(&o, &http, &["--data-dir", &data], None).await?;
+    if !o.etcd.wanted() {
+        if o.json {
+            println!("{}", Value::Object(sqlite));
+        }
+        return Ok(());
+    }
 
-    let bbs = procs::start_bbs(&http, &dir.path().join("bbs"), &[]).await?;
+    let cluster = Cluster::open(&o.etcd).await?;
+    say(&o, &format!("store: {}", cluster.describe()));
+    let run = format!("bench-cp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let base = etcd::baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
+    say(
+        &o,
+        &format!(
+            "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
+             {:.0} puts/s from 64 concurrent requests",
+            base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
+        ),
+    );
+    let mut summary = Map::new();
+    summary.insert("store".into(), json!("etcd"));
+    summary.insert("etcd_members".into(), json!(cluster.members()));
+    summary.extend(base.json());
+    etcd::prefixed("sqlite", &sqlite, &mut summary);
+    etcd::prefixed("sqlite", &sqlite_cpu, &mut summary);
+    // Desiring an LRP is one transaction of 1 + instances writes, each using an etcd
+    // operation, plus 3 (feed entry, head, pruning) within --max-txn-ops (128 by default).
+    let ops = o.instances_per_lrp + 4;
+    if ops > etcd::DEFAULT_MAX_TXN_OPS {
+        let why = format!(
+            "desiring an LRP of {} instances is one transaction of {ops} etcd operations, beyond \
+             etcd's default --max-txn-ops {} (use --instances-per-lrp {} or fewer)",
+            o.instances_per_lrp,
+            etcd::DEFAULT_MAX_TXN_OPS,
+            etcd::DEFAULT_MAX_TXN_OPS - 4
+        );
+        say(&o, &format!("etcd: skipping the placement phase: {why}"));
+        summary.insert("etcd_skipped_phases".into(), json!({"placement": why}));
+    } else {
+        let url = cluster.store_url(&run);
+        let (on_etcd, etcd_cpu) = placement(&o, &http, &["--store", &url], Some(cluster.pids())).await?;
+        etcd::prefixed("etcd", &on_etcd, &mut summary);
+        etcd::prefixed("etcd", &etcd_cpu, &mut summary);
+        cluster.clear(&run).await?;
+        let cell = |m: &Map<String, Value>| m["e2e_placements_per_sec"].to_string();
+        say(
+            &o,
+            &format!(
+                "e2e placements/s: sqlite {}, etcd {} (goal: 2000)",
+                cell(&sqlite),
+                cell(&on_etcd)
+            ),
+        );
+    }
+    if o.json {
+        println!("{}", Value::Object(summary));
+    }
+    Ok(())
+}
+
+/// The placement run on a BBS over `store` (`--data-dir D` or `--store etcd://…`); `etcd` is
+/// the PIDs of the etcd members under it. Returns the figures (the keys of
+/// `diego bench control-plane`) and each process's CPU per instance placed.
+async fn placement(
+    o: &Options,
+    http: &reqwest::Client,
+    store: &[&str],
+    etcd: Option<Vec<u32>>,
+) -> anyhow::Result<(Map<String, Value>, Map<String, Value>)> {
+    let label = if etcd.is_some() { "etcd" } else { "SQLite" };
+    let total = o.lrps * o.instances_per_lrp;
+    let bbs = procs::start_bbs_on(http, store, &[]).await?;
     let auctioneer_listen = format!("127.0.0.1:{}", free_port()?);
     let mut auctioneer = procs::spawn(
         &["auctioneer", "--bbs", &bbs.url, "--listen", &auctioneer_listen],
         format!("http://{auctioneer_listen}"),
     )?;
-    procs::wait_ready(&http, &mut auctioneer, "/v1/ping").await?;
+    procs::wait_ready(http, &mut auctioneer, "/v1/ping").await?;
     let cells_listen = format!("127.0.0.1:{}", free_port()?);
     let count = o.cells.to_string();
     let mut cells = procs::spawn(
@@ -137,10 +216,23 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     say(
-        &o,
-        &format!("{} cells registered; the auctioneer holds its lock", o.cells),
+        o,
+        &format!(
+            "{label}: {} cells registered; the auctioneer holds its lock",
+            o.cells
+        ),
     );
 
+    let mut groups = vec![
+        ("bbs", vec![bbs.child.id()]),
+        ("auctioneer", vec![auctioneer.child.id()]),
+        ("sim_cells", vec![cells.child.id()]),
+        ("bench", vec![std::process::id()]),
+    ];
+    if let Some(pids) = etcd {
+        groups.push(("etcd", pids));
+    }
+    let meter = CpuMeter::start(&groups);
     // Desire everything from 16 clients, and watch the claims.
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -164,23 +256,26 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         d.await??;
     }
     let desired_secs = started.elapsed().as_secs_f64();
-    say(&o, &format!("desired {total} instances in {desired_secs:.2} s"));
+    say(
+        o,
+        &format!("{label}: desired {total} instances in {desired_secs:.2} s"),
+    );
     let mut last_report = Instant::now();
     let (claimed_secs, counts) = loop {
-        let counts = actual_counts(&http, &bbs.url).await?;
+        let counts = actual_counts(http, &bbs.url).await?;
         let held = counts.get("CLAIMED").copied().unwrap_or(0) + counts.get("RUNNING").copied().unwrap_or(0);
         if held as usize >= total {
             break (started.elapsed().as_secs_f64(), counts);
         }
         if started.elapsed() > o.timeout {
             bail!(
-                "only {held} of {total} instances claimed after {:?}: {counts:?}",
+                "{label}: only {held} of {total} instances claimed after {:?}: {counts:?}",
                 o.timeout
             );
         }
         if last_report.elapsed() > Duration::from_secs(5) {
             say(
-                &o,
+                o,
                 &format!(
                     "  {:.1} s: {held} claimed or running",
                     started.elapsed().as_secs_f64()
@@ -190,6 +285,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let mut cpu = Map::new();
+    meter.per_op(total as u64, "placement", "instance", &mut cpu);
     let e2e = total as f64 / claimed_secs;
     let rounds = http
         .get(format!("{}/v1/ping", auctioneer.url))
@@ -201,28 +298,26 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         .and_then(|v| v["stats"]["rounds"].as_u64())
         .unwrap_or(0);
     say(
-        &o,
+        o,
         &format!(
-            "all {total} instances claimed {claimed_secs:.2} s after the first desire: {e2e:.0} placements/s \
+            "{label}: all {total} instances claimed {claimed_secs:.2} s after the first desire: {e2e:.0} placements/s \
              end to end ({rounds} auction rounds); states then: {counts:?}"
         ),
     );
-    if o.json {
-        println!(
-            "{}",
-            json!({
-                "e2e_placements_per_sec": (e2e * 10.0).round() / 10.0,
-                "instances": total,
-                "cells": o.cells,
-                "lrps": o.lrps,
-                "desire_seconds": (desired_secs * 1000.0).round() / 1000.0,
-                "all_claimed_seconds": (claimed_secs * 1000.0).round() / 1000.0,
-                "auction_rounds": rounds,
-            })
-        );
-    }
     drop(cells);
     drop(auctioneer);
     drop(bbs);
-    Ok(())
+    let figures = json!({
+        "e2e_placements_per_sec": (e2e * 10.0).round() / 10.0,
+        "instances": total,
+        "cells": o.cells,
+        "lrps": o.lrps,
+        "desire_seconds": (desired_secs * 1000.0).round() / 1000.0,
+        "all_claimed_seconds": (claimed_secs * 1000.0).round() / 1000.0,
+        "auction_rounds": rounds,
+    });
+    let Value::Object(figures) = figures else {
+        unreachable!("a JSON object")
+    };
+    Ok((figures, cpu))
 }

@@ -61,10 +61,18 @@ pub async fn wait_ready(http: &reqwest::Client, role: &mut Role, path: &str) -> 
 
 /// `diego bbs` on a free port over `data_dir`, with `extra` flags, once it answers /v1/ping.
 pub async fn start_bbs(http: &reqwest::Client, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Role> {
-    let port = free_port()?;
     let dir = data_dir.to_string_lossy().into_owned();
+    start_bbs_on(http, &["--data-dir", &dir], extra).await
+}
+
+/// `diego bbs` on a free port with `store` (`--data-dir D` or `--store etcd://…`) and `extra`
+/// flags, once it answers /v1/ping.
+pub async fn start_bbs_on(http: &reqwest::Client, store: &[&str], extra: &[&str]) -> anyhow::Result<Role> {
+    let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["bbs", "--data-dir", &dir, "--listen", &listen];
+    let mut args = vec!["bbs"];
+    args.extend_from_slice(store);
+    args.extend_from_slice(&["--listen", &listen]);
     args.extend_from_slice(extra);
     let mut bbs = spawn(&args, format!("http://{listen}"))?;
     wait_ready(http, &mut bbs, "/v1/ping").await?;

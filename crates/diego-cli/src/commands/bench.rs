@@ -31,6 +31,34 @@ pub enum BenchCommand {
     Unplaceable(BenchUnplaceableArgs),
 }
 
+/// Where `bench bbs` and `bench control-plane` also run their workload on etcd.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchEtcdArgs {
+    /// Also run the workload on etcd at this URL (`etcd://host:port[,host:port…][/prefix]`),
+    /// after the SQLite run, each run under a key prefix of its own.
+    #[arg(long, value_name = "URL", conflicts_with = "start_etcd")]
+    pub store: Option<String>,
+    /// Also run the workload on an etcd the benchmark starts: N members (default 3) on free
+    /// loopback ports, data in a temporary directory, killed on exit.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "3")]
+    pub start_etcd: Option<usize>,
+}
+
+impl BenchEtcdArgs {
+    fn choice(self) -> anyhow::Result<crate::bench::etcd::EtcdChoice> {
+        if let Some(url) = &self.store {
+            diego_store::etcd::EtcdOptions::from_url(url).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+        }
+        if self.start_etcd == Some(0) {
+            anyhow::bail!("--start-etcd: members must be 1 or more (got 0)");
+        }
+        Ok(crate::bench::etcd::EtcdChoice {
+            store: self.store,
+            start: self.start_etcd,
+        })
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchRouterArgs {
     /// Print human lines on stderr and one JSON object as the last line of stdout.
@@ -102,6 +130,8 @@ pub struct BenchControlPlaneArgs {
     /// Seconds to wait for every instance to be claimed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub etcd: BenchEtcdArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +209,8 @@ pub struct BenchBbsArgs {
     /// Instances to claim and start.
     #[arg(long, default_value_t = 20_000)]
     pub claim_start_instances: usize,
+    #[command(flatten)]
+    pub etcd: BenchEtcdArgs,
 }
 
 pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
@@ -198,6 +230,7 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 lrps: a.lrps,
                 instances_per_lrp: a.instances_per_lrp,
                 claim_start_instances: a.claim_start_instances,
+                etcd: a.etcd.choice()?,
             })
             .await
         }
@@ -208,6 +241,7 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 lrps: a.lrps.max(1),
                 instances_per_lrp: a.instances_per_lrp.max(1),
                 timeout: std::time::Duration::from_secs(a.timeout),
+                etcd: a.etcd.choice()?,
             })
             .await
         }
