@@ -27,7 +27,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bbs_url = cli.bbs.clone();
+    let bbs_url = cli
+        .bbs_urls()
+        .map_or_else(|_| String::new(), |u| u.as_slice().join(", "));
     let result = runtime.block_on(commands::dispatch(cli));
     // Do not wait for background work (an event stream's reader) at exit.
     runtime.shutdown_background();

@@ -81,6 +81,7 @@ mod tests {
         let err = anyhow::Error::new(ClientError::Api {
             status: 400,
             error: api,
+            unprocessed: false,
         })
         .context("submitting task");
         assert_eq!(

@@ -1,5 +1,6 @@
 //! `diego auctioneer`: the auction service (one active instance per BBS, by lock).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ pub struct AuctioneerArgs {
 }
 
 impl AuctioneerArgs {
-    pub fn config(&self, bbs_url: &str) -> AuctioneerConfig {
-        let mut config = AuctioneerConfig::new(bbs_url, self.listen);
+    pub fn config(&self, bbs: &BbsUrls) -> AuctioneerConfig {
+        let mut config = AuctioneerConfig::new(bbs, self.listen);
         config.advertise_url = self.advertise_url.clone();
         config.lock_ttl = Duration::from_secs(self.lock_ttl.max(1));
         config.cell_timeout = Duration::from_millis(self.cell_timeout_ms.max(1));
@@ -37,15 +38,15 @@ impl AuctioneerArgs {
     }
 }
 
-pub async fn run(bbs_url: &str, args: AuctioneerArgs) -> anyhow::Result<()> {
+pub async fn run(bbs: &BbsUrls, args: AuctioneerArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let running = service::start(args.config(bbs_url), shutdown)
+    let running = service::start(args.config(bbs), shutdown)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     eprintln!(
-        "diego auctioneer listening on http://{} (advertised as {}), BBS {bbs_url}; active while it holds the BBS lock \"{}\"",
+        "diego auctioneer listening on http://{} (advertised as {}), BBS {bbs}; active while it holds the BBS lock \"{}\"",
         running.addr,
         running.url,
         service::AUCTIONEER_LOCK

@@ -1,6 +1,7 @@
 //! `diego cell`: a cell agent (rep + executor) running work in containers; `diego cell drain`
 //! evacuates one.
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -184,7 +185,7 @@ pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
 
 /// Starts a cell; it runs until `shutdown` is cancelled.
 pub async fn start(
-    bbs_url: &str,
+    bbs: &BbsUrls,
     args: &CellArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(RunningRep, String)> {
@@ -204,7 +205,7 @@ pub async fn start(
         Some(id) => id.clone(),
         None => cell_id(&args.data_dir)?,
     };
-    let mut config = RepConfig::new(id, bbs_url, args.listen);
+    let mut config = RepConfig::new(id, bbs, args.listen);
     config.zone = args.zone.clone();
     config.placement_tags = args.placement_tags.clone();
     config.capacity = ResourceCapacity {
@@ -256,7 +257,7 @@ pub async fn start(
 /// Runs a cell until Ctrl-C (stops at once; its containers keep running for the next start to
 /// take over) or SIGTERM
 /// (evacuates first, then exits 0). A second signal exits at once.
-pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
+pub async fn run(bbs: &BbsUrls, args: CellArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     let started: Arc<OnceLock<Arc<diego_rep::Rep>>> = Arc::default();
@@ -279,10 +280,10 @@ pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         });
     }
-    let (rep, what) = start(bbs_url, &args, shutdown).await?;
+    let (rep, what) = start(bbs, &args, shutdown).await?;
     let _ = started.set(rep.rep.clone());
     eprintln!(
-        "diego cell {} listening on {} ({what}), BBS {bbs_url}",
+        "diego cell {} listening on {} ({what}), BBS {bbs}",
         rep.rep.config.cell_id, rep.url
     );
     rep.task.await.context("cell task")??;
@@ -296,7 +297,7 @@ pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
 pub async fn dispatch(ctx: &crate::commands::Ctx, cmd: CellCommand) -> anyhow::Result<()> {
     match (cmd.action, cmd.run) {
         (Some(CellAction::Drain(args)), _) => crate::commands::drain::run(ctx, args).await,
-        (None, Some(args)) => run(ctx.client.base_url(), args).await,
+        (None, Some(args)) => run(ctx.client.urls(), args).await,
         (None, None) => anyhow::bail!(
             "diego cell needs --data-dir DIR to run a cell (see `diego cell --help`), or a subcommand such as `diego cell drain CELL_ID`"
         ),

@@ -39,15 +39,18 @@ impl Ctx {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let bbs = cli
+        .bbs_urls()
+        .map_err(|e| crate::report::usage(format!("--bbs: {e}")))?;
     let ctx = Ctx {
-        client: BbsClient::new(cli.bbs.clone()),
+        client: BbsClient::new(bbs.clone()),
         output: cli.output,
         logs_url: cli.logs.clone(),
     };
     match cli.command {
         Command::Bbs(args) => bbs::run(args).await,
-        Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args).await,
-        Command::RouteEmitter(args) => route_emitter::run(ctx.client.base_url(), args).await,
+        Command::Auctioneer(args) => auctioneer::run(&bbs, args).await,
+        Command::RouteEmitter(args) => route_emitter::run(&bbs, args).await,
         Command::Cell(cmd) => cell::dispatch(&ctx, cmd).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
@@ -59,14 +62,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => {
             // A BBS named on the command line or in the environment (not just the default) is
             // one to benchmark instead of starting a cluster.
-            let named = std::env::var_os("DIEGO_BBS_URL").is_some() || cli.bbs != crate::cli::DEFAULT_BBS_URL;
-            bench::run(cmd, named.then(|| cli.bbs.clone())).await
+            let named = std::env::var_os("DIEGO_BBS_URL").is_some()
+                || bbs.as_slice() != [crate::cli::DEFAULT_BBS_URL];
+            bench::run(cmd, named.then(|| bbs.first().to_string())).await
         }
         Command::Garden(args) => garden::run(args).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
         Command::LogsServer(args) => logs_server::run(args).await,
-        Command::Router(args) => router::run(&cli.bbs, args).await,
-        Command::SimCells(args) => sim_cells::run(args, &cli.bbs).await,
+        Command::Router(args) => router::run(&bbs, args).await,
+        Command::SimCells(args) => sim_cells::run(args, &bbs).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `diego route-emitter`: the routing table over NATS in gorouter's protocol, for an
 //! existing Cloud Foundry routing tier (docs/130-route-emitter.md).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -26,11 +27,11 @@ fn parse_nats(s: &str) -> Result<emitter::NatsServerAddr, String> {
     emitter::parse_nats_url(s).map_err(|e| e.to_string())
 }
 
-pub async fn run(bbs_url: &str, args: RouteEmitterArgs) -> anyhow::Result<()> {
+pub async fn run(bbs: &BbsUrls, args: RouteEmitterArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let config = EmitterConfig::new(bbs_url, args.nats.clone(), args.listen);
+    let config = EmitterConfig::new(bbs, args.nats.clone(), args.listen);
     let running = emitter::start(config, shutdown)
         .await
         .with_context(|| format!("starting the route-emitter on {}", args.listen))?;
@@ -40,7 +41,7 @@ pub async fn run(bbs_url: &str, args: RouteEmitterArgs) -> anyhow::Result<()> {
         .map(|a| format!("{}:{}", a.host(), a.port()))
         .collect();
     eprintln!(
-        "diego route-emitter: BBS {bbs_url} -> NATS {}; /health and /metrics on http://{}",
+        "diego route-emitter: BBS {bbs} -> NATS {}; /health and /metrics on http://{}",
         servers.join(", "),
         running.addr
     );

@@ -1,5 +1,6 @@
 //! `diego router`: the HTTP router in front of the apps' instances, following the BBS.
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -121,11 +122,11 @@ impl RtrShipping {
     }
 }
 
-pub async fn run(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
+pub async fn run(bbs: &BbsUrls, args: RouterArgs) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let mut config = RouterConfig::new(bbs_url, args.listen, args.admin);
+    let mut config = RouterConfig::new(bbs, args.listen, args.admin);
     args.proxy.apply(&mut config);
     let shipping = args.logs_url.as_deref().map(RtrShipping::start).transpose()?;
     config.access_hook = shipping.as_ref().map(|s| s.hook.clone());
@@ -133,7 +134,7 @@ pub async fn run(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {} and {}", args.listen, args.admin))?;
     eprintln!(
-        "diego router listening on http://{} (admin http://{}), following the BBS at {bbs_url}{}",
+        "diego router listening on http://{} (admin http://{}), following the BBS at {bbs}{}",
         running.addr,
         running.admin_addr,
         args.logs_url

@@ -1,6 +1,7 @@
 //! `diego sim-cells`: many simulated cells in one process, for scale tests of the BBS and
 //! the auctioneer (see docs/075-sim-cells.md).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,8 +63,8 @@ pub struct SimCellsArgs {
 }
 
 impl SimCellsArgs {
-    pub fn config(&self, bbs_url: &str) -> SimCellsConfig {
-        let mut c = SimCellsConfig::new(bbs_url, self.count);
+    pub fn config(&self, bbs: &BbsUrls) -> SimCellsConfig {
+        let mut c = SimCellsConfig::new(bbs, self.count);
         c.listen = self.listen;
         c.advertise_host = self.advertise_host.clone();
         c.zones = zone_names(
@@ -84,11 +85,11 @@ impl SimCellsArgs {
 }
 
 /// Runs until Ctrl-C or SIGTERM, then removes the presences and exits.
-pub async fn run(args: SimCellsArgs, bbs_url: &str) -> anyhow::Result<()> {
+pub async fn run(args: SimCellsArgs, bbs: &BbsUrls) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let config = args.config(bbs_url);
+    let config = args.config(bbs);
     let zones = config.zones.join(",");
     let running = SimCells::start(config, shutdown.clone())
         .await
@@ -98,7 +99,7 @@ pub async fn run(args: SimCellsArgs, bbs_url: &str) -> anyhow::Result<()> {
         running.cell_ids.last().cloned().unwrap_or_default(),
     );
     println!(
-        "diego sim-cells: {} cells ({first} … {last}) listening on {}, rep URLs {}, zones {}, registered with {bbs_url}",
+        "diego sim-cells: {} cells ({first} … {last}) listening on {}, rep URLs {}, zones {}, registered with {bbs}",
         running.cell_ids.len(),
         running.base_url,
         running.rep_url("{cell_id}"),
