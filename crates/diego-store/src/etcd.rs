@@ -18,8 +18,11 @@
 mod feed;
 mod keys;
 mod leases;
+mod local;
 mod ops;
 mod write;
+
+pub use local::LocalEtcd;
 
 use std::sync::Arc;
 use std::time::Duration;

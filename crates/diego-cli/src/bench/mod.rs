@@ -5,6 +5,7 @@ pub mod auction;
 pub mod bbs;
 pub mod control_plane;
 pub mod converge;
+pub mod failover;
 pub mod garden;
 pub mod logs;
 mod procs;
