@@ -25,18 +25,28 @@ pub struct LockConfig {
     /// This BBS's name in the lock; empty: its URL, so a BBS restarted on the same address
     /// takes its own lock back at once instead of waiting for it to lapse.
     pub owner: String,
-    /// The lock's time to live (Diego: 15 s). A dead holder is replaced within about this.
+    /// The lock's time to live ([`DEFAULT_LOCK_TTL`]; Diego's Locket: 15 s). The holder
+    /// renews it every third of this; a dead holder is replaced within about this.
     pub ttl: Duration,
-    /// How often it is renewed, or retried by a passive BBS (Diego: 5 s).
+    /// How often a passive BBS tries to take the lock ([`DEFAULT_LOCK_RETRY_INTERVAL`];
+    /// Diego: 5 s).
     pub retry_interval: Duration,
 }
+
+/// 4 s: after kill -9 of the active BBS the lock lapses 2.7–4 s later (the last renewal was
+/// at most a third of the TTL before); the holder rides out a store stall of up to 2.7 s (two
+/// missed renewals) before it counts as gone. docs/165-high-availability.md weighs it.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(4);
+/// 250 ms: a passive BBS notices a lapsed lock this soon. Each try is one read of the lock
+/// key while another holds it.
+pub const DEFAULT_LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Default for LockConfig {
     fn default() -> Self {
         LockConfig {
             owner: String::new(),
-            ttl: Duration::from_secs(15),
-            retry_interval: Duration::from_secs(5),
+            ttl: DEFAULT_LOCK_TTL,
+            retry_interval: DEFAULT_LOCK_RETRY_INTERVAL,
         }
     }
 }
@@ -67,7 +77,7 @@ impl ActiveRole {
         ActiveRole {
             owner,
             url,
-            lease: Lease::new("bbs lock", config.ttl).renew_every(config.retry_interval),
+            lease: Lease::new("bbs lock", config.ttl).retry_every(config.retry_interval),
             store,
             deposed: Notify::new(),
             stepped_down: AtomicBool::new(false),

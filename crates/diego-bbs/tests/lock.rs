@@ -34,7 +34,8 @@ async fn a_deposed_bbs_cannot_write_and_steps_down() {
             data_dir: dir.path().to_path_buf(),
         },
     );
-    // In the store's (manual) clock the lock lives 60 s; this BBS would renew only hourly.
+    // In the store's (manual) clock the lock lives 60 s; this BBS renews it every 20 s of
+    // real time, longer than the test runs.
     config.lock.ttl = Duration::from_secs(60);
     config.lock.retry_interval = Duration::from_secs(3600);
     config.lock.owner = "bbs-a".into();

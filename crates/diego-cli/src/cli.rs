@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use diego_client::{BbsUrlError, BbsUrls};
 
 use crate::commands::{
     actual, auctioneer, bbs, bench, cell, certs, dev, events, garden, logs, logs_server, lrp, route_emitter,
@@ -20,9 +21,11 @@ pub const DEFAULT_BBS_URL: &str = "http://127.0.0.1:8889";
     about = "Diego in Rust: a scheduler for tasks and long-running processes"
 )]
 pub struct Cli {
-    /// The BBS to talk to.
-    #[arg(long, global = true, env = "DIEGO_BBS_URL", default_value = DEFAULT_BBS_URL, value_name = "URL")]
-    pub bbs: String,
+    /// The BBS to talk to: one URL, or several BBS processes sharing a store
+    /// (`URL,URL…`, or the flag repeated; in a config file a string or an array), tried in
+    /// order and failed over between.
+    #[arg(long, global = true, env = "DIEGO_BBS_URL", default_value = DEFAULT_BBS_URL, value_name = "URL[,URL…]", value_parser = BbsUrls::parse)]
+    pub bbs: Vec<BbsUrls>,
 
     /// The log server to read from (`diego logs`).
     #[arg(long, global = true, env = "DIEGO_LOGS_URL", default_value = logs::DEFAULT_LOGS_URL, value_name = "URL")]
@@ -50,6 +53,13 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Every `--bbs` given, as one list.
+    pub fn bbs_urls(&self) -> Result<BbsUrls, BbsUrlError> {
+        BbsUrls::new(self.bbs.iter().flat_map(BbsUrls::iter))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,12 +27,20 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // As the commands see it: the default URL is https:// with TLS.
+    // As the commands see it: a default URL is https:// with TLS.
     let tls_given = cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_key.is_some();
-    let bbs_url = match cli.bbs.strip_prefix("http://") {
-        Some(rest) if tls_given && cli.bbs == cli::DEFAULT_BBS_URL => format!("https://{rest}"),
-        _ => cli.bbs.clone(),
-    };
+    let bbs_url = cli.bbs_urls().map_or_else(
+        |_| String::new(),
+        |urls| {
+            urls.iter()
+                .map(|u| match u.strip_prefix("http://") {
+                    Some(rest) if tls_given && u == cli::DEFAULT_BBS_URL => format!("https://{rest}"),
+                    _ => u.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
     let result = runtime.block_on(commands::dispatch(cli));
     // Do not wait for background work (an event stream's reader) at exit.
     runtime.shutdown_background();

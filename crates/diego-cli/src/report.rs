@@ -51,11 +51,13 @@ pub fn describe(err: &anyhow::Error, bbs_url: &str) -> String {
             }
             out
         }
-        Some(e @ ClientError::Transport { .. }) if e.is_connect() => format!(
-            "error: {prefix}cannot reach the BBS at {bbs_url}: {e}\n  \
+        Some(e @ (ClientError::Transport { .. } | ClientError::Unreachable { .. })) if e.is_connect() => {
+            format!(
+                "error: {prefix}cannot reach the BBS at {bbs_url}: {e}\n  \
              Is it running? Start one on this machine with `diego dev`, or point --bbs \
              (or DIEGO_BBS_URL) at a running BBS."
-        ),
+            )
+        }
         Some(e) => format!("error: {prefix}{e}"),
         None => format!("error: {err:#}"),
     }
@@ -81,6 +83,7 @@ mod tests {
         let err = anyhow::Error::new(ClientError::Api {
             status: 400,
             error: api,
+            unprocessed: false,
         })
         .context("submitting task");
         assert_eq!(
@@ -96,5 +99,35 @@ mod tests {
             .context("reading task.json")
             .unwrap_err();
         assert_eq!(describe(&err, "http://x"), "error: reading task.json: boom");
+    }
+
+    #[tokio::test]
+    async fn no_bbs_of_a_list_answering_names_every_url() {
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let client = diego_client::BbsClient::new(diego_client::BbsUrls::new(&urls).unwrap());
+        let err = anyhow::Error::new(client.cells().await.unwrap_err());
+        let text = describe(&err, &urls.join(", "));
+        assert!(
+            text.starts_with(&format!(
+                "error: cannot reach the BBS at {}, {}: no BBS answered:",
+                urls[0], urls[1]
+            )),
+            "{text}"
+        );
+        for u in &urls {
+            assert!(
+                text.contains(&format!("GET {u}/v1/cells: could not connect")),
+                "{text}"
+            );
+        }
     }
 }

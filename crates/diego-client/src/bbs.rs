@@ -16,17 +16,19 @@ use diego_model::api::{
 use diego_model::auction::PlacementExplanation;
 use diego_model::{
     AcquireLockRequest, ActualLrp, ActualLrpInstanceKey, ActualLrpNetInfo, ActualLrpState, CellPresence,
-    DesireTaskRequest, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, LapsedCell, Presence,
-    RegisterCellRequest, Task, TaskState, Timestamp, UpsertDomainRequest,
+    DesireTaskRequest, DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, Domain, ErrorType, LapsedCell,
+    Presence, RegisterCellRequest, Task, TaskState, Timestamp, UpsertDomainRequest,
 };
 use futures_util::Stream;
 use reqwest::{Method, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::http::{check_status, execute, transport, Api};
+use crate::error::{ClientError, Result};
+use crate::failover::{Failover, Retry};
+use crate::http::{check_status, execute, transport};
 use crate::routes::{bbs as r, path};
 use crate::sse::{SseEvent, SseParser};
+use crate::urls::BbsUrls;
 
 /// Lets the OS notice a dead peer on an idle event stream.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -90,56 +92,85 @@ pub struct LockHolder {
 /// connection; resubscribe with the last seen id to resume.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
 
-/// A client of one BBS. Cheap to clone (clones share the connection pool).
+/// A client of the BBS: of one process, or of several sharing a store, failing over between
+/// them (see [`crate::failover`]). Cheap to clone (clones share the connection pool and which
+/// BBS they stick to).
 #[derive(Debug, Clone)]
 pub struct BbsClient {
-    api: Api,
+    bbs: Failover,
 }
 
 impl BbsClient {
-    /// `base_url` like `http://127.0.0.1:8889` (a trailing `/` is ignored).
-    pub fn new(base_url: impl Into<String>) -> Self {
-        Self::with_tls(base_url, None)
+    /// `urls`: a [`BbsUrls`] list, or one URL like `http://127.0.0.1:8889` (a trailing `/` is
+    /// ignored).
+    pub fn new(urls: impl Into<BbsUrls>) -> Self {
+        Self::with_tls(urls, None)
     }
 
-    /// Like [`BbsClient::new`], over mutual TLS when `tls` is given (`base_url` is then
+    /// Like [`BbsClient::new`], over mutual TLS when `tls` is given (the URLs are then
     /// `https://…`).
-    pub fn with_tls(base_url: impl Into<String>, tls: Option<&diego_runtime::tls::Tls>) -> Self {
+    pub fn with_tls(urls: impl Into<BbsUrls>, tls: Option<&diego_runtime::tls::Tls>) -> Self {
         let http = diego_runtime::http_client(tls)
             .tcp_keepalive(TCP_KEEPALIVE)
             .build()
             // Only fails when the TLS backend cannot initialise; its configuration is loaded.
             .expect("building the HTTP client");
-        Self::with_http(base_url, http)
+        Self::with_http(urls, http)
     }
 
     /// Uses a caller-configured reqwest client (timeouts, pool size …).
-    pub fn with_http(base_url: impl Into<String>, http: reqwest::Client) -> Self {
+    pub fn with_http(urls: impl Into<BbsUrls>, http: reqwest::Client) -> Self {
         Self {
-            api: Api::new(base_url, http),
+            bbs: Failover::new(urls.into(), http),
         }
     }
 
+    /// The BBS the next request goes to first: the one that answered last.
     pub fn base_url(&self) -> &str {
-        self.api.base_url()
+        self.bbs.current().base_url()
+    }
+
+    /// Every BBS this client may talk to, in order.
+    pub fn urls(&self) -> &BbsUrls {
+        self.bbs.urls()
     }
 
     // ---- tasks ----
 
+    /// Sent again to the next BBS when the answer is lost: the BBS refuses a second task of
+    /// one guid, and a refusal of the repeat is success when the stored task is this one.
     pub async fn desire_task(&self, req: &DesireTaskRequest) -> Result<Task> {
-        self.api
-            .send(Method::POST, path(r::TASKS, &[]), Some(req), None::<&()>)
-            .await
+        let sent = self
+            .bbs
+            .send_with(
+                Retry::Resend,
+                Method::POST,
+                path(r::TASKS, &[]),
+                Some(req),
+                None::<&()>,
+            )
+            .await;
+        match sent.result {
+            Err(e) if sent.resent && e.kind() == Some(ErrorType::ResourceExists) => {
+                let stored = self.task(&req.task_guid).await?;
+                if stored.domain == req.domain && stored.task_definition == req.task_definition {
+                    Ok(stored)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
     }
 
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<Task>> {
-        self.api
+        self.bbs
             .send(Method::GET, path(r::TASKS, &[]), None::<&()>, Some(query))
             .await
     }
 
     pub async fn task(&self, task_guid: &str) -> Result<Task> {
-        self.api.get(path(r::TASK, &[task_guid])).await
+        self.bbs.get(path(r::TASK, &[task_guid])).await
     }
 
     /// True when the cell should start the task; false when it is already running there.
@@ -147,12 +178,12 @@ impl BbsClient {
         let body = StartTaskRequest {
             cell_id: cell_id.to_string(),
         };
-        let resp: StartTaskResponse = self.api.post(path(r::TASK_START, &[task_guid]), &body).await?;
+        let resp: StartTaskResponse = self.bbs.post(path(r::TASK_START, &[task_guid]), &body).await?;
         Ok(resp.should_start)
     }
 
     pub async fn complete_task(&self, task_guid: &str, req: &CompleteTaskRequest) -> Result<Task> {
-        self.api.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
+        self.bbs.post(path(r::TASK_COMPLETE, &[task_guid]), req).await
     }
 
     /// A cell (or the auction, with its `explanation`) could not take the task.
@@ -166,45 +197,56 @@ impl BbsClient {
             rejection_reason: rejection_reason.to_string(),
             placement_explanation: explanation.cloned(),
         };
-        self.api.post(path(r::TASK_REJECT, &[task_guid]), &body).await
+        self.bbs.post(path(r::TASK_REJECT, &[task_guid]), &body).await
     }
 
     pub async fn fail_task(&self, task_guid: &str, failure_reason: &str) -> Result<Task> {
         let body = FailTaskRequest {
             failure_reason: failure_reason.to_string(),
         };
-        self.api.post(path(r::TASK_FAIL, &[task_guid]), &body).await
+        self.bbs.post(path(r::TASK_FAIL, &[task_guid]), &body).await
     }
 
     pub async fn cancel_task(&self, task_guid: &str) -> Result<Task> {
-        self.api.post_empty(path(r::TASK_CANCEL, &[task_guid])).await
+        self.bbs.post_empty(path(r::TASK_CANCEL, &[task_guid])).await
     }
 
     /// Marks a COMPLETED task as being resolved by its owner (the step before deleting it).
     pub async fn resolving_task(&self, task_guid: &str) -> Result<Task> {
-        self.api.post_empty(path(r::TASK_RESOLVING, &[task_guid])).await
+        self.bbs.post_empty(path(r::TASK_RESOLVING, &[task_guid])).await
     }
 
     pub async fn delete_task(&self, task_guid: &str) -> Result<()> {
-        self.api
-            .send_no_content(Method::DELETE, path(r::TASK, &[task_guid]), None::<&()>)
-            .await
+        self.delete(path(r::TASK, &[task_guid])).await
+    }
+
+    /// A DELETE, repeated on the next BBS after a lost answer; "not found" for the repeat is
+    /// success (the lost attempt deleted it, or someone else did: the record is gone either way).
+    async fn delete(&self, path: String) -> Result<()> {
+        let sent = self
+            .bbs
+            .send_no_content_with(Retry::Idempotent, Method::DELETE, path, None::<&()>)
+            .await;
+        match sent.result {
+            Err(e) if sent.resent && e.is_not_found() => Ok(()),
+            other => other,
+        }
     }
 
     // ---- desired LRPs ----
 
     pub async fn desire_lrp(&self, lrp: &DesiredLrp) -> Result<DesiredLrp> {
-        self.api.post(path(r::DESIRED_LRPS, &[]), lrp).await
+        self.bbs.post(path(r::DESIRED_LRPS, &[]), lrp).await
     }
 
     pub async fn desired_lrps(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrp>> {
-        self.api
+        self.bbs
             .send(Method::GET, path(r::DESIRED_LRPS, &[]), None::<&()>, Some(query))
             .await
     }
 
     pub async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
-        self.api.get(path(r::DESIRED_LRP, &[process_guid])).await
+        self.bbs.get(path(r::DESIRED_LRP, &[process_guid])).await
     }
 
     pub async fn update_desired_lrp(
@@ -212,7 +254,7 @@ impl BbsClient {
         process_guid: &str,
         update: &DesiredLrpUpdate,
     ) -> Result<DesiredLrp> {
-        self.api
+        self.bbs
             .send(
                 Method::PATCH,
                 path(r::DESIRED_LRP, &[process_guid]),
@@ -223,13 +265,11 @@ impl BbsClient {
     }
 
     pub async fn remove_desired_lrp(&self, process_guid: &str) -> Result<()> {
-        self.api
-            .send_no_content(Method::DELETE, path(r::DESIRED_LRP, &[process_guid]), None::<&()>)
-            .await
+        self.delete(path(r::DESIRED_LRP, &[process_guid])).await
     }
 
     pub async fn scheduling_infos(&self, query: &DesiredLrpQuery) -> Result<Vec<DesiredLrpSchedulingInfo>> {
-        self.api
+        self.bbs
             .send(
                 Method::GET,
                 path(r::SCHEDULING_INFOS, &[]),
@@ -240,20 +280,20 @@ impl BbsClient {
     }
 
     pub async fn scheduling_info(&self, process_guid: &str) -> Result<DesiredLrpSchedulingInfo> {
-        self.api.get(path(r::SCHEDULING_INFO, &[process_guid])).await
+        self.bbs.get(path(r::SCHEDULING_INFO, &[process_guid])).await
     }
 
     // ---- actual LRPs ----
 
     pub async fn actual_lrps(&self, query: &ActualLrpQuery) -> Result<Vec<ActualLrp>> {
-        self.api
+        self.bbs
             .send(Method::GET, path(r::ACTUAL_LRPS, &[]), None::<&()>, Some(query))
             .await
     }
 
     /// Every presence (ordinary, evacuating, suspect) of one index.
     pub async fn actual_lrp(&self, process_guid: &str, index: i32) -> Result<Vec<ActualLrp>> {
-        self.api
+        self.bbs
             .get(path(r::ACTUAL_LRP, &[process_guid, &index.to_string()]))
             .await
     }
@@ -267,7 +307,7 @@ impl BbsClient {
         let body = ClaimActualLrpRequest {
             instance_key: instance_key.clone(),
         };
-        self.api
+        self.bbs
             .post(
                 path(r::ACTUAL_LRP_CLAIM, &[process_guid, &index.to_string()]),
                 &body,
@@ -281,7 +321,7 @@ impl BbsClient {
         index: i32,
         req: &StartActualLrpRequest,
     ) -> Result<ActualLrp> {
-        self.api
+        self.bbs
             .post(
                 path(r::ACTUAL_LRP_START, &[process_guid, &index.to_string()]),
                 req,
@@ -300,7 +340,7 @@ impl BbsClient {
             instance_key: instance_key.clone(),
             error_message: error_message.to_string(),
         };
-        self.api
+        self.bbs
             .post(
                 path(r::ACTUAL_LRP_CRASH, &[process_guid, &index.to_string()]),
                 &body,
@@ -320,7 +360,7 @@ impl BbsClient {
             error_message: error_message.to_string(),
             placement_explanation: explanation.cloned(),
         };
-        self.api
+        self.bbs
             .post(
                 path(r::ACTUAL_LRP_FAIL, &[process_guid, &index.to_string()]),
                 &body,
@@ -333,7 +373,7 @@ impl BbsClient {
         &self,
         request: &PlacementFailuresRequest,
     ) -> Result<PlacementFailuresResponse> {
-        self.api.post(path(r::PLACEMENT_FAILURES, &[]), request).await
+        self.bbs.post(path(r::PLACEMENT_FAILURES, &[]), request).await
     }
 
     /// Removes the instance record; with `instance_key`, only if it is still that instance.
@@ -347,7 +387,7 @@ impl BbsClient {
             instance_key: instance_key.cloned(),
         };
         let p = path(r::ACTUAL_LRP_REMOVE, &[process_guid, &index.to_string()]);
-        self.api.send_no_content(Method::POST, p, Some(&body)).await
+        self.bbs.send_no_content(Method::POST, p, Some(&body)).await
     }
 
     // ---- evacuation (an evacuating cell's reports) ----
@@ -362,7 +402,7 @@ impl BbsClient {
         body: &B,
     ) -> Result<bool> {
         let p = path(route, &[process_guid, &index.to_string()]);
-        let r: EvacuationResponse = self.api.post(p, body).await?;
+        let r: EvacuationResponse = self.bbs.post(p, body).await?;
         Ok(r.keep_container)
     }
 
@@ -440,47 +480,49 @@ impl BbsClient {
             r::ACTUAL_LRP_REMOVE_EVACUATING,
             &[process_guid, &index.to_string()],
         );
-        self.api.send_no_content(Method::POST, p, Some(&body)).await
+        self.bbs.send_no_content(Method::POST, p, Some(&body)).await
     }
 
     /// Stops the instance (asking its cell when it holds one) and removes it.
     pub async fn retire_actual_lrp(&self, process_guid: &str, index: i32) -> Result<()> {
         let p = path(r::ACTUAL_LRP_RETIRE, &[process_guid, &index.to_string()]);
-        self.api.send_no_content(Method::POST, p, None::<&()>).await
+        self.bbs.send_no_content(Method::POST, p, None::<&()>).await
     }
 
     // ---- domains and cells ----
 
     pub async fn domains(&self) -> Result<Vec<Domain>> {
-        self.api.get(path(r::DOMAINS, &[])).await
+        self.bbs.get(path(r::DOMAINS, &[])).await
     }
 
     pub async fn upsert_domain(&self, req: &UpsertDomainRequest) -> Result<()> {
-        self.api
-            .send_no_content(Method::POST, path(r::DOMAINS, &[]), Some(req))
+        // An upsert of freshness: repeating it is harmless.
+        self.bbs
+            .send_no_content_with(Retry::Idempotent, Method::POST, path(r::DOMAINS, &[]), Some(req))
             .await
+            .result
     }
 
     pub async fn cells(&self) -> Result<Vec<CellPresenceWithExpiry>> {
-        self.api.get(path(r::CELLS, &[])).await
+        self.bbs.get(path(r::CELLS, &[])).await
     }
 
     /// Cells whose presence lapsed while instances still name them.
     pub async fn lapsed_cells(&self) -> Result<Vec<LapsedCell>> {
-        self.api.get(path(r::LAPSED_CELLS, &[])).await
+        self.bbs.get(path(r::LAPSED_CELLS, &[])).await
     }
 
     /// Registers or renews a cell presence.
     pub async fn register_cell(&self, req: &RegisterCellRequest) -> Result<()> {
-        self.api
-            .send_no_content(Method::POST, path(r::CELLS, &[]), Some(req))
+        // A presence upsert by its cell: repeating it is a renewal.
+        self.bbs
+            .send_no_content_with(Retry::Idempotent, Method::POST, path(r::CELLS, &[]), Some(req))
             .await
+            .result
     }
 
     pub async fn remove_cell(&self, cell_id: &str) -> Result<()> {
-        self.api
-            .send_no_content(Method::DELETE, path(r::CELL, &[cell_id]), None::<&()>)
-            .await
+        self.delete(path(r::CELL, &[cell_id])).await
     }
 
     // ---- locks ----
@@ -499,12 +541,22 @@ impl BbsClient {
             value: value.into(),
             ttl_seconds,
         };
-        self.api.post(path(r::LOCK, &[key]), &req).await
+        // Taking a lock one already holds renews it: repeating is harmless.
+        self.bbs
+            .send_with(
+                Retry::Idempotent,
+                Method::POST,
+                path(r::LOCK, &[key]),
+                Some(&req),
+                None::<&()>,
+            )
+            .await
+            .result
     }
 
     /// The live holder of `key`, if any.
     pub async fn lock_holder(&self, key: &str) -> Result<Option<LockHolder>> {
-        match self.api.get(path(r::LOCK, &[key])).await {
+        match self.bbs.get(path(r::LOCK, &[key])).await {
             Ok(holder) => Ok(Some(holder)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -518,11 +570,11 @@ impl BbsClient {
             path(r::LOCK, &[key]),
             crate::routes::encode_query(owner)
         );
-        self.api.send_no_content(Method::DELETE, url, None::<&()>).await
+        self.bbs.send_no_content(Method::DELETE, url, None::<&()>).await
     }
 
     pub async fn ping(&self) -> Result<PingResponse> {
-        self.api.get(path(r::PING, &[])).await
+        self.bbs.get(path(r::PING, &[])).await
     }
 
     // ---- events ----
@@ -537,18 +589,29 @@ impl BbsClient {
         self.events(path(r::EVENTS_TASKS, &[]), last_event_id).await
     }
 
+    /// Subscribes at the current BBS, or the next that answers. With the etcd store every BBS
+    /// numbers the feed alike, so `last_event_id` from one resumes at another; one that no
+    /// longer has it starts the stream with a resync event.
     async fn events(&self, path: String, last_event_id: Option<u64>) -> Result<EventStream> {
-        let url = self.api.url(&path);
-        let mut req = self
-            .api
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id.to_string());
-        }
-        let resp = execute(req, "GET", &url).await?;
-        let resp = check_status(resp, "GET", &url).await?;
+        let sent = self
+            .bbs
+            .run(Retry::Idempotent, |api| {
+                let url = api.url(&path);
+                async move {
+                    let mut req = api
+                        .http
+                        .get(&url)
+                        .header(reqwest::header::ACCEPT, "text/event-stream");
+                    if let Some(id) = last_event_id {
+                        req = req.header("Last-Event-ID", id.to_string());
+                    }
+                    let resp = execute(req, "GET", &url).await?;
+                    let resp = check_status(resp, "GET", &url).await?;
+                    Ok::<_, ClientError>((resp, url))
+                }
+            })
+            .await;
+        let (resp, url) = sent.result?;
         let state = StreamState {
             resp,
             url,
@@ -620,6 +683,7 @@ mod tests {
     #[test]
     fn trailing_slash_is_ignored() {
         let c = BbsClient::new("http://127.0.0.1:1/");
-        assert_eq!(c.api.url("/v1/ping"), "http://127.0.0.1:1/v1/ping");
+        assert_eq!(c.bbs.current().url("/v1/ping"), "http://127.0.0.1:1/v1/ping");
+        assert_eq!(c.base_url(), "http://127.0.0.1:1");
     }
 }

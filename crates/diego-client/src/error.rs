@@ -9,7 +9,13 @@ pub enum ClientError {
     /// The server answered with an error status; `error` is its `{"type","message","field_errors"}`
     /// body (or a synthetic one holding the raw body when that was not JSON).
     #[error("{}", error.message)]
-    Api { status: u16, error: ApiError },
+    Api {
+        status: u16,
+        error: ApiError,
+        /// The server said it did not act on the request (the
+        /// [`diego_runtime::UNPROCESSED_HEADER`]): safe to send again anywhere.
+        unprocessed: bool,
+    },
     /// The request never got an answer: connection refused, reset, timed out, …
     #[error("{method} {url}: {}", describe_transport(source))]
     Transport {
@@ -18,6 +24,9 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// No BBS of a client's list answered: each attempt's error, in the order tried.
+    #[error("{}", describe_attempts(attempts))]
+    Unreachable { attempts: Vec<ClientError> },
     /// The server answered but the body was not what the API promises.
     #[error("decoding {what}: {source}")]
     Decode {
@@ -56,11 +65,16 @@ impl ClientError {
     /// True when nothing listens at the URL (or it could not be reached at all), as opposed
     /// to a request that failed half-way.
     pub fn is_connect(&self) -> bool {
-        matches!(self, ClientError::Transport { source, .. } if source.is_connect())
+        match self {
+            ClientError::Transport { source, .. } => source.is_connect(),
+            ClientError::Unreachable { attempts } => attempts.iter().all(ClientError::is_connect),
+            _ => false,
+        }
     }
 
     /// Builds the error for a non-success response body.
-    pub(crate) fn from_response(status: u16, body: &[u8]) -> Self {
+    /// `unprocessed`: the server said it did not act on the request.
+    pub(crate) fn from_answer(status: u16, body: &[u8], unprocessed: bool) -> Self {
         let error = match serde_json::from_slice::<ApiError>(body) {
             Ok(e) => e,
             Err(_) => {
@@ -73,7 +87,11 @@ impl ClientError {
                 ApiError::new(kind_for_status(status), message)
             }
         };
-        ClientError::Api { status, error }
+        ClientError::Api {
+            status,
+            error,
+            unprocessed,
+        }
     }
 }
 
@@ -89,6 +107,11 @@ fn kind_for_status(status: u16) -> ErrorType {
         504 => ErrorType::Timeout,
         _ => ErrorType::UnknownError,
     }
+}
+
+fn describe_attempts(attempts: &[ClientError]) -> String {
+    let each: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    format!("no BBS answered: {}", each.join("; "))
 }
 
 /// reqwest's own message ("error sending request for url (…)") repeats the URL and hides
@@ -132,18 +155,18 @@ mod tests {
     #[test]
     fn parses_json_error_bodies() {
         let body = br#"{"type":"ResourceNotFound","message":"task \"x\" not found","field_errors":[]}"#;
-        let e = ClientError::from_response(404, body);
+        let e = ClientError::from_answer(404, body, false);
         assert!(e.is_not_found());
         assert_eq!(e.to_string(), "task \"x\" not found");
     }
 
     #[test]
     fn falls_back_to_the_raw_body() {
-        let e = ClientError::from_response(502, b"Bad Gateway\n");
+        let e = ClientError::from_answer(502, b"Bad Gateway\n", false);
         let api = e.api_error().unwrap();
         assert_eq!(api.kind, ErrorType::UnknownError);
         assert_eq!(api.message, "HTTP 502: Bad Gateway");
-        let e = ClientError::from_response(404, b"");
+        let e = ClientError::from_answer(404, b"", false);
         assert!(e.is_not_found());
         assert_eq!(e.to_string(), "HTTP 404 with an empty body");
     }

@@ -49,18 +49,6 @@ impl Api {
         self.send(Method::GET, path, None::<&()>, None::<&()>).await
     }
 
-    pub(crate) async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        path: String,
-        body: &B,
-    ) -> Result<T> {
-        self.send(Method::POST, path, Some(body), None::<&()>).await
-    }
-
-    pub(crate) async fn post_empty<T: DeserializeOwned>(&self, path: String) -> Result<T> {
-        self.send(Method::POST, path, None::<&()>, None::<&()>).await
-    }
-
     pub(crate) fn request<B: Serialize + ?Sized, Q: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -133,9 +121,13 @@ pub(crate) async fn check_status(resp: Response, method: &str, url: &str) -> Res
     if status.is_success() {
         return Ok(resp);
     }
+    let unprocessed = resp
+        .headers()
+        .get(diego_runtime::UNPROCESSED_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     let body = resp
         .bytes()
         .await
         .map_err(|source| transport(source, method, url))?;
-    Err(ClientError::from_response(status.as_u16(), &body))
+    Err(ClientError::from_answer(status.as_u16(), &body, unprocessed))
 }

@@ -2,17 +2,20 @@
 //!
 //! Depends on `diego-model` only among our crates (never on a server crate), so any
 //! component or tool can talk to the BBS without pulling in its implementation.
-//! Key types: [`BbsClient`] (one typed method per BBS route), [`RepClient`] and
+//! Key types: [`BbsClient`] (one typed method per BBS route, failing over between the
+//! [`BbsUrls`] it is given; [`failover`] says which requests are repeated where), [`RepClient`] and
 //! [`AuctioneerClient`] (the auction's contracts), [`ClientError`],
 //! [`SseParser`]/[`SseEvent`] (the event-stream framing) and [`routes`].
 
 pub mod auctioneer;
 pub mod bbs;
 pub mod error;
+pub mod failover;
 mod http;
 pub mod rep;
 pub mod routes;
 pub mod sse;
+pub mod urls;
 
 pub use auctioneer::AuctioneerClient;
 pub use bbs::{
@@ -21,3 +24,4 @@ pub use bbs::{
 pub use error::{ClientError, Result};
 pub use rep::RepClient;
 pub use sse::{SseEvent, SseParser};
+pub use urls::{BbsUrlError, BbsUrls};

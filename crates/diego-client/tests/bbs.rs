@@ -106,7 +106,7 @@ async fn invalid_records_carry_field_errors() {
     let mut bad = task("bad guid");
     bad.task_definition.action = None;
     match bbs.client.desire_task(&bad).await.unwrap_err() {
-        ClientError::Api { status, error } => {
+        ClientError::Api { status, error, .. } => {
             assert_eq!(status, 400);
             assert_eq!(error.kind, ErrorType::InvalidRecord);
             let fields: Vec<&str> = error.field_errors.iter().map(|f| f.field.as_str()).collect();

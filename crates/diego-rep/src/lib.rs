@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diego_client::BbsClient;
+use diego_client::{BbsClient, BbsUrls};
 use diego_executor::download_cache::DownloadCache;
 use diego_executor::{ContainerStore, ResourceCapacity, StoreConfig};
 use diego_garden::DynBackend;
@@ -69,7 +69,8 @@ pub use work::Workload;
 pub struct RepConfig {
     pub cell_id: String,
     pub zone: String,
-    pub bbs_url: String,
+    /// The BBS processes to talk to (failing over between them).
+    pub bbs: BbsUrls,
     pub listen: SocketAddr,
     /// The URL the BBS and auctioneer use (default `http://<bound address>`).
     pub advertise_url: Option<String>,
@@ -116,11 +117,11 @@ pub struct RepConfig {
 pub const DEFAULT_UNROUTE_DELAY: Duration = Duration::from_millis(500);
 
 impl RepConfig {
-    pub fn new(cell_id: impl Into<String>, bbs_url: impl Into<String>, listen: SocketAddr) -> Self {
+    pub fn new(cell_id: impl Into<String>, bbs: impl Into<BbsUrls>, listen: SocketAddr) -> Self {
         RepConfig {
             cell_id: cell_id.into(),
             zone: String::new(),
-            bbs_url: bbs_url.into(),
+            bbs: bbs.into(),
             listen,
             advertise_url: None,
             capacity: ResourceCapacity {
@@ -246,7 +247,7 @@ pub async fn start(
     let http = diego_runtime::http_client(config.tls.as_ref())
         .build()
         .expect("an HTTP client with a loaded TLS configuration builds");
-    let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
+    let bbs = BbsClient::with_http(config.bbs.clone(), http);
     let download_cache = config.download_cache_dir.as_ref().and_then(|dir| {
         DownloadCache::open(dir, diego_executor::download_cache::DEFAULT_MAX_BYTES)
             .map_err(|err| {
@@ -291,7 +292,7 @@ pub async fn start(
         shutdown.cancel();
         let _ = members.wait().await;
         return Err(RepError::Register {
-            url: rep.config.bbs_url.clone(),
+            url: rep.config.bbs.to_string(),
             source,
         });
     }

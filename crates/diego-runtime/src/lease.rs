@@ -26,22 +26,35 @@ pub struct Lease {
     name: &'static str,
     ttl: Duration,
     period: Duration,
+    /// How soon to try again while not held (another owner has it, or renewals fail).
+    retry: Duration,
     held: watch::Sender<bool>,
 }
 
 impl Lease {
     pub fn new(name: &'static str, ttl: Duration) -> Self {
+        let period = (ttl / 3).max(Duration::from_millis(100));
         Lease {
             name,
             ttl,
-            period: (ttl / 3).max(Duration::from_millis(100)),
+            period,
+            retry: period,
             held: watch::Sender::new(false),
         }
     }
 
-    /// Renew this often instead of every third of the TTL.
+    /// Renew this often instead of every third of the TTL (and try this often while not
+    /// held, unless [`Lease::retry_every`] says otherwise).
     pub fn renew_every(mut self, period: Duration) -> Self {
         self.period = period;
+        self.retry = period;
+        self
+    }
+
+    /// While not held, try this often instead: a standby that asks often takes over soon
+    /// after the holder's registration lapses, without the holder renewing more often.
+    pub fn retry_every(mut self, retry: Duration) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -94,7 +107,12 @@ impl Lease {
                 }
                 Err(e) => warn!(lease = name, error = %e, "renewal failed"),
             }
-            let next = Instant::now() + self.period;
+            let next = Instant::now()
+                + if held_until.is_some() {
+                    self.period
+                } else {
+                    self.retry
+                };
             loop {
                 let lapse = held_until.filter(|&t| t < next);
                 tokio::select! {
@@ -179,5 +197,31 @@ mod tests {
         assert!(result.unwrap_err().is_fatal());
         assert_eq!(seen, [false, true, false]);
         assert!(!lease.is_held());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_tries_at_its_retry_interval_and_renews_at_a_third_once_held() {
+        let lease = Arc::new(Lease::new("l", Duration::from_secs(3)).retry_every(Duration::from_millis(250)));
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let (l, c, s) = (lease.clone(), calls.clone(), shutdown.clone());
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            l.keep(&s, || {
+                let mut calls = c.lock().unwrap();
+                calls.push(start.elapsed().as_millis());
+                // Another owner holds it for the first second.
+                let free = start.elapsed() >= Duration::from_secs(1);
+                async move { Ok(if free { Renewal::Held } else { Renewal::Refused }) }
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(3_100)).await;
+        assert!(lease.is_held());
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let calls = calls.lock().unwrap().clone();
+        // Refused at 0, 250, 500, 750 ms; taken at 1 s; renewed every second after.
+        assert_eq!(calls, [0, 250, 500, 750, 1000, 2000, 3000]);
     }
 }

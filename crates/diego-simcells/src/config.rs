@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use diego_client::BbsUrls;
 use diego_model::RootfsProvider;
 
 use crate::error::SimCellsError;
@@ -20,7 +21,8 @@ pub const DEFAULT_MAX_IN_FLIGHT_BBS_CALLS: usize = 256;
 #[derive(Debug, Clone)]
 pub struct SimCellsConfig {
     /// The BBS the cells register with and claim work in.
-    pub bbs_url: String,
+    /// The BBS processes to register with (failing over between them).
+    pub bbs: BbsUrls,
     /// Where the one listener serving every cell binds (port 0 picks a free one).
     pub listen: SocketAddr,
     /// How many cells.
@@ -68,9 +70,9 @@ pub fn default_zones(count: usize) -> usize {
 impl SimCellsConfig {
     /// `count` cells of the default size in [`default_zones`]`(count)` zones, listening on
     /// 127.0.0.1:0.
-    pub fn new(bbs_url: impl Into<String>, count: usize) -> Self {
+    pub fn new(bbs: impl Into<BbsUrls>, count: usize) -> Self {
         SimCellsConfig {
-            bbs_url: bbs_url.into(),
+            bbs: bbs.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             count,
             zones: zone_names(default_zones(count)),
@@ -123,9 +125,6 @@ impl SimCellsConfig {
 
     pub fn validate(&self) -> Result<(), SimCellsError> {
         let mut problems = Vec::new();
-        if self.bbs_url.is_empty() {
-            problems.push("bbs_url is required".to_string());
-        }
         if self.count == 0 {
             problems.push("count must be >= 1 (got 0)".to_string());
         }

@@ -91,7 +91,7 @@ impl SimCells {
             .build()
             // Only fails when the TLS backend cannot initialise; its configuration is loaded.
             .expect("building the HTTP client");
-        let bbs = BbsClient::with_http(config.bbs_url.clone(), http);
+        let bbs = BbsClient::with_http(config.bbs.clone(), http);
         // Our own token, so a failed start can stop the server it already started.
         let stop = shutdown.child_token();
         let lifecycle = Arc::new(Lifecycle::new(
@@ -125,7 +125,7 @@ impl SimCells {
             %addr,
             cells = cells.len(),
             zones = config.zones.len(),
-            bbs = %config.bbs_url,
+            bbs = %config.bbs,
             "simulated cells registered"
         );
 

@@ -24,6 +24,8 @@ mod members;
 mod ops;
 mod write;
 
+pub use local::LocalEtcd;
+
 use std::sync::Arc;
 use std::time::Duration;
 

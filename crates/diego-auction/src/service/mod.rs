@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diego_client::BbsClient;
+use diego_client::{BbsClient, BbsUrls};
 use diego_model::auction::{LrpStartRequest, TaskStartRequest};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -47,7 +47,8 @@ pub use diego_model::locks::AUCTIONEER as AUCTIONEER_LOCK;
 /// How an auctioneer runs.
 #[derive(Debug, Clone)]
 pub struct AuctioneerConfig {
-    pub bbs_url: String,
+    /// The BBS processes to talk to (failing over between them).
+    pub bbs: BbsUrls,
     pub listen: SocketAddr,
     /// The URL the BBS should use to reach this auctioneer (default `http://<bound address>`).
     pub advertise_url: Option<String>,
@@ -69,9 +70,9 @@ pub struct AuctioneerConfig {
 }
 
 impl AuctioneerConfig {
-    pub fn new(bbs_url: impl Into<String>, listen: SocketAddr) -> Self {
+    pub fn new(bbs: impl Into<BbsUrls>, listen: SocketAddr) -> Self {
         AuctioneerConfig {
-            bbs_url: bbs_url.into(),
+            bbs: bbs.into(),
             listen,
             advertise_url: None,
             owner: uuid::Uuid::new_v4().to_string(),
@@ -221,7 +222,7 @@ pub async fn start(
         .pool_max_idle_per_host(8)
         .build()
         .map_err(std::io::Error::other)?;
-    let bbs = BbsClient::with_http(config.bbs_url.clone(), http_client.clone());
+    let bbs = BbsClient::with_http(config.bbs.clone(), http_client.clone());
 
     // Stopped in reverse: the rounds first, then the lock is released, then the intake.
     let mut members = diego_runtime::Supervisor::new(shutdown);

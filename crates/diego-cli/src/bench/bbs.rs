@@ -246,7 +246,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     summary.insert("store".into(), json!("etcd"));
     summary.insert("etcd_members".into(), json!(cluster.members()));
     summary.extend(base.json());
-    summary.insert("etcd_db_size_mb".into(), json!((db_size_mb * 10.0).round() / 10.0));
+    summary.insert(
+        "etcd_db_size_mb".into(),
+        json!((db_size_mb * 10.0).round() / 10.0),
+    );
     summary.insert("fsync_per_sec".into(), json!(fsync_per_sec.round()));
     summary.insert("clients".into(), json!(o.clients));
     etcd::prefixed("sqlite", &sqlite.figures, &mut summary);

@@ -6,6 +6,7 @@ pub mod bbs;
 pub mod control_plane;
 pub mod converge;
 pub mod etcd;
+pub mod failover;
 pub mod garden;
 pub mod logs;
 mod procs;

@@ -1,5 +1,6 @@
 //! `diego auctioneer`: the auction service (one active instance per BBS, by lock).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ pub struct AuctioneerArgs {
 }
 
 impl AuctioneerArgs {
-    pub fn config(&self, bbs_url: &str) -> AuctioneerConfig {
-        let mut config = AuctioneerConfig::new(bbs_url, self.listen);
+    pub fn config(&self, bbs: &BbsUrls) -> AuctioneerConfig {
+        let mut config = AuctioneerConfig::new(bbs, self.listen);
         config.advertise_url = self.advertise_url.clone();
         config.lock_ttl = Duration::from_secs(self.lock_ttl.max(1));
         config.cell_timeout = Duration::from_millis(self.cell_timeout_ms.max(1));
@@ -38,21 +39,21 @@ impl AuctioneerArgs {
 }
 
 pub async fn run(
-    bbs_url: &str,
+    bbs: &BbsUrls,
     args: AuctioneerArgs,
     tls: Option<diego_runtime::tls::Tls>,
 ) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let mut config = args.config(bbs_url);
+    let mut config = args.config(bbs);
     config.tls = tls;
     let scheme = diego_runtime::tls::scheme(config.tls.as_ref());
     let running = service::start(config, shutdown)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     eprintln!(
-        "diego auctioneer listening on {}://{} (advertised as {}), BBS {bbs_url}; active while it holds the BBS lock \"{}\"",
+        "diego auctioneer listening on {}://{} (advertised as {}), BBS {bbs}; active while it holds the BBS lock \"{}\"",
         scheme,
         running.addr,
         running.url,

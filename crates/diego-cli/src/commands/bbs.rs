@@ -60,15 +60,16 @@ pub struct BbsArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub convergence_interval: u64,
 
-    /// Seconds the BBS lock lives without renewal (Diego: 15): how long a dead active BBS
-    /// is waited for before a passive one takes over.
-    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    /// Seconds the BBS lock lives without renewal (Diego's Locket: 15): how long a dead
+    /// active BBS is waited for before a passive one takes over. The holder renews it every
+    /// third of this.
+    #[arg(long, value_name = "SECONDS", default_value_t = diego_bbs::active::DEFAULT_LOCK_TTL.as_secs())]
     pub lock_ttl: u64,
 
-    /// Seconds between renewals of the BBS lock, and between a passive BBS's attempts to take
-    /// it (Diego: 5).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-    pub lock_retry_interval: u64,
+    /// How often a passive BBS tries to take the BBS lock (250ms, 1s, or plain seconds;
+    /// Diego: 5s).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = crate::commands::router::parse_duration)]
+    pub lock_retry_interval: std::time::Duration,
 
     /// This BBS's name in the lock [default: its URL, so a restart on the same address takes
     /// its lock back at once].
@@ -101,7 +102,7 @@ impl BbsArgs {
         config.convergence.rules.resend_pending_task_ms = stale_ms;
         config.convergence.interval = std::time::Duration::from_secs(self.convergence_interval.max(1));
         config.lock.ttl = std::time::Duration::from_secs(self.lock_ttl.max(1));
-        config.lock.retry_interval = std::time::Duration::from_secs(self.lock_retry_interval.max(1));
+        config.lock.retry_interval = self.lock_retry_interval;
         if let Some(owner) = &self.owner {
             config.lock.owner = owner.clone();
         }

@@ -12,6 +12,9 @@ pub enum BenchCommand {
     /// Benchmark one convergence pass over a large, damaged cluster (missing cells and
     /// indices, crashed instances) on the BBS's store.
     Converge(BenchConvergeArgs),
+    /// Benchmark BBS failover: kill -9 the active BBS (of two on a real etcd) under a steady
+    /// write load, time the takeover, check no acknowledged write is lost or applied twice.
+    Failover(BenchFailoverArgs),
     /// Benchmark the runc container backend in process against raw `runc run` (needs root).
     Garden(BenchGardenArgs),
     /// Benchmark log lines: 100 instances through the real shipper to one log server, one
@@ -73,6 +76,28 @@ pub struct BenchRouterArgs {
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchFailoverArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Members of the etcd cluster the benchmark starts.
+    #[arg(long, default_value_t = 3)]
+    pub etcd_members: usize,
+    /// Kills of the active BBS (each followed by a restart of the killed one as passive).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Tasks desired per second through the failing-over client.
+    #[arg(long, default_value_t = 50)]
+    pub rate: u32,
+    /// Seconds of writes before each kill.
+    #[arg(long, default_value_t = 3)]
+    pub load: u64,
+    /// `--lock-ttl` for both BBS [default: the BBS's default].
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_ttl: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -286,6 +311,17 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs(a.duration.clamp(1, 600)),
                 connections: a.connections.max(1),
                 threads: a.threads.clamp(1, a.connections.max(1)),
+            })
+            .await
+        }
+        BenchCommand::Failover(a) => {
+            crate::bench::failover::run(crate::bench::failover::Options {
+                json: a.json,
+                etcd_members: a.etcd_members.clamp(1, 7),
+                rounds: a.rounds.clamp(1, 100),
+                rate: a.rate.clamp(1, 1_000),
+                load: std::time::Duration::from_secs(a.load.clamp(1, 600)),
+                lock_ttl: a.lock_ttl,
             })
             .await
         }

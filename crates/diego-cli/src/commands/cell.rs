@@ -1,6 +1,7 @@
 //! `diego cell`: a cell agent (rep + executor) running work in containers; `diego cell drain`
 //! evacuates one.
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -201,7 +202,7 @@ pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
 /// Starts a cell; it runs until `shutdown` is cancelled. With `tls`, its API, its BBS client,
 /// its log shipping and its garden client (`--garden`) are mutual TLS.
 pub async fn start(
-    bbs_url: &str,
+    bbs: &BbsUrls,
     args: &CellArgs,
     tls: Option<diego_runtime::tls::Tls>,
     shutdown: CancellationToken,
@@ -222,7 +223,7 @@ pub async fn start(
         Some(id) => id.clone(),
         None => cell_id(&args.data_dir)?,
     };
-    let mut config = RepConfig::new(id, bbs_url, args.listen);
+    let mut config = RepConfig::new(id, bbs, args.listen);
     config.zone = args.zone.clone();
     config.placement_tags = args.placement_tags.clone();
     config.capacity = ResourceCapacity {
@@ -277,7 +278,7 @@ pub async fn start(
 /// Runs a cell until Ctrl-C (stops at once; its containers keep running for the next start to
 /// take over) or SIGTERM
 /// (evacuates first, then exits 0). A second signal exits at once.
-pub async fn run(bbs_url: &str, args: CellArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
+pub async fn run(bbs: &BbsUrls, args: CellArgs, tls: Option<diego_runtime::tls::Tls>) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     let started: Arc<OnceLock<Arc<diego_rep::Rep>>> = Arc::default();
@@ -300,10 +301,10 @@ pub async fn run(bbs_url: &str, args: CellArgs, tls: Option<diego_runtime::tls::
             std::process::exit(130);
         });
     }
-    let (rep, what) = start(bbs_url, &args, tls, shutdown).await?;
+    let (rep, what) = start(bbs, &args, tls, shutdown).await?;
     let _ = started.set(rep.rep.clone());
     eprintln!(
-        "diego cell {} listening on {} ({what}), BBS {bbs_url}",
+        "diego cell {} listening on {} ({what}), BBS {bbs}",
         rep.rep.config.cell_id, rep.url
     );
     rep.task.await.context("cell task")??;
@@ -317,7 +318,7 @@ pub async fn run(bbs_url: &str, args: CellArgs, tls: Option<diego_runtime::tls::
 pub async fn dispatch(ctx: &crate::commands::Ctx, cmd: CellCommand) -> anyhow::Result<()> {
     match (cmd.action, cmd.run) {
         (Some(CellAction::Drain(args)), _) => crate::commands::drain::run(ctx, args).await,
-        (None, Some(args)) => run(ctx.client.base_url(), args, ctx.tls.clone()).await,
+        (None, Some(args)) => run(ctx.client.urls(), args, ctx.tls.clone()).await,
         (None, None) => anyhow::bail!(
             "diego cell needs --data-dir DIR to run a cell (see `diego cell --help`), or a subcommand such as `diego cell drain CELL_ID`"
         ),

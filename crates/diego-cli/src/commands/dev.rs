@@ -5,6 +5,7 @@
 //! Ctrl-C or until one of them fails, which stops the rest. New roles (auctioneer, cells,
 //! router, …) are one more `start_*` returning a [`Role`].
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -203,12 +204,10 @@ async fn start_bbs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role> 
         },
     );
     // A dev cluster is small: converge and ask again for unplaced work sooner than Diego's
-    // 30 s, and take the lock over at once after a restart.
+    // 30 s.
     config.convergence.interval = std::time::Duration::from_secs(5);
     config.convergence.rules.stale_unclaimed_ms = 5_000;
     config.convergence.rules.resend_pending_task_ms = 5_000;
-    config.lock.ttl = std::time::Duration::from_secs(5);
-    config.lock.retry_interval = std::time::Duration::from_secs(1);
     let running = diego_bbs::start(config, stop.clone())
         .await
         .with_context(|| format!("starting the BBS on {listen} with data in {}", dir.display()))?;
@@ -347,7 +346,7 @@ async fn start_cell(
 ) -> anyhow::Result<(Role, Arc<diego_rep::Rep>)> {
     let args = cell_args(data_dir, i, dev, Some(logs_url))?;
     let stop = CancellationToken::new();
-    let (running, what) = crate::commands::cell::start(bbs_url, &args, None, stop.clone())
+    let (running, what) = crate::commands::cell::start(&BbsUrls::one(bbs_url), &args, None, stop.clone())
         .await
         .with_context(|| format!("starting cell {i}"))?;
     eprintln!("cell {} uses the {what}", running.rep.config.cell_id);

@@ -111,7 +111,7 @@ async fn present(ctx: &Ctx, cell_id: &str) -> anyhow::Result<bool> {
 
 pub async fn run(ctx: &Ctx, args: DrainArgs) -> anyhow::Result<()> {
     let id = &args.cell_id;
-    let bbs = ctx.client.base_url().to_string();
+    let bbs = ctx.client.urls().to_string();
     let cells = ctx
         .client
         .cells()

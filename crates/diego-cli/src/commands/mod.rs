@@ -21,7 +21,7 @@ pub mod sim_cells;
 pub mod task;
 
 use anyhow::Context as _;
-use diego_client::BbsClient;
+use diego_client::{BbsClient, BbsUrls};
 use diego_runtime::tls::{Tls, TlsFiles};
 
 use crate::cli::{Cli, Command};
@@ -56,10 +56,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         (Command::Certs(_) | Command::Bench(_) | Command::Dev(_), _) | (_, None) => None,
         (_, Some(files)) => Some(Tls::load(files).context("loading the TLS files")?),
     };
-    let bbs_url = role_url("--bbs", &cli.bbs, crate::cli::DEFAULT_BBS_URL, tls.as_ref())?;
+    let bbs = cli
+        .bbs_urls()
+        .map_err(|e| crate::report::usage(format!("--bbs: {e}")))?;
+    let bbs = bbs
+        .iter()
+        .map(|url| role_url("--bbs", url, crate::cli::DEFAULT_BBS_URL, tls.as_ref()))
+        .collect::<anyhow::Result<Vec<String>>>()?;
+    let bbs = BbsUrls::new(bbs).map_err(|e| crate::report::usage(format!("--bbs: {e}")))?;
     let logs_url = role_url("--logs", &cli.logs, logs::DEFAULT_LOGS_URL, tls.as_ref())?;
     let ctx = Ctx {
-        client: BbsClient::with_tls(bbs_url.clone(), tls.as_ref()),
+        client: BbsClient::with_tls(bbs.clone(), tls.as_ref()),
         output: cli.output,
         logs_url,
         tls,
@@ -67,8 +74,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Bbs(args) => bbs::run(args, ctx.tls.clone()).await,
-        Command::Auctioneer(args) => auctioneer::run(ctx.client.base_url(), args, ctx.tls.clone()).await,
-        Command::RouteEmitter(args) => route_emitter::run(ctx.client.base_url(), args, ctx.tls.clone()).await,
+        Command::Auctioneer(args) => auctioneer::run(&bbs, args, ctx.tls.clone()).await,
+        Command::RouteEmitter(args) => route_emitter::run(&bbs, args, ctx.tls.clone()).await,
         Command::Cell(cmd) => cell::dispatch(&ctx, cmd).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Task(cmd) => task::run(&ctx, cmd).await,
@@ -80,14 +87,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => {
             // A BBS named on the command line or in the environment (not just the default) is
             // one to benchmark instead of starting a cluster.
-            let named = std::env::var_os("DIEGO_BBS_URL").is_some() || cli.bbs != crate::cli::DEFAULT_BBS_URL;
-            bench::run(cmd, named.then(|| cli.bbs.clone())).await
+            let named = std::env::var_os("DIEGO_BBS_URL").is_some()
+                || bbs.as_slice() != [crate::cli::DEFAULT_BBS_URL];
+            bench::run(cmd, named.then(|| bbs.first().to_string())).await
         }
         Command::Garden(args) => garden::run(args, ctx.tls.clone()).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
         Command::LogsServer(args) => logs_server::run(args, ctx.tls.clone()).await,
-        Command::Router(args) => router::run(&bbs_url, args, ctx.tls.clone()).await,
-        Command::SimCells(args) => sim_cells::run(args, &bbs_url, ctx.tls.clone()).await,
+        Command::Router(args) => router::run(&bbs, args, ctx.tls.clone()).await,
+        Command::SimCells(args) => sim_cells::run(args, &bbs, ctx.tls.clone()).await,
     }
 }
 

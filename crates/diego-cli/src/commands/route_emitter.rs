@@ -1,6 +1,7 @@
 //! `diego route-emitter`: the routing table over NATS in gorouter's protocol, for an
 //! existing Cloud Foundry routing tier (docs/130-route-emitter.md).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -27,7 +28,7 @@ fn parse_nats(s: &str) -> Result<emitter::NatsServerAddr, String> {
 }
 
 pub async fn run(
-    bbs_url: &str,
+    bbs: &BbsUrls,
     args: RouteEmitterArgs,
     tls: Option<diego_runtime::tls::Tls>,
 ) -> anyhow::Result<()> {
@@ -35,7 +36,7 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
     let scheme = diego_runtime::tls::scheme(tls.as_ref());
-    let mut config = EmitterConfig::new(bbs_url, args.nats.clone(), args.listen);
+    let mut config = EmitterConfig::new(bbs, args.nats.clone(), args.listen);
     config.tls = tls;
     let running = emitter::start(config, shutdown)
         .await
@@ -46,7 +47,7 @@ pub async fn run(
         .map(|a| format!("{}:{}", a.host(), a.port()))
         .collect();
     eprintln!(
-        "diego route-emitter: BBS {bbs_url} -> NATS {}; /health and /metrics on {scheme}://{}",
+        "diego route-emitter: BBS {bbs} -> NATS {}; /health and /metrics on {scheme}://{}",
         servers.join(", "),
         running.addr
     );

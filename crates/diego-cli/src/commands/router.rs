@@ -1,5 +1,6 @@
 //! `diego router`: the HTTP router in front of the apps' instances, following the BBS.
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -124,14 +125,14 @@ impl RtrShipping {
 }
 
 pub async fn run(
-    bbs_url: &str,
+    bbs: &BbsUrls,
     args: RouterArgs,
     tls: Option<diego_runtime::tls::Tls>,
 ) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let mut config = RouterConfig::new(bbs_url, args.listen, args.admin);
+    let mut config = RouterConfig::new(bbs, args.listen, args.admin);
     args.proxy.apply(&mut config);
     let shipping = args
         .logs_url
@@ -145,7 +146,7 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {} and {}", args.listen, args.admin))?;
     eprintln!(
-        "diego router listening on http://{} (admin {admin_scheme}://{}), following the BBS at {bbs_url}{}",
+        "diego router listening on http://{} (admin {admin_scheme}://{}), following the BBS at {bbs}{}",
         running.addr,
         running.admin_addr,
         args.logs_url

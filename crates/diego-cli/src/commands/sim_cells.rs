@@ -1,6 +1,7 @@
 //! `diego sim-cells`: many simulated cells in one process, for scale tests of the BBS and
 //! the auctioneer (see docs/075-sim-cells.md).
 
+use diego_client::BbsUrls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,8 +63,8 @@ pub struct SimCellsArgs {
 }
 
 impl SimCellsArgs {
-    pub fn config(&self, bbs_url: &str) -> SimCellsConfig {
-        let mut c = SimCellsConfig::new(bbs_url, self.count);
+    pub fn config(&self, bbs: &BbsUrls) -> SimCellsConfig {
+        let mut c = SimCellsConfig::new(bbs, self.count);
         c.listen = self.listen;
         c.advertise_host = self.advertise_host.clone();
         c.zones = zone_names(
@@ -86,13 +87,13 @@ impl SimCellsArgs {
 /// Runs until Ctrl-C or SIGTERM, then removes the presences and exits.
 pub async fn run(
     args: SimCellsArgs,
-    bbs_url: &str,
+    bbs: &BbsUrls,
     tls: Option<diego_runtime::tls::Tls>,
 ) -> anyhow::Result<()> {
     process::init_logging();
     let shutdown = CancellationToken::new();
     process::cancel_on_signal(shutdown.clone());
-    let mut config = args.config(bbs_url);
+    let mut config = args.config(bbs);
     config.tls = tls;
     let zones = config.zones.join(",");
     let running = SimCells::start(config, shutdown.clone())
@@ -103,7 +104,7 @@ pub async fn run(
         running.cell_ids.last().cloned().unwrap_or_default(),
     );
     println!(
-        "diego sim-cells: {} cells ({first} … {last}) listening on {}, rep URLs {}, zones {}, registered with {bbs_url}",
+        "diego sim-cells: {} cells ({first} … {last}) listening on {}, rep URLs {}, zones {}, registered with {bbs}",
         running.cell_ids.len(),
         running.base_url,
         running.rep_url("{cell_id}"),

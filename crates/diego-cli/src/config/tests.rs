@@ -314,3 +314,76 @@ fn print_config_needs_no_required_flag_and_other_commands_are_left_alone() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The real `diego auctioneer` with `file` applied: the BBS list it would use.
+fn auctioneer_bbs(file: &str, env_free_args: &[&str]) -> Result<String, String> {
+    let cmd = crate::Cli::command();
+    let argv: Vec<OsString> = ["diego", "auctioneer", "--config", "f.toml"]
+        .iter()
+        .chain(env_free_args)
+        .map(OsString::from)
+        .collect();
+    let read = |_: &PathBuf| Ok(("f.toml".to_string(), file.to_string()));
+    let Merged::Argv { argv, .. } = merge(&cmd, argv, read).map_err(|e| e.to_string())? else {
+        panic!("not an example")
+    };
+    let matches = cmd.try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let cli = crate::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    cli.bbs_urls().map(|u| u.to_string()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_bbs_key_takes_an_array_or_a_comma_separated_string() {
+    if std::env::var_os("DIEGO_BBS_URL").is_some() {
+        println!("SKIPPED the_bbs_key_takes_an_array_or_a_comma_separated_string: DIEGO_BBS_URL is set");
+        return;
+    }
+    let both = "http://10.0.0.1:8889,http://10.0.0.2:8889";
+    let cases: &[(&str, &[&str], Result<&str, &str>)] = &[
+        ("", &[], Ok("http://127.0.0.1:8889")),
+        (
+            r#"bbs = ["http://10.0.0.1:8889", "http://10.0.0.2:8889"]"#,
+            &[],
+            Ok(both),
+        ),
+        (
+            r#"bbs = "http://10.0.0.1:8889,http://10.0.0.2:8889""#,
+            &[],
+            Ok(both),
+        ),
+        ("", &["--bbs", both], Ok(both)),
+        (
+            "",
+            &["--bbs", "http://10.0.0.1:8889", "--bbs", "http://10.0.0.2:8889"],
+            Ok(both),
+        ),
+        (
+            r#"bbs = ["http://x:1"]"#,
+            &["--bbs", "http://y:2"],
+            Ok("http://y:2"),
+        ),
+        (
+            r#"bbs = ["http://10.0.0.1:8889", "10.0.0.2:8889"]"#,
+            &[],
+            Err(r#"f.toml:1:1: key "bbs": invalid value "10.0.0.2:8889": BBS URL "10.0.0.2:8889""#),
+        ),
+        (
+            "",
+            &["--bbs", "http://a:1,ftp://b:2"],
+            Err(r#"BBS URL "ftp://b:2": the scheme must be http"#),
+        ),
+        (
+            "",
+            &["--bbs", "http://a:1", "--bbs", "http://a:1"],
+            Err(r#"BBS URL "http://a:1" is listed twice"#),
+        ),
+    ];
+    for (file, args, want) in cases {
+        let got = auctioneer_bbs(file, args);
+        match (want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(g, w, "{file} {args:?}"),
+            (Err(w), Err(g)) => assert!(g.contains(w), "{file} {args:?}: {g}"),
+            _ => panic!("{file} {args:?}: expected {want:?}, got {got:?}"),
+        }
+    }
+}

@@ -56,7 +56,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use diego_client::BbsClient;
+use diego_client::{BbsClient, BbsUrls};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,8 @@ pub fn parse_nats_url(url: &str) -> Result<ServerAddr, EmitterError> {
 /// How a route-emitter runs.
 #[derive(Debug, Clone)]
 pub struct EmitterConfig {
-    pub bbs_url: String,
+    /// The BBS processes to follow (failing over between them).
+    pub bbs: BbsUrls,
     /// NATS servers of one cluster; the client connects to one and fails over to the others.
     pub nats: Vec<ServerAddr>,
     /// Where `/health` and `/metrics` are served.
@@ -127,9 +128,9 @@ pub struct EmitterConfig {
 }
 
 impl EmitterConfig {
-    pub fn new(bbs_url: impl Into<String>, nats: Vec<ServerAddr>, listen: SocketAddr) -> Self {
+    pub fn new(bbs: impl Into<BbsUrls>, nats: Vec<ServerAddr>, listen: SocketAddr) -> Self {
         EmitterConfig {
-            bbs_url: bbs_url.into(),
+            bbs: bbs.into(),
             nats,
             listen,
             sync: SyncConfig::default(),
@@ -192,7 +193,7 @@ pub async fn start(
     let http_client = diego_runtime::http_client(config.tls.as_ref())
         .build()
         .map_err(|e| EmitterError::Nats(format!("building the BBS client: {e}")))?;
-    let bbs = BbsClient::with_http(config.bbs_url.clone(), http_client);
+    let bbs = BbsClient::with_http(config.bbs.clone(), http_client);
 
     // Stopped in reverse: the sync first, then the NATS loop (which flushes), then HTTP.
     let mut members = diego_runtime::Supervisor::new(shutdown);
@@ -219,7 +220,7 @@ pub async fn start(
             Ok::<(), std::convert::Infallible>(())
         });
     }
-    tracing::info!(%addr, bbs = %config.bbs_url, nats = ?config.nats.iter().map(|a| format!("{}:{}", a.host(), a.port())).collect::<Vec<_>>(), "route-emitter started");
+    tracing::info!(%addr, bbs = %config.bbs, nats = ?config.nats.iter().map(|a| format!("{}:{}", a.host(), a.port())).collect::<Vec<_>>(), "route-emitter started");
     Ok(RunningEmitter {
         addr,
         metrics,

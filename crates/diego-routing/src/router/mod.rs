@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use diego_client::BbsClient;
+use diego_client::{BbsClient, BbsUrls};
 use diego_runtime::{ServeLimits, Supervisor, SupervisorError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 #[derive(Clone)]
 pub struct RouterConfig {
-    pub bbs_url: String,
+    /// The BBS processes to follow (failing over between them).
+    pub bbs: BbsUrls,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub balance: Balance,
@@ -96,7 +97,7 @@ pub struct RouterConfig {
 impl std::fmt::Debug for RouterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterConfig")
-            .field("bbs_url", &self.bbs_url)
+            .field("bbs", &self.bbs)
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("balance", &self.balance)
@@ -110,9 +111,9 @@ impl std::fmt::Debug for RouterConfig {
 }
 
 impl RouterConfig {
-    pub fn new(bbs_url: impl Into<String>, listen: SocketAddr, admin_listen: SocketAddr) -> Self {
+    pub fn new(bbs: impl Into<BbsUrls>, listen: SocketAddr, admin_listen: SocketAddr) -> Self {
         RouterConfig {
-            bbs_url: bbs_url.into(),
+            bbs: bbs.into(),
             listen,
             admin_listen,
             balance: Balance::default(),
@@ -176,7 +177,7 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
     let mut members = Supervisor::new(shutdown);
     {
         let (proxy, ready, stats) = (proxy.clone(), ready.clone(), stats.clone());
-        let bbs = BbsClient::with_tls(config.bbs_url.clone(), config.tls.as_ref());
+        let bbs = BbsClient::with_tls(config.bbs.clone(), config.tls.as_ref());
         let sync_config = config.sync.clone();
         members.spawn("router sync", move |stop| async move {
             let publish = move |table: &crate::table::RoutingTable| {
@@ -195,7 +196,7 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
             proxy: proxy.clone(),
             stats,
             ready: ready.clone(),
-            bbs_url: config.bbs_url.clone(),
+            bbs_url: config.bbs.to_string(),
         });
         let (limits, tls) = (config.serve_limits, config.tls.clone());
         members.spawn("router admin", move |stop| {
@@ -209,7 +210,7 @@ pub async fn start(config: RouterConfig, shutdown: CancellationToken) -> std::io
             serve_and_drain(listener, config, proxy, stop, drain)
         });
     }
-    tracing::info!(%addr, %admin_addr, bbs = %config.bbs_url, balance = config.balance.as_str(), "router listening");
+    tracing::info!(%addr, %admin_addr, bbs = %config.bbs, balance = config.balance.as_str(), "router listening");
     let task = tokio::spawn(members.wait());
     Ok(RunningRouter {
         addr,

@@ -13,6 +13,11 @@ pub use limits::{
 };
 pub use serve::{serve, Handler};
 
+/// A response header saying the server did not act on the request (`serve()` sets it on the
+/// 503 it answers a connection over its limit with, before reading the request): a client
+/// may send the request again, to this server or another, without risk of applying it twice.
+pub const UNPROCESSED_HEADER: &str = "diego-request-unprocessed";
+
 /// How long a client waits for a TCP connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -262,10 +262,12 @@ async fn refuse(mut stream: TcpStream, limit: usize, _lingering: OwnedSemaphoreP
          content-type: text/plain; charset=utf-8\r\n\
          content-length: {}\r\n\
          retry-after: 1\r\n\
+         {}: true\r\n\
          connection: close\r\n\
          \r\n\
          {body}",
-        body.len()
+        body.len(),
+        super::UNPROCESSED_HEADER,
     );
     let answer_and_close = async {
         stream.write_all(answer.as_bytes()).await?;
