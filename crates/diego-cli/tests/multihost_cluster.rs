@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -89,31 +88,14 @@ impl Cluster {
             .collect();
         let client = format!("http://{}", host.socket(ETCD_CLIENT));
         let peer = format!("http://{}", host.socket(ETCD_PEER));
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", &format!("m{}", i + 1)])
-            .arg("--data-dir")
-            .arg(self.root.join(format!("etcd-m{}", i + 1)))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &peers.join(",")])
-            .args([
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                "diego-hosts",
-            ])
-            .args(["--heartbeat-interval=50", "--election-timeout=500"])
-            .args(["--logger", "zap", "--log-level", "warn"]);
+        let cmd = diego_store::etcd::local::member_command(
+            &format!("m{}", i + 1),
+            &self.root.join(format!("etcd-m{}", i + 1)),
+            &client,
+            &peer,
+            &peers.join(","),
+            (50, 500),
+        );
         host.spawn("etcd", cmd)
     }
 

@@ -122,33 +122,19 @@ impl LocalEtcd {
         let m = &self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
-            .arg("--name")
-            .arg(&m.name)
-            .arg("--data-dir")
-            .arg(self.dir.path().join(&m.name))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "diego-local"])
-            .arg(format!("--heartbeat-interval={heartbeat}"))
-            .arg(format!("--election-timeout={election}"))
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(io("starting etcd"))?;
+        let child = member_command(
+            &m.name,
+            &self.dir.path().join(&m.name),
+            &client,
+            &peer,
+            &cluster,
+            (heartbeat, election),
+        )
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .spawn()
+        .map_err(io("starting etcd"))?;
         self.members[i].child = Some(child);
         Ok(())
     }
@@ -275,4 +261,36 @@ pub async fn is_healthy(port: u16) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// The command line of etcd member `name` of a new cluster `initial_cluster`
+/// (`m1=http://…:2380,…`), listening for clients at `client` and for peers at `peer` (each
+/// `http://ip:port`, also advertised), with its data in `data_dir` (a member restarted on the
+/// same directory rejoins), raft timings `(heartbeat, election)` in ms, and warnings only.
+pub fn member_command(
+    name: &str,
+    data_dir: &Path,
+    client: &str,
+    peer: &str,
+    initial_cluster: &str,
+    (heartbeat, election): (u32, u32),
+) -> Command {
+    let mut cmd = Command::new("etcd");
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", client, "--advertise-client-urls", client])
+        .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
+        .args([
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-state",
+            "new",
+        ])
+        .args(["--initial-cluster-token", "diego-local"])
+        .arg(format!("--heartbeat-interval={heartbeat}"))
+        .arg(format!("--election-timeout={election}"))
+        .args(["--logger", "zap", "--log-level", "warn"]);
+    cmd
 }
