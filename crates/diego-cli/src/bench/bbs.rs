@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 
-use super::etcd::{self, Cluster, CpuMeter, EtcdChoice};
+use super::etcd::{self, CpuMeter, EtcdChoice};
 
 pub struct Options {
     pub json: bool,
@@ -216,18 +216,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     }
 
     // The same workload on etcd, after etcd's own write rates on the same members.
-    let cluster = Cluster::open(&o.etcd).await?;
-    say(&o, &format!("store: {}", cluster.describe()));
-    let run = format!("bench-bbs-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let base = etcd::baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
-    say(
-        &o,
-        &format!(
-            "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
-             {:.0} puts/s from 64 concurrent requests",
-            base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
-        ),
-    );
+    let (cluster, run, base, mut summary) = etcd::begin(&o.etcd, "bench-bbs", |l| say(&o, l)).await?;
     let on_etcd = {
         let url = cluster.store_url(&run);
         let bbs = super::procs::start_bbs_on(&http, &["--store", &url], &[]).await?;
@@ -242,10 +231,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     cluster.clear(&run).await?;
 
-    let mut summary = Map::new();
-    summary.insert("store".into(), json!("etcd"));
-    summary.insert("etcd_members".into(), json!(cluster.members()));
-    summary.extend(base.json());
     summary.insert(
         "etcd_db_size_mb".into(),
         json!((db_size_mb * 10.0).round() / 10.0),

@@ -28,7 +28,7 @@ use diego_client::BbsClient;
 use diego_model::DesiredLrp;
 use serde_json::{json, Map, Value};
 
-use super::etcd::{self, Cluster, CpuMeter, EtcdChoice};
+use super::etcd::{self, CpuMeter, EtcdChoice};
 use super::procs::{self, free_port};
 
 pub struct Options {
@@ -111,22 +111,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let cluster = Cluster::open(&o.etcd).await?;
-    say(&o, &format!("store: {}", cluster.describe()));
-    let run = format!("bench-cp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let base = etcd::baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
-    say(
-        &o,
-        &format!(
-            "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
-             {:.0} puts/s from 64 concurrent requests",
-            base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
-        ),
-    );
-    let mut summary = Map::new();
-    summary.insert("store".into(), json!("etcd"));
-    summary.insert("etcd_members".into(), json!(cluster.members()));
-    summary.extend(base.json());
+    let (cluster, run, _, mut summary) = etcd::begin(&o.etcd, "bench-cp", |l| say(&o, l)).await?;
     etcd::prefixed("sqlite", &sqlite, &mut summary);
     etcd::prefixed("sqlite", &sqlite_cpu, &mut summary);
     // Desiring an LRP is one transaction of 1 + instances writes, each using an etcd

@@ -161,6 +161,31 @@ impl Baseline {
     }
 }
 
+/// What both benchmarks do before their etcd run: open the cluster, name the run (`bench`
+/// and a random suffix: its keys' prefix), measure etcd's own write rates on the same members
+/// and say them. The run, the baseline, and the summary begun with `store`, `etcd_members`
+/// and the baseline's figures.
+pub async fn begin(
+    choice: &EtcdChoice,
+    bench: &str,
+    say: impl Fn(&str),
+) -> anyhow::Result<(Cluster, String, Baseline, Map<String, Value>)> {
+    let cluster = Cluster::open(choice).await?;
+    say(&format!("store: {}", cluster.describe()));
+    let run = format!("{bench}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let base = baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
+    say(&format!(
+        "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
+         {:.0} puts/s from 64 concurrent requests",
+        base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
+    ));
+    let mut summary = Map::new();
+    summary.insert("store".into(), json!("etcd"));
+    summary.insert("etcd_members".into(), json!(cluster.members()));
+    summary.extend(base.json());
+    Ok((cluster, run, base, summary))
+}
+
 /// A record-sized value (a task's stored JSON is about this long).
 fn value(i: u64) -> Vec<u8> {
     let mut v = format!("{{\"i\":{i},\"pad\":\"").into_bytes();
