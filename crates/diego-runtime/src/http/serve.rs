@@ -269,7 +269,12 @@ async fn refuse(mut stream: TcpStream, limit: usize, _lingering: OwnedSemaphoreP
         body.len(),
         super::UNPROCESSED_HEADER,
     );
-    let answer_and_close = async {
+    answer_and_close(&mut stream, &answer).await;
+}
+
+/// Writes `answer` (a whole raw HTTP response) and closes, for at most [`REFUSAL_LINGER`].
+async fn answer_and_close(stream: &mut TcpStream, answer: &str) {
+    let close = async {
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
         // Closing with unread input would reset the connection, and a reset can discard
@@ -278,7 +283,7 @@ async fn refuse(mut stream: TcpStream, limit: usize, _lingering: OwnedSemaphoreP
         while stream.read(&mut discard).await? > 0 {}
         io::Result::Ok(())
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, answer_and_close).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, close).await;
 }
 
 /// The first byte of a TLS connection: a handshake record.
@@ -296,14 +301,7 @@ async fn not_tls(mut stream: TcpStream) {
          {body}",
         body.len()
     );
-    let answer_and_close = async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut discard = [0u8; 1024];
-        while stream.read(&mut discard).await? > 0 {}
-        io::Result::Ok(())
-    };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, answer_and_close).await;
+    answer_and_close(&mut stream, &answer).await;
 }
 
 /// One log line per [`REFUSAL_LOG_INTERVAL`] however many connections are refused.
