@@ -5,7 +5,8 @@
 //! Key types: [`BbsClient`] (one typed method per BBS route, failing over between the
 //! [`BbsUrls`] it is given; [`failover`] says which requests are repeated where), [`RepClient`] and
 //! [`AuctioneerClient`] (the auction's contracts), [`ClientError`],
-//! [`SseParser`]/[`SseEvent`] (the event-stream framing) and [`routes`].
+//! [`SseParser`]/[`SseEvent`] (the event-stream framing), [`routes`] and [`startup`] (a role's
+//! first requests, repeated while the BBS is not serving yet).
 
 pub mod auctioneer;
 pub mod bbs;
@@ -15,6 +16,7 @@ mod http;
 pub mod rep;
 pub mod routes;
 pub mod sse;
+pub mod startup;
 pub mod urls;
 
 pub use auctioneer::AuctioneerClient;

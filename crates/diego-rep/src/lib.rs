@@ -71,6 +71,9 @@ pub struct RepConfig {
     pub zone: String,
     /// The BBS processes to talk to (failing over between them).
     pub bbs: BbsUrls,
+    /// How long the start waits for a BBS that is not serving yet (nothing listening, or a
+    /// 5xx answer) before it fails.
+    pub bbs_wait: Duration,
     pub listen: SocketAddr,
     /// The URL the BBS and auctioneer use (default `http://<bound address>`).
     pub advertise_url: Option<String>,
@@ -122,6 +125,7 @@ impl RepConfig {
             cell_id: cell_id.into(),
             zone: String::new(),
             bbs: bbs.into(),
+            bbs_wait: diego_client::startup::DEFAULT_BBS_WAIT,
             listen,
             advertise_url: None,
             capacity: ResourceCapacity {
@@ -288,7 +292,7 @@ pub async fn start(
     });
     let adopted = recover::adopt_leftovers(&rep).await;
     selfcheck::check(&rep).await;
-    if let Err(source) = presence::register(&rep).await {
+    if let Err(source) = presence::register_at_start(&rep, &shutdown).await {
         shutdown.cancel();
         let _ = members.wait().await;
         return Err(RepError::Register {

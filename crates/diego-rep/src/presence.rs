@@ -56,6 +56,17 @@ pub(crate) async fn register(rep: &Rep) -> Result<(), diego_client::ClientError>
     rep.bbs.register_cell(&request(rep)).await
 }
 
+/// The first registration, repeated for up to `bbs_wait` while the BBS is not serving yet.
+pub(crate) async fn register_at_start(
+    rep: &Rep,
+    stop: &CancellationToken,
+) -> Result<(), diego_client::ClientError> {
+    diego_client::startup::while_starting("registering the cell", rep.config.bbs_wait, stop, || {
+        register(rep)
+    })
+    .await
+}
+
 /// Keeps the presence renewed every third of its TTL until `stop`, then removes it (unless
 /// `remove_presence_on_stop` is off). The BBS
 /// refusing the registration (a 4xx answer: this is not a BBS that knows this cell's record)

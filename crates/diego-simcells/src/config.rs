@@ -20,9 +20,11 @@ pub const DEFAULT_MAX_IN_FLIGHT_BBS_CALLS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct SimCellsConfig {
-    /// The BBS the cells register with and claim work in.
-    /// The BBS processes to register with (failing over between them).
+    /// The BBS processes the cells register with and claim work in (failing over between them).
     pub bbs: BbsUrls,
+    /// How long the start waits for a BBS that is not serving yet (nothing listening, or a
+    /// 5xx answer) before it fails.
+    pub bbs_wait: Duration,
     /// Where the one listener serving every cell binds (port 0 picks a free one).
     pub listen: SocketAddr,
     /// How many cells.
@@ -73,6 +75,7 @@ impl SimCellsConfig {
     pub fn new(bbs: impl Into<BbsUrls>, count: usize) -> Self {
         SimCellsConfig {
             bbs: bbs.into(),
+            bbs_wait: diego_client::startup::DEFAULT_BBS_WAIT,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             count,
             zones: zone_names(default_zones(count)),

@@ -114,7 +114,9 @@ impl SimCells {
         });
 
         // Serving first: the BBS may hand a cell work the moment its presence appears.
-        if let Err(e) = presence::register_all(&bbs, &cells, config.presence_ttl).await {
+        if let Err(e) =
+            presence::register_all(&bbs, &cells, config.presence_ttl, config.bbs_wait, &stop).await
+        {
             stop.cancel();
             // Those that did register go again (the rest are not there to remove).
             presence::remove_all(&bbs, &cells).await;

@@ -25,15 +25,31 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
     Lease::new("sim cell presences", ttl).ttl_seconds()
 }
 
-/// Registers every cell; the first failure stops the start (a wrong `--bbs` should say so
-/// at once rather than leave cells nobody can see).
+/// Registers every cell: the first one is repeated for up to `wait` while the BBS is not
+/// serving yet ([`diego_client::startup`]), the others once it has answered. The first
+/// failure stops the start (a wrong `--bbs` says so rather than leave cells nobody can see).
 pub(crate) async fn register_all(
     bbs: &BbsClient,
     cells: &[Arc<SimCell>],
     ttl: Duration,
+    wait: Duration,
+    stop: &CancellationToken,
 ) -> Result<(), SimCellsError> {
     let ttl = ttl_seconds(ttl);
-    let mut results = stream::iter(cells)
+    let Some(first) = cells.first() else {
+        return Ok(());
+    };
+    let request = first.register_request(ttl);
+    diego_client::startup::while_starting("registering the simulated cells", wait, stop, || {
+        bbs.register_cell(&request)
+    })
+    .await
+    .map_err(|source| SimCellsError::BbsUnavailable {
+        cell_id: first.id.clone(),
+        bbs_url: bbs.base_url().to_string(),
+        source,
+    })?;
+    let mut results = stream::iter(&cells[1..])
         .map(|cell| async move {
             bbs.register_cell(&cell.register_request(ttl))
                 .await

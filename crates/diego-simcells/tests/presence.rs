@@ -121,7 +121,8 @@ async fn shutdown_removes_the_presences_and_stops_serving() {
 #[tokio::test]
 async fn a_bbs_that_is_not_there_fails_the_start() {
     let port = diego_testkit::free_port();
-    let config = SimCellsConfig::new(format!("http://127.0.0.1:{port}"), 2);
+    let mut config = SimCellsConfig::new(format!("http://127.0.0.1:{port}"), 2);
+    config.bbs_wait = Duration::from_millis(300);
     let err = SimCells::start(config, CancellationToken::new())
         .await
         .err()
@@ -132,4 +133,27 @@ async fn a_bbs_that_is_not_there_fails_the_start() {
         }
         other => panic!("unexpected error: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn cells_started_before_their_bbs_register_once_it_serves() {
+    let port = diego_testkit::free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let config = SimCellsConfig::new(format!("http://{addr}"), 3);
+    let shutdown = CancellationToken::new();
+    // The BBS comes up after several refused attempts; the start waits for it.
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        TestBbs::start_on(addr).await
+    };
+    let (running, bbs) = tokio::join!(
+        tokio::time::timeout(WAIT, SimCells::start(config, shutdown.clone())),
+        later
+    );
+    let running = running
+        .expect("registered in time")
+        .expect("the start succeeds once the BBS serves");
+    assert_eq!(running.cell_ids.len(), 3);
+    assert_eq!(bbs.client.cells().await.unwrap().len(), 3);
+    shutdown.cancel();
 }

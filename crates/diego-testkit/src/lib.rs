@@ -51,6 +51,13 @@ impl TestBbs {
         Self::start_with(Self::config(StoreConfig::Memory), None).await
     }
 
+    /// A BBS with the in-memory store on `addr` (a port chosen before the BBS starts).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let mut config = Self::config(StoreConfig::Memory);
+        config.listen = addr;
+        Self::start_with(config, None).await
+    }
+
     /// A BBS with the SQLite store in a fresh temporary directory.
     pub async fn start_sqlite() -> Self {
         let dir = tempfile::Builder::new()

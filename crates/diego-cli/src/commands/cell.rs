@@ -87,6 +87,10 @@ pub struct CellArgs {
     /// that stops renewing is missing after this: its instances are replaced elsewhere.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PRESENCE_TTL_SECS)]
     pub presence_ttl: u64,
+    /// Seconds the start keeps trying while no BBS is serving yet (nothing listens, or a
+    /// 5xx answer), so cells and the BBS may start in any order. A refusal fails at once.
+    #[arg(long, value_name = "SECS", default_value_t = diego_client::startup::DEFAULT_BBS_WAIT.as_secs())]
+    pub bbs_wait: u64,
     /// Seconds between self-checks (create, run, destroy a container; 503 while failing).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub self_check_interval: u64,
@@ -234,6 +238,7 @@ pub async fn start(
     config.graceful_shutdown = Duration::from_secs(10);
     config.sync_interval = Duration::from_secs(args.sync_interval.max(1));
     config.presence_ttl = Duration::from_secs(args.presence_ttl.max(1));
+    config.bbs_wait = Duration::from_secs(args.bbs_wait);
     config.self_check_interval = Duration::from_secs(args.self_check_interval.max(1));
     if let Some(n) = args.max_concurrent_creates {
         config.max_concurrent_creates = n.max(1);

@@ -52,6 +52,10 @@ pub struct SimCellsArgs {
     /// Seconds a cell presence lives without renewal (renewed every third of it).
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PRESENCE_TTL.as_secs())]
     pub presence_ttl: u64,
+    /// Seconds the start keeps trying while no BBS is serving yet (nothing listens, or a
+    /// 5xx answer). A refusal fails at once.
+    #[arg(long, value_name = "SECS", default_value_t = diego_client::startup::DEFAULT_BBS_WAIT.as_secs())]
+    pub bbs_wait: u64,
     /// How long a simulated task runs before it completes, in ms.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub task_run_time_ms: u64,
@@ -78,6 +82,7 @@ impl SimCellsArgs {
         c.optional_placement_tags = self.optional_placement_tags.clone();
         c.cell_id_prefix = self.cell_id_prefix.clone();
         c.presence_ttl = Duration::from_secs(self.presence_ttl);
+        c.bbs_wait = Duration::from_secs(self.bbs_wait);
         c.task_run_time = Duration::from_millis(self.task_run_time_ms);
         c.max_in_flight_bbs_calls = self.max_in_flight;
         c
