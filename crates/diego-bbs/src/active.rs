@@ -34,8 +34,8 @@ pub struct LockConfig {
 }
 
 /// 4 s: after kill -9 of the active BBS the lock lapses 2.7–4 s later (the last renewal was
-/// at most a third of the TTL before); the holder rides out a store stall of up to 2.7 s (two
-/// missed renewals) before it counts as gone. docs/165-high-availability.md weighs it.
+/// at most a third of the TTL before); the holder, retrying a failed renewal every retry
+/// interval, rides out a store stall until the TTL since its last good renewal has passed. docs/165-high-availability.md weighs it.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(4);
 /// 250 ms: a passive BBS notices a lapsed lock this soon. Each try is one read of the lock
 /// key while another holds it.

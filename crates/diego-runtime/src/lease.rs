@@ -77,42 +77,67 @@ impl Lease {
     }
 
     /// Renews at once and then every period until `shutdown`. A retryable error leaves the
-    /// lease held until its TTL from the last good renewal has passed; a fatal one ends the
-    /// loop. The caller releases what it holds after this returns.
+    /// lease held until its TTL from the last good renewal has passed — also while a renewal
+    /// is still in flight — and the next attempt comes after a third of the period (or the
+    /// retry interval, if sooner), so one slow or failed renewal does not use up the TTL. A
+    /// fatal error ends the loop. A renewal in flight is finished, never cut off. The caller
+    /// releases what it holds after this returns.
     pub async fn keep<F, Fut>(&self, shutdown: &CancellationToken, mut renew: F) -> Result<(), PassError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Renewal, PassError>>,
     {
-        let name = self.name;
         let mut held_until: Option<Instant> = None;
+        let after_failure = (self.period / 3).min(self.retry);
         loop {
             let sent = Instant::now();
-            match renew().await {
+            let renewal = renew();
+            tokio::pin!(renewal);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut renewal => break r,
+                    () = sleep_until_opt(held_until) => {
+                        held_until = None;
+                        self.lapsed();
+                    }
+                }
+            };
+            let wait = match outcome {
+                // Answered after its TTL from sending: the store may count from the send,
+                // so it proves nothing now; the next renewal comes soon.
+                Ok(Renewal::Held) if sent + self.ttl <= Instant::now() => {
+                    held_until = None;
+                    self.lapsed();
+                    after_failure
+                }
                 Ok(Renewal::Held) => {
                     held_until = Some(sent + self.ttl);
                     if !self.held.send_replace(true) {
-                        info!(lease = name, "holding");
+                        info!(lease = self.name, "holding");
                     }
+                    self.period
                 }
                 Ok(Renewal::Refused) => {
                     held_until = None;
                     if self.held.send_replace(false) {
-                        warn!(lease = name, "lost: another owner holds it");
+                        warn!(lease = self.name, "lost: another owner holds it");
                     }
+                    self.retry
                 }
                 Err(e) if e.is_fatal() => {
                     self.held.send_replace(false);
                     return Err(e);
                 }
-                Err(e) => warn!(lease = name, error = %e, "renewal failed"),
-            }
-            let next = Instant::now()
-                + if held_until.is_some() {
-                    self.period
-                } else {
-                    self.retry
-                };
+                Err(e) => {
+                    warn!(lease = self.name, error = %e, "renewal failed");
+                    if held_until.is_some() {
+                        after_failure
+                    } else {
+                        self.retry
+                    }
+                }
+            };
+            let next = Instant::now() + wait;
             loop {
                 let lapse = held_until.filter(|&t| t < next);
                 tokio::select! {
@@ -120,12 +145,16 @@ impl Lease {
                     () = tokio::time::sleep_until(next) => break,
                     () = sleep_until_opt(lapse) => {
                         held_until = None;
-                        if self.held.send_replace(false) {
-                            warn!(lease = name, "lapsed: no renewal succeeded within its TTL");
-                        }
+                        self.lapsed();
                     }
                 }
             }
+        }
+    }
+
+    fn lapsed(&self) {
+        if self.held.send_replace(false) {
+            warn!(lease = self.name, "lapsed: no renewal succeeded within its TTL");
         }
     }
 }
@@ -145,13 +174,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn renews_every_third_of_the_ttl_and_lapses_without_renewals() {
-        let lease = Arc::new(Lease::new("l", Duration::from_secs(15)));
+        let lease = Arc::new(Lease::new("l", Duration::from_secs(18)));
         let calls = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let (l, c, s) = (lease.clone(), calls.clone(), shutdown.clone());
+        let (l, c, s, at) = (lease.clone(), calls.clone(), shutdown.clone(), sent.clone());
+        let start = Instant::now();
         let task = tokio::spawn(async move {
             l.keep(&s, || {
                 let n = c.fetch_add(1, Ordering::SeqCst);
+                at.lock().unwrap().push(start.elapsed().as_millis());
                 async move {
                     if n < 3 {
                         Ok(Renewal::Held)
@@ -164,12 +196,17 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(lease.is_held());
-        // Renewals at 0, 5, 10 s succeed; 15, 20 s fail; the last good one was sent at 10 s.
-        tokio::time::sleep(Duration::from_millis(24_000)).await;
-        assert!(lease.is_held(), "held until 25 s");
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
-        assert!(!lease.is_held(), "lapsed at 25 s");
-        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        // Renewals at 0, 6, 12 s succeed; from 18 s they fail and are tried again every
+        // third of the period; the last good one was sent at 12 s.
+        tokio::time::sleep(Duration::from_millis(29_900)).await;
+        assert!(lease.is_held(), "held until 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!lease.is_held(), "lapsed at 30 s");
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [0, 6_000, 12_000, 18_000, 20_000, 22_000, 24_000, 26_000, 28_000, 30_000]
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
         shutdown.cancel();
         task.await.unwrap().unwrap();
     }
@@ -223,5 +260,42 @@ mod tests {
         let calls = calls.lock().unwrap().clone();
         // Refused at 0, 250, 500, 750 ms; taken at 1 s; renewed every second after.
         assert_eq!(calls, [0, 250, 500, 750, 1000, 2000, 3000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_still_in_flight_when_the_ttl_passes_leaves_it_lapsed_until_it_succeeds() {
+        let lease = Arc::new(Lease::new("l", Duration::from_secs(3)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let (l, c, s) = (lease.clone(), calls.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            l.keep(&s, || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    // The second renewal (sent at 1 s) takes 5 s to answer.
+                    if n == 1 {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok(Renewal::Held)
+                }
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(2_900)).await;
+        assert!(lease.is_held(), "the first renewal holds it until 3 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!lease.is_held(), "lapsed at 3 s although a renewal is in flight");
+        // Answered at 6 s, past its TTL from sending: it proves nothing, and the next
+        // renewal a third of the period later holds it again.
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        assert!(
+            !lease.is_held(),
+            "a renewal answered after its TTL counts for nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(lease.is_held(), "held again by the renewal after the slow one");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
     }
 }
