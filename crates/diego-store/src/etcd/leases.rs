@@ -30,6 +30,33 @@ impl Inner {
         Ok(resp.id())
     }
 
+    /// `lease` (the one a stored record is on) kept alive for another TTL, when it is still
+    /// there and was granted for `ttl_seconds`: a keep-alive is answered by etcd's leader
+    /// without a raft write, where a grant and the old lease's revocation are two. Otherwise,
+    /// or when the keep-alive fails, a new lease.
+    async fn refresh(&self, lease: i64, ttl_seconds: i64) -> Result<i64, StoreError> {
+        let want = ttl_seconds.saturating_add(LEASE_GRACE_SECONDS);
+        if lease != 0 {
+            let mut client = self.members.current().1.lease_client();
+            let kept = tokio::time::timeout(ops::REQUEST_TIMEOUT, async move {
+                // Opening the stream sends one keep-alive and fails if the lease is gone; the
+                // second one's answer says the TTL it was granted for.
+                let (mut keeper, mut answers) = client.keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            match kept {
+                Ok(Ok(Some(answer))) if answer.ttl() == want => return Ok(lease),
+                // Gone (TTL 0), granted for another TTL, or no answer: a new one.
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "keeping an etcd lease alive failed"),
+                Err(_) => tracing::debug!("keeping an etcd lease alive timed out"),
+            }
+        }
+        self.grant(ttl_seconds).await
+    }
+
     /// Revokes a lease nothing is attached to any more, in the background: if it fails, the
     /// lease lapses by itself.
     fn revoke(&self, lease: i64) {
@@ -54,6 +81,12 @@ impl Inner {
         };
         let key = self.keys.cell(&presence.cell_id);
         let value = encode(&"a cell presence", &record)?;
+        if self
+            .renew_unchanged(&key, &value, presence, ttl_seconds, now)
+            .await?
+        {
+            return Ok(record);
+        }
         let txn_id = uuid::Uuid::new_v4().to_string();
         let mut writer = self.writer.lock().await;
         let lease = self.grant(ttl_seconds).await?;
@@ -106,6 +139,49 @@ impl Inner {
                 }
                 return Ok(record);
             }
+        }
+    }
+
+    /// A cell's renewal of its live presence, unchanged: nothing for the feed, so neither the
+    /// head nor the writer lock is needed, only the key as read (the sweeper's removal and
+    /// any other write of it compare the same key). `false` when it is not that (new,
+    /// changed, lapsed) or the write did not apply: the caller takes the full path, which
+    /// reads again.
+    async fn renew_unchanged(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        presence: &CellPresence,
+        ttl_seconds: i64,
+        now: diego_model::Timestamp,
+    ) -> Result<bool, StoreError> {
+        let snap = ops::snapshot(&self.members, "reading a cell presence", &[key.to_vec()]).await?;
+        let Some(kv) = snap.values[0].as_ref() else {
+            return Ok(false);
+        };
+        let stored: PresenceRecord = decode("a cell presence", kv.value())?;
+        if !is_live(stored.expires_at, now) || stored.cell_presence != *presence {
+            return Ok(false);
+        }
+        let lease = self.refresh(kv.lease(), ttl_seconds).await?;
+        let mut txn = EtcdTxn::default();
+        txn.unchanged(key.to_vec(), Some(kv));
+        txn.put(key.to_vec(), value.to_vec(), Some(lease));
+        match ops::attempt(&self.members, "renewing a presence", txn.into_etcd()).await? {
+            Attempt::Applied(_) => {
+                if lease != kv.lease() {
+                    self.revoke(kv.lease());
+                }
+                Ok(true)
+            }
+            Attempt::Conflicted => {
+                if lease != kv.lease() {
+                    self.revoke(lease);
+                }
+                Ok(false)
+            }
+            // It may have applied on the new lease: that one is left to lapse by itself.
+            Attempt::Unanswered => Ok(false),
         }
     }
 
@@ -240,9 +316,14 @@ impl Inner {
                     });
                 }
             }
-            let lease_id = match lease {
-                Some(l) => l,
-                None => *lease.insert(self.grant(ttl_seconds).await?),
+            // A renewal keeps the holder's own lease alive; a new holder gets a new lease.
+            let ours = stored_kv
+                .filter(|kv| decode::<LockRecord>("a lock", kv.value()).is_ok_and(|l| l.owner == owner))
+                .map(|kv| kv.lease());
+            let lease_id = match (lease, ours) {
+                (Some(l), _) => l,
+                (None, Some(l)) => *lease.insert(self.refresh(l, ttl_seconds).await?),
+                (None, None) => *lease.insert(self.grant(ttl_seconds).await?),
             };
             let mut txn = EtcdTxn::default();
             txn.unchanged(etcd_key.clone(), stored_kv);
