@@ -185,6 +185,22 @@ async fn a_sigkilled_cell_agent_takes_its_containers_over() {
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &lost_init.to_string()])
         .status();
+    // kill(2) returns before the process is dead: wait until it is (a zombie, or reaped),
+    // as runc sees it, so the agent finds a container that died rather than one dying.
+    eventually(WAIT, || async {
+        match std::fs::read_to_string(format!("/proc/{lost_init}/stat")) {
+            Err(_) => Ok(()),
+            Ok(stat) => {
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+                if matches!(state, Some('Z' | 'X')) {
+                    Ok(())
+                } else {
+                    Err(format!("the container's init is still {state:?}"))
+                }
+            }
+        }
+    })
+    .await;
     let (ok, out) = diego(&bbs, &["lrp", "delete", "gone"]).await;
     assert!(ok, "{out}");
     assert_eq!(

@@ -171,7 +171,7 @@ pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken, evacuated: Cance
         pass(&rep).await;
         let (lrps, tasks) = left(&rep);
         info!(lrps, tasks, "evacuation pass");
-        if lrps + tasks == 0 {
+        if holds_nothing(&rep) {
             break;
         }
         if Instant::now() >= deadline {
@@ -179,7 +179,7 @@ pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken, evacuated: Cance
             // Stopping takes up to the graceful shutdown period; then the cell goes anyway.
             let wait = rep.config.graceful_shutdown + Duration::from_secs(15);
             let until = Instant::now() + wait;
-            while left(&rep) != (0, 0) && Instant::now() < until && !stop.is_cancelled() {
+            while !holds_nothing(&rep) && Instant::now() < until && !stop.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let (lrps, tasks) = left(&rep);
@@ -195,6 +195,11 @@ pub(crate) async fn run(rep: Arc<Rep>, stop: CancellationToken, evacuated: Cance
     rep.evacuation.drained.store(true, Ordering::SeqCst);
     info!(cell_id = %rep.config.cell_id, "evacuated; the cell stops");
     evacuated.cancel();
+}
+
+/// No workload and no container, not even one still being destroyed: the cell is drained.
+fn holds_nothing(rep: &Rep) -> bool {
+    left(rep) == (0, 0) && rep.store.list().is_empty()
 }
 
 /// LRP instances and tasks the cell still holds.
