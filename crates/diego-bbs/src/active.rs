@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diego_model::api::PingResponse;
 use diego_runtime::{Lease, PassError, Renewal};
@@ -48,6 +48,39 @@ impl Default for LockConfig {
             ttl: DEFAULT_LOCK_TTL,
             retry_interval: DEFAULT_LOCK_RETRY_INTERVAL,
         }
+    }
+}
+
+/// What a BBS's own tries of the lock say about taking it.
+///
+/// While the store does not answer (an etcd leader election, a slow disk), nobody can renew
+/// the lock, so it may lapse in the store although its holder is alive. When the store
+/// answers again, a standby that polls every 250 ms would often write before the holder's
+/// next renewal and take the lock from a healthy holder. So a BBS that was not the holder at
+/// its last answered try waits until a TTL has passed since its last failed try (or one
+/// answered after more than an eighth of the TTL: the store's retries across members and
+/// elections show as slowness) — long enough for a live holder to renew — before it takes
+/// the lock; a holder renews at once.
+/// After kill -9 of the holder the store keeps answering, so takeover is as soon as before.
+#[derive(Debug, Default)]
+struct Standby {
+    /// Whether the last try the store answered gave this BBS the lock.
+    held_last: bool,
+    /// When the store last failed a try.
+    last_failure: Option<Instant>,
+}
+
+impl Standby {
+    fn may_take(&self, now: Instant, ttl: Duration) -> bool {
+        self.held_last || self.last_failure.is_none_or(|f| now >= f + ttl)
+    }
+
+    fn answered(&mut self, held: bool) {
+        self.held_last = held;
+    }
+
+    fn failed(&mut self, at: Instant) {
+        self.last_failure = Some(at);
     }
 }
 
@@ -138,22 +171,66 @@ impl ActiveRole {
         }
     }
 
-    /// Takes and keeps the lock until `shutdown`, then releases it if held.
+    /// Takes and keeps the lock until `shutdown`, then releases it if held. A BBS that did
+    /// not hold the lock at its last answered try does not take it within a TTL of a try
+    /// the store failed ([`Standby::may_take`]): only reads it.
     pub async fn hold_lock(&self, shutdown: CancellationToken) -> Result<(), PassError> {
         let ttl = self.lease.ttl_seconds();
+        let standby = Mutex::new(Standby::default());
+        let note = |f: &dyn Fn(&mut Standby)| f(&mut standby.lock().unwrap_or_else(|p| p.into_inner()));
         self.lease
-            .keep(&shutdown, || async move {
+            .keep(&shutdown, || async {
+                let started = Instant::now();
+                // The store's own retries hide a failing member or an election as a slow
+                // answer: one slower than this counts as a failure too.
+                let slow = |s: &mut Standby| {
+                    let now = Instant::now();
+                    if now - started > self.lease.ttl() / 8 {
+                        s.failed(now);
+                    }
+                };
+                let may_take = standby
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .may_take(Instant::now(), self.lease.ttl());
+                if !may_take {
+                    match self.store.get_lock(BBS_LOCK).await {
+                        // Ours, by the store: renewing it is taking nothing.
+                        Ok(Some(h)) if h.owner == self.owner => {}
+                        Ok(_) => {
+                            note(&slow);
+                            return Ok(Renewal::Refused);
+                        }
+                        Err(e) => {
+                            note(&|s| s.failed(Instant::now()));
+                            return Err(PassError::retry(e));
+                        }
+                    }
+                }
                 match self
                     .store
                     .acquire_lock(BBS_LOCK, &self.owner, &self.url, ttl)
                     .await
                 {
                     Ok(_) => {
+                        note(&|s| {
+                            s.answered(true);
+                            slow(s);
+                        });
                         self.stepped_down.store(false, Ordering::SeqCst);
                         Ok(Renewal::Held)
                     }
-                    Err(StoreError::LockCollision { .. }) => Ok(Renewal::Refused),
-                    Err(e) => Err(PassError::retry(e)),
+                    Err(StoreError::LockCollision { .. }) => {
+                        note(&|s| {
+                            s.answered(false);
+                            slow(s);
+                        });
+                        Ok(Renewal::Refused)
+                    }
+                    Err(e) => {
+                        note(&|s| s.failed(Instant::now()));
+                        Err(PassError::retry(e))
+                    }
                 }
             })
             .await?;
@@ -222,6 +299,37 @@ impl ActiveRole {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.retry_interval + Duration::from_millis(100)) => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_takes_the_lock_only_a_ttl_after_the_store_last_failed_it() {
+        let ttl = Duration::from_secs(4);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // (held at the last answered try, last failed try, now) → may take
+        let cases = [
+            // Never failed: take at once (a cluster starting, a released or lapsed lock).
+            (false, None, 0, true),
+            // The holder renews at once, failures or not.
+            (true, Some(1_000), 1_100, true),
+            (true, None, 0, true),
+            // A standby that saw the store fail waits a TTL from that failure.
+            (false, Some(1_000), 1_100, false),
+            (false, Some(1_000), 4_999, false),
+            (false, Some(1_000), 5_000, true),
+        ];
+        for (held_last, failed, now, want) in cases {
+            let s = Standby {
+                held_last,
+                last_failure: failed.map(at),
+            };
+            assert_eq!(s.may_take(at(now), ttl), want, "{s:?} at {now} ms");
         }
     }
 }

@@ -266,7 +266,8 @@ pub async fn is_healthy(port: u16) -> bool {
 /// The command line of etcd member `name` of a new cluster `initial_cluster`
 /// (`m1=http://…:2380,…`), listening for clients at `client` and for peers at `peer` (each
 /// `http://ip:port`, also advertised), with its data in `data_dir` (a member restarted on the
-/// same directory rejoins), raft timings `(heartbeat, election)` in ms, and warnings only.
+/// same directory rejoins), raft timings `(heartbeat, election)` in ms, pre-vote on, and
+/// warnings only.
 pub fn member_command(
     name: &str,
     data_dir: &Path,
@@ -291,6 +292,9 @@ pub fn member_command(
         .args(["--initial-cluster-token", "diego-local"])
         .arg(format!("--heartbeat-interval={heartbeat}"))
         .arg(format!("--election-timeout={election}"))
+        // A member back from a partition asks before it starts an election rather than
+        // deposing a healthy leader (on by default from etcd 3.5).
+        .arg("--pre-vote")
         .args(["--logger", "zap", "--log-level", "warn"]);
     cmd
 }
