@@ -18,6 +18,7 @@
 mod commit;
 mod feed;
 mod keys;
+mod known;
 mod leases;
 pub mod local;
 mod members;
@@ -128,6 +129,8 @@ struct Inner {
     /// One feed-changing transaction of this process at a time: they all compare and advance
     /// `head`, so running them together would only make them fail each other.
     writer: tokio::sync::Mutex<write::Recent>,
+    /// What this process last read or wrote of each key (`known.rs`).
+    known: Arc<known::Known>,
     /// Commits checked and waiting to be sent together (group commit, `commit.rs`).
     queue: commit::Queue,
     head_tx: watch::Sender<u64>,
@@ -168,12 +171,15 @@ impl EtcdStore {
                 )
             })?;
         let (head_tx, _) = watch::channel(0);
+        let keys = Keys::new(&options.prefix);
+        let known = Arc::new(known::Known::default());
         let inner = Arc::new(Inner {
             members,
             clock,
-            keys: Keys::new(&options.prefix),
+            writer: tokio::sync::Mutex::new(write::Recent::new(known.clone(), keys.head())),
+            known,
+            keys,
             retention: options.change_retention as u64,
-            writer: tokio::sync::Mutex::new(write::Recent::default()),
             queue: commit::Queue::default(),
             head_tx,
         });
@@ -304,12 +310,9 @@ impl Store for EtcdStore {
     }
 
     async fn get_task(&self, task_guid: &str) -> Result<Option<Task>, StoreError> {
-        let snap = ops::snapshot(
-            &self.inner.members,
-            "reading a task",
-            &[self.inner.keys.task(task_guid)],
-        )
-        .await?;
+        let key = [self.inner.keys.task(task_guid)];
+        let snap = ops::snapshot(&self.inner.members, "reading a task", &key).await?;
+        self.inner.known.read(&key, &snap.values, snap.revision);
         snap.values[0]
             .as_ref()
             .map(|kv| decode("a task", kv.value()))
@@ -322,8 +325,9 @@ impl Store for EtcdStore {
     }
 
     async fn get_desired_lrp(&self, process_guid: &str) -> Result<Option<DesiredLrp>, StoreError> {
-        let key = self.inner.keys.desired(process_guid);
-        let snap = ops::snapshot(&self.inner.members, "reading a desired LRP", &[key]).await?;
+        let key = [self.inner.keys.desired(process_guid)];
+        let snap = ops::snapshot(&self.inner.members, "reading a desired LRP", &key).await?;
+        self.inner.known.read(&key, &snap.values, snap.revision);
         snap.values[0]
             .as_ref()
             .map(|kv| decode("a desired LRP", kv.value()))
@@ -349,7 +353,14 @@ impl Store for EtcdStore {
 
     async fn get_actual_lrps(&self, process_guid: &str, index: i32) -> Result<Vec<ActualLrp>, StoreError> {
         let prefix = self.inner.keys.actual_index(process_guid, index);
-        self.list("actual LRPs", prefix).await
+        let (kvs, _) = ops::range(&self.inner.members, "reading actual LRPs", &prefix).await?;
+        kvs.iter()
+            .map(|kv| {
+                // A claim or start commits a change of what it read here next.
+                self.inner.known.saw(kv.key(), known::Seen::of(kv));
+                decode("an actual LRP", kv.value())
+            })
+            .collect()
     }
 
     async fn list_actual_lrps(&self, filter: &ActualLrpFilter) -> Result<Vec<ActualLrp>, StoreError> {

@@ -15,9 +15,7 @@ use diego_store::etcd::EtcdOptions;
 use etcd_client::{Client, Compare, CompareOp, TxnOp};
 use serde_json::{json, Map, Value};
 
-/// Microseconds per clock tick of `/proc/<pid>/stat` (`USER_HZ` is 100 on every mainstream
-/// architecture).
-const US_PER_TICK: f64 = 10_000.0;
+use super::procs::US_PER_TICK;
 
 /// Largest etcd transaction (compares, and operations, each) of an etcd with default flags:
 /// `--max-txn-ops` 128.
@@ -146,6 +144,9 @@ pub struct Baseline {
     /// Puts from 64 concurrent requests on one connection: what etcd does when it can batch
     /// many proposals into one raft round and fsync.
     pub put_concurrent_per_sec: f64,
+    /// The members' CPU time per put of those (when the benchmark started them): etcd's own
+    /// cost of a durable write, the floor of a workload's etcd CPU per write.
+    pub put_concurrent_cpu_us: Option<f64>,
 }
 
 impl Baseline {
@@ -157,6 +158,9 @@ impl Baseline {
             "etcd_put_concurrent_per_sec".into(),
             json!(self.put_concurrent_per_sec.round()),
         );
+        if let Some(us) = self.put_concurrent_cpu_us {
+            m.insert("etcd_put_concurrent_cpu_us_per_put".into(), json!(us.round()));
+        }
         m
     }
 }
@@ -176,8 +180,13 @@ pub async fn begin(
     let base = baseline(&cluster, &format!("{run}-baseline"), 2.0, 20_000).await?;
     say(&format!(
         "etcd baseline: {:.0} sequential puts/s, {:.0} sequential compare-and-swap txns/s, \
-         {:.0} puts/s from 64 concurrent requests",
-        base.put_per_sec, base.txn_per_sec, base.put_concurrent_per_sec
+         {:.0} puts/s from 64 concurrent requests{}",
+        base.put_per_sec,
+        base.txn_per_sec,
+        base.put_concurrent_per_sec,
+        base.put_concurrent_cpu_us
+            .map(|us| format!(" ({us:.0} µs of etcd CPU each)"))
+            .unwrap_or_default()
     ));
     let mut summary = Map::new();
     summary.insert("store".into(), json!("etcd"));
@@ -240,6 +249,8 @@ pub async fn baseline(cluster: &Cluster, run: &str, seconds: f64, max_ops: u64) 
     }
     let txn_per_sec = txns as f64 / started.elapsed().as_secs_f64();
 
+    let pids = cluster.pids();
+    let ticks = cpu_ticks(&pids);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + budget;
     let started = Instant::now();
@@ -261,12 +272,16 @@ pub async fn baseline(cluster: &Cluster, run: &str, seconds: f64, max_ops: u64) 
     for h in handles {
         h.await??;
     }
-    let put_concurrent_per_sec = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let concurrent = done.load(Ordering::Relaxed);
+    let put_concurrent_per_sec = concurrent as f64 / started.elapsed().as_secs_f64();
+    let put_concurrent_cpu_us = (!pids.is_empty() && concurrent > 0)
+        .then(|| cpu_ticks(&pids).saturating_sub(ticks) as f64 * US_PER_TICK / concurrent as f64);
     cluster.clear(run).await?;
     Ok(Baseline {
         put_per_sec,
         txn_per_sec,
         put_concurrent_per_sec,
+        put_concurrent_cpu_us,
     })
 }
 

@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// Microseconds per clock tick of `/proc/<pid>/stat` (`USER_HZ` is 100 on every mainstream
+/// architecture).
+pub const US_PER_TICK: f64 = 10_000.0;
+
 /// A running `diego` role; killed (by its PID) and reaped on drop.
 pub struct Role {
     pub child: Child,

@@ -32,6 +32,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::procs::US_PER_TICK;
+
 pub struct Options {
     pub json: bool,
     pub duration: Duration,
@@ -165,9 +167,6 @@ struct Throughput {
     /// CPU time (user + system) the proxy's own threads spent during the run, in µs per request.
     cpu_us_per_request: f64,
 }
-
-/// Linux counts CPU time in ticks of `USER_HZ`, 100 per second on every mainstream architecture.
-const US_PER_TICK: f64 = 10_000.0;
 
 /// The CPU time, in clock ticks, of a proxy: the router's proxy threads in this process, or
 /// nginx's master and workers.

@@ -2,8 +2,10 @@
 //! revisions that were read, with the change feed's entries and head in the same etcd
 //! transaction — and commits that arrive together sent together (group commit).
 //!
-//! A commit reads every key it writes (plus `head`, and the fence's lock) at one revision and
-//! checks the store's preconditions (tags, not etcd revisions) and the fence on what it read.
+//! A commit reads every key it writes (plus `head`, and the fence's lock) at one revision —
+//! or, when this process knows all of them from its own reads and writes (`known.rs`), takes
+//! them from there — and checks the store's preconditions (tags, not etcd revisions) and the
+//! fence on that.
 //! It then queues what it would send and waits; whichever waiting commit gets the writer lock
 //! first takes every queued commit that fits (below) and sends them as **one** etcd
 //! transaction: `If` every key of every commit still has the mod revision its commit read (or
@@ -29,10 +31,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use diego_model::ModificationTag;
-use etcd_client::{Compare, KeyValue, TxnOp};
+use etcd_client::{Compare, TxnOp};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::known::Seen;
 use super::ops::{self, Failure, RETRY_FOR};
 use super::write::{Changes, EtcdTxn, FeedEntry};
 use super::{decode, decode_record, encode_record, HeadAt, Inner};
@@ -54,6 +57,8 @@ struct Prepared {
     keys: Vec<(Vec<u8>, i64)>,
     /// The tag each write leaves (`None`: a delete).
     tags: Vec<Option<ModificationTag>>,
+    /// The value each write leaves (`None`: a delete).
+    values: Vec<Option<Vec<u8>>>,
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
     changes: Changes,
@@ -121,48 +126,55 @@ impl Inner {
         let mut unknown: Vec<u64> = Vec::new();
         let mut alone = false;
         let deadline = Instant::now() + RETRY_FOR;
+        // Read etcd rather than trust what this process knows (`known.rs`): after a failed
+        // comparison, or when what it knew failed a precondition.
+        let mut fresh = txn.is_empty();
         loop {
             let mut read = keys.clone();
             read.push(self.keys.head());
             if let Some(f) = &txn.fence {
                 read.push(self.keys.lock(&f.key));
             }
-            read.extend(unknown.iter().map(|&h| self.keys.feed(h)));
-            let snap = ops::snapshot(&self.members, "reading before a commit", &read).await?;
-            let (stored, rest) = snap.values.split_at(keys.len());
-            let head = super::head_at(rest[0].as_ref())?;
+            let cached = match fresh || !unknown.is_empty() {
+                true => None,
+                false => self.known.all(&read),
+            };
+            let from_cache = cached.is_some();
+            fresh = false;
+            let values: Vec<Option<Seen>> = match cached {
+                Some(seen) => seen.into_iter().map(|s| s.value.is_some().then_some(s)).collect(),
+                None => {
+                    let known = read.len();
+                    read.extend(unknown.iter().map(|&h| self.keys.feed(h)));
+                    let snap = ops::snapshot(&self.members, "reading before a commit", &read).await?;
+                    self.known.read(&read[..known], &snap.values, snap.revision);
+                    snap.values.iter().map(|kv| kv.as_ref().map(Seen::of)).collect()
+                }
+            };
+            let (stored, rest) = values.split_at(keys.len());
+            let head = head_seen(rest[0].as_ref())?;
             let (lock, lost) = match &txn.fence {
                 Some(_) => (rest.get(1).and_then(Option::as_ref), &rest[2..]),
                 None => (None, &rest[1..]),
             };
-            for (&h, kv) in unknown.iter().zip(lost) {
-                if let Some(kv) = kv {
-                    if decode::<FeedEntry>("a change-feed entry", kv.value())?.txn == txn_id {
+            for (&h, seen) in unknown.iter().zip(lost) {
+                if let Some(value) = seen.as_ref().and_then(|s| s.value.as_ref()) {
+                    if decode::<FeedEntry>("a change-feed entry", value)?.txn == txn_id {
                         // An earlier attempt applied after all.
                         self.publish(h);
                         return Ok(committed(txn, h));
                     }
                 }
             }
-            if let Some(fence) = &txn.fence {
-                let held = lock
-                    .map(|kv| decode::<LockRecord>("a lock", kv.value()))
-                    .transpose()?;
-                check_fence(
-                    fence,
-                    held.as_ref().map(|l| (l.owner.as_str(), l.expires_at)),
-                    self.clock.now(),
-                )?;
-            }
-            let mut changes = Vec::with_capacity(txn.writes.len());
-            for (i, (w, kv)) in txn.writes.iter().zip(stored).enumerate() {
-                let before = kv
-                    .as_ref()
-                    .map(|kv| decode_record(&w.key(), kv.value()))
-                    .transpose()?;
-                w.check(i, before.as_ref())?;
-                changes.push((before, w.clone().into_stored()));
-            }
+            let changes = match self.check(&txn, stored, lock) {
+                Ok(changes) => changes,
+                // What this process knew may be out of date: only etcd's answer counts.
+                Err(_) if from_cache => {
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if txn.is_empty() {
                 return Ok(Committed {
                     records: Vec::new(),
@@ -187,7 +199,7 @@ impl Inner {
             };
             match outcome {
                 Outcome::Applied(revision) => return Ok(committed(txn, revision)),
-                Outcome::Retry => {}
+                Outcome::Retry => fresh = true,
                 Outcome::Stale { index, tag } => txn.writes[index].check_tag(index, tag.as_ref())?,
                 Outcome::Refused(m) => return Err(StoreError::Invalid(format!("committing: {m}"))),
                 Outcome::Alone => alone = true,
@@ -210,8 +222,8 @@ impl Inner {
         &self,
         txn: &Txn,
         keys: &[Vec<u8>],
-        stored: &[Option<KeyValue>],
-        lock: Option<&KeyValue>,
+        stored: &[Option<Seen>],
+        lock: Option<&Seen>,
         changes: Changes,
         head: HeadAt,
         txn_id: &str,
@@ -219,31 +231,37 @@ impl Inner {
     ) -> Result<Prepared, StoreError> {
         let mut etcd = EtcdTxn::default();
         let mut bytes = 0;
-        for ((key, kv), (_, after)) in keys.iter().zip(stored).zip(&changes) {
-            etcd.unchanged(key.clone(), kv.as_ref());
+        let mut values = Vec::with_capacity(changes.len());
+        for ((key, seen), (_, after)) in keys.iter().zip(stored).zip(&changes) {
+            etcd.unchanged_at(key.clone(), seen.as_ref().and_then(Seen::mod_revision));
             match after {
                 Some(r) => {
                     let value = encode_record(r)?;
                     // The feed entry repeats the record (and its predecessor).
                     bytes += 3 * value.len();
-                    etcd.put(key.clone(), value, None);
+                    etcd.put(key.clone(), value.clone(), None);
+                    values.push(Some(value));
                 }
-                None => etcd.delete(key.clone()),
+                None => {
+                    etcd.delete(key.clone());
+                    values.push(None);
+                }
             }
         }
-        if let (Some(f), Some(kv)) = (&txn.fence, lock) {
-            etcd.unchanged(self.keys.lock(&f.key), Some(kv));
+        if let (Some(f), Some(seen)) = (&txn.fence, lock) {
+            etcd.unchanged_at(self.keys.lock(&f.key), seen.mod_revision());
         }
         Ok(Prepared {
             keys: keys
                 .iter()
                 .zip(stored)
-                .map(|(k, kv)| (k.clone(), kv.as_ref().map_or(0, KeyValue::mod_revision)))
+                .map(|(k, seen)| (k.clone(), seen.as_ref().and_then(Seen::mod_revision).unwrap_or(0)))
                 .collect(),
             tags: changes
                 .iter()
                 .map(|(_, after)| after.as_ref().map(|r| r.modification_tag().clone()))
                 .collect(),
+            values,
             compares: etcd.compares,
             ops: etcd.ops,
             changes,
@@ -252,6 +270,33 @@ impl Inner {
             bytes,
             alone,
         })
+    }
+
+    /// The fence and each write's precondition checked on `stored` (and `lock`): the changes
+    /// the commit makes, as (before, after).
+    fn check(&self, txn: &Txn, stored: &[Option<Seen>], lock: Option<&Seen>) -> Result<Changes, StoreError> {
+        if let Some(fence) = &txn.fence {
+            let held = lock
+                .and_then(|s| s.value.as_ref())
+                .map(|v| decode::<LockRecord>("a lock", v))
+                .transpose()?;
+            check_fence(
+                fence,
+                held.as_ref().map(|l| (l.owner.as_str(), l.expires_at)),
+                self.clock.now(),
+            )?;
+        }
+        let mut changes = Vec::with_capacity(txn.writes.len());
+        for (i, (w, seen)) in txn.writes.iter().zip(stored).enumerate() {
+            let before = seen
+                .as_ref()
+                .and_then(|s| s.value.as_ref())
+                .map(|v| decode_record(&w.key(), v))
+                .transpose()?;
+            w.check(i, before.as_ref())?;
+            changes.push((before, w.clone().into_stored()));
+        }
+        Ok(changes)
     }
 
     /// Under the writer lock: takes the queued commits that fit one etcd transaction, sends
@@ -316,7 +361,7 @@ impl Inner {
             etcd.ops.extend(p.ops);
             changes.push(p.changes);
             ids.push(p.txn_id);
-            members.push((p.keys, p.tags, reply));
+            members.push((p.keys, p.tags, p.values, reply));
         }
         let size = members.len();
         let appended = self.append_entries(
@@ -329,7 +374,7 @@ impl Inner {
             Ok(v) => v,
             Err(e) => {
                 let m = e.to_string();
-                for (_, _, reply) in members {
+                for (_, _, _, reply) in members {
                     let _ = reply.send(Outcome::Refused(m.clone()));
                 }
                 return;
@@ -340,21 +385,21 @@ impl Inner {
                 writer.wrote_head(new, &r);
                 let revision = r.header().map(|h| h.revision()).unwrap_or(0);
                 self.publish(new.head);
-                for ((keys, tags, reply), last) in members.into_iter().zip(lasts) {
-                    for ((key, _), tag) in keys.into_iter().zip(tags) {
-                        writer.wrote_key(key, revision, tag);
+                for ((keys, tags, values, reply), last) in members.into_iter().zip(lasts) {
+                    for (((key, _), tag), value) in keys.into_iter().zip(tags).zip(values) {
+                        writer.wrote_key(key, revision, tag, value);
                     }
                     let _ = reply.send(Outcome::Applied(last));
                 }
             }
             // Someone wrote one of the keys (or the head) since the reads: read again.
             Ok(_) => {
-                for (_, _, reply) in members {
+                for (_, _, _, reply) in members {
                     let _ = reply.send(Outcome::Retry);
                 }
             }
             Err(Failure::Refused(m)) => {
-                for (_, _, reply) in members {
+                for (_, _, _, reply) in members {
                     let _ = reply.send(if size == 1 {
                         Outcome::Refused(m.clone())
                     } else {
@@ -364,12 +409,23 @@ impl Inner {
             }
             Err(Failure::Transient(m)) => {
                 tracing::debug!(error = %m, commits = size, "etcd commit got no answer; checking whether it applied");
-                for ((_, _, reply), last) in members.into_iter().zip(lasts) {
+                for ((_, _, _, reply), last) in members.into_iter().zip(lasts) {
                     let _ = reply.send(Outcome::Unknown(last));
                 }
             }
         }
     }
+}
+
+/// The head as `seen` (never written: the default, compared as absent).
+fn head_seen(seen: Option<&Seen>) -> Result<HeadAt, StoreError> {
+    Ok(match seen.and_then(|s| Some((s.value.as_ref()?, s.revision))) {
+        Some((value, mod_revision)) => HeadAt {
+            head: decode("the change feed's head", value)?,
+            mod_revision,
+        },
+        None => HeadAt::default(),
+    })
 }
 
 fn committed(txn: Txn, revision: u64) -> Committed {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use diego_model::CellPresence;
 use etcd_client::{GetOptions, TxnOp, TxnOpResponse};
 
+use super::known::Seen;
 use super::ops::{self, Attempt, Failure};
 use super::write::EtcdTxn;
 use super::{decode, encode, head_at, Inner, LEASE_GRACE_SECONDS};
@@ -303,6 +304,8 @@ impl Inner {
         loop {
             let snap =
                 ops::snapshot(&self.members, "reading a lock", std::slice::from_ref(&etcd_key)).await?;
+            self.known
+                .read(std::slice::from_ref(&etcd_key), &snap.values, snap.revision);
             let stored_kv = snap.values[0].as_ref();
             if let Some(kv) = stored_kv {
                 let held: LockRecord = decode("a lock", kv.value())?;
@@ -330,9 +333,18 @@ impl Inner {
             txn.put(etcd_key.clone(), encoded.clone(), Some(lease_id));
             // Unanswered is safe to repeat: an attempt that applied is read back as this
             // owner's lock.
-            if let Attempt::Applied(_) =
+            if let Attempt::Applied(r) =
                 ops::attempt(&self.members, "acquiring a lock", txn.into_etcd()).await?
             {
+                // Fenced commits compare this key: they need not read it.
+                let revision = r.header().map_or(0, |h| h.revision());
+                self.known.saw(
+                    &etcd_key,
+                    Seen {
+                        revision,
+                        value: Some(encoded.clone()),
+                    },
+                );
                 if let Some(old) = stored_kv.map(|kv| kv.lease()).filter(|&l| l != lease_id) {
                     self.revoke(old);
                 }
@@ -358,7 +370,15 @@ impl Inner {
             txn.unchanged(etcd_key.clone(), Some(kv));
             txn.delete(etcd_key.clone());
             match ops::attempt(&self.members, "releasing a lock", txn.into_etcd()).await? {
-                Attempt::Applied(_) => {
+                Attempt::Applied(r) => {
+                    let revision = r.header().map_or(0, |h| h.revision());
+                    self.known.saw(
+                        &etcd_key,
+                        Seen {
+                            revision,
+                            value: None,
+                        },
+                    );
                     self.revoke(kv.lease());
                     return Ok(true);
                 }

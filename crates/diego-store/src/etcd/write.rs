@@ -3,11 +3,13 @@
 //! what this process's own last writes left in etcd. `commit.rs` assembles commits from them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use diego_model::{ModificationTag, Timestamp};
 use etcd_client::{Compare, CompareOp, DeleteOptions, KeyValue, PutOptions, TxnOp};
 use serde::{Deserialize, Serialize};
 
+use super::known::{Known, Seen};
 use super::{encode, Head, HeadAt, Inner};
 use crate::{Change, Record, StoreError};
 
@@ -26,27 +28,61 @@ pub(super) struct FeedEntry {
 /// What this process's own latest writes left in etcd: each commit reads before it takes the
 /// writer lock (so conflicting commits read together, and fail without queueing), and this
 /// tells it, once it holds the lock, what committed meanwhile. etcd's comparisons remain the
-/// arbiter; this only spares transactions that are sure to fail.
-#[derive(Default)]
+/// arbiter; this only spares transactions that are sure to fail. Every write recorded here is
+/// also recorded in [`Known`], where later commits find what they would otherwise read.
 pub(super) struct Recent {
     head: Option<HeadAt>,
     /// Key → (mod revision, the tag written; `None` for a delete).
     keys: HashMap<Vec<u8>, (i64, Option<ModificationTag>)>,
+    known: Arc<Known>,
+    head_key: Vec<u8>,
 }
 
 /// Keys remembered before the map starts over (forgetting only costs a failed comparison).
 const RECENT_KEYS: usize = 4_096;
 
 impl Recent {
+    pub fn new(known: Arc<Known>, head_key: Vec<u8>) -> Recent {
+        Recent {
+            head: None,
+            keys: HashMap::new(),
+            known,
+            head_key,
+        }
+    }
+
     pub fn wrote_head(&mut self, head: Head, resp: &etcd_client::TxnResponse) {
         let mod_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         self.head = Some(HeadAt { head, mod_revision });
+        if let Ok(value) = serde_json::to_vec(&head) {
+            self.known.saw(
+                &self.head_key,
+                Seen {
+                    revision: mod_revision,
+                    value: Some(value),
+                },
+            );
+        }
     }
 
-    pub fn wrote_key(&mut self, key: Vec<u8>, mod_revision: i64, tag: Option<ModificationTag>) {
+    /// This process wrote `value` (`None`: deleted `key`) at `mod_revision`, leaving `tag`.
+    pub fn wrote_key(
+        &mut self,
+        key: Vec<u8>,
+        mod_revision: i64,
+        tag: Option<ModificationTag>,
+        value: Option<Vec<u8>>,
+    ) {
         if self.keys.len() >= RECENT_KEYS {
             self.keys.clear();
         }
+        self.known.saw(
+            &key,
+            Seen {
+                revision: mod_revision,
+                value,
+            },
+        );
         self.keys.insert(key, (mod_revision, tag));
     }
 
@@ -78,8 +114,13 @@ pub(super) struct EtcdTxn {
 impl EtcdTxn {
     /// The key must still be as read: the same mod revision, or still absent.
     pub fn unchanged(&mut self, key: Vec<u8>, read: Option<&KeyValue>) {
+        self.unchanged_at(key, read.map(KeyValue::mod_revision));
+    }
+
+    /// The key must still have mod revision `read` (`None`: still be absent).
+    pub fn unchanged_at(&mut self, key: Vec<u8>, read: Option<i64>) {
         self.compares.push(match read {
-            Some(kv) => Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision()),
+            Some(revision) => Compare::mod_revision(key, CompareOp::Equal, revision),
             None => Compare::version(key, CompareOp::Equal, 0),
         });
     }
