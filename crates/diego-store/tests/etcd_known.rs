@@ -33,6 +33,17 @@ async fn requests(endpoint: &str) -> (u64, u64) {
     (count("Range"), count("Txn"))
 }
 
+/// Commits `txn` (of one write) and returns the record as stored.
+async fn commit_one(store: &EtcdStore, txn: Txn) -> Record {
+    store
+        .commit(txn)
+        .await
+        .expect("a commit")
+        .records
+        .remove(0)
+        .expect("a record")
+}
+
 fn updated(record: &Record, cell: &str) -> Record {
     let mut a = record.as_actual_lrp().expect("an actual LRP").clone();
     a.cell_id = cell.into();
@@ -58,25 +69,21 @@ async fn a_commit_of_what_was_just_read_or_written_sends_only_its_transaction() 
         key: "bbs".into(),
         owner: "me".into(),
     });
-    let inserted = store
-        .commit(Txn::one(Write::insert(Record::ActualLrp(actual_lrp("p", 0, "d")))).fenced(fence.clone()))
-        .await
-        .unwrap()
-        .records
-        .remove(0)
-        .unwrap();
+    let inserted = commit_one(
+        &store,
+        Txn::one(Write::insert(Record::ActualLrp(actual_lrp("p", 0, "d")))).fenced(fence.clone()),
+    )
+    .await;
 
     // Read, then commit a change of what was read (a claim): one range read, one transaction.
     let before = requests(&endpoint).await;
     let read = store.get_actual_lrps("p", 0).await.unwrap();
     assert_eq!(Record::ActualLrp(read[0].clone()), inserted);
-    let claimed = store
-        .commit(Txn::one(Write::update(updated(&inserted, "cell-1"))).fenced(fence.clone()))
-        .await
-        .unwrap()
-        .records
-        .remove(0)
-        .unwrap();
+    let claimed = commit_one(
+        &store,
+        Txn::one(Write::update(updated(&inserted, "cell-1"))).fenced(fence.clone()),
+    )
+    .await;
     let after = requests(&endpoint).await;
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
@@ -118,23 +125,13 @@ async fn what_another_store_wrote_decides_a_commit_not_what_this_one_knew() {
         .expect("connecting to etcd")
     };
     let (a, b) = (connect().await, connect().await);
-    let inserted = a
-        .commit(Txn::one(Write::insert(Record::ActualLrp(actual_lrp(
-            "p", 0, "d",
-        )))))
-        .await
-        .unwrap()
-        .records
-        .remove(0)
-        .unwrap();
+    let inserted = commit_one(
+        &a,
+        Txn::one(Write::insert(Record::ActualLrp(actual_lrp("p", 0, "d")))),
+    )
+    .await;
     // `a` knows the record as it wrote it; `b` changes it.
-    let by_b = b
-        .commit(Txn::one(Write::update(updated(&inserted, "cell-b"))))
-        .await
-        .unwrap()
-        .records
-        .remove(0)
-        .unwrap();
+    let by_b = commit_one(&b, Txn::one(Write::update(updated(&inserted, "cell-b")))).await;
 
     // `a` commits on the tag it knew: refused, and nothing applied.
     let stale = a
@@ -145,13 +142,7 @@ async fn what_another_store_wrote_decides_a_commit_not_what_this_one_knew() {
 
     // `b` changes it again; `a`, told the new tag by someone else, commits on it: what `a`
     // knew fails the precondition, so it reads etcd, and the commit applies.
-    let again = b
-        .commit(Txn::one(Write::update(updated(&by_b, "cell-b2"))))
-        .await
-        .unwrap()
-        .records
-        .remove(0)
-        .unwrap();
+    let again = commit_one(&b, Txn::one(Write::update(updated(&by_b, "cell-b2")))).await;
     let tag: ModificationTag = again.modification_tag().clone();
     let on_tag = updated(&inserted, "cell-a").with_modification_tag(tag);
     a.commit(Txn::one(Write::update(on_tag)))

@@ -54,7 +54,7 @@ impl Recent {
     pub fn wrote_head(&mut self, head: Head, resp: &etcd_client::TxnResponse) {
         let mod_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         self.head = Some(HeadAt { head, mod_revision });
-        if let Ok(value) = serde_json::to_vec(&head) {
+        if let Ok(value) = encode(&"the change feed's head", &head) {
             self.known.saw(
                 &self.head_key,
                 Seen {
