@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use diego_client::{BbsUrlError, BbsUrls};
 
 use crate::commands::{
-    actual, auctioneer, bbs, bench, cell, certs, dev, events, garden, logs, logs_server, lrp, route_emitter,
-    router, sim_cells, task,
+    actual, auctioneer, bbs, bench, cell, certs, dev, events, file_server, garden, logs, logs_server, lrp,
+    route_emitter, router, sim_cells, task,
 };
 use crate::output::OutputFormat;
 
@@ -93,6 +93,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run the log server: keeps a bounded history per log guid, serves recent lines and follow streams.
     LogsServer(logs_server::LogsServerArgs),
+    /// Run the file server: content-addressed blobs (app packages, build caches, droplets) over HTTP.
+    FileServer(file_server::FileServerArgs),
     /// Run the HTTP router: sends each request to an instance of the app its Host names.
     Router(router::RouterArgs),
     /// Serve a container backend (Garden) over HTTP.

@@ -188,6 +188,7 @@ async fn print_config_lists_every_key_of_each_role_and_the_bbs_example_runs() {
         "router",
         "route-emitter",
         "logs-server",
+        "file-server",
         "sim-cells",
         "dev",
         "garden",
@@ -240,4 +241,52 @@ async fn a_cell_takes_its_required_data_dir_from_the_file() {
     })
     .await;
     cell.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_file_server_from_its_file_keeps_an_acknowledged_blob_through_kill_9() {
+    use diego_fileserver::{Digest, FileServerClient, FileServerError};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = write(
+        dir.path(),
+        "files.toml",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ndata-dir = {:?}\nmax-upload-bytes = 1000\n",
+            dir.path().join("blobs").to_str().unwrap()
+        ),
+    );
+    let client = FileServerClient::new(format!("http://127.0.0.1:{port}")).unwrap();
+    let up = || async {
+        client
+            .has(&Digest::of(b""))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let mut server = start(&["file-server", "--config", &file], &[]);
+    eventually(WAIT, up).await;
+    let stored = client
+        .upload(bytes::Bytes::from_static(b"an app package"))
+        .await
+        .unwrap();
+    assert!(stored.created);
+    match client.upload(bytes::Bytes::from(vec![0u8; 1001])).await {
+        Err(FileServerError::Refused { status: 413, message }) => {
+            assert!(
+                message.contains("1000 bytes"),
+                "the file's limit applies: {message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    server.kill().await.unwrap();
+
+    let mut server = start(&["file-server", "--config", &file], &[]);
+    eventually(WAIT, up).await;
+    assert_eq!(
+        client.download(&stored.digest).await.unwrap(),
+        &b"an app package"[..]
+    );
+    server.kill().await.unwrap();
 }

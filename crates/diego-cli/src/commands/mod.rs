@@ -11,6 +11,7 @@ pub mod dev;
 pub mod domains;
 pub mod drain;
 pub mod events;
+pub mod file_server;
 pub mod garden;
 pub mod logs;
 pub mod logs_server;
@@ -94,6 +95,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Garden(args) => garden::run(args, ctx.tls.clone()).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
         Command::LogsServer(args) => logs_server::run(args, ctx.tls.clone()).await,
+        Command::FileServer(args) => file_server::run(args, ctx.tls.clone()).await,
         Command::Router(args) => router::run(&bbs, args, ctx.tls.clone()).await,
         Command::SimCells(args) => sim_cells::run(args, &bbs, ctx.tls.clone()).await,
     }

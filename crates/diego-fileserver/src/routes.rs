@@ -1,0 +1,25 @@
+//! The file server's routes, shared by the server and the client.
+//!
+//! - `PUT /v1/blobs/{digest}`: the body is stored as blob `digest` (64 lowercase hex digits of
+//!   its SHA-256, checked). `201` with `{"digest","size","created":true}` when new, `200` with
+//!   `created: false` when it was already held (the body is then not read); `400` for a name
+//!   that is not a digest, `413` past the upload limit, `422` when the body hashes otherwise.
+//! - `GET|HEAD /v1/blobs/{digest}`: the blob, `application/octet-stream`, with
+//!   `ETag: "<digest>"`; `If-None-Match` naming it answers `304`; `404` when not held.
+//! - `POST /v1/gc`: `{"keep":[digest…],"grace_seconds":N}` deletes every blob not in `keep`
+//!   last written more than `grace_seconds` (default 600) ago; answers
+//!   `{"deleted","freed_bytes","kept"}`.
+//! - `GET /health`, `GET /metrics`.
+
+pub const BLOB: &str = "/v1/blobs/{digest}";
+pub const GC: &str = "/v1/gc";
+pub const HEALTH: &str = "/health";
+pub const METRICS: &str = "/metrics";
+
+/// A collection's grace period unless the request names one.
+pub const DEFAULT_GC_GRACE_SECONDS: u64 = 600;
+
+/// `/v1/blobs/<digest>`.
+pub fn blob_path(digest: &crate::Digest) -> String {
+    BLOB.replace("{digest}", &digest.hex())
+}
