@@ -1,0 +1,15 @@
+//! The app lifecycle: what runs inside a staging container (the builder, Diego's tailor) and
+//! inside an app's container (the launcher, Diego's soldier).
+//!
+//! - [`procfile`]: a `Procfile`'s processes.
+//! - [`release`]: the `default_process_types` a buildpack's `bin/release` prints.
+//! - [`builder`]: the buildpack sequence over an app's directory — `bin/detect` of each in
+//!   order until one accepts, then its `bin/supply`, `bin/finalize` and `bin/release` — and the
+//!   start command it settles on, as a [`builder::StagingResult`].
+//! - [`env`]: the environment the launcher gives an app instance (`PORT`, `INSTANCE_INDEX`,
+//!   `VCAP_APPLICATION`, the user's variables) and the names users may not set.
+
+pub mod builder;
+pub mod env;
+pub mod procfile;
+pub mod release;
