@@ -6,10 +6,15 @@
 //! - [`builder`]: the buildpack sequence over an app's directory — `bin/detect` of each in
 //!   order until one accepts, then its `bin/supply`, `bin/finalize` and `bin/release` — and the
 //!   start command it settles on, as a [`builder::StagingResult`].
+//! - [`droplet`]: the staged app as one gzipped tar (`app/`, `deps/`, `profile.d/`, the
+//!   staging result).
+//! - [`launch`]: how the launcher starts the droplet's command (profiles sourced, `exec`).
 //! - [`env`]: the environment the launcher gives an app instance (`PORT`, `INSTANCE_INDEX`,
 //!   `VCAP_APPLICATION`, the user's variables) and the names users may not set.
 
 pub mod builder;
+pub mod droplet;
 pub mod env;
+pub mod launch;
 pub mod procfile;
 pub mod release;
