@@ -75,6 +75,19 @@ impl FileServerClient {
         FileServerError::Refused { status, message }
     }
 
+    /// A success's JSON body (`what` it is, for the error), or the refusal.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<T, FileServerError> {
+        if !resp.status().is_success() {
+            return Err(Self::refused(resp).await);
+        }
+        resp.json().await.map_err(|e| FileServerError::Corrupt {
+            what: format!("{what} that could not be read: {e}"),
+        })
+    }
+
     /// Whether blob `d` is held.
     pub async fn has(&self, d: &Digest) -> Result<bool, FileServerError> {
         let resp = self
@@ -108,12 +121,7 @@ impl FileServerClient {
             .send()
             .await
             .map_err(|e| self.unavailable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Self::refused(resp).await);
-        }
-        resp.json().await.map_err(|e| FileServerError::Corrupt {
-            what: format!("an upload answer that could not be read: {e}"),
-        })
+        Self::answer(resp, "an upload answer").await
     }
 
     /// Blob `d`, checked against its digest.
@@ -154,11 +162,6 @@ impl FileServerClient {
             .send()
             .await
             .map_err(|e| self.unavailable(&e))?;
-        if !resp.status().is_success() {
-            return Err(Self::refused(resp).await);
-        }
-        resp.json().await.map_err(|e| FileServerError::Corrupt {
-            what: format!("a collection report that could not be read: {e}"),
-        })
+        Self::answer(resp, "a collection report").await
     }
 }

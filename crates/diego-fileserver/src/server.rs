@@ -144,16 +144,14 @@ fn router(state: AppState) -> Router {
             routes::METRICS,
             diego_runtime::metrics::endpoint(state.registry.clone()),
         )
-        .fallback(not_found)
+        .fallback(diego_runtime::no_such_route)
         // Uploads are limited by the store as they stream (`max_upload_bytes`).
         .layer(DefaultBodyLimit::disable());
     diego_runtime::metrics::record_requests(routes, &state.registry).with_state(state)
 }
 
-/// Diego's error body: `{"type","message","field_errors"}`.
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
-    let body = serde_json::json!({"type": kind, "message": message, "field_errors": []});
-    (status, axum::Json(body)).into_response()
+    diego_runtime::error_response(status, kind, &message)
 }
 
 fn internal(e: &std::io::Error) -> Response {
@@ -163,10 +161,6 @@ fn internal(e: &std::io::Error) -> Response {
         "UnknownError",
         format!("the blob store failed: {e}"),
     )
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "ResourceNotFound", "no such route".into())
 }
 
 async fn health() -> &'static str {

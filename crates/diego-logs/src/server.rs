@@ -173,23 +173,17 @@ fn router(state: AppState) -> Router {
             routes::METRICS,
             diego_runtime::metrics::endpoint(state.registry.clone()),
         )
-        .fallback(not_found)
+        .fallback(diego_runtime::no_such_route)
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES));
     diego_runtime::metrics::record_requests(routes, &state.registry).with_state(state)
 }
 
-/// Diego's error body: `{"type","message","field_errors"}`.
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
-    let body = serde_json::json!({"type": kind, "message": message, "field_errors": []});
-    (status, axum::Json(body)).into_response()
+    diego_runtime::error_response(status, kind, &message)
 }
 
 fn invalid(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, "InvalidRequest", message)
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "ResourceNotFound", "no such route".into())
 }
 
 /// Parses a batch: one JSON line per line of the body, blank lines ignored.

@@ -26,8 +26,8 @@ pub mod tls;
 mod worker;
 
 pub use http::{
-    http_client, serve, Handler, ServeLimits, CLIENT_POOL_IDLE_TIMEOUT, DEFAULT_BODY_IDLE_TIMEOUT,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, UNPROCESSED_HEADER,
+    error_response, http_client, no_such_route, serve, Handler, ServeLimits, CLIENT_POOL_IDLE_TIMEOUT,
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, UNPROCESSED_HEADER,
 };
 pub use lease::{Lease, Renewal};
 pub use supervisor::{Supervisor, SupervisorError};

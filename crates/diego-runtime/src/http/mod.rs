@@ -1,6 +1,7 @@
 //! The HTTP seam: one server loop and one client builder for every role.
 
 mod body_idle;
+mod error;
 mod limits;
 mod serve;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use crate::tls::Tls;
 
+pub use error::{error_response, no_such_route};
 pub use limits::{
     ServeLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
