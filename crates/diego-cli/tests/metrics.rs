@@ -49,6 +49,9 @@ fn check(sample: &'static str, labels: &[(&'static str, &str)], kind: Kind, expe
     }
 }
 
+/// The blob the test stores on the file server.
+const FILES_BLOB: &[u8] = b"an app package";
+
 /// One server's `/metrics` and what it must hold.
 struct Role {
     name: &'static str,
@@ -61,7 +64,15 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// The table: every role `diego dev` runs, with where it serves and what it must expose.
 /// `instance_guid` is the running instance of `web`, as the BBS reports it.
-fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, router: &str, instance_guid: &str) -> Vec<Role> {
+fn roles(
+    bbs: &str,
+    auctioneer: &str,
+    rep: &str,
+    logs: &str,
+    router: &str,
+    files: &str,
+    instance_guid: &str,
+) -> Vec<Role> {
     let web = [
         ("process_guid", "web"),
         ("index", "0"),
@@ -230,6 +241,38 @@ fn roles(bbs: &str, auctioneer: &str, rep: &str, logs: &str, router: &str, insta
                 check("router_sync_events_total", &[], Counter, AtLeast(1.0)),
             ],
         },
+        Role {
+            name: "files",
+            url: files.to_string(),
+            checks: vec![
+                // The test uploaded one blob, twice.
+                check("fileserver_uploads_total", &[], Counter, Equals(1.0)),
+                check(
+                    "fileserver_upload_bytes_total",
+                    &[],
+                    Counter,
+                    Equals(FILES_BLOB.len() as f64),
+                ),
+                check("fileserver_uploads_existing_total", &[], Counter, Equals(1.0)),
+                check("fileserver_uploads_refused_total", &[], Counter, Equals(0.0)),
+                check("fileserver_downloads_total", &[], Counter, AtLeast(0.0)),
+                check("fileserver_not_modified_total", &[], Counter, AtLeast(0.0)),
+                check("fileserver_gc_deleted_total", &[], Counter, AtLeast(0.0)),
+                check("fileserver_blobs", &[], Gauge, Equals(1.0)),
+                check(
+                    "fileserver_blob_bytes",
+                    &[],
+                    Gauge,
+                    Equals(FILES_BLOB.len() as f64),
+                ),
+                check(
+                    "fileserver_requests_total",
+                    &[("method", "PUT"), ("route", "/v1/blobs/{digest}")],
+                    Counter,
+                    Equals(2.0),
+                ),
+            ],
+        },
     ]
 }
 
@@ -299,9 +342,12 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
     let logs = format!("127.0.0.1:{}", diego_testkit::free_port());
     let router = format!("127.0.0.1:{}", diego_testkit::free_port());
     let router_admin = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let files = format!("127.0.0.1:{}", diego_testkit::free_port());
     let flags = [
         flags,
         &[
+            "--file-server-listen",
+            &files,
             "--logs-listen",
             &logs,
             "--router-listen",
@@ -385,12 +431,24 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
             .await;
         }
     }
+    // One blob on the file server, PUT twice (the client would skip the second: raw PUTs).
+    let blob = diego_fileserver::Digest::of(FILES_BLOB);
+    for want in [201, 200] {
+        let r = http
+            .put(format!("http://{files}/v1/blobs/{blob}"))
+            .body(FILES_BLOB)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want);
+    }
     let roles = roles(
         &bbs,
         &auctioneer,
         &rep,
         &format!("http://{logs}"),
         &format!("http://{router_admin}"),
+        &format!("http://{files}"),
         &running.instance_guid,
     );
 

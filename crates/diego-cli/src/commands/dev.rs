@@ -48,6 +48,11 @@ pub struct DevArgs {
     #[arg(long, value_name = "ADDR", default_value = diego_logs::server::DEFAULT_LISTEN)]
     pub logs_listen: SocketAddr,
 
+    /// Address the file server listens on (loopback only in dev) [default: 127.0.0.1:8892, or a
+    /// free port when that is taken]; its blobs are kept in `<data-dir>/files`.
+    #[arg(long, value_name = "ADDR")]
+    pub file_server_listen: Option<SocketAddr>,
+
     /// Address the router listens on [default: 127.0.0.1:8080, or a free port when that is taken].
     #[arg(long, value_name = "ADDR")]
     pub router_listen: Option<SocketAddr>,
@@ -106,6 +111,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let logs = start_logs(&data_dir, args.logs_listen).await?;
     let logs_url = logs.url.clone().unwrap_or_default();
     roles.push(logs);
+    roles.push(start_file_server(&data_dir, args.file_server_listen).await?);
     let bbs = start_bbs(&data_dir, args.listen).await?;
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
@@ -187,6 +193,40 @@ async fn start_logs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role>
     let task = async move { Ok(running.task.await.context("log server task")??) }.boxed();
     Ok(Role {
         name: "logs".into(),
+        url: Some(url),
+        detail: None,
+        stop,
+        task,
+    })
+}
+
+/// The file server on `listen` (else 8892, or a free port when that is taken), its blobs in
+/// `files/`.
+async fn start_file_server(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<Role> {
+    use diego_fileserver::server::{self, ServerConfig, DEFAULT_LISTEN};
+    let addr = listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "diego dev binds loopback only (got --file-server-listen {addr}); use `diego file-server` to serve other addresses"
+    );
+    let stop = CancellationToken::new();
+    let config = |addr| ServerConfig::new(addr, data_dir.join("files"));
+    let running = match server::start(config(addr), stop.clone()).await {
+        Err(server::ServerError::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse && listen.is_none() =>
+        {
+            eprintln!(
+                "file server: {addr} is in use; listening on a free port instead (--file-server-listen sets it)"
+            );
+            server::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("starting the file server on {addr} (--file-server-listen)"))?;
+    let url = running.url.clone();
+    let task = async move { Ok(running.task.await.context("file server task")??) }.boxed();
+    Ok(Role {
+        name: "files".into(),
         url: Some(url),
         detail: None,
         stop,
