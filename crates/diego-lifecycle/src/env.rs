@@ -1,17 +1,22 @@
-//! The environment an app instance runs with: the platform's variables (`PORT`,
-//! `INSTANCE_INDEX`, `CF_INSTANCE_*`, `VCAP_APPLICATION`, `MEMORY_LIMIT`) and the user's, which
-//! may not take a platform name ([`check_user_env`] says so when the app is set, not when it
-//! starts).
+//! The environment an app instance runs with, in two parts:
+//!
+//! - [`lrp_env`], the same for every instance, set on the desired LRP by whoever desires it
+//!   (the apps service): `PORT`, `MEMORY_LIMIT`, `VCAP_APPLICATION` and the user's variables,
+//!   which may not take a platform name ([`check_user_env`] says so when the app is set, not
+//!   when it starts).
+//! - The instance's own, known only on its cell: the rep sets `INSTANCE_INDEX`,
+//!   `INSTANCE_GUID`, `CF_INSTANCE_INDEX`, `CF_INSTANCE_GUID`, and the executor
+//!   `CF_INSTANCE_IP`, `CF_INSTANCE_PORT` (the host port), `CF_INSTANCE_ADDR`,
+//!   `CF_INSTANCE_PORTS`. The launcher completes `VCAP_APPLICATION` with them
+//!   ([`complete_vcap_application`]), as Cloud Foundry's does.
 
 use serde::Serialize;
 
-/// What the platform knows about the instance it starts.
+/// What the platform knows about the app whose LRP it desires.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    pub app_guid: String,
-    pub app_name: String,
-    pub instance_guid: String,
-    pub index: u32,
+pub struct App {
+    pub guid: String,
+    pub name: String,
     /// The port the app must listen on, inside its container.
     pub port: u16,
     pub memory_mb: u64,
@@ -21,7 +26,13 @@ pub struct Instance {
 }
 
 /// Names the platform sets: a user's variable may not take one.
-const RESERVED: [&str; 4] = ["PORT", "INSTANCE_INDEX", "MEMORY_LIMIT", "VCAP_APPLICATION"];
+const RESERVED: [&str; 5] = [
+    "PORT",
+    "MEMORY_LIMIT",
+    "INSTANCE_INDEX",
+    "INSTANCE_GUID",
+    "VCAP_APPLICATION",
+];
 const RESERVED_PREFIXES: [&str; 2] = ["CF_INSTANCE_", "VCAP_"];
 
 /// Why a user's variable is refused.
@@ -72,8 +83,6 @@ struct VcapApplication<'a> {
     application_uris: &'a [String],
     name: &'a str,
     uris: &'a [String],
-    instance_id: &'a str,
-    instance_index: u32,
     port: u16,
     limits: Limits,
 }
@@ -84,30 +93,24 @@ struct Limits {
     disk: u64,
 }
 
-/// The instance's whole environment, the platform's variables first, then the user's (which
+/// The desired LRP's environment: the platform's variables, then the user's (which
 /// [`check_user_env`] has kept off the platform's names).
-pub fn app_env(instance: &Instance, user: &[(String, String)]) -> Vec<(String, String)> {
+pub fn lrp_env(app: &App, user: &[(String, String)]) -> Vec<(String, String)> {
     let vcap = VcapApplication {
-        application_id: &instance.app_guid,
-        application_name: &instance.app_name,
-        application_uris: &instance.uris,
-        name: &instance.app_name,
-        uris: &instance.uris,
-        instance_id: &instance.instance_guid,
-        instance_index: instance.index,
-        port: instance.port,
+        application_id: &app.guid,
+        application_name: &app.name,
+        application_uris: &app.uris,
+        name: &app.name,
+        uris: &app.uris,
+        port: app.port,
         limits: Limits {
-            mem: instance.memory_mb,
-            disk: instance.disk_mb,
+            mem: app.memory_mb,
+            disk: app.disk_mb,
         },
     };
     let mut env = vec![
-        ("PORT".to_string(), instance.port.to_string()),
-        ("INSTANCE_INDEX".to_string(), instance.index.to_string()),
-        ("CF_INSTANCE_INDEX".to_string(), instance.index.to_string()),
-        ("CF_INSTANCE_GUID".to_string(), instance.instance_guid.clone()),
-        ("CF_INSTANCE_PORT".to_string(), instance.port.to_string()),
-        ("MEMORY_LIMIT".to_string(), format!("{}m", instance.memory_mb)),
+        ("PORT".to_string(), app.port.to_string()),
+        ("MEMORY_LIMIT".to_string(), format!("{}m", app.memory_mb)),
         (
             "VCAP_APPLICATION".to_string(),
             serde_json::to_string(&vcap).expect("plain fields serialize"),
@@ -115,6 +118,26 @@ pub fn app_env(instance: &Instance, user: &[(String, String)]) -> Vec<(String, S
     ];
     env.extend(user.iter().cloned());
     env
+}
+
+/// `VCAP_APPLICATION` with the instance's `instance_index`, `instance_id` and `host` added
+/// from the cell's variables (`CF_INSTANCE_INDEX`, `CF_INSTANCE_GUID`, `CF_INSTANCE_IP`,
+/// read through `var`). A value that is not a JSON object is left as it is: the launcher
+/// does not stop an app over it.
+pub fn complete_vcap_application(vcap: &str, var: impl Fn(&str) -> Option<String>) -> String {
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(vcap) else {
+        return vcap.to_string();
+    };
+    if let Some(index) = var("CF_INSTANCE_INDEX").and_then(|i| i.parse::<u64>().ok()) {
+        map.insert("instance_index".into(), index.into());
+    }
+    if let Some(guid) = var("CF_INSTANCE_GUID") {
+        map.insert("instance_id".into(), guid.into());
+    }
+    if let Some(ip) = var("CF_INSTANCE_IP") {
+        map.insert("host".into(), ip.into());
+    }
+    serde_json::Value::Object(map).to_string()
 }
 
 #[cfg(test)]
@@ -126,29 +149,39 @@ mod tests {
     }
 
     #[test]
-    fn the_platform_variables_describe_the_instance_and_the_user_ones_follow() {
-        let instance = Instance {
-            app_guid: "g1".into(),
-            app_name: "myapp".into(),
-            instance_guid: "i-2".into(),
-            index: 2,
+    fn the_lrp_env_describes_the_app_and_the_launcher_adds_the_instance() {
+        let app = App {
+            guid: "g1".into(),
+            name: "myapp".into(),
             port: 8080,
             memory_mb: 256,
             disk_mb: 1024,
             uris: vec!["myapp.diego.localhost".into()],
         };
-        let env = app_env(&instance, &[pair("GREETING", "hi")]);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("PORT"), Some("8080"));
-        assert_eq!(get("INSTANCE_INDEX"), Some("2"));
-        assert_eq!(get("CF_INSTANCE_GUID"), Some("i-2"));
-        assert_eq!(get("MEMORY_LIMIT"), Some("256m"));
+        let env = lrp_env(&app, &[pair("GREETING", "hi")]);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("PORT").as_deref(), Some("8080"));
+        assert_eq!(get("MEMORY_LIMIT").as_deref(), Some("256m"));
         assert_eq!(env.last(), Some(&pair("GREETING", "hi")));
-        let vcap: serde_json::Value = serde_json::from_str(get("VCAP_APPLICATION").unwrap()).unwrap();
-        assert_eq!(vcap["application_name"], "myapp");
-        assert_eq!(vcap["instance_index"], 2);
-        assert_eq!(vcap["uris"][0], "myapp.diego.localhost");
-        assert_eq!(vcap["limits"]["mem"], 256);
+        let vcap = get("VCAP_APPLICATION").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&vcap).unwrap();
+        assert_eq!(v["application_name"], "myapp");
+        assert_eq!(v["uris"][0], "myapp.diego.localhost");
+        assert_eq!(v["limits"]["mem"], 256);
+        assert!(v.get("instance_index").is_none(), "only the cell knows it");
+
+        let cell = |k: &str| match k {
+            "CF_INSTANCE_INDEX" => Some("2".to_string()),
+            "CF_INSTANCE_GUID" => Some("i-2".to_string()),
+            "CF_INSTANCE_IP" => Some("10.0.0.7".to_string()),
+            _ => None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&complete_vcap_application(&vcap, cell)).unwrap();
+        assert_eq!(v["instance_index"], 2);
+        assert_eq!(v["instance_id"], "i-2");
+        assert_eq!(v["host"], "10.0.0.7");
+        assert_eq!(v["application_name"], "myapp", "the app's fields stay");
+        assert_eq!(complete_vcap_application("not json", cell), "not json");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - [`droplet`]: the staged app as one gzipped tar (`app/`, `deps/`, `profile.d/`, the
 //!   staging result).
 //! - [`launch`]: how the launcher starts the droplet's command (profiles sourced, `exec`).
-//! - [`env`]: the environment the launcher gives an app instance (`PORT`, `INSTANCE_INDEX`,
-//!   `VCAP_APPLICATION`, the user's variables) and the names users may not set.
+//! - [`env`]: an app's environment — what its desired LRP carries (`PORT`, `MEMORY_LIMIT`,
+//!   `VCAP_APPLICATION`, the user's variables), what the launcher adds from the cell's
+//!   variables — and the names users may not set.
 
 pub mod builder;
 pub mod droplet;
