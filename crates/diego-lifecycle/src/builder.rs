@@ -80,6 +80,23 @@ pub enum StagingError {
     },
 }
 
+impl StagingError {
+    /// The builder's exit status for this failure, Cloud Foundry's where it has one: 222 no
+    /// buildpack detected the app, 223 a build step failed, 224 the release step or the start
+    /// command failed; 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StagingError::NoneDetected { .. } | StagingError::UnknownBuildpack { .. } => 222,
+            StagingError::StepFailed { step, .. } if *step != "release" => 223,
+            StagingError::StepFailed { .. }
+            | StagingError::NoStartCommand { .. }
+            | StagingError::Release { .. }
+            | StagingError::Procfile(_) => 224,
+            StagingError::Io { .. } => 1,
+        }
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StagingError {
     let what = what.into();
     move |source| StagingError::Io { what, source }
@@ -324,9 +341,9 @@ mod tests {
             "broken",
             &[("detect", "exit 0"), ("supply", "echo 'no network' >&2; exit 3")],
         )];
-        let e = stage(&broken, &layout(root.path(), &[]), None)
-            .unwrap_err()
-            .to_string();
+        let e = stage(&broken, &layout(root.path(), &[]), None).unwrap_err();
+        assert_eq!((none.exit_code(), e.exit_code()), (222, 223));
+        let e = e.to_string();
         assert!(
             e.contains("\"broken\" failed at bin/supply") && e.contains("3"),
             "{e}"
@@ -339,6 +356,7 @@ mod tests {
         )];
         let e = stage(&silent, &layout(root.path(), &[]), None).unwrap_err();
         assert!(matches!(e, StagingError::NoStartCommand { .. }), "{e}");
+        assert_eq!(e.exit_code(), 224);
 
         let l = layout(root.path(), &[("index.html", ""), ("Procfile", "web\n")]);
         let e = stage(&packs, &l, None).unwrap_err().to_string();
