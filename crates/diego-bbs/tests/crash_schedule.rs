@@ -256,3 +256,34 @@ async fn an_lrp_with_a_crash_policy_follows_its_own_schedule() {
         "its crash was a day ago, far past the 60 s backoff"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_of_an_instance_no_longer_desired_leaves_no_row_to_restart() {
+    // Convergence far off: only the crash itself may clean up.
+    let s = start_with(|c| {
+        c.convergence.interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (st, body) = s
+        .post(
+            "/v1/cells",
+            json!({"cell_presence": {"cell_id": "cell-a", "rep_url": "http://127.0.0.1:9", "zone": "z1",
+                    "capacity": {"memory_mb": 1024, "disk_mb": 1024, "containers": 10}},
+                   "ttl_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    s.desire_lrp("gone", 1).await;
+    start_running(&s, "gone").await;
+    // The delete's retire ran while the instance was RUNNING (and asked its cell to stop
+    // it): only the desired row is gone when the process exits on its own.
+    let desired = s.store.get_desired_lrp("gone").await.unwrap().unwrap();
+    s.store
+        .commit(Txn::one(Write::delete(&Record::DesiredLrp(desired))))
+        .await
+        .unwrap();
+    crash(&s, "gone").await;
+    let (st, v) = s.get("/v1/actual_lrps?process_guid=gone").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!([]), "the crashed instance is retired, not restarted");
+}

@@ -146,6 +146,26 @@ pub async fn crash(
         reason,
         "crashed actual LRP"
     );
+    // A crash racing the LRP's delete or scale-down (its retire ran while the instance was
+    // still held, and asked a cell whose process had already exited) would leave a row to
+    // restart that nothing wants. Read again after the commit: the delete or scale-down
+    // changes the desired LRP before it retires, so either it saw this row or this sees it.
+    let wanted = bbs
+        .store
+        .get_desired_lrp(guid)
+        .await?
+        .is_some_and(|d| index < d.instances);
+    if !wanted
+        && a.presence == Presence::Ordinary
+        && matches!(a.state, ActualLrpState::Unclaimed | ActualLrpState::Crashed)
+    {
+        match retire(bbs, guid, index).await {
+            Ok(()) | Err(ControllerError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(process_guid = guid, index, error = %e, "could not retire a crashed instance no longer desired")
+            }
+        }
+    }
     // An immediate restart (back to UNCLAIMED) is auctioned by the active BBS from the feed.
     Ok(a)
 }
