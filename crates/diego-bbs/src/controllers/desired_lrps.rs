@@ -125,12 +125,17 @@ pub async fn update(bbs: &Bbs, guid: &str, update: &DesiredLrpUpdate) -> Control
                 }
             }
             let next = current.apply_update(update);
-            let actuals = ordinary_instances(bbs, guid).await?;
+            let held: std::collections::HashSet<i32> = ordinary_instances(bbs, guid)
+                .await?
+                .iter()
+                .map(|a| a.index)
+                .collect();
             let now = bbs.now();
             let mut txn = Txn::one(Write::update(Record::DesiredLrp(next.clone())));
-            // Scale up: every missing index below the new count gets an UNCLAIMED instance.
+            // Scale up: every missing index below the new count gets an UNCLAIMED instance
+            // (a set, not a scan per index: an LRP may have MAX_INSTANCES of them).
             for index in 0..next.instances {
-                if !actuals.iter().any(|a| a.index == index) {
+                if !held.contains(&index) {
                     txn.push(Write::insert(Record::ActualLrp(unclaimed(&next, index, now))));
                 }
             }
