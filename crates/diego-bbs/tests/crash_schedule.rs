@@ -22,8 +22,13 @@ const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
 
 async fn server() -> Server {
+    server_converging_every(Duration::from_millis(20)).await
+}
+
+/// A BBS converging every `interval` of wall time, with cell-a registered.
+async fn server_converging_every(interval: Duration) -> Server {
     let s = start_with(|c| {
-        c.convergence.interval = Duration::from_millis(20);
+        c.convergence.interval = interval;
     })
     .await;
     // The instances' cell, with a presence that outlives every jump of the clock here, so
@@ -260,19 +265,7 @@ async fn an_lrp_with_a_crash_policy_follows_its_own_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_of_an_instance_no_longer_desired_leaves_no_row_to_restart() {
     // Convergence far off: only the crash itself may clean up.
-    let s = start_with(|c| {
-        c.convergence.interval = Duration::from_secs(3600);
-    })
-    .await;
-    let (st, body) = s
-        .post(
-            "/v1/cells",
-            json!({"cell_presence": {"cell_id": "cell-a", "rep_url": "http://127.0.0.1:9", "zone": "z1",
-                    "capacity": {"memory_mb": 1024, "disk_mb": 1024, "containers": 10}},
-                   "ttl_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let s = server_converging_every(Duration::from_secs(3600)).await;
     s.desire_lrp("gone", 1).await;
     start_running(&s, "gone").await;
     // The delete's retire ran while the instance was RUNNING (and asked its cell to stop

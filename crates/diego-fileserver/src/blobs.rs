@@ -1,7 +1,7 @@
 //! Blobs on disk, named by their SHA-256: `DIR/blobs/sha256/<first two digits>/<digest>`.
 //!
 //! An upload is written to `DIR/tmp/` while it is hashed and counted, fsynced, checked
-//! against the digest it was sent under, then renamed into place and its directory fsynced:
+//! against the digest it was sent under, then hard-linked into place and its directory fsynced:
 //! a blob that can be read is whole and durable, and a failed or cut-off upload leaves
 //! nothing behind. A blob is never changed once written; writing one that exists only marks
 //! it as used now (its modification time), which the garbage collection's grace period reads.
@@ -48,6 +48,8 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Blobs left: referred to, or younger than the grace period.
     pub kept: u64,
+    /// Their bytes.
+    pub kept_bytes: u64,
 }
 
 /// Blobs held and their total size.
@@ -92,31 +94,13 @@ impl BlobStore {
         self.shards().join(&hex[..2]).join(hex)
     }
 
-    /// The size of blob `d`, if held.
-    pub async fn size(&self, d: &Digest) -> io::Result<Option<u64>> {
-        match tokio::fs::metadata(self.path(d)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Marks blob `d` as used now, if held (true), so a collection's grace period spares it.
-    pub async fn touch(&self, d: &Digest) -> io::Result<bool> {
+    /// Marks blob `d` as used now, if held, so a collection's grace period spares it; its
+    /// size, or `None` when it is not held.
+    pub async fn touch(&self, d: &Digest) -> io::Result<Option<u64>> {
         let path = self.path(d);
-        let touched = tokio::task::spawn_blocking(move || {
-            std::fs::File::options()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-        })
-        .await
-        .map_err(io::Error::other)?;
-        match touched {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        tokio::task::spawn_blocking(move || touch(&path))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Stores the bytes of `body` (at most `limit` of them) as one blob. With `expected`, the
@@ -141,14 +125,6 @@ impl BlobStore {
             return Err(PutError::Mismatch { expected, actual });
         }
         let path = self.path(&actual);
-        if self.touch(&actual).await? {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Ok(Stored {
-                digest: actual,
-                size,
-                created: false,
-            });
-        }
         let created = tokio::task::spawn_blocking(move || place(&tmp, &path))
             .await
             .map_err(io::Error::other)??;
@@ -172,6 +148,7 @@ impl BlobStore {
                 .unwrap_or_default();
             if keep.contains(&digest) || age < grace {
                 report.kept += 1;
+                report.kept_bytes += meta.len();
                 return Ok(());
             }
             match std::fs::remove_file(path) {
@@ -248,6 +225,19 @@ where
     Ok((Digest::from_bytes(hasher.finalize().into()), size))
 }
 
+/// Sets `path`'s modification time to now; its size, or `None` when there is no such file.
+fn touch(path: &Path) -> io::Result<Option<u64>> {
+    let touched = std::fs::File::options().write(true).open(path).and_then(|f| {
+        f.set_modified(SystemTime::now())?;
+        f.metadata()
+    });
+    match touched {
+        Ok(meta) => Ok(Some(meta.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Links the written upload into place (never over a blob another upload placed meanwhile:
 /// then it is that one, and this returns false), removes the upload's name and makes both
 /// durable.
@@ -256,7 +246,11 @@ fn place(tmp: &Path, path: &Path) -> io::Result<bool> {
     std::fs::create_dir_all(dir)?;
     let created = match std::fs::hard_link(tmp, path) {
         Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        // Held already: this upload only marks it as used now.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            touch(path)?;
+            false
+        }
         Err(e) => return Err(e),
     };
     std::fs::remove_file(tmp)?;
@@ -271,6 +265,11 @@ mod tests {
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> {
         let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
         futures_util::stream::iter(parts)
+    }
+
+    /// Blob `d`'s size on disk, if held (without touching it).
+    fn held(store: &BlobStore, d: &Digest) -> Option<u64> {
+        std::fs::metadata(store.path(d)).ok().map(|m| m.len())
     }
 
     fn leftovers(dir: &Path) -> usize {
@@ -295,9 +294,19 @@ mod tests {
             }
         );
         assert_eq!(std::fs::read(store.path(&d)).unwrap(), b"hello world");
+        // Old enough to collect, until it is uploaded again.
+        let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(store.path(&d))
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
         let again = store.put(None, chunks(&[b"hello world"]), 100).await.unwrap();
         assert!(!again.created, "the same content is the same blob");
-        assert_eq!(store.size(&d).await.unwrap(), Some(11));
+        let spared = store.collect(&HashSet::new(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(spared.deleted, 0, "the second upload marked it as used now");
+        assert_eq!(held(&store, &d), Some(11));
         assert_eq!(store.totals().unwrap(), Totals { blobs: 1, bytes: 11 });
         assert_eq!(leftovers(dir.path()), 0);
     }
@@ -341,7 +350,8 @@ mod tests {
             GcReport {
                 deleted: 0,
                 freed_bytes: 0,
-                kept: 2
+                kept: 2,
+                kept_bytes: 9
             },
             "both are young"
         );
@@ -351,11 +361,12 @@ mod tests {
             GcReport {
                 deleted: 1,
                 freed_bytes: 5,
-                kept: 1
+                kept: 1,
+                kept_bytes: 4
             }
         );
-        assert_eq!(store.size(&gone).await.unwrap(), None);
-        assert_eq!(store.size(&kept).await.unwrap(), Some(4));
+        assert_eq!(held(&store, &gone), None);
+        assert_eq!(held(&store, &kept), Some(4));
     }
 
     #[tokio::test]

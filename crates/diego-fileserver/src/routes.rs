@@ -8,7 +8,7 @@
 //!   `ETag: "<digest>"`; `If-None-Match` naming it answers `304`; `404` when not held.
 //! - `POST /v1/gc`: `{"keep":[digest…],"grace_seconds":N}` deletes every blob not in `keep`
 //!   last written more than `grace_seconds` (default 600) ago; answers
-//!   `{"deleted","freed_bytes","kept"}`.
+//!   `{"deleted","freed_bytes","kept","kept_bytes"}`.
 //! - `GET /health`, `GET /metrics`.
 
 pub const BLOB: &str = "/v1/blobs/{digest}";

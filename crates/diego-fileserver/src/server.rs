@@ -251,15 +251,14 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit) {
+    if declared.is_some_and(|n| n > limit) {
         s.metrics.uploads_refused.inc();
-        return too_large(n, limit);
+        return too_large(declared, limit);
     }
     // Held already: nothing to read (the client can skip the upload with a HEAD first).
     match s.store.touch(&d).await {
-        Ok(true) => {
+        Ok(Some(size)) => {
             s.metrics.uploads_existing.inc();
-            let size = s.store.size(&d).await.ok().flatten().unwrap_or_default();
             let stored = crate::blobs::Stored {
                 digest: d,
                 size,
@@ -267,7 +266,7 @@ async fn upload(
             };
             return (StatusCode::OK, axum::Json(stored)).into_response();
         }
-        Ok(false) => {}
+        Ok(None) => {}
         Err(e) => return internal(&e),
     }
     match s.store.put(Some(d), body.into_data_stream(), limit).await {
@@ -291,7 +290,7 @@ async fn upload(
         Err(e) => {
             s.metrics.uploads_refused.inc();
             match e {
-                PutError::TooLarge { limit } => too_large(declared.unwrap_or(limit + 1), limit),
+                PutError::TooLarge { limit } => too_large(declared, limit),
                 PutError::Mismatch { .. } => error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "ChecksumMismatch",
@@ -304,11 +303,11 @@ async fn upload(
     }
 }
 
-fn too_large(size: u64, limit: u64) -> Response {
-    let size = if size > limit {
-        format!("at least {size} bytes")
-    } else {
-        "more bytes".into()
+/// `413`, saying how large the upload is when its `Content-Length` said so.
+fn too_large(declared: Option<u64>, limit: u64) -> Response {
+    let size = match declared.filter(|n| *n > limit) {
+        Some(n) => format!("{n} bytes"),
+        None => "more bytes".into(),
     };
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -334,21 +333,18 @@ async fn collect(State(s): State<AppState>, body: Result<axum::Json<GcRequest>, 
     let grace = Duration::from_secs(req.grace_seconds.unwrap_or(routes::DEFAULT_GC_GRACE_SECONDS));
     let keep: HashSet<Digest> = req.keep.into_iter().collect();
     let shared = s.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let report = shared.store.collect(&keep, grace)?;
-        let totals = shared.store.totals()?;
-        Ok::<_, std::io::Error>((report, totals))
-    })
-    .await
-    .map_err(std::io::Error::other);
-    let (report, totals): (GcReport, Totals) = match done.and_then(|r| r) {
+    let done = tokio::task::spawn_blocking(move || shared.store.collect(&keep, grace))
+        .await
+        .map_err(std::io::Error::other);
+    let report: GcReport = match done.and_then(|r| r) {
         Ok(r) => r,
         Err(e) => return internal(&e),
     };
+    // What the collection left is what the store holds.
     let m = &s.metrics;
     m.gc_deleted.inc_by(report.deleted);
-    m.blobs.set(totals.blobs as i64);
-    m.blob_bytes.set(totals.bytes as i64);
+    m.blobs.set(report.kept as i64);
+    m.blob_bytes.set(report.kept_bytes as i64);
     if report.deleted > 0 {
         tracing::info!(
             deleted = report.deleted,

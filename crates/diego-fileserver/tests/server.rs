@@ -182,13 +182,32 @@ async fn collection_keeps_what_is_referred_to_and_what_is_young() {
         GcReport {
             deleted: 1,
             freed_bytes: 11,
-            kept: 1
+            kept: 1,
+            kept_bytes: 7
         }
     );
     assert!(c.has(&keep).await.unwrap());
     assert!(!c.has(&drop).await.unwrap());
 
     let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{}/metrics", running.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "fileserver_gc_deleted_total 1",
+        "fileserver_blobs 1",
+        "fileserver_blob_bytes 7",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "{want:?} missing from\n{metrics}"
+        );
+    }
     let bad = http
         .post(format!("{}/v1/gc", running.url))
         .json(&serde_json::json!({"keep": ["nope"]}))
