@@ -10,23 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diego_model::{Clock, Task, TaskState, Timestamp};
+use diego_model::{Clock, Task, TaskState};
 use diego_store::{DynStore, Record, Txn, Write};
 
 use crate::active::ActiveRole;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-/// What the callback receiver gets (Diego's TaskCallbackResponse).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskCallback {
-    pub task_guid: String,
-    pub failed: bool,
-    pub failure_reason: String,
-    pub result: String,
-    pub annotation: String,
-    pub created_at: Timestamp,
-}
+pub use diego_model::task::TaskCallback;
 
 /// Tries per kick for answers that mean "busy, try again" (503, 504, timeout).
 const TRIES: u32 = 3;

@@ -58,6 +58,27 @@ impl FileServerClient {
         format!("{}{}", self.url, routes::blob_path(d))
     }
 
+    /// Where a container's Upload action POSTs a blob whose digest it does not know.
+    pub fn blobs_url(&self) -> String {
+        format!("{}{}", self.url, routes::BLOBS)
+    }
+
+    /// `url` of lifecycle bundle `name` (`NAME.tgz`).
+    pub fn lifecycle_url(&self, name: &str) -> String {
+        format!("{}{}", self.url, routes::lifecycle_path(name))
+    }
+
+    /// The lifecycle bundles served.
+    pub async fn lifecycle(&self) -> Result<Vec<crate::lifecycle::BundleInfo>, FileServerError> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.url, routes::LIFECYCLE))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        Self::answer(resp, "a list of lifecycle bundles").await
+    }
+
     fn unavailable(&self, e: &reqwest::Error) -> FileServerError {
         FileServerError::Unavailable {
             url: self.url.clone(),

@@ -6,6 +6,7 @@
 pub mod blobs;
 pub mod client;
 pub mod digest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod routes;
 pub mod server;

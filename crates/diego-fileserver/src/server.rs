@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blobs::{BlobStore, GcReport, PutError, Totals};
 use crate::digest::Digest;
+use crate::lifecycle::Bundles;
 use crate::metrics::Metrics;
 use crate::routes;
 
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub limits: ServeLimits,
     /// Mutual TLS for the listener; `None` speaks plain HTTP.
     pub tls: Option<diego_runtime::tls::Tls>,
+    /// Each subdirectory is served as the lifecycle bundle `NAME.tgz` (see [`crate::lifecycle`]).
+    pub lifecycle_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -48,6 +51,7 @@ impl ServerConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             limits: ServeLimits::default(),
             tls: None,
+            lifecycle_dir: None,
         }
     }
 }
@@ -62,6 +66,12 @@ pub enum ServerError {
     },
     #[error("opening the blob store in {dir}: {source}")]
     Open {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("packing the lifecycle bundles of {dir}: {source}")]
+    Lifecycle {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
@@ -86,6 +96,7 @@ struct Shared {
     max_upload_bytes: u64,
     metrics: Metrics,
     registry: Arc<diego_runtime::metrics::Metrics>,
+    bundles: Bundles,
 }
 
 type AppState = Arc<Shared>;
@@ -104,6 +115,16 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<
         dir: config.data_dir.clone(),
         source,
     })?;
+    let bundles = match config.lifecycle_dir.clone() {
+        Some(dir) => {
+            let packing = dir.clone();
+            tokio::task::spawn_blocking(move || Bundles::pack(&packing))
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+                .map_err(|source| ServerError::Lifecycle { dir, source })?
+        }
+        None => Bundles::default(),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -119,6 +140,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<
         max_upload_bytes: config.max_upload_bytes,
         registry: metrics.build(),
         metrics,
+        bundles,
     });
     let app = router(shared);
     let (limits, tls) = (config.limits, config.tls);
@@ -137,7 +159,10 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<
 
 fn router(state: AppState) -> Router {
     let routes = Router::new()
+        .route(routes::BLOBS, post(upload_unnamed))
         .route(routes::BLOB, get(download).put(upload))
+        .route(routes::LIFECYCLE, get(bundles))
+        .route(routes::LIFECYCLE_BUNDLE, get(bundle))
         .route(routes::GC, post(collect))
         .route(routes::HEALTH, get(health))
         .route(
@@ -165,6 +190,43 @@ fn internal(e: &std::io::Error) -> Response {
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+/// `GET /v1/lifecycle`: the bundles served, with their digests and sizes.
+async fn bundles(State(s): State<AppState>) -> Response {
+    axum::Json(s.bundles.list()).into_response()
+}
+
+/// `GET|HEAD /v1/lifecycle/{name}`: one bundle, with its digest as `ETag`.
+async fn bundle(State(s): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(b) = s.bundles.get(&name) else {
+        let known: Vec<String> = s.bundles.list().into_iter().map(|b| b.name).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!(
+                "no lifecycle bundle {name:?} is served; there are: {}",
+                if known.is_empty() {
+                    "none (--lifecycle-dir is not set)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    };
+    if none_match(&headers, &b.digest) {
+        s.metrics.not_modified.inc();
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&b.digest))]).into_response();
+    }
+    s.metrics.downloads.inc();
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+            (header::ETAG, etag(&b.digest)),
+        ],
+        b.bytes.clone(),
+    )
+        .into_response()
 }
 
 /// `400` for a path segment that is not a digest, naming it and why.
@@ -242,10 +304,20 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let d = match raw.parse::<Digest>() {
-        Ok(d) => d,
-        Err(e) => return not_a_digest(&e),
-    };
+    match raw.parse::<Digest>() {
+        Ok(d) => store(&s, Some(d), &headers, body).await,
+        Err(e) => not_a_digest(&e),
+    }
+}
+
+/// `POST /v1/blobs`: the body is stored under the digest it hashes to (an uploader that cannot
+/// know it beforehand: a staging container's droplet).
+async fn upload_unnamed(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    store(&s, None, &headers, body).await
+}
+
+/// Stores `body`, as blob `named` when given (checked), else under its own digest.
+async fn store(s: &Shared, named: Option<Digest>, headers: &HeaderMap, body: Body) -> Response {
     let limit = s.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -256,20 +328,22 @@ async fn upload(
         return too_large(declared, limit);
     }
     // Held already: nothing to read (the client can skip the upload with a HEAD first).
-    match s.store.touch(&d).await {
-        Ok(Some(size)) => {
-            s.metrics.uploads_existing.inc();
-            let stored = crate::blobs::Stored {
-                digest: d,
-                size,
-                created: false,
-            };
-            return (StatusCode::OK, axum::Json(stored)).into_response();
+    if let Some(d) = named {
+        match s.store.touch(&d).await {
+            Ok(Some(size)) => {
+                s.metrics.uploads_existing.inc();
+                let stored = crate::blobs::Stored {
+                    digest: d,
+                    size,
+                    created: false,
+                };
+                return (StatusCode::OK, axum::Json(stored)).into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return internal(&e),
         }
-        Ok(None) => {}
-        Err(e) => return internal(&e),
     }
-    match s.store.put(Some(d), body.into_data_stream(), limit).await {
+    match s.store.put(named, body.into_data_stream(), limit).await {
         Ok(stored) => {
             let m = &s.metrics;
             if stored.created {

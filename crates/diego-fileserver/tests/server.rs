@@ -222,3 +222,72 @@ async fn collection_keeps_what_is_referred_to_and_what_is_young() {
     );
     stop(running, token).await;
 }
+
+#[tokio::test]
+async fn a_post_stores_a_blob_under_the_digest_of_its_body_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, token) = start(dir.path(), 1000).await;
+    let c = FileServerClient::new(&running.url).unwrap();
+    let http = reqwest::Client::new();
+    let body = b"a droplet".to_vec();
+    let resp = http.post(c.blobs_url()).body(body.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["digest"], Digest::of(&body).hex());
+    assert_eq!(
+        c.download(&Digest::of(&body)).await.unwrap(),
+        Bytes::from(body.clone())
+    );
+    let again = http.post(c.blobs_url()).body(body).send().await.unwrap();
+    assert_eq!(again.status(), 200, "held already");
+    let (status, kind, _) = error_of(
+        http.post(c.blobs_url())
+            .body(vec![0u8; 1001])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (413, "PayloadTooLarge"));
+    stop(running, token).await;
+}
+
+#[tokio::test]
+async fn lifecycle_bundles_are_served_packed_with_an_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(lifecycle.path().join("lifecycle")).unwrap();
+    std::fs::write(lifecycle.path().join("lifecycle/diego-launcher"), "#!/bin/sh\n").unwrap();
+    let stop_token = CancellationToken::new();
+    let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path().to_path_buf());
+    config.lifecycle_dir = Some(lifecycle.path().to_path_buf());
+    let running = server::start(config, stop_token.clone()).await.unwrap();
+    let c = FileServerClient::new(&running.url).unwrap();
+    let listed = c.lifecycle().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "lifecycle.tgz");
+    let http = reqwest::Client::new();
+    let resp = http.get(c.lifecycle_url("lifecycle.tgz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(Digest::of(&bytes), listed[0].digest);
+    assert_eq!(bytes.len() as u64, listed[0].size);
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    for e in archive.entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().display().to_string());
+    }
+    assert_eq!(names, ["diego-launcher"]);
+    let cached = http
+        .get(c.lifecycle_url("lifecycle.tgz"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    let (status, _, message) = error_of(http.get(c.lifecycle_url("nope.tgz")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert!(message.contains("there are: lifecycle.tgz"), "{message}");
+    stop(running, stop_token).await;
+}

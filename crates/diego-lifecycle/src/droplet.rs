@@ -19,6 +19,31 @@ use crate::builder::{Layout, StagingResult};
 /// The staging result's name inside the droplet.
 pub const STAGING_INFO: &str = "staging_info.json";
 
+/// What `diego-builder --output-metadata` writes: the staging result and the droplet it
+/// wrote, named by its SHA-256 (lowercase hex), so whoever uploads the droplet can check the
+/// file server holds exactly it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedDroplet {
+    #[serde(flatten)]
+    pub result: StagingResult,
+    pub droplet_sha256: String,
+    pub droplet_size: u64,
+}
+
+/// The SHA-256 (lowercase hex) and size of the file at `path`.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let size = io::copy(&mut file, &mut hasher)?;
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok((hex, size))
+}
+
 /// Writes the droplet of `layout` and `result` to `out`.
 pub fn pack(layout: &Layout, result: &StagingResult, out: impl Write) -> io::Result<()> {
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());

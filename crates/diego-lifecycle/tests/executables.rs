@@ -61,6 +61,11 @@ fn the_builder_writes_a_droplet_that_the_launcher_starts() {
         serde_json::from_slice(&std::fs::read(root.path().join("result.json")).unwrap()).unwrap();
     assert_eq!(result["detected_buildpack"], "static");
     assert_eq!(result["start_command"], "echo serving on $PORT as $SERVED_BY");
+    let droplet = root.path().join("droplet.tgz");
+    let (sha, size) = diego_lifecycle::droplet::sha256_file(&droplet).unwrap();
+    assert_eq!(result["droplet_sha256"], sha.as_str());
+    assert_eq!(result["droplet_size"], size);
+    assert_eq!(size, std::fs::metadata(&droplet).unwrap().len());
 
     // Unpack the droplet and launch it as a cell would: the rep's variables set.
     let unpacked = root.path().join("home");
@@ -99,4 +104,51 @@ fn a_directory_no_buildpack_detects_fails_with_cloud_foundrys_status_and_a_reaso
         "{stderr}"
     );
     assert!(!root.path().join("droplet.tgz").exists(), "no droplet is left");
+}
+
+const HEALTHCHECK: &str = env!("CARGO_BIN_EXE_diego-healthcheck");
+
+/// A loopback server answering every request with `status`, on its own thread.
+fn answering(status: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    port
+}
+
+fn healthcheck(args: &[&str]) -> std::process::Output {
+    Command::new(HEALTHCHECK).args(args).output().unwrap()
+}
+
+#[test]
+fn the_healthcheck_passes_on_a_listening_port_and_a_2xx_and_fails_otherwise() {
+    let ok = answering("200 OK").to_string();
+    let bad = answering("503 Service Unavailable").to_string();
+    assert!(healthcheck(&["--port", &ok]).status.success());
+    assert!(healthcheck(&["--port", &ok, "--uri", "/health"]).status.success());
+    let out = healthcheck(&["--port", &bad, "--uri", "/health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GET /health answered 503"),
+        "{out:?}"
+    );
+    // A port nobody listens on: take one and let it go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = healthcheck(&["--port", &closed.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connecting to 127.0.0.1:"),
+        "{out:?}"
+    );
 }

@@ -55,6 +55,19 @@ impl std::fmt::Display for TaskState {
     }
 }
 
+/// What a task's `completion_callback_url` receives when it completes (Diego's
+/// TaskCallbackResponse).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCallback {
+    pub task_guid: String,
+    pub failed: bool,
+    pub failure_reason: String,
+    pub result: String,
+    pub annotation: String,
+    pub created_at: Timestamp,
+}
+
 /// What to run: everything about a task that its submitter chooses.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,11 @@ pub struct FileServerArgs {
     /// Bytes one upload may have; a larger one is refused with 413 and leaves nothing.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
+    /// Serve each subdirectory NAME of this directory as the lifecycle bundle
+    /// `/v1/lifecycle/NAME.tgz` (`scripts/build-lifecycle` makes one: `lifecycle/` with the
+    /// builder, launcher and healthcheck, `buildpacks/`).
+    #[arg(long, value_name = "DIR")]
+    pub lifecycle_dir: Option<PathBuf>,
     #[command(flatten)]
     pub config_file: crate::config::ConfigArgs,
 }
@@ -33,6 +38,7 @@ impl FileServerArgs {
         );
         let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
         config.max_upload_bytes = self.max_upload_bytes;
+        config.lifecycle_dir = self.lifecycle_dir.clone();
         Ok(config)
     }
 }

@@ -67,7 +67,13 @@ fn main() -> ExitCode {
     let written = std::fs::File::create(&args.output_droplet)
         .and_then(|f| droplet::pack(&layout, &result, std::io::BufWriter::new(f)))
         .and_then(|()| {
-            let json = serde_json::to_vec(&result).map_err(std::io::Error::other)?;
+            let (droplet_sha256, droplet_size) = droplet::sha256_file(&args.output_droplet)?;
+            let staged = droplet::StagedDroplet {
+                result: result.clone(),
+                droplet_sha256,
+                droplet_size,
+            };
+            let json = serde_json::to_vec(&staged).map_err(std::io::Error::other)?;
             std::fs::write(&args.output_metadata, json)
         });
     if let Err(e) = written {
