@@ -24,6 +24,9 @@ const APP_ROOT: &str = "/home/vcap";
 /// The lifecycle bundles on the file server.
 pub const LIFECYCLE_BUNDLE: &str = "lifecycle.tgz";
 pub const BUILDPACKS_BUNDLE: &str = "buildpacks.tgz";
+/// The source type of an instance's lines (with its index: `APP/PROC/WEB/0`), as Cloud
+/// Foundry's.
+const APP_LOG_SOURCE: &str = "APP/PROC/WEB";
 /// Memory and disk of a staging container (Diego's stager uses 1 GiB of each by default).
 const STAGING_MEMORY_MB: i32 = 1024;
 const STAGING_DISK_MB: i32 = 2048;
@@ -225,6 +228,7 @@ pub fn desired_lrp(app: &App, urls: &Urls) -> Option<DesiredLrp> {
         ports: vec![APP_PORT.into()],
         routes: lrp_routes(app),
         log_guid: app.guid.clone(),
+        log_source: APP_LOG_SOURCE.into(),
         annotation: annotation(app),
         ..Default::default()
     })

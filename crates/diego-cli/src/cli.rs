@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use diego_client::{BbsUrlError, BbsUrls};
 
 use crate::commands::{
-    actual, auctioneer, bbs, bench, cell, certs, dev, events, file_server, garden, logs, logs_server, lrp,
-    route_emitter, router, sim_cells, task,
+    actual, app, apps, auctioneer, bbs, bench, cell, certs, dev, events, file_server, garden, logs,
+    logs_server, lrp, route_emitter, router, sim_cells, task,
 };
 use crate::output::OutputFormat;
 
@@ -30,6 +30,10 @@ pub struct Cli {
     /// The log server to read from (`diego logs`).
     #[arg(long, global = true, env = "DIEGO_LOGS_URL", default_value = logs::DEFAULT_LOGS_URL, value_name = "URL")]
     pub logs: String,
+
+    /// The apps service (`diego app …`).
+    #[arg(long, global = true, env = "DIEGO_APPS_URL", default_value = app::DEFAULT_APPS_URL, value_name = "URL")]
+    pub apps: String,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
@@ -93,6 +97,11 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run the log server: keeps a bounded history per log guid, serves recent lines and follow streams.
     LogsServer(logs_server::LogsServerArgs),
+    /// Run the apps service: apps pushed as directories, staged by buildpacks, run as LRPs.
+    Apps(apps::AppsArgs),
+    /// Push and manage apps (through the apps service, `--apps`).
+    #[command(subcommand)]
+    App(app::AppCommand),
     /// Run the file server: content-addressed blobs (app packages, build caches, droplets) over HTTP.
     FileServer(file_server::FileServerArgs),
     /// Run the HTTP router: sends each request to an instance of the app its Host names.

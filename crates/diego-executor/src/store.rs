@@ -57,6 +57,9 @@ pub struct RunRequest {
     /// Log tags: the log guid and the instance index (tasks: none).
     pub log_guid: String,
     pub log_instance_index: Option<u32>,
+    /// The source type of the actions' lines where an action names none (the Task's or LRP's
+    /// `log_source`; empty = `LOG`).
+    pub log_source: String,
     /// The health monitor; `None` = RUNNING as soon as the action starts.
     pub monitor: Option<MonitorFactory>,
 }
@@ -438,7 +441,7 @@ impl ContainerStore {
         let streamer = LogStreamer::new(
             self.sink.clone(),
             request.log_guid.clone(),
-            "",
+            request.log_source.clone(),
             request.log_instance_index,
         );
         let mut ctx = StepContext::new(self.backend.clone(), guid, streamer);
@@ -723,6 +726,7 @@ mod tests {
             properties: BTreeMap::new(),
             log_guid: "log-guid".into(),
             log_instance_index: Some(0),
+            log_source: String::new(),
             monitor: None,
         }
     }

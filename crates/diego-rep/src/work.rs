@@ -254,6 +254,7 @@ pub(crate) fn lrp_run_request(
         properties,
         log_guid: diego_model::log_guid_or(&lrp.log_guid, &lrp.process_guid).to_string(),
         log_instance_index: u32::try_from(index).ok(),
+        log_source: lrp.log_source.clone(),
         monitor: monitor(rep, lrp, index, instance_guid),
     })
 }
@@ -277,6 +278,7 @@ pub(crate) fn task_run_request(rep: &Rep, task: &Task) -> Option<RunRequest> {
         properties,
         log_guid: diego_model::log_guid_or(&d.log_guid, &task.task_guid).to_string(),
         log_instance_index: None,
+        log_source: d.log_source.clone(),
         monitor: None,
     })
 }

@@ -53,6 +53,22 @@ pub struct DevArgs {
     #[arg(long, value_name = "ADDR")]
     pub file_server_listen: Option<SocketAddr>,
 
+    /// Bytes one upload to the file server may have (an app's packed directory, a droplet)
+    /// [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
+
+    /// Directory of lifecycle bundles the file server serves (`scripts/build-lifecycle` makes
+    /// it) [default: $DIEGO_LIFECYCLE_DIR, else `lifecycle/` beside the directory of this
+    /// binary (target/lifecycle for target/release/diego)].
+    #[arg(long, value_name = "DIR")]
+    pub lifecycle_dir: Option<PathBuf>,
+
+    /// Address the apps service listens on [default: 127.0.0.1:8893, or a free port when that
+    /// is taken]; its apps are kept in `<data-dir>/apps`.
+    #[arg(long, value_name = "ADDR")]
+    pub apps_listen: Option<SocketAddr>,
+
     /// Address the router listens on [default: 127.0.0.1:8080, or a free port when that is taken].
     #[arg(long, value_name = "ADDR")]
     pub router_listen: Option<SocketAddr>,
@@ -111,7 +127,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let logs = start_logs(&data_dir, args.logs_listen).await?;
     let logs_url = logs.url.clone().unwrap_or_default();
     roles.push(logs);
-    roles.push(start_file_server(&data_dir, args.file_server_listen).await?);
+    let lifecycle = lifecycle_dir(args.lifecycle_dir.clone());
+    let files = start_file_server(&data_dir, &args, lifecycle.clone()).await?;
+    let files_url = files.url.clone().unwrap_or_default();
+    roles.push(files);
     let bbs = start_bbs(&data_dir, args.listen).await?;
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
@@ -122,7 +141,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         roles.push(role);
         reps.push(rep);
     }
-    roles.push(start_router(&bbs_url, &logs_url, &args).await?);
+    let router = start_router(&bbs_url, &logs_url, &args).await?;
+    let router_url = router.url.clone().unwrap_or_default();
+    roles.push(router);
+    let urls = DevUrls {
+        bbs: &bbs_url,
+        logs: &logs_url,
+        files: &files_url,
+        router: &router_url,
+    };
+    roles.push(start_apps(&data_dir, &urls, args.apps_listen, default_stack(&args)).await?);
+    if lifecycle.is_none() {
+        eprintln!(
+            "apps: no lifecycle bundles (run scripts/build-lifecycle, or give --lifecycle-dir): `diego app push` cannot stage"
+        );
+    }
 
     // What the hint's web app can run: busybox's httpd in a container, or nothing that listens
     // on a host without it.
@@ -200,9 +233,95 @@ async fn start_logs(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Role>
     })
 }
 
+/// `--lifecycle-dir`, else `$DIEGO_LIFECYCLE_DIR`, else `lifecycle/` beside the directory of
+/// this binary, when it exists.
+fn lifecycle_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
+    if flag.is_some() {
+        return flag;
+    }
+    if let Some(dir) = std::env::var_os("DIEGO_LIFECYCLE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("lifecycle");
+    dir.is_dir().then_some(dir)
+}
+
+/// The stack of an app that names none: debian when the cells have that rootfs, else busybox.
+fn default_stack(dev: &DevArgs) -> &'static str {
+    let _ = dev;
+    "busybox"
+}
+
+/// Where the roles an apps service talks to are.
+struct DevUrls<'a> {
+    bbs: &'a str,
+    logs: &'a str,
+    files: &'a str,
+    router: &'a str,
+}
+
+/// The apps service on `listen` (else 8893, or a free port when that is taken), its apps in
+/// `apps/`.
+async fn start_apps(
+    data_dir: &Path,
+    urls: &DevUrls<'_>,
+    listen: Option<SocketAddr>,
+    default_stack: &str,
+) -> anyhow::Result<Role> {
+    use diego_apps::service::{self, AppsConfig};
+    let addr = listen.unwrap_or_else(|| {
+        diego_apps::routes::DEFAULT_LISTEN
+            .parse()
+            .expect("a socket address")
+    });
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "diego dev binds loopback only (got --apps-listen {addr}); use `diego apps` to serve other addresses"
+    );
+    let stop = CancellationToken::new();
+    let config = |addr| {
+        let mut c = AppsConfig::new(addr, data_dir.join("apps"), BbsUrls::one(urls.bbs), urls.files);
+        c.logs_url = Some(urls.logs.to_string());
+        c.router_url = Some(urls.router.to_string());
+        c.default_stack = default_stack.to_string();
+        // A dev cluster mends drift sooner than Diego's 30 s.
+        c.sync_interval = std::time::Duration::from_secs(5);
+        c
+    };
+    let running = match service::start(config(addr), stop.clone()).await {
+        Err(e)
+            if listen.is_none()
+                && e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                }) =>
+        {
+            eprintln!("apps: {addr} is in use; listening on a free port instead (--apps-listen sets it)");
+            service::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("starting the apps service on {addr} (--apps-listen)"))?;
+    let url = running.url.clone();
+    let task = async move { running.task.await.context("apps task")? }.boxed();
+    Ok(Role {
+        name: "apps".into(),
+        url: Some(url),
+        detail: None,
+        stop,
+        task,
+    })
+}
+
 /// The file server on `listen` (else 8892, or a free port when that is taken), its blobs in
-/// `files/`.
-async fn start_file_server(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<Role> {
+/// `files/`, serving the lifecycle bundles of `lifecycle`.
+async fn start_file_server(
+    data_dir: &Path,
+    dev: &DevArgs,
+    lifecycle: Option<PathBuf>,
+) -> anyhow::Result<Role> {
+    let listen = dev.file_server_listen;
     use diego_fileserver::server::{self, ServerConfig, DEFAULT_LISTEN};
     let addr = listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
     anyhow::ensure!(
@@ -210,7 +329,14 @@ async fn start_file_server(data_dir: &Path, listen: Option<SocketAddr>) -> anyho
         "diego dev binds loopback only (got --file-server-listen {addr}); use `diego file-server` to serve other addresses"
     );
     let stop = CancellationToken::new();
-    let config = |addr| ServerConfig::new(addr, data_dir.join("files"));
+    let config = |addr| {
+        let mut c = ServerConfig::new(addr, data_dir.join("files"));
+        c.lifecycle_dir = lifecycle.clone();
+        if let Some(n) = dev.max_upload_bytes {
+            c.max_upload_bytes = n.max(1);
+        }
+        c
+    };
     let running = match server::start(config(addr), stop.clone()).await {
         Err(server::ServerError::Bind { source, .. })
             if source.kind() == std::io::ErrorKind::AddrInUse && listen.is_none() =>
@@ -449,6 +575,7 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
         vec!["diego dev is running (Ctrl-C to stop; starting it again resumes the same state)".to_string()];
     let mut bbs_url = DEFAULT_BBS_URL.to_string();
     let mut logs_url = crate::commands::logs::DEFAULT_LOGS_URL.to_string();
+    let mut apps_url = crate::commands::app::DEFAULT_APPS_URL.to_string();
     for role in roles {
         if let Some(url) = &role.url {
             let detail = role
@@ -460,6 +587,7 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
             match role.name.as_str() {
                 "bbs" => bbs_url = url.clone(),
                 "logs" => logs_url = url.clone(),
+                "apps" => apps_url = url.clone(),
                 _ => {}
             }
         }
@@ -472,6 +600,9 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
     };
     if logs_url != crate::commands::logs::DEFAULT_LOGS_URL {
         flag.push_str(&format!(" --logs {logs_url}"));
+    }
+    if apps_url != crate::commands::app::DEFAULT_APPS_URL {
+        flag.push_str(&format!(" --apps {apps_url}"));
     }
     lines.push(String::new());
     lines.push("try:".to_string());
@@ -491,6 +622,7 @@ fn summary(data_dir: &Path, roles: &[Role], containers: bool) -> String {
         lines.push(format!("  curl -H 'Host: web.diego.localhost' {router}/"));
     }
     lines.push(format!("  diego{flag} events"));
+    lines.push(format!("  diego{flag} app push examples/static-site"));
     lines.join("\n")
 }
 

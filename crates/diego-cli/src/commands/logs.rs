@@ -122,9 +122,15 @@ impl Printer {
 }
 
 pub async fn run(ctx: &Ctx, logs_url: &str, args: LogsArgs) -> anyhow::Result<()> {
+    let guid = log_guid(ctx, &args.name).await;
+    show(ctx, logs_url, &guid, args).await
+}
+
+/// Prints (and with `--follow` follows) the lines of log guid `guid`.
+pub async fn show(ctx: &Ctx, logs_url: &str, guid: &str, args: LogsArgs) -> anyhow::Result<()> {
+    let guid = guid.to_string();
     let client =
         LogsClient::with_tls(logs_url, ctx.tls.as_ref()).with_context(|| format!("--logs {logs_url}"))?;
-    let guid = log_guid(ctx, &args.name).await;
     let query = LogQuery {
         since_ns: args
             .since

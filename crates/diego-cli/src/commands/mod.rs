@@ -1,6 +1,8 @@
 //! One file per command group; each parses nothing itself (clap did) and calls the client.
 
 pub mod actual;
+pub mod app;
+pub mod apps;
 pub mod auctioneer;
 pub mod bbs;
 pub mod bench;
@@ -34,6 +36,8 @@ pub struct Ctx {
     pub output: OutputFormat,
     /// The log server (`--logs`).
     pub logs_url: String,
+    /// The apps service (`--apps`).
+    pub apps_url: String,
     /// Mutual TLS (`--tls-ca/--tls-cert/--tls-key`), for the role's listeners and every
     /// client it builds.
     pub tls: Option<Tls>,
@@ -66,10 +70,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<String>>>()?;
     let bbs = BbsUrls::new(bbs).map_err(|e| crate::report::usage(format!("--bbs: {e}")))?;
     let logs_url = role_url("--logs", &cli.logs, logs::DEFAULT_LOGS_URL, tls.as_ref())?;
+    let apps_url = role_url("--apps", &cli.apps, app::DEFAULT_APPS_URL, tls.as_ref())?;
     let ctx = Ctx {
         client: BbsClient::with_tls(bbs.clone(), tls.as_ref()),
         output: cli.output,
         logs_url,
+        apps_url,
         tls,
     };
     match cli.command {
@@ -95,6 +101,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Garden(args) => garden::run(args, ctx.tls.clone()).await,
         Command::Logs(args) => logs::run(&ctx, &ctx.logs_url, args).await,
         Command::LogsServer(args) => logs_server::run(args, ctx.tls.clone()).await,
+        Command::Apps(args) => apps::run(&bbs, &ctx.logs_url, args, ctx.tls.clone()).await,
+        Command::App(cmd) => app::run(&ctx, cmd).await,
         Command::FileServer(args) => file_server::run(args, ctx.tls.clone()).await,
         Command::Router(args) => router::run(&bbs, args, ctx.tls.clone()).await,
         Command::SimCells(args) => sim_cells::run(args, &bbs, ctx.tls.clone()).await,
