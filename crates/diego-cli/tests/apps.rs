@@ -15,32 +15,12 @@ use diego_testkit::{eventually, free_port};
 
 mod common;
 use common::cluster::start_dev;
-use common::{RuncLeftovers, BIN};
+use common::{lifecycle_dir, RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The lifecycle bundles `scripts/build-lifecycle` made: `$DIEGO_LIFECYCLE_DIR`, else
-/// `lifecycle/` beside the test binary's target profile directory.
-fn lifecycle_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DIEGO_LIFECYCLE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = Path::new(BIN)
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("lifecycle");
-    assert!(
-        dir.join("lifecycle/diego-builder").exists(),
-        "no lifecycle bundles at {}: run scripts/build-lifecycle (scripts/test does)",
-        dir.display()
-    );
-    dir
 }
 
 struct Dev {

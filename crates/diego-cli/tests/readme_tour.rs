@@ -100,7 +100,7 @@ fn strip_comment(line: &str) -> &str {
 
 /// Runs `command` in bash with `diego` being the binary under test (and `curl` falling back
 /// to busybox's wget where curl is not installed); (exit code, stdout and stderr).
-async fn sh(bbs: &str, command: &str) -> (i32, String) {
+async fn sh(bbs: &str, apps: &str, command: &str) -> (i32, String) {
     let script = format!(
         "diego() {{ '{BIN}' \"$@\"; }}\n\
          command -v curl >/dev/null || curl() {{ busybox wget -qO- \"${{@: -1}}\"; }}\n\
@@ -109,6 +109,9 @@ async fn sh(bbs: &str, command: &str) -> (i32, String) {
     let out = tokio::process::Command::new("bash")
         .args(["-c", &script])
         .env("DIEGO_BBS_URL", bbs)
+        .env("DIEGO_APPS_URL", apps)
+        // "at the top of the checkout"
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .output()
         .await
         .expect("running bash");
@@ -157,6 +160,9 @@ async fn the_readme_tour_runs_as_documented() {
     let router_listen = format!("127.0.0.1:{router_port}");
     let logs_listen = format!("127.0.0.1:{}", diego_testkit::free_port());
     let logs = format!("http://{logs_listen}");
+    let apps_listen = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let apps = format!("http://{apps_listen}");
+    let lifecycle = common::lifecycle_dir().display().to_string();
     let (mut dev, client) = start_dev(
         dir.path(),
         &[
@@ -166,6 +172,10 @@ async fn the_readme_tour_runs_as_documented() {
             &router_listen,
             "--logs-listen",
             &logs_listen,
+            "--apps-listen",
+            &apps_listen,
+            "--lifecycle-dir",
+            &lifecycle,
         ],
         2,
     )
@@ -231,7 +241,12 @@ async fn the_readme_tour_runs_as_documented() {
         }
         if command == "diego logs web -f" {
             // It follows until stopped, like `diego events`.
-            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' --logs {logs} logs web -f")).await;
+            let (code, out) = sh(
+                &bbs,
+                &apps,
+                &format!("timeout 2 '{BIN}' --logs {logs} logs web -f"),
+            )
+            .await;
             assert_eq!(code, 124, "diego logs -f stopped by itself: {out}");
             continue;
         }
@@ -249,7 +264,7 @@ async fn the_readme_tour_runs_as_documented() {
         }
         if command == "diego events" {
             // It streams until stopped: still running after 2 s is the documented behaviour.
-            let (code, out) = sh(&bbs, &format!("timeout 2 '{BIN}' events")).await;
+            let (code, out) = sh(&bbs, &apps, &format!("timeout 2 '{BIN}' events")).await;
             assert_eq!(code, 124, "diego events stopped by itself: {out}");
             continue;
         }
@@ -262,12 +277,12 @@ async fn the_readme_tour_runs_as_documented() {
             })
             .await;
         }
-        let command = if command.starts_with("diego logs") {
+        let command = if command.starts_with("diego logs") || command.starts_with("diego app logs") {
             format!("diego --logs {logs} {}", &command["diego ".len()..])
         } else {
             command
         };
-        let (code, out) = sh(&bbs, &command).await;
+        let (code, out) = sh(&bbs, &apps, &command).await;
         eprintln!("$ {command}\n{out}");
         assert_eq!(code, 0, "`{command}` failed:\n{out}");
         if command.starts_with("for i in") {
@@ -294,6 +309,12 @@ async fn the_readme_tour_runs_as_documented() {
             c if c.starts_with("diego lrp scale web 5") => Some("scaled web to 5 instances"),
             c if c.starts_with("diego cell drain") => Some("drained"),
             c if c.starts_with("diego lrp create web") => Some("created LRP web"),
+            c if c.starts_with("diego app push examples/static-site") => {
+                Some("static-site is at http://static-site.diego.localhost:")
+            }
+            c if c.starts_with("curl -s http://static-site.") => Some("Hello from static-site"),
+            c if c.starts_with("diego --logs") && c.ends_with("app logs static-site") => Some("[STG]"),
+            c if c.starts_with("diego app list") => Some("static-site"),
             _ => None,
         };
         if let Some(text) = promised {
@@ -303,7 +324,7 @@ async fn the_readme_tour_runs_as_documented() {
 
     // What the README says of the file system: the app may write /tmp, not the container's /.
     for (guid, path, fails) in [("root-ro", "/probe", true), ("tmp-rw", "/tmp/probe", false)] {
-        let (code, out) = sh(&bbs, &format!("diego task submit {guid} -- touch {path}")).await;
+        let (code, out) = sh(&bbs, &apps, &format!("diego task submit {guid} -- touch {path}")).await;
         assert_eq!(code, 0, "{out}");
         let task = eventually(WAIT, || async {
             let t = client.task(guid).await.map_err(|e| e.to_string())?;
@@ -315,6 +336,8 @@ async fn the_readme_tour_runs_as_documented() {
         assert_eq!(task.failed, fails, "touch {path}: {task:?}");
     }
     client.remove_desired_lrp("web").await.unwrap();
+    let (code, out) = sh(&bbs, &apps, "diego app delete static-site").await;
+    assert_eq!(code, 0, "{out}");
     no_instances(&client).await;
     assert!(
         matches!(dev.child.try_wait(), Ok(None)),

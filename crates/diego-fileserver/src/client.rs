@@ -109,30 +109,48 @@ impl FileServerClient {
         })
     }
 
-    /// Whether blob `d` is held.
-    pub async fn has(&self, d: &Digest) -> Result<bool, FileServerError> {
+    /// Whether blob `d` is held, and the server's upload limit when it says.
+    async fn probe(&self, d: &Digest) -> Result<(bool, Option<u64>), FileServerError> {
         let resp = self
             .http
             .head(self.blob_url(d))
             .send()
             .await
             .map_err(|e| self.unavailable(&e))?;
+        let limit = resp
+            .headers()
+            .get(routes::MAX_UPLOAD_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         match resp.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
+            200 => Ok((true, limit)),
+            404 => Ok((false, limit)),
             _ => Err(Self::refused(resp).await),
         }
     }
 
-    /// Stores `bytes` as a blob unless the server holds it already (then nothing is sent).
+    /// Whether blob `d` is held.
+    pub async fn has(&self, d: &Digest) -> Result<bool, FileServerError> {
+        Ok(self.probe(d).await?.0)
+    }
+
+    /// Stores `bytes` as a blob unless the server holds it already (then nothing is sent). An
+    /// upload over the server's limit is refused as the server would, without sending it.
     pub async fn upload(&self, bytes: Bytes) -> Result<Stored, FileServerError> {
         let digest = Digest::of(&bytes);
         let size = bytes.len() as u64;
-        if self.has(&digest).await? {
+        let (held, limit) = self.probe(&digest).await?;
+        if held {
             return Ok(Stored {
                 digest,
                 size,
                 created: false,
+            });
+        }
+        if let Some(limit) = limit.filter(|l| size > *l) {
+            return Err(FileServerError::Refused {
+                status: 413,
+                message: routes::too_large_message(Some(size), limit),
             });
         }
         let resp = self

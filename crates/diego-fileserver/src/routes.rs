@@ -23,6 +23,20 @@ pub const GC: &str = "/v1/gc";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 
+/// On every answer: the largest upload the server takes, so a client can refuse a larger one
+/// before sending it (a server that refuses a body mid-upload closes the connection, and the
+/// sender may see only that).
+pub const MAX_UPLOAD_HEADER: &str = "x-diego-max-upload-bytes";
+
+/// What a `413` says: `size` bytes (when known) over `limit`.
+pub fn too_large_message(size: Option<u64>, limit: u64) -> String {
+    let size = match size.filter(|n| *n > limit) {
+        Some(n) => format!("{n} bytes"),
+        None => "more bytes".into(),
+    };
+    format!("the upload has {size}, more than this file server's limit of {limit} bytes (--max-upload-bytes)")
+}
+
 /// A collection's grace period unless the request names one.
 pub const DEFAULT_GC_GRACE_SECONDS: u64 = 600;
 

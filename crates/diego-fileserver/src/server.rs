@@ -171,7 +171,11 @@ fn router(state: AppState) -> Router {
         )
         .fallback(diego_runtime::no_such_route)
         // Uploads are limited by the store as they stream (`max_upload_bytes`).
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            with_limit,
+        ));
     diego_runtime::metrics::record_requests(routes, &state.registry).with_state(state)
 }
 
@@ -379,17 +383,19 @@ async fn store(s: &Shared, named: Option<Digest>, headers: &HeaderMap, body: Bod
 
 /// `413`, saying how large the upload is when its `Content-Length` said so.
 fn too_large(declared: Option<u64>, limit: u64) -> Response {
-    let size = match declared.filter(|n| *n > limit) {
-        Some(n) => format!("{n} bytes"),
-        None => "more bytes".into(),
-    };
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "PayloadTooLarge",
-        format!(
-            "the upload has {size}, more than this file server's limit of {limit} bytes (--max-upload-bytes)"
-        ),
+        routes::too_large_message(declared, limit),
     )
+}
+
+/// Every answer says the upload limit ([`routes::MAX_UPLOAD_HEADER`]).
+async fn with_limit(State(s): State<AppState>, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(routes::MAX_UPLOAD_HEADER, HeaderValue::from(s.max_upload_bytes));
+    response
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -142,6 +142,18 @@ async fn bad_uploads_are_refused_with_a_reason_and_leave_nothing() {
         }
         other => panic!("{other:?}"),
     }
+    // The client refused it without sending it, from the limit the server states; sent
+    // anyway, with its Content-Length, the server refuses it.
+    let raw = http
+        .put(c.blob_url(&Digest::of(&big)))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["x-diego-max-upload-bytes"], "1000");
+    let (status, _, message) = error_of(raw).await;
+    assert_eq!(status, 413);
+    assert!(message.contains("the upload has 1001 bytes"), "{message}");
     // The same without a Content-Length: cut off as it streams.
     let chunks: Vec<Result<Bytes, std::io::Error>> =
         (0..11).map(|_| Ok(Bytes::from(vec![2u8; 100]))).collect();

@@ -10,6 +10,7 @@ pub mod failover;
 pub mod garden;
 pub mod logs;
 mod procs;
+pub mod push;
 pub mod recovery;
 pub mod router;
 pub mod start;

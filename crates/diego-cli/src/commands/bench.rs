@@ -20,6 +20,10 @@ pub enum BenchCommand {
     /// Benchmark log lines: 100 instances through the real shipper to one log server, one
     /// follower over SSE (in process, on loopback).
     Logs(BenchLogsArgs),
+    /// Benchmark `diego app push` in a fresh `diego dev` (needs root, runc and the debian
+    /// rootfs): a static site and a Python app until they answer through the router, and an
+    /// unchanged re-push, against an LRP desired straight in the BBS.
+    Push(BenchPushArgs),
     /// Benchmark recovery from cell loss: kill -9 a cell and its containers, time until every
     /// instance runs again elsewhere (runc when root, else processes).
     Recovery(BenchRecoveryArgs),
@@ -176,6 +180,16 @@ pub struct BenchConvergeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct BenchPushArgs {
+    /// Print human lines on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Runs of each measurement (the figures are their medians).
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct BenchRecoveryArgs {
     /// Print human lines on stderr and one JSON object as the last line of stdout.
     #[arg(long)]
@@ -286,6 +300,13 @@ pub async fn run(cmd: BenchCommand, bbs: Option<String>) -> anyhow::Result<()> {
                 instances: a.instances.max(1),
                 rate: a.rate.max(1),
                 seconds: a.seconds,
+            })
+            .await
+        }
+        BenchCommand::Push(a) => {
+            crate::bench::push::run(crate::bench::push::Options {
+                json: a.json,
+                trials: a.trials,
             })
             .await
         }

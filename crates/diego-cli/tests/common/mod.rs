@@ -24,6 +24,26 @@ pub async fn diego(bbs: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The lifecycle bundles `scripts/build-lifecycle` made (what `diego dev --lifecycle-dir`
+/// serves): `$DIEGO_LIFECYCLE_DIR`, else `lifecycle/` beside the test binary's profile
+/// directory (`target/lifecycle`).
+pub fn lifecycle_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("DIEGO_LIFECYCLE_DIR") {
+        return dir.into();
+    }
+    let dir = std::path::Path::new(BIN)
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("the binary is in a profile directory")
+        .join("lifecycle");
+    assert!(
+        dir.join("lifecycle/diego-builder").exists(),
+        "no lifecycle bundles at {}: run scripts/build-lifecycle (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
 /// Root, runc and busybox-static are there (what the real-container tests need); otherwise
 /// prints why `test` is skipped.
 pub fn runc_usable(test: &str) -> bool {
