@@ -7,7 +7,7 @@ use diego_client::{BbsUrlError, BbsUrls};
 
 use crate::commands::{
     actual, app, apps, auctioneer, bbs, bench, cell, certs, dev, events, file_server, garden, logs,
-    logs_server, lrp, route_emitter, router, sim_cells, task,
+    logs_server, lrp, rootfs, route_emitter, router, sim_cells, task,
 };
 use crate::output::OutputFormat;
 
@@ -116,6 +116,9 @@ pub enum Command {
     /// Make a cluster's TLS certificates: a CA, and a certificate per component.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Build root filesystems for cells' `preloaded:NAME` (`diego rootfs build debian`).
+    #[command(subcommand)]
+    Rootfs(rootfs::RootfsCommand),
 }
 
 /// Parses `KEY=VALUE` (for `--env`).

@@ -19,6 +19,13 @@ use common::{lifecycle_dir, RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// Where `diego rootfs build` keeps the debian stack: `$DIEGO_ROOTFS_DIR`, else its default.
+fn rootfs_dir() -> PathBuf {
+    std::env::var_os("DIEGO_ROOTFS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(diego_cli::commands::rootfs::DEFAULT_ROOTFS_DIR))
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -70,8 +77,12 @@ async fn answers(dev: &Dev, host: &str, text: &str) {
 }
 
 async fn push(dev: &Dev, dir: &Path, extra: &[&str]) -> (bool, serde_json::Value, String) {
+    push_on(dev, dir, "busybox", extra).await
+}
+
+async fn push_on(dev: &Dev, dir: &Path, stack: &str, extra: &[&str]) -> (bool, serde_json::Value, String) {
     let dir = dir.display().to_string();
-    let mut args = vec!["app", "push", &dir, "--stack", "busybox", "-o", "json"];
+    let mut args = vec!["app", "push", &dir, "--stack", stack, "-o", "json"];
     args.extend(extra);
     let (ok, out, err) = diego(dev, &args).await;
     (ok, serde_json::from_str(&out).unwrap_or_default(), err)
@@ -108,6 +119,15 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     if !common::runc_usable("apps_are_pushed_routed_scaled_restarted_synced_and_deleted") {
         return;
     }
+    // The debian stack (python3, node): built once per machine, cached after.
+    let rootfs = rootfs_dir();
+    let built = std::process::Command::new(BIN)
+        .args(["rootfs", "build", "debian", "--cache-dir"])
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "diego rootfs build debian: {built:?}");
+    let rootfs = rootfs.display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = RuncLeftovers::for_depot(&dir.path().join("dev/cell-0/depot"));
     let (apps_port, router_port, files_port) = (free_port(), free_port(), free_port());
@@ -130,6 +150,8 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
             &lifecycle,
             "--max-upload-bytes",
             "2000000",
+            "--rootfs-dir",
+            &rootfs,
         ],
         1,
     )
@@ -158,6 +180,22 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     assert!(ok, "push binary-app: {err}");
     assert_eq!(bin["droplet"]["detected_buildpack"], "binary");
     answers(&dev, "binary-app.diego.localhost", "binary").await;
+    // A Python app reading PORT and a Node.js app, on the debian stack.
+    for (app, buildpack, text) in [
+        ("python-app", "python", "Hello from python-app, instance 0"),
+        ("node-app", "nodejs", "Hello from node-app, instance 0"),
+    ] {
+        let (ok, view, err) = push_on(&dev, &repo().join("examples").join(app), "debian", &[]).await;
+        assert!(ok, "push {app}: {err}");
+        assert_eq!(view["droplet"]["detected_buildpack"], buildpack, "{view}");
+        assert!(err.contains("[STG]"), "{err}");
+        answers(&dev, &format!("{app}.diego.localhost"), text).await;
+        let (ok, logs, _) = diego(&dev, &["app", "logs", app]).await;
+        assert!(
+            ok && logs.contains("[STG]") && logs.contains("[APP/PROC/WEB/0]"),
+            "{logs}"
+        );
+    }
     let (ok, logs, _) = diego(&dev, &["app", "logs", "static-site"]).await;
     assert!(
         ok && logs.contains("[STG]") && logs.contains("staged with buildpack static"),
@@ -268,7 +306,11 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
         "no app is made for it"
     );
     let l = lrps(&dev).await;
-    assert_eq!(l.len(), 2, "only static-site and binary-app run: {l:?}");
+    assert_eq!(
+        l.len(),
+        4,
+        "only static-site, binary-app, python-app and node-app run: {l:?}"
+    );
 
     // A package that would write outside its directory is refused in the container.
     let escape = format!("/tmp/diego-escape-{}", uuid::Uuid::new_v4());
@@ -308,7 +350,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
             .ok_or(format!("{status} {body:.100}"))
     })
     .await;
-    for name in ["nothing", "broken", "evil"] {
+    for name in ["nothing", "broken", "evil", "python-app", "node-app"] {
         assert!(diego(&dev, &["app", "delete", name]).await.0, "delete {name}");
     }
     let doomed = site.blobs();

@@ -80,6 +80,11 @@ pub struct DevArgs {
     /// Start from nothing: destroy the containers an earlier run left and delete the data dir.
     #[arg(long)]
     pub reset: bool,
+
+    /// The rootfs cache of `diego rootfs build`: when it holds a built `debian`, every cell
+    /// gets it as `--preloaded-dir`, so LRPs and tasks may use `preloaded:debian`.
+    #[arg(long, value_name = "DIR", env = "DIEGO_ROOTFS_DIR", default_value = crate::commands::rootfs::DEFAULT_ROOTFS_DIR)]
+    pub rootfs_dir: PathBuf,
     #[command(flatten)]
     pub config_file: crate::config::ConfigArgs,
 }
@@ -135,6 +140,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let bbs_url = bbs.url.clone().unwrap_or_default();
     roles.push(bbs);
     roles.push(start_auctioneer(&bbs_url).await?);
+    match preloaded_dir(&args) {
+        Some(dir) if args.cells > 0 => eprintln!(
+            "cells run preloaded:debian from {} (and preloaded:busybox)",
+            dir.display()
+        ),
+        _ => {}
+    }
     let mut reps = Vec::new();
     for i in 0..args.cells {
         let (role, rep) = start_cell(&data_dir, &bbs_url, &logs_url, i, &args).await?;
@@ -249,8 +261,11 @@ fn lifecycle_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
 
 /// The stack of an app that names none: debian when the cells have that rootfs, else busybox.
 fn default_stack(dev: &DevArgs) -> &'static str {
-    let _ = dev;
-    "busybox"
+    if preloaded_dir(dev).is_some() {
+        "debian"
+    } else {
+        "busybox"
+    }
 }
 
 /// Where the roles an apps service talks to are.
@@ -484,6 +499,10 @@ fn cell_args(
         argv.push("--logs-url".into());
         argv.push(url.into());
     }
+    if let Some(dir) = preloaded_dir(dev) {
+        argv.push("--preloaded-dir".into());
+        argv.push(dir.display().to_string());
+    }
     if let Some(n) = dev.max_concurrent_creates {
         argv.push("--max-concurrent-creates".into());
         argv.push(n.to_string());
@@ -501,6 +520,14 @@ fn cell_args(
         cell: crate::commands::cell::CellArgs,
     }
     Ok(Wrap::try_parse_from(&argv).context("cell flags")?.cell)
+}
+
+/// `--rootfs-dir` when `diego rootfs build debian` has built its tree there.
+fn preloaded_dir(dev: &DevArgs) -> Option<&Path> {
+    dev.rootfs_dir
+        .join("debian")
+        .is_dir()
+        .then_some(dev.rootfs_dir.as_path())
 }
 
 async fn start_cell(

@@ -18,6 +18,7 @@ pub mod garden;
 pub mod logs;
 pub mod logs_server;
 pub mod lrp;
+pub mod rootfs;
 pub mod route_emitter;
 pub mod router;
 pub mod sim_cells;
@@ -58,7 +59,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let tls = match (&cli.command, files) {
-        (Command::Certs(_) | Command::Bench(_) | Command::Dev(_), _) | (_, None) => None,
+        (Command::Certs(_) | Command::Rootfs(_) | Command::Bench(_) | Command::Dev(_), _) | (_, None) => None,
         (_, Some(files)) => Some(Tls::load(files).context("loading the TLS files")?),
     };
     let bbs = cli
@@ -80,6 +81,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Rootfs(cmd) => rootfs::run(cmd),
         Command::Bbs(args) => bbs::run(args, ctx.tls.clone()).await,
         Command::Auctioneer(args) => auctioneer::run(&bbs, args, ctx.tls.clone()).await,
         Command::RouteEmitter(args) => route_emitter::run(&bbs, args, ctx.tls.clone()).await,
