@@ -27,9 +27,9 @@ pub const BUILDPACKS_BUNDLE: &str = "buildpacks.tgz";
 /// The source type of an instance's lines (with its index: `APP/PROC/WEB/0`), as Cloud
 /// Foundry's.
 const APP_LOG_SOURCE: &str = "APP/PROC/WEB";
-/// Memory and disk of a staging container (Diego's stager uses 1 GiB of each by default).
+/// Memory of a staging container (Diego's stager's default); its disk is the app's quota, so a
+/// package that unpacks larger than the app may be fails its staging.
 const STAGING_MEMORY_MB: i32 = 1024;
-const STAGING_DISK_MB: i32 = 2048;
 
 /// What a plan needs to know about the places around it.
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
             rootfs: format!("preloaded:{}", app.stack),
             action: Some(action),
             memory_mb: STAGING_MEMORY_MB,
-            disk_mb: STAGING_DISK_MB,
+            disk_mb: app.disk_mb,
             log_guid: app.guid.clone(),
             log_source: STAGING_LOG_SOURCE.into(),
             result_file: STAGING_RESULT_FILE.into(),

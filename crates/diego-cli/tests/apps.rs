@@ -5,6 +5,7 @@
 //! removes an LRP made behind the service's back in its domain and restores one deleted
 //! behind it; an archive that would write outside its directory is refused.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -338,6 +339,50 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     );
     assert!(!Path::new(&escape).exists(), "nothing was written at {escape}");
 
+    // A package that unpacks larger than the app's disk quota fills only its own container.
+    let huge = {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(200 << 20);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, "zeros", std::io::repeat(0).take(200 << 20))
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap()
+    };
+    assert!(huge.len() < 2_000_000, "{} bytes packed", huge.len());
+    let stored = dev.files.upload(huge.into()).await.unwrap();
+    let spec = diego_apps::AppSpec {
+        disk_mb: Some(64),
+        ..Default::default()
+    };
+    dev.apps.put("huge", &spec).await.unwrap();
+    let build = dev
+        .apps
+        .package("huge", &stored.digest.hex())
+        .await
+        .unwrap()
+        .build
+        .unwrap();
+    let finished = eventually(WAIT, || async {
+        let b = dev
+            .apps
+            .build("huge", &build.guid)
+            .await
+            .map_err(|e| e.to_string())?;
+        (b.state != diego_apps::model::BuildState::Staging)
+            .then_some(b)
+            .ok_or("staging".to_string())
+    })
+    .await;
+    assert_eq!(finished.state, diego_apps::model::BuildState::Failed);
+    let why = finished.error.unwrap_or_default();
+    assert!(
+        why.contains("Copying app package into the container failed"),
+        "{why}"
+    );
+
     // Deleting: the LRP and its route go at once, the blobs at the next collection.
     let site = dev.apps.get("static-site").await.unwrap().app;
     let (ok, _, err) = diego(&dev, &["app", "delete", "static-site"]).await;
@@ -350,7 +395,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
             .ok_or(format!("{status} {body:.100}"))
     })
     .await;
-    for name in ["nothing", "broken", "evil", "python-app", "node-app"] {
+    for name in ["nothing", "broken", "evil", "huge", "python-app", "node-app"] {
         assert!(diego(&dev, &["app", "delete", name]).await.0, "delete {name}");
     }
     let doomed = site.blobs();

@@ -337,12 +337,12 @@ async fn follow_staging(
             &format!("(the staging log at {logs_url} cannot be followed; waiting for the build)"),
         );
     }
-    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut done: Option<(diego_apps::model::Build, Instant)> = None;
     loop {
         // Once the build has ended, lines still on their way get a moment to arrive.
         if let Some((b, at)) = &done {
-            if at.elapsed() > Duration::from_millis(400) || stream.is_none() {
+            if at.elapsed() > Duration::from_millis(150) || stream.is_none() {
                 return Ok(b.clone());
             }
         }
@@ -412,7 +412,7 @@ async fn finish(ctx: &Ctx, apps: &AppsClient, name: &str, wait: &WaitFlags) -> a
                     }
                 );
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             view = apps.get(name).await?;
         }
     }
