@@ -395,10 +395,15 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
             .ok_or(format!("{status} {body:.100}"))
     })
     .await;
+    let mut doomed = site.blobs();
     for name in ["nothing", "broken", "evil", "huge", "python-app", "node-app"] {
+        doomed.extend(dev.apps.get(name).await.unwrap().app.blobs());
         assert!(diego(&dev, &["app", "delete", name]).await.0, "delete {name}");
     }
-    let doomed = site.blobs();
+    assert!(
+        doomed.len() >= 7,
+        "the failed apps' packages are among them: {doomed:?}"
+    );
     assert_eq!(
         held(&dev, &doomed).await.len(),
         doomed.len(),
