@@ -403,3 +403,124 @@ fn every_buildpack_script_parses_under_busybox_sh() {
         assert!(out.status.success(), "{}: {out:?}", script.display());
     }
 }
+
+/// An overlay over a rootfs tree (the tree is the read-only lower layer, so it is never
+/// changed), unmounted when dropped.
+struct Overlay {
+    merged: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount(lower: &Path) -> Overlay {
+        let dir = tempfile::tempdir().unwrap();
+        let (upper, work, merged) = (dir.path().join("u"), dir.path().join("w"), dir.path().join("m"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let status = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting the overlay: {status}");
+        Overlay { merged, _dir: dir }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.merged).status();
+    }
+}
+
+#[test]
+fn every_example_stages_and_answers_in_the_debian_rootfs() {
+    // The tree of `diego rootfs build debian` (docs/200-rootfs.md), entered with chroot as root.
+    let cache = std::env::var_os("DIEGO_ROOTFS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/diego/rootfs"));
+    let tree = cache.join("debian");
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .is_some_and(|u| u.split_whitespace().next() == Some("0"))
+    });
+    if !root || !tree.join("etc/diego-rootfs").is_file() || !on_path("chroot") {
+        eprintln!(
+            "skipped: needs root, chroot and the Debian rootfs at {} (`diego rootfs build debian`; root: {root})",
+            tree.display()
+        );
+        return;
+    }
+    let overlay = Overlay::mount(&tree);
+    let inside = |p: &str| overlay.merged.join(p.trim_start_matches('/'));
+    std::fs::create_dir_all(inside("/staging")).unwrap();
+    for exe in [BUILDER, LAUNCHER] {
+        let name = Path::new(exe).file_name().unwrap();
+        std::fs::copy(exe, inside("/staging").join(name)).unwrap();
+    }
+    copy_tree(&repo().join("buildpacks"), &inside("/staging/buildpacks"));
+    for (app, buildpack, answer) in [
+        ("static-site", "static", "Hello from static-site"),
+        ("python-app", "python", "Hello from python-app, instance 2"),
+        ("node-app", "nodejs", "Hello from node-app, instance 2"),
+        ("binary-app", "binary", "Hello from binary-app"),
+    ] {
+        let at = format!("/staging/{app}");
+        copy_tree(&example(app), &inside(&format!("{at}/app")));
+        let out = Command::new("chroot")
+            .arg(&overlay.merged)
+            .arg("/staging/diego-builder")
+            .args(["--build-dir", &format!("{at}/app")])
+            .args([
+                "--buildpacks-dir",
+                "/staging/buildpacks",
+                "--buildpack-order",
+                ORDER,
+            ])
+            .args(["--cache-dir", &format!("{at}/cache")])
+            .args(["--work-dir", &format!("{at}/work")])
+            .args(["--output-droplet", &format!("{at}/droplet.tgz")])
+            .args(["--output-metadata", &format!("{at}/result.json")])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{app}: {out:?}");
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(inside(&format!("{at}/result.json"))).unwrap()).unwrap();
+        assert_eq!(result["detected_buildpack"], buildpack, "{app}");
+        let start = result["start_command"].as_str().unwrap();
+
+        let home = inside(&format!("{at}/home"));
+        std::fs::create_dir_all(&home).unwrap();
+        let droplet = std::fs::File::open(inside(&format!("{at}/droplet.tgz"))).unwrap();
+        tar::Archive::new(flate2::read::GzDecoder::new(droplet))
+            .unpack(&home)
+            .unwrap();
+        let port = free_port();
+        let mut launched = Launched(
+            Command::new("chroot")
+                .arg(&overlay.merged)
+                .arg("/staging/diego-launcher")
+                .arg(format!("{at}/home"))
+                .arg(start)
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+                .env("PORT", port.to_string())
+                .env("INSTANCE_INDEX", "2")
+                .env("CF_INSTANCE_INDEX", "2")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let body = get(port, &mut launched);
+        assert!(body.contains(answer), "{app}: {body}");
+    }
+}

@@ -126,7 +126,10 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         args.mirror,
         log_path.display()
     );
-    run_debootstrap(&debootstrap, &partial, &args.mirror, &log_path)?;
+    if let Err(e) = run_debootstrap(&debootstrap, &partial, &args.mirror, &log_path) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
 
     println!("rootfs {name}: cleaning apt lists, the .deb cache, docs and man pages");
     for dir in [
@@ -189,6 +192,7 @@ fn run_debootstrap(program: &Path, dir: &Path, mirror: &str, log: &Path) -> anyh
         .arg(SUITE)
         .arg(dir)
         .arg(mirror)
+        .env("PATH", path_with_sbin())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file.try_clone()?)
@@ -229,6 +233,19 @@ fn find_program(program: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+}
+
+/// PATH with the sbin directories debootstrap runs tools from (chroot, ldconfig) when it
+/// lacks them, as a non-login root shell's may.
+fn path_with_sbin() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for dir in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        if !dirs.iter().any(|d| d == Path::new(dir)) {
+            dirs.push(PathBuf::from(dir));
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or(path)
 }
 
 fn remove_if_present(path: &Path) -> anyhow::Result<()> {
