@@ -1,13 +1,16 @@
-"""A web app of the standard library only: answers every GET on $PORT with a greeting."""
+"""A web app of the standard library and one local wheel (wheels/, named in requirements.txt):
+answers every GET on $PORT with a greeting."""
 
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import greeting
 
 
 class Greeting(BaseHTTPRequestHandler):
     def do_GET(self):
         index = os.environ.get("INSTANCE_INDEX", "?")
-        body = f"Hello from python-app, instance {index}\n".encode()
+        body = f"{greeting.WORD} from python-app, instance {index}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

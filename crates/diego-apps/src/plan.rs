@@ -71,6 +71,17 @@ fn download(from: String, to: &str, artifact: &str, cache_key: &str, sha256: Opt
     }
 }
 
+/// The lifecycle's executables into `/tmp/lifecycle` (cached on the cell, revalidated by ETag).
+fn lifecycle(urls: &Urls) -> Action {
+    download(
+        urls.bundle(LIFECYCLE_BUNDLE),
+        LIFECYCLE_DIR,
+        "",
+        "lifecycle",
+        None,
+    )
+}
+
 /// The staging Task of `build` (of `app`'s package): download the lifecycle, the buildpacks
 /// and the package, run the builder, upload the droplet; its result is the builder's metadata
 /// and its completion calls this service back.
@@ -96,13 +107,7 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
         args.push(bp.clone());
     }
     let action = Action::serial(vec![
-        download(
-            urls.bundle(LIFECYCLE_BUNDLE),
-            LIFECYCLE_DIR,
-            "",
-            "lifecycle",
-            None,
-        ),
+        lifecycle(urls),
         download(
             urls.bundle(BUILDPACKS_BUNDLE),
             BUILDPACKS_DIR,
@@ -199,13 +204,7 @@ pub fn desired_lrp(app: &App, urls: &Urls) -> Option<DesiredLrp> {
         instances: app.instances,
         env,
         setup: Some(Action::serial(vec![
-            download(
-                urls.bundle(LIFECYCLE_BUNDLE),
-                LIFECYCLE_DIR,
-                "",
-                "lifecycle",
-                None,
-            ),
+            lifecycle(urls),
             download(
                 urls.blob(&droplet.digest),
                 APP_ROOT,

@@ -447,12 +447,7 @@ async fn delete_app(State(s): State<AppState>, Path(name): Path<String>) -> Resu
         }
     }
     // Its LRPs go now (with their routes), not at the next sync.
-    let lrps = s
-        .bbs
-        .scheduling_infos(&DesiredLrpQuery {
-            domain: Some(DOMAIN.into()),
-            ..Default::default()
-        })
+    let lrps = domain_lrps(&s.bbs)
         .await
         .map_err(|e| upstream("listing the LRPs to remove from the BBS", e))?;
     let prefix = format!("{}-", app.guid);
@@ -747,14 +742,7 @@ async fn sync_now(State(s): State<AppState>) -> Result<Json<SyncReport>, ApiErr>
 /// vanished marked failed, and the domain kept fresh when every step succeeded.
 async fn sync(s: &Shared) -> Result<SyncReport, PassError> {
     let _one = s.sync_lock.lock().await;
-    let lrps = s
-        .bbs
-        .scheduling_infos(&DesiredLrpQuery {
-            domain: Some(DOMAIN.into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(PassError::retry)?;
+    let lrps = domain_lrps(&s.bbs).await.map_err(PassError::retry)?;
     let apps = s.store.all().await;
     let mut report = SyncReport::default();
     for step in plan::sync_steps(apps.values(), &lrps, &s.urls) {
@@ -798,6 +786,15 @@ async fn sync(s: &Shared) -> Result<SyncReport, PassError> {
         tracing::info!(?report, "apps sync");
     }
     Ok(report)
+}
+
+/// The BBS's LRPs in the apps' domain.
+async fn domain_lrps(bbs: &BbsClient) -> diego_client::Result<Vec<diego_model::DesiredLrpSchedulingInfo>> {
+    bbs.scheduling_infos(&DesiredLrpQuery {
+        domain: Some(DOMAIN.into()),
+        ..Default::default()
+    })
+    .await
 }
 
 fn step_name(step: &SyncStep) -> String {

@@ -320,23 +320,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     dev.apps.put("evil", &Default::default()).await.unwrap();
     let answer = dev.apps.package("evil", &stored.digest.hex()).await.unwrap();
     let build = answer.build.unwrap();
-    let finished = eventually(WAIT, || async {
-        let b = dev
-            .apps
-            .build("evil", &build.guid)
-            .await
-            .map_err(|e| e.to_string())?;
-        (b.state != diego_apps::model::BuildState::Staging)
-            .then_some(b)
-            .ok_or("staging".to_string())
-    })
-    .await;
-    assert_eq!(finished.state, diego_apps::model::BuildState::Failed);
-    let why = finished.error.unwrap_or_default();
-    assert!(
-        why.contains("Copying app package into the container failed"),
-        "{why}"
-    );
+    refused(&dev, "evil", &build.guid).await;
     assert!(!Path::new(&escape).exists(), "nothing was written at {escape}");
 
     // A package that unpacks larger than the app's disk quota fills only its own container.
@@ -365,23 +349,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
         .unwrap()
         .build
         .unwrap();
-    let finished = eventually(WAIT, || async {
-        let b = dev
-            .apps
-            .build("huge", &build.guid)
-            .await
-            .map_err(|e| e.to_string())?;
-        (b.state != diego_apps::model::BuildState::Staging)
-            .then_some(b)
-            .ok_or("staging".to_string())
-    })
-    .await;
-    assert_eq!(finished.state, diego_apps::model::BuildState::Failed);
-    let why = finished.error.unwrap_or_default();
-    assert!(
-        why.contains("Copying app package into the container failed"),
-        "{why}"
-    );
+    refused(&dev, "huge", &build.guid).await;
 
     // Deleting: the LRP and its route go at once, the blobs at the next collection.
     let site = dev.apps.get("static-site").await.unwrap().app;
@@ -418,6 +386,23 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     let kept = dev.apps.get("binary-app").await.unwrap().app.blobs();
     assert_eq!(held(&dev, &kept).await, kept, "the remaining app's blobs stay");
     answers(&dev, "binary-app.diego.localhost", "binary").await;
+}
+
+/// Waits for `name`'s build `guid` to end, and checks the executor refused its package.
+async fn refused(dev: &Dev, name: &str, guid: &str) {
+    let finished = eventually(WAIT, || async {
+        let b = dev.apps.build(name, guid).await.map_err(|e| e.to_string())?;
+        (b.state != diego_apps::model::BuildState::Staging)
+            .then_some(b)
+            .ok_or("staging".to_string())
+    })
+    .await;
+    assert_eq!(finished.state, diego_apps::model::BuildState::Failed, "{name}");
+    let why = finished.error.unwrap_or_default();
+    assert!(
+        why.contains("Copying app package into the container failed"),
+        "{name}: {why}"
+    );
 }
 
 /// A gzipped tar whose second entry writes through a symlink it made (`out -> /tmp`) to

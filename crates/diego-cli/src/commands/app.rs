@@ -52,14 +52,8 @@ pub struct PushArgs {
     /// The app's name [default: the directory's name].
     #[arg(long)]
     pub name: Option<String>,
-    #[arg(short, long, value_name = "N")]
-    pub instances: Option<i32>,
-    /// Memory per instance, in MB.
-    #[arg(short, long, value_name = "MB")]
-    pub memory: Option<i32>,
-    /// Disk per instance, in MB.
-    #[arg(short = 'k', long, value_name = "MB")]
-    pub disk: Option<i32>,
+    #[command(flatten)]
+    pub size: SizeFlags,
     /// A variable for the app (repeatable); added to those it has.
     #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = crate::cli::parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -92,15 +86,24 @@ pub struct WaitFlags {
     pub timeout: u64,
 }
 
+/// How many instances, and how large.
+#[derive(Debug, clap::Args)]
+pub struct SizeFlags {
+    #[arg(short, long, value_name = "N")]
+    pub instances: Option<i32>,
+    /// Memory per instance, in MB.
+    #[arg(short, long, value_name = "MB")]
+    pub memory: Option<i32>,
+    /// Disk per instance, in MB.
+    #[arg(short = 'k', long, value_name = "MB")]
+    pub disk: Option<i32>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ScaleArgs {
     pub name: String,
-    #[arg(short, long, value_name = "N")]
-    pub instances: Option<i32>,
-    #[arg(short, long, value_name = "MB")]
-    pub memory: Option<i32>,
-    #[arg(short = 'k', long, value_name = "MB")]
-    pub disk: Option<i32>,
+    #[command(flatten)]
+    pub size: SizeFlags,
     #[command(flatten)]
     pub wait: WaitFlags,
 }
@@ -135,9 +138,9 @@ pub async fn run(ctx: &Ctx, cmd: AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Scale(args) => {
             let spec = AppSpec {
-                instances: args.instances,
-                memory_mb: args.memory,
-                disk_mb: args.disk,
+                instances: args.size.instances,
+                memory_mb: args.size.memory,
+                disk_mb: args.size.disk,
                 ..Default::default()
             };
             anyhow::ensure!(
@@ -272,9 +275,9 @@ async fn push(ctx: &Ctx, apps: &AppsClient, args: PushArgs) -> anyhow::Result<()
         env
     });
     let spec = AppSpec {
-        instances: args.instances,
-        memory_mb: args.memory,
-        disk_mb: args.disk,
+        instances: args.size.instances,
+        memory_mb: args.size.memory,
+        disk_mb: args.size.disk,
         env,
         routes: (!args.routes.is_empty()).then(|| args.routes.clone()),
         health_check: health_check(&args)?,

@@ -2,7 +2,7 @@
 //! cell given it as `--preloaded-dir` serves it as `preloaded:NAME` (docs/200-rootfs.md).
 //!
 //! Only `debian` is known: Debian 12 (bookworm) by `debootstrap --variant=minbase` with
-//! python3, nodejs, ca-certificates and busybox, what the repository's buildpacks stage and
+//! python3 (with pip, for the python buildpack's local wheels), nodejs, ca-certificates and busybox, what the repository's buildpacks stage and
 //! run apps with. The tree is built in `<cache>/.debian.partial`, cleaned (apt lists, the .deb
 //! cache, docs and man pages), marked with what it was built with, and renamed to
 //! `<cache>/debian`, so a reader never sees half a tree; a tree already there with the same
@@ -30,7 +30,7 @@ const SUITE: &str = "bookworm";
 
 /// The packages added to debootstrap's minbase: the buildpacks' runtimes and busybox (httpd
 /// for the static buildpack).
-pub const DEBIAN_PACKAGES: &[&str] = &["python3", "nodejs", "ca-certificates", "busybox"];
+pub const DEBIAN_PACKAGES: &[&str] = &["python3", "python3-pip", "nodejs", "ca-certificates", "busybox"];
 
 /// The marker inside a built tree, relative to its root.
 const MARKER: &str = "etc/diego-rootfs";
@@ -306,7 +306,7 @@ mod tests {
         let marker = debian_marker();
         assert!(marker.contains("suite=bookworm"), "{marker}");
         assert!(
-            marker.contains("packages=python3,nodejs,ca-certificates,busybox"),
+            marker.contains("packages=python3,python3-pip,nodejs,ca-certificates,busybox"),
             "{marker}"
         );
         let dir = tempfile::tempdir().unwrap();
