@@ -107,7 +107,7 @@ pub struct Info {
 }
 
 /// One app as `GET /v1/apps/{name}` shows it: the app, and its instances as the BBS has them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppView {
     #[serde(flatten)]
     pub app: App,
@@ -122,7 +122,7 @@ pub struct AppView {
 }
 
 /// The answer to a package: whether it is being staged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackageAnswer {
     pub staging: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +157,8 @@ struct Shared {
     bbs: BbsClient,
     files: FileServerClient,
     logs: Option<diego_logs::LogsClient>,
+    /// For the cells' container metrics.
+    http: reqwest::Client,
     urls: Urls,
     info: Info,
     sync_waker: Waker,
@@ -230,6 +232,7 @@ pub async fn start(config: AppsConfig, shutdown: CancellationToken) -> anyhow::R
         Some(u) => Some(diego_logs::LogsClient::with_tls(u, config.tls.as_ref())?),
         None => None,
     };
+    let http = diego_runtime::http_client(config.tls.as_ref()).build()?;
     let worker = Worker::new("apps-sync").every(config.sync_interval);
     let metrics = Metrics::default();
     let shared = Arc::new(Shared {
@@ -237,6 +240,7 @@ pub async fn start(config: AppsConfig, shutdown: CancellationToken) -> anyhow::R
         bbs,
         files,
         logs,
+        http,
         urls: Urls {
             file_server: config.file_server_url.clone(),
             apps: external.trim_end_matches('/').to_string(),
@@ -375,7 +379,44 @@ async fn app_view(s: &Shared, app: App) -> Result<AppView, ApiErr> {
         })
         .await
         .map_err(|e| upstream("reading the app's instances from the BBS", e))?;
-    Ok(view(s, app, &actuals))
+    let mut v = view(s, app, &actuals);
+    add_usage(s, &mut v.instances_status).await;
+    Ok(v)
+}
+
+/// Each running instance's memory, disk and CPU, from its cell; an instance whose cell does
+/// not answer within a second is shown without.
+async fn add_usage(s: &Shared, statuses: &mut [InstanceStatus]) {
+    let cells: std::collections::BTreeSet<String> = statuses
+        .iter()
+        .filter(|st| st.state == "RUNNING")
+        .map(|st| st.cell_id.clone())
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let Ok(presences) = s.bbs.cells().await else {
+        return;
+    };
+    let mut usage = BTreeMap::new();
+    for p in presences.iter().map(|p| &p.cell_presence) {
+        if !cells.contains(&p.cell_id) {
+            continue;
+        }
+        let rep = diego_client::RepClient::new(&p.rep_url, s.http.clone(), Duration::from_secs(1));
+        if let Ok(metrics) = rep.container_metrics().await {
+            usage.extend(metrics.into_iter().map(|m| (m.guid.clone(), m)));
+        }
+    }
+    for st in statuses.iter_mut() {
+        if let Some(m) = usage.get(&st.instance_guid) {
+            st.usage = Some(status::Usage {
+                memory_bytes: m.memory_bytes,
+                disk_bytes: m.disk_bytes,
+                cpu_percent: m.cpu_percent,
+            });
+        }
+    }
 }
 
 async fn get_app(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<AppView>, ApiErr> {

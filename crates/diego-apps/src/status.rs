@@ -5,9 +5,20 @@
 use diego_model::actual_lrp::{ActualLrp, ActualLrpState, Presence};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an instance's container uses, from its cell (`GET /container_metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// Average CPU since the container started, in percent of one core.
+    pub cpu_percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     pub index: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_guid: String,
     /// `UNCLAIMED`, `CLAIMED`, `RUNNING`, `CRASHED`, or `DOWN` when the BBS has no instance.
     pub state: String,
     /// `EVACUATING` or `SUSPECT` when the instance is one of those.
@@ -25,6 +36,9 @@ pub struct InstanceStatus {
     pub address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub placement_error: String,
+    /// Memory, disk and CPU, when its cell answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// The instances of an LRP of `instances` instances, from its actual LRPs.
@@ -54,6 +68,8 @@ pub fn instances(instances: i32, actuals: &[ActualLrp], app_port: u32) -> Vec<In
                 _ => String::new(),
             },
             placement_error: a.placement_error.clone(),
+            instance_guid: a.instance_guid.clone(),
+            usage: None,
         })
         .collect();
     for index in 0..instances {
@@ -68,6 +84,8 @@ pub fn instances(instances: i32, actuals: &[ActualLrp], app_port: u32) -> Vec<In
                 cell_id: String::new(),
                 address: String::new(),
                 placement_error: String::new(),
+                instance_guid: String::new(),
+                usage: None,
             });
         }
     }

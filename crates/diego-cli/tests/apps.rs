@@ -196,7 +196,16 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
             ok && logs.contains("[STG]") && logs.contains("[APP/PROC/WEB/0]"),
             "{logs}"
         );
+        // Its instance, with what its container uses, from the cell.
+        let status = dev.apps.get(app).await.unwrap().instances_status;
+        let usage = status[0].usage.as_ref().unwrap_or_else(|| panic!("{status:?}"));
+        assert!(usage.memory_bytes > 0, "{status:?}");
     }
+    let (ok, logs, _) = diego(&dev, &["app", "logs", "binary-app"]).await;
+    assert!(
+        ok && logs.contains("[STG]") && logs.contains("staged with buildpack binary"),
+        "{logs}"
+    );
     let (ok, logs, _) = diego(&dev, &["app", "logs", "static-site"]).await;
     assert!(
         ok && logs.contains("[STG]") && logs.contains("staged with buildpack static"),

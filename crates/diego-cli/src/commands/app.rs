@@ -485,7 +485,9 @@ fn show(ctx: &Ctx, v: &AppView) -> anyhow::Result<()> {
     let mut text = output::key_values(&pairs);
     if !v.instances_status.is_empty() {
         let now = output::now();
-        let mut t = Table::new(["INDEX", "STATE", "SINCE", "CRASHES", "CELL", "ADDRESS"]);
+        let mut t = Table::new([
+            "INDEX", "STATE", "SINCE", "CRASHES", "CPU", "MEMORY", "DISK", "CELL", "ADDRESS",
+        ]);
         for s in &v.instances_status {
             let state = match &s.presence {
                 Some(p) => format!("{} ({p})", s.state),
@@ -500,6 +502,15 @@ fn show(ctx: &Ctx, v: &AppView) -> anyhow::Result<()> {
                     "-".into()
                 },
                 s.crash_count.to_string(),
+                s.usage
+                    .as_ref()
+                    .map(|u| format!("{:.1}%", u.cpu_percent))
+                    .unwrap_or("-".into()),
+                s.usage
+                    .as_ref()
+                    .map(|u| mib(u.memory_bytes))
+                    .unwrap_or("-".into()),
+                s.usage.as_ref().map(|u| mib(u.disk_bytes)).unwrap_or("-".into()),
                 output::dash(&s.cell_id),
                 output::dash(&s.address),
             ]);
@@ -509,6 +520,10 @@ fn show(ctx: &Ctx, v: &AppView) -> anyhow::Result<()> {
     }
     output::emit(&text);
     Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
 }
 
 async fn logs(ctx: &Ctx, apps: &AppsClient, args: AppLogsArgs) -> anyhow::Result<()> {
