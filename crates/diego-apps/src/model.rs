@@ -122,6 +122,9 @@ pub struct App {
     /// The latest staging.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
+    /// The buildpack cache the last staging left (a blob), given to the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_cache: Option<String>,
     /// Grows with each new droplet and each restart: part of the LRP's process guid, so new
     /// instances replace the old.
     pub version: u64,
@@ -150,6 +153,7 @@ impl App {
             out.push(d.digest.clone());
             out.push(d.package_digest.clone());
         }
+        out.extend(self.build_cache.clone());
         if let Some(b) = &self.build {
             out.push(b.package_digest.clone());
             out.extend(b.droplet_digest.clone());

@@ -20,6 +20,8 @@ const BUILDPACKS_DIR: &str = "/tmp/buildpacks";
 const STAGING_APP_DIR: &str = "/tmp/app";
 const DROPLET_FILE: &str = "/tmp/droplet.tgz";
 const STAGING_RESULT_FILE: &str = "/tmp/staging-result.json";
+const CACHE_DIR: &str = "/tmp/cache";
+const CACHE_FILE: &str = "/tmp/cache.tgz";
 const APP_ROOT: &str = "/home/vcap";
 /// The lifecycle bundles on the file server.
 pub const LIFECYCLE_BUNDLE: &str = "lifecycle.tgz";
@@ -82,9 +84,9 @@ fn lifecycle(urls: &Urls) -> Action {
     )
 }
 
-/// The staging Task of `build` (of `app`'s package): download the lifecycle, the buildpacks
-/// and the package, run the builder, upload the droplet; its result is the builder's metadata
-/// and its completion calls this service back.
+/// The staging Task of `build` (of `app`'s package): download the lifecycle, the buildpacks,
+/// the package and the last staging's cache, run the builder, upload the droplet and the new
+/// cache; its result is the builder's metadata and its completion calls this service back.
 pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[String]) -> DesireTaskRequest {
     let mut args = vec![
         "--build-dir".to_string(),
@@ -94,7 +96,9 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
         "--buildpack-order".into(),
         buildpack_order.join(","),
         "--cache-dir".into(),
-        "/tmp/cache".into(),
+        CACHE_DIR.into(),
+        "--output-cache".into(),
+        CACHE_FILE.into(),
         "--work-dir".into(),
         "/tmp/staging".into(),
         "--output-droplet".into(),
@@ -106,7 +110,18 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
         args.push("--buildpack".into());
         args.push(bp.clone());
     }
-    let action = Action::serial(vec![
+    // The last staging's cache, when there is one; a cache collected meanwhile only makes
+    // this staging start cold.
+    let cache = app.build_cache.as_ref().map(|digest| {
+        Action::try_(download(
+            urls.blob(digest),
+            CACHE_DIR,
+            "build cache",
+            "",
+            Some(digest),
+        ))
+    });
+    let mut steps = vec![
         lifecycle(urls),
         download(
             urls.bundle(BUILDPACKS_BUNDLE),
@@ -136,7 +151,20 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
             }),
             ..Default::default()
         },
-    ]);
+        Action {
+            upload: Some(UploadAction {
+                artifact: "build cache".into(),
+                from: CACHE_FILE.into(),
+                to: format!("{}/v1/blobs", urls.file_server),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    if let Some(c) = cache {
+        steps.insert(3, c);
+    }
+    let action = Action::serial(steps);
     DesireTaskRequest {
         task_guid: build.task_guid(),
         domain: DOMAIN.into(),
@@ -332,6 +360,7 @@ mod tests {
                 staged_at_ms: 1,
             }),
             build: None,
+            build_cache: None,
             version: 3,
             created_at_ms: 1,
             updated_at_ms: 1,
@@ -421,6 +450,16 @@ mod tests {
             "{args:?}"
         );
         assert_eq!(steps[4]["upload"]["to"], "http://127.0.0.1:8892/v1/blobs");
+        assert_eq!(steps[5]["upload"]["from"], "/tmp/cache.tgz");
+        assert_eq!(steps.len(), 6, "no cache to give yet");
+        a.build_cache = Some("ef".repeat(32));
+        let req = staging_task(&a, &build, &urls(), &["static".into()]);
+        let action = serde_json::to_value(&req.task_definition.action).unwrap();
+        let steps = action["serial"]["actions"].as_array().unwrap();
+        let cache = &steps[3]["try"]["action"]["download"];
+        assert_eq!(cache["to"], "/tmp/cache");
+        assert_eq!(cache["checksum_value"], "ef".repeat(32));
+        assert!(steps[4]["run"].is_object(), "the builder runs after it");
     }
 
     #[test]

@@ -453,6 +453,7 @@ async fn put_app(
                 package: None,
                 droplet: None,
                 build: None,
+                build_cache: None,
                 version: 0,
                 created_at_ms: now,
                 updated_at_ms: now,
@@ -641,7 +642,11 @@ async fn restart(State(s): State<AppState>, Path(name): Path<String>) -> Result<
 
 /// Records how build `guid` ended (a droplet, or why not); a build no app has any more (the
 /// app was deleted or pushed again meanwhile) changes nothing.
-async fn finish_build(s: &Shared, guid: &str, outcome: Result<Droplet, String>) -> Result<bool, ApiErr> {
+async fn finish_build(
+    s: &Shared,
+    guid: &str,
+    outcome: Result<(Droplet, Option<String>), String>,
+) -> Result<bool, ApiErr> {
     let now = now_ms();
     s.store
         .update(|apps| {
@@ -655,10 +660,13 @@ async fn finish_build(s: &Shared, guid: &str, outcome: Result<Droplet, String>) 
             let build = app.build.as_mut().expect("found by its build");
             build.finished_at_ms = Some(now);
             match outcome {
-                Ok(droplet) => {
+                Ok((droplet, cache)) => {
                     build.state = BuildState::Staged;
                     build.droplet_digest = Some(droplet.digest.clone());
                     app.droplet = Some(droplet);
+                    if cache.is_some() {
+                        app.build_cache = cache;
+                    }
                     app.version += 1;
                 }
                 Err(reason) => {
@@ -714,42 +722,55 @@ async fn staging_completed(
         return Ok(StatusCode::OK);
     };
     let build = app.build.clone().expect("found by its build");
+    let mut cache = None;
     let outcome = if cb.failed {
         Err(explain_failure(&s, &app.guid, build.started_at_ms, &cb.failure_reason).await)
     } else {
         match serde_json::from_str::<diego_lifecycle::droplet::StagedDroplet>(&cb.result) {
             Err(e) => Err(format!("the builder's result is not readable: {e}")),
-            Ok(staged) => match staged.droplet_sha256.parse::<Digest>() {
-                Err(e) => Err(format!("the builder's droplet digest: {e}")),
-                Ok(d) => match s.files.has(&d).await {
-                    Ok(true) => Ok(Droplet {
-                        digest: d.hex(),
-                        size: staged.droplet_size,
-                        package_digest: build.package_digest.clone(),
-                        requested_buildpack: app.buildpack.clone(),
-                        stack: app.stack.clone(),
-                        detected_buildpack: staged.result.detected_buildpack,
-                        start_command: staged.result.start_command,
-                        staged_at_ms: now_ms(),
-                    }),
-                    Ok(false) => Err(format!("the droplet {d} was not uploaded to the file server")),
-                    // Not known yet: answer 503 so the BBS tries again.
-                    Err(e) => {
-                        return Err(ApiErr(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Unavailable",
-                            e.to_string(),
-                        ))
+            Ok(staged) => {
+                // A cache that did not arrive only makes the next staging start cold.
+                if let Some(c) = staged
+                    .cache_sha256
+                    .as_deref()
+                    .and_then(|c| c.parse::<Digest>().ok())
+                {
+                    if s.files.has(&c).await.unwrap_or(false) {
+                        cache = Some(c.hex());
                     }
-                },
-            },
+                }
+                match staged.droplet_sha256.parse::<Digest>() {
+                    Err(e) => Err(format!("the builder's droplet digest: {e}")),
+                    Ok(d) => match s.files.has(&d).await {
+                        Ok(true) => Ok(Droplet {
+                            digest: d.hex(),
+                            size: staged.droplet_size,
+                            package_digest: build.package_digest.clone(),
+                            requested_buildpack: app.buildpack.clone(),
+                            stack: app.stack.clone(),
+                            detected_buildpack: staged.result.detected_buildpack,
+                            start_command: staged.result.start_command,
+                            staged_at_ms: now_ms(),
+                        }),
+                        Ok(false) => Err(format!("the droplet {d} was not uploaded to the file server")),
+                        // Not known yet: answer 503 so the BBS tries again.
+                        Err(e) => {
+                            return Err(ApiErr(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "Unavailable",
+                                e.to_string(),
+                            ))
+                        }
+                    },
+                }
+            }
         }
     };
     let ok = outcome.is_ok();
     if let Err(reason) = &outcome {
         tracing::info!(app = %app.name, build = %guid, reason = %reason, "staging failed");
     }
-    if finish_build(&s, &guid, outcome).await? {
+    if finish_build(&s, &guid, outcome.map(|d| (d, cache))).await? {
         if ok {
             s.metrics.stagings_succeeded.inc();
         } else {

@@ -128,6 +128,7 @@ mod tests {
             package: None,
             droplet: None,
             build: None,
+            build_cache: None,
             version: 0,
             created_at_ms: 1,
             updated_at_ms: 1,

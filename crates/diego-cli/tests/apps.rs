@@ -220,6 +220,24 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
         "{err}"
     );
     assert_eq!(again["droplet"], site["droplet"]);
+    // Staged again (a buildpack named now): the last staging's cache is given to it.
+    assert!(
+        again["build_cache"].is_string(),
+        "the staging left its cache: {again}"
+    );
+    let (ok, restaged, err) = push(
+        &dev,
+        &repo().join("examples/static-site"),
+        &["--buildpack", "static"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(err.contains("Downloaded build cache"), "{err}");
+    assert_ne!(
+        restaged["droplet"]["requested_buildpack"],
+        again["droplet"]["requested_buildpack"]
+    );
+    answers(&dev, "static-site.diego.localhost", "Hello from static-site").await;
 
     // Scale, restart.
     let (ok, _, err) = diego(&dev, &["app", "scale", "static-site", "-i", "2"]).await;
@@ -377,6 +395,12 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
         doomed.extend(dev.apps.get(name).await.unwrap().app.blobs());
         assert!(diego(&dev, &["app", "delete", name]).await.0, "delete {name}");
     }
+    // What the remaining app refers to stays (an empty build cache packs to the same blob for
+    // every app).
+    let kept = dev.apps.get("binary-app").await.unwrap().app.blobs();
+    doomed.retain(|d| !kept.contains(d));
+    doomed.sort();
+    doomed.dedup();
     assert!(
         doomed.len() >= 7,
         "the failed apps' packages are among them: {doomed:?}"
@@ -390,9 +414,8 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     assert!(ok && out.contains("deleted"), "{out}{err}");
     assert!(
         held(&dev, &doomed).await.is_empty(),
-        "the deleted app's blobs are gone"
+        "the deleted apps' blobs are gone"
     );
-    let kept = dev.apps.get("binary-app").await.unwrap().app.blobs();
     assert_eq!(held(&dev, &kept).await, kept, "the remaining app's blobs stay");
     answers(&dev, "binary-app.diego.localhost", "binary").await;
 }

@@ -28,6 +28,9 @@ pub struct StagedDroplet {
     pub result: StagingResult,
     pub droplet_sha256: String,
     pub droplet_size: u64,
+    /// The buildpack cache packed for the next staging (`--output-cache`), by its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_sha256: Option<String>,
 }
 
 /// The SHA-256 (lowercase hex) and size of the file at `path`.

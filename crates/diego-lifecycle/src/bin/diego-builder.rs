@@ -39,6 +39,9 @@ struct Args {
     /// The staging result (JSON) to write.
     #[arg(long, value_name = "FILE")]
     output_metadata: PathBuf,
+    /// Also pack the buildpack cache (--cache-dir) into this gzipped tar, for the next staging.
+    #[arg(long, value_name = "FILE")]
+    output_cache: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -68,10 +71,20 @@ fn main() -> ExitCode {
         .and_then(|f| droplet::pack(&layout, &result, std::io::BufWriter::new(f)))
         .and_then(|()| {
             let (droplet_sha256, droplet_size) = droplet::sha256_file(&args.output_droplet)?;
+            let cache_sha256 = match &args.output_cache {
+                Some(file) => {
+                    std::fs::create_dir_all(&layout.cache_dir)?;
+                    let out = std::io::BufWriter::new(std::fs::File::create(file)?);
+                    diego_lifecycle::archive::pack_tree(&layout.cache_dir, out)?;
+                    Some(droplet::sha256_file(file)?.0)
+                }
+                None => None,
+            };
             let staged = droplet::StagedDroplet {
                 result: result.clone(),
                 droplet_sha256,
                 droplet_size,
+                cache_sha256,
             };
             let json = serde_json::to_vec(&staged).map_err(std::io::Error::other)?;
             std::fs::write(&args.output_metadata, json)
