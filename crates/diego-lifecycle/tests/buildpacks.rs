@@ -180,14 +180,21 @@ fn an_app_no_buildpack_detects_fails_with_222_naming_all_four() {
     );
 }
 
-#[test]
-fn a_requirement_without_its_wheel_fails_with_223_naming_it() {
+/// Whether the host's `python3 -m pip` runs (else says the test is skipped).
+fn host_pip() -> bool {
     let pip = Command::new("python3")
         .args(["-m", "pip", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !pip {
         eprintln!("skipped: `python3 -m pip` is not available on this host");
+    }
+    pip
+}
+
+#[test]
+fn a_requirement_without_its_wheel_fails_with_223_naming_it() {
+    if !host_pip() {
         return;
     }
     let staged = stage_files(&[
@@ -330,12 +337,7 @@ fn the_staged_static_and_binary_apps_answer_through_busybox_httpd() {
 
 #[test]
 fn supplied_python_packages_are_on_the_launched_apps_pythonpath() {
-    let pip = Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !pip {
-        eprintln!("skipped: `python3 -m pip` is not available on this host");
+    if !host_pip() {
         return;
     }
     // A wheel made here, by hand: one module and its metadata.
