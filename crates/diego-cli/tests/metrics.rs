@@ -71,6 +71,7 @@ fn roles(
     logs: &str,
     router: &str,
     files: &str,
+    apps: &str,
     instance_guid: &str,
 ) -> Vec<Role> {
     let web = [
@@ -273,6 +274,25 @@ fn roles(
                 ),
             ],
         },
+        Role {
+            name: "apps",
+            url: apps.to_string(),
+            checks: vec![
+                // No app was pushed; the test asked for the service's info once.
+                check("apps_stagings_started_total", &[], Counter, Equals(0.0)),
+                check("apps_stagings_succeeded_total", &[], Counter, Equals(0.0)),
+                check("apps_stagings_failed_total", &[], Counter, Equals(0.0)),
+                check("apps_sync_desired_total", &[], Counter, Equals(0.0)),
+                check("apps_sync_updated_total", &[], Counter, Equals(0.0)),
+                check("apps_sync_removed_total", &[], Counter, Equals(0.0)),
+                check(
+                    "apps_requests_total",
+                    &[("method", "GET"), ("route", "/v1/info")],
+                    Counter,
+                    Equals(1.0),
+                ),
+            ],
+        },
     ]
 }
 
@@ -343,11 +363,14 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
     let router = format!("127.0.0.1:{}", diego_testkit::free_port());
     let router_admin = format!("127.0.0.1:{}", diego_testkit::free_port());
     let files = format!("127.0.0.1:{}", diego_testkit::free_port());
+    let apps = format!("127.0.0.1:{}", diego_testkit::free_port());
     let flags = [
         flags,
         &[
             "--file-server-listen",
             &files,
+            "--apps-listen",
+            &apps,
             "--logs-listen",
             &logs,
             "--router-listen",
@@ -442,6 +465,8 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
             .unwrap();
         assert_eq!(r.status().as_u16(), want);
     }
+    let info = http.get(format!("http://{apps}/v1/info")).send().await.unwrap();
+    assert!(info.status().is_success());
     let roles = roles(
         &bbs,
         &auctioneer,
@@ -449,6 +474,7 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
         &format!("http://{logs}"),
         &format!("http://{router_admin}"),
         &format!("http://{files}"),
+        &format!("http://{apps}"),
         &running.instance_guid,
     );
 
