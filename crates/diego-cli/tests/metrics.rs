@@ -64,16 +64,27 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// The table: every role `diego dev` runs, with where it serves and what it must expose.
 /// `instance_guid` is the running instance of `web`, as the BBS reports it.
-fn roles(
-    bbs: &str,
-    auctioneer: &str,
-    rep: &str,
-    logs: &str,
-    router: &str,
-    files: &str,
-    apps: &str,
-    instance_guid: &str,
-) -> Vec<Role> {
+/// Where each role serves.
+struct Urls<'a> {
+    bbs: &'a str,
+    auctioneer: &'a str,
+    rep: &'a str,
+    logs: &'a str,
+    router: &'a str,
+    files: &'a str,
+    apps: &'a str,
+}
+
+fn roles(urls: &Urls<'_>, instance_guid: &str) -> Vec<Role> {
+    let Urls {
+        bbs,
+        auctioneer,
+        rep,
+        logs,
+        router,
+        files,
+        apps,
+    } = *urls;
     let web = [
         ("process_guid", "web"),
         ("index", "0"),
@@ -467,16 +478,18 @@ async fn every_role_serves_its_documented_metrics_in_both_formats() {
     }
     let info = http.get(format!("http://{apps}/v1/info")).send().await.unwrap();
     assert!(info.status().is_success());
-    let roles = roles(
-        &bbs,
-        &auctioneer,
-        &rep,
-        &format!("http://{logs}"),
-        &format!("http://{router_admin}"),
-        &format!("http://{files}"),
-        &format!("http://{apps}"),
-        &running.instance_guid,
-    );
+    let (logs_url, router_url) = (format!("http://{logs}"), format!("http://{router_admin}"));
+    let (files_url, apps_url) = (format!("http://{files}"), format!("http://{apps}"));
+    let urls = Urls {
+        bbs: &bbs,
+        auctioneer: &auctioneer,
+        rep: &rep,
+        logs: &logs_url,
+        router: &router_url,
+        files: &files_url,
+        apps: &apps_url,
+    };
+    let roles = roles(&urls, &running.instance_guid);
 
     for role in &roles {
         let sizes = eventually(WAIT, || async {
