@@ -342,10 +342,13 @@ async fn follow_staging(
     }
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut done: Option<(diego_apps::model::Build, Instant)> = None;
+    // The staging's last line: its build cache uploaded, or the builder's failure.
+    let mut last_line_seen = false;
     loop {
-        // Once the build has ended, lines still on their way get a moment to arrive.
+        // Once the build has ended, lines still on their way get a moment to arrive (none
+        // when the last one is in).
         if let Some((b, at)) = &done {
-            if at.elapsed() > Duration::from_millis(150) || stream.is_none() {
+            if last_line_seen || at.elapsed() > Duration::from_millis(300) || stream.is_none() {
                 return Ok(b.clone());
             }
         }
@@ -355,6 +358,11 @@ async fn follow_staging(
                     Ok(Some(FollowEvent::Lines(lines))) => {
                         for l in &lines {
                             say(ctx, &super::logs::format_line(l, coloured));
+                            if l.message.starts_with("Uploaded build cache") || l.message.starts_with("staging failed: ") {
+                                last_line_seen = true;
+                                // The build ends with it: ask now rather than at the next tick.
+                                poll.reset_immediately();
+                            }
                         }
                     }
                     Ok(Some(FollowEvent::Dropped(_))) => {}
