@@ -112,7 +112,11 @@ impl AppsClient {
 
     /// Gives the app the package `digest` (on the file server already); stages it unless the
     /// droplet came from the same bits.
-    pub async fn package(&self, name: &str, digest: &str) -> Result<PackageAnswer, AppsError> {
+    pub async fn package(
+        &self,
+        name: &str,
+        digest: &diego_fileserver::Digest,
+    ) -> Result<PackageAnswer, AppsError> {
         let body = serde_json::json!({ "digest": digest });
         self.send(
             self.http.post(self.at(&routes::packages_path(name))).json(&body),

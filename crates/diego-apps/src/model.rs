@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use diego_fileserver::Digest;
 use serde::{Deserialize, Serialize};
 
 /// The domain of every Task and LRP the apps service makes; the sync keeps it fresh.
@@ -44,18 +45,18 @@ pub struct HealthCheck {
 /// The app's bits: a gzipped tar on the file server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
-    pub digest: String,
+    pub digest: Digest,
     pub uploaded_at_ms: u64,
 }
 
 /// A staged app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Droplet {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     /// The package it was staged from, with which buildpack asked for and on which stack:
     /// pushing the same again needs no staging.
-    pub package_digest: String,
+    pub package_digest: Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_buildpack: Option<String>,
     pub stack: String,
@@ -76,14 +77,14 @@ pub enum BuildState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
     pub guid: String,
-    pub package_digest: String,
+    pub package_digest: Digest,
     pub state: BuildState,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The droplet it made, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub droplet_digest: Option<String>,
+    pub droplet_digest: Option<Digest>,
     pub started_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
@@ -124,7 +125,7 @@ pub struct App {
     pub build: Option<Build>,
     /// The buildpack cache the last staging left (a blob), given to the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build_cache: Option<String>,
+    pub build_cache: Option<Digest>,
     /// Grows with each new droplet and each restart: part of the LRP's process guid, so new
     /// instances replace the old.
     pub version: u64,
@@ -144,19 +145,16 @@ impl App {
     }
 
     /// The blobs the app refers to (what a collection keeps).
-    pub fn blobs(&self) -> Vec<String> {
+    pub fn blobs(&self) -> Vec<Digest> {
         let mut out = Vec::new();
-        if let Some(p) = &self.package {
-            out.push(p.digest.clone());
-        }
+        out.extend(self.package.as_ref().map(|p| p.digest));
         if let Some(d) = &self.droplet {
-            out.push(d.digest.clone());
-            out.push(d.package_digest.clone());
+            out.extend([d.digest, d.package_digest]);
         }
-        out.extend(self.build_cache.clone());
+        out.extend(self.build_cache);
         if let Some(b) = &self.build {
-            out.push(b.package_digest.clone());
-            out.extend(b.droplet_digest.clone());
+            out.push(b.package_digest);
+            out.extend(b.droplet_digest);
         }
         out.sort();
         out.dedup();

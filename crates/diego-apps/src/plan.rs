@@ -11,6 +11,8 @@ use diego_model::{
     EnvironmentVariable, Routes, RunAction, CF_ROUTER,
 };
 
+use diego_fileserver::{routes, Digest};
+
 use crate::model::{App, Build, HealthCheckType, APP_PORT, DOMAIN, STAGING_LOG_SOURCE};
 
 /// Where the lifecycle lives inside containers.
@@ -43,20 +45,21 @@ pub struct Urls {
 }
 
 impl Urls {
-    fn blob(&self, digest: &str) -> String {
-        format!(
-            "{}/v1/blobs/{}",
-            self.file_server,
-            digest.trim_start_matches("sha256:")
-        )
+    fn blob(&self, digest: &Digest) -> String {
+        format!("{}{}", self.file_server, routes::blob_path(digest))
+    }
+
+    /// Where an Upload action POSTs a blob whose digest it does not know.
+    fn new_blob(&self) -> String {
+        format!("{}{}", self.file_server, routes::BLOBS)
     }
 
     fn bundle(&self, name: &str) -> String {
-        format!("{}/v1/lifecycle/{name}", self.file_server)
+        format!("{}{}", self.file_server, routes::lifecycle_path(name))
     }
 }
 
-fn download(from: String, to: &str, artifact: &str, cache_key: &str, sha256: Option<&str>) -> Action {
+fn download(from: String, to: &str, artifact: &str, cache_key: &str, sha256: Option<&Digest>) -> Action {
     Action {
         download: Some(DownloadAction {
             artifact: artifact.to_string(),
@@ -64,9 +67,7 @@ fn download(from: String, to: &str, artifact: &str, cache_key: &str, sha256: Opt
             to: to.to_string(),
             cache_key: cache_key.to_string(),
             checksum_algorithm: sha256.map(|_| "sha256".to_string()).unwrap_or_default(),
-            checksum_value: sha256
-                .map(|s| s.trim_start_matches("sha256:").to_string())
-                .unwrap_or_default(),
+            checksum_value: sha256.map(Digest::hex).unwrap_or_default(),
             ..Default::default()
         }),
         ..Default::default()
@@ -146,7 +147,7 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
             upload: Some(UploadAction {
                 artifact: "droplet".into(),
                 from: DROPLET_FILE.into(),
-                to: format!("{}/v1/blobs", urls.file_server),
+                to: urls.new_blob(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -155,7 +156,7 @@ pub fn staging_task(app: &App, build: &Build, urls: &Urls, buildpack_order: &[St
             upload: Some(UploadAction {
                 artifact: "build cache".into(),
                 from: CACHE_FILE.into(),
-                to: format!("{}/v1/blobs", urls.file_server),
+                to: urls.new_blob(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -237,7 +238,7 @@ pub fn desired_lrp(app: &App, urls: &Urls) -> Option<DesiredLrp> {
                 urls.blob(&droplet.digest),
                 APP_ROOT,
                 "droplet",
-                &format!("droplet-{}", droplet.digest.trim_start_matches("sha256:")),
+                &format!("droplet-{}", droplet.digest),
                 Some(&droplet.digest),
             ),
         ])),
@@ -329,6 +330,11 @@ mod tests {
     use super::*;
     use crate::model::{Droplet, HealthCheck};
 
+    /// A digest of 32 bytes `hex` (two hex digits) each.
+    fn digest(hex: &str) -> Digest {
+        hex.repeat(32).parse().unwrap()
+    }
+
     fn urls() -> Urls {
         Urls {
             file_server: "http://127.0.0.1:8892".into(),
@@ -350,9 +356,9 @@ mod tests {
             stack: "busybox".into(),
             package: None,
             droplet: staged.then(|| Droplet {
-                digest: "ab".repeat(32),
+                digest: digest("ab"),
                 size: 10,
-                package_digest: "cd".repeat(32),
+                package_digest: digest("cd"),
                 requested_buildpack: None,
                 stack: "busybox".into(),
                 detected_buildpack: "static".into(),
@@ -416,7 +422,7 @@ mod tests {
         a.buildpack = Some("static".into());
         let build = Build {
             guid: "b1".into(),
-            package_digest: "cd".repeat(32),
+            package_digest: digest("cd"),
             state: crate::model::BuildState::Staging,
             error: None,
             droplet_digest: None,
@@ -452,7 +458,7 @@ mod tests {
         assert_eq!(steps[4]["upload"]["to"], "http://127.0.0.1:8892/v1/blobs");
         assert_eq!(steps[5]["upload"]["from"], "/tmp/cache.tgz");
         assert_eq!(steps.len(), 6, "no cache to give yet");
-        a.build_cache = Some("ef".repeat(32));
+        a.build_cache = Some(digest("ef"));
         let req = staging_task(&a, &build, &urls(), &["static".into()]);
         let action = serde_json::to_value(&req.task_definition.action).unwrap();
         let steps = action["serial"]["actions"].as_array().unwrap();

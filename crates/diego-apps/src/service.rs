@@ -161,6 +161,8 @@ struct Shared {
     http: reqwest::Client,
     urls: Urls,
     info: Info,
+    /// `:PORT` of the router's URL that apps' URLs carry (empty for port 80 or no router).
+    route_port: String,
     sync_waker: Waker,
     sync_interval: Duration,
     /// One sync at a time (the worker's and `POST /v1/sync`'s).
@@ -210,10 +212,8 @@ fn upstream(what: &str, e: impl std::fmt::Display) -> ApiErr {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    use diego_model::Clock as _;
+    (diego_model::SystemClock.now() / 1_000_000) as u64
 }
 
 /// Opens the store, binds, and serves and syncs until `shutdown`.
@@ -253,6 +253,7 @@ pub async fn start(config: AppsConfig, shutdown: CancellationToken) -> anyhow::R
             default_stack: config.default_stack.clone(),
             buildpacks: config.buildpack_order.clone(),
         },
+        route_port: route_port(config.router_url.as_deref()),
         sync_waker: worker.waker(),
         sync_interval: config.sync_interval,
         sync_lock: tokio::sync::Mutex::new(()),
@@ -320,32 +321,28 @@ fn app_state(app: &App) -> &'static str {
     }
 }
 
+/// `:PORT` of `router_url` for apps' URLs; empty when there is no router or it is on port 80.
+fn route_port(router_url: Option<&str>) -> String {
+    router_url
+        .and_then(|u| u.trim_end_matches('/').rsplit_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| *p != "80" && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default()
+}
+
 fn view(s: &Shared, app: App, actuals: &[diego_model::ActualLrp]) -> AppView {
     let process_guid = app.process_guid();
-    let mine: Vec<_> = actuals
-        .iter()
-        .filter(|a| a.process_guid == process_guid)
-        .cloned()
-        .collect();
+    let mine = actuals.iter().filter(|a| a.process_guid == process_guid);
     let instances_status = if app.runnable() {
-        status::instances(app.instances, &mine, model::APP_PORT.into())
+        status::instances(app.instances, mine, model::APP_PORT.into())
     } else {
         Vec::new()
     };
-    let port = s
-        .info
-        .router_url
-        .as_deref()
-        .and_then(|u| u.rsplit_once(':'))
-        .map(|(_, p)| p.trim_end_matches('/').to_string())
-        .filter(|p| p != "80");
     let urls = app
         .routes
         .iter()
-        .map(|h| match &port {
-            Some(p) => format!("http://{h}:{p}/"),
-            None => format!("http://{h}/"),
-        })
+        .map(|h| format!("http://{h}{}/", s.route_port))
         .collect();
     AppView {
         state: app_state(&app).to_string(),
@@ -514,7 +511,6 @@ async fn post_package(
         field: "digest".into(),
         problem: format!("{e}"),
     })?;
-    let hex = digest.hex();
     if s.store.get(&name).await.is_none() {
         return Err(no_app(&name));
     }
@@ -526,7 +522,7 @@ async fn post_package(
     if !held {
         return Err(model::FieldError {
             field: "digest".into(),
-            problem: format!("the file server holds no blob {hex}; upload the package there first"),
+            problem: format!("the file server holds no blob {digest}; upload the package there first"),
         }
         .into());
     }
@@ -540,26 +536,29 @@ async fn post_package(
         .store
         .update(|apps| {
             let app = apps.get_mut(&name).ok_or_else(|| no_app(&name))?;
-            app.package = Some(Package {
-                digest: hex.clone(),
-                uploaded_at_ms: now,
-            });
+            // The same bits again change nothing (and write nothing).
+            if app.package.as_ref().is_none_or(|p| p.digest != digest) {
+                app.package = Some(Package {
+                    digest,
+                    uploaded_at_ms: now,
+                });
+            }
             if let Some(b) = app
                 .build
                 .as_ref()
-                .filter(|b| b.state == BuildState::Staging && b.package_digest == hex)
+                .filter(|b| b.state == BuildState::Staging && b.package_digest == digest)
             {
                 return Ok::<_, ApiErr>(Next::Staging(app.clone(), b.clone()));
             }
             let fits = app.droplet.as_ref().is_some_and(|d| {
-                d.package_digest == hex && d.requested_buildpack == app.buildpack && d.stack == app.stack
+                d.package_digest == digest && d.requested_buildpack == app.buildpack && d.stack == app.stack
             });
             if fits {
                 return Ok(Next::Unchanged(app.clone()));
             }
             let build = Build {
                 guid: uuid::Uuid::new_v4().to_string(),
-                package_digest: hex.clone(),
+                package_digest: digest,
                 state: BuildState::Staging,
                 error: None,
                 droplet_digest: None,
@@ -590,7 +589,7 @@ async fn post_package(
                 return Err(upstream("staging", message));
             }
             s.metrics.stagings_started.inc();
-            tracing::info!(app = %name, build = %build.guid, package = %hex, "staging");
+            tracing::info!(app = %name, build = %build.guid, package = %digest, "staging");
             (app, build)
         }
     };
@@ -645,7 +644,7 @@ async fn restart(State(s): State<AppState>, Path(name): Path<String>) -> Result<
 async fn finish_build(
     s: &Shared,
     guid: &str,
-    outcome: Result<(Droplet, Option<String>), String>,
+    outcome: Result<(Droplet, Option<Digest>), String>,
 ) -> Result<bool, ApiErr> {
     let now = now_ms();
     s.store
@@ -662,7 +661,7 @@ async fn finish_build(
             match outcome {
                 Ok((droplet, cache)) => {
                     build.state = BuildState::Staged;
-                    build.droplet_digest = Some(droplet.digest.clone());
+                    build.droplet_digest = Some(droplet.digest);
                     app.droplet = Some(droplet);
                     if cache.is_some() {
                         app.build_cache = cache;
@@ -680,10 +679,13 @@ async fn finish_build(
         .await
 }
 
-/// Why a staging failed, in words: the builder's own `staging failed: …` line from the
-/// staging log when the log server has it, else the task's failure reason.
+/// Why a staging failed, in words: when the builder exited non-zero (the Task's reason is
+/// `Exit status N`), its own `staging failed: …` line from the staging log if the log server
+/// has it; else the Task's failure reason, which already says what failed (a download, an
+/// upload).
 async fn explain_failure(s: &Shared, app_guid: &str, since_ms: u64, reason: &str) -> String {
-    if let Some(logs) = &s.logs {
+    let builder_exited = reason.starts_with("Exit status ");
+    if let Some(logs) = s.logs.as_ref().filter(|_| builder_exited) {
         let query = diego_logs::LogQuery {
             since_ns: Some(since_ms.saturating_mul(1_000_000)),
             source: Some(model::STAGING_LOG_SOURCE.into()),
@@ -736,16 +738,16 @@ async fn staging_completed(
                     .and_then(|c| c.parse::<Digest>().ok())
                 {
                     if s.files.has(&c).await.unwrap_or(false) {
-                        cache = Some(c.hex());
+                        cache = Some(c);
                     }
                 }
                 match staged.droplet_sha256.parse::<Digest>() {
                     Err(e) => Err(format!("the builder's droplet digest: {e}")),
                     Ok(d) => match s.files.has(&d).await {
                         Ok(true) => Ok(Droplet {
-                            digest: d.hex(),
+                            digest: d,
                             size: staged.droplet_size,
-                            package_digest: build.package_digest.clone(),
+                            package_digest: build.package_digest,
                             requested_buildpack: app.buildpack.clone(),
                             stack: app.stack.clone(),
                             detected_buildpack: staged.result.detected_buildpack,
@@ -786,8 +788,8 @@ async fn collect(
     body: Option<Json<GcRequest>>,
 ) -> Result<Json<diego_fileserver::blobs::GcReport>, ApiErr> {
     let grace = body.and_then(|Json(r)| r.grace_seconds);
-    let keep: HashSet<String> = s.store.all().await.values().flat_map(App::blobs).collect();
-    let keep: Vec<Digest> = keep.iter().filter_map(|d| d.parse().ok()).collect();
+    let keep: HashSet<Digest> = s.store.all().await.values().flat_map(App::blobs).collect();
+    let keep: Vec<Digest> = keep.into_iter().collect();
     let report = s
         .files
         .collect(&keep, grace)
@@ -885,6 +887,24 @@ async fn check_stagings(s: &Shared, apps: &crate::store::Apps) {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_port;
+
+    #[test]
+    fn apps_urls_carry_the_routers_port_unless_it_is_80() {
+        for (router, port) in [
+            (Some("http://127.0.0.1:8080"), ":8080"),
+            (Some("http://127.0.0.1:8080/"), ":8080"),
+            (Some("http://127.0.0.1:80"), ""),
+            (Some("http://router.example"), ""),
+            (None, ""),
+        ] {
+            assert_eq!(route_port(router), port, "{router:?}");
         }
     }
 }

@@ -42,9 +42,13 @@ pub struct InstanceStatus {
 }
 
 /// The instances of an LRP of `instances` instances, from its actual LRPs.
-pub fn instances(instances: i32, actuals: &[ActualLrp], app_port: u32) -> Vec<InstanceStatus> {
+pub fn instances<'a>(
+    instances: i32,
+    actuals: impl IntoIterator<Item = &'a ActualLrp>,
+    app_port: u32,
+) -> Vec<InstanceStatus> {
     let mut out: Vec<InstanceStatus> = actuals
-        .iter()
+        .into_iter()
         .filter(|a| a.index < instances || a.presence == Presence::Evacuating)
         .map(|a| InstanceStatus {
             index: a.index,

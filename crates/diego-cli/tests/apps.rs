@@ -20,13 +20,6 @@ use common::{lifecycle_dir, RuncLeftovers, BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Where `diego rootfs build` keeps the debian stack: `$DIEGO_ROOTFS_DIR`, else its default.
-fn rootfs_dir() -> PathBuf {
-    std::env::var_os("DIEGO_ROOTFS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(diego_cli::commands::rootfs::DEFAULT_ROOTFS_DIR))
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -105,11 +98,11 @@ async fn lrps(dev: &Dev) -> Vec<String> {
     guids
 }
 
-async fn held(dev: &Dev, digests: &[String]) -> Vec<String> {
+async fn held(dev: &Dev, digests: &[Digest]) -> Vec<Digest> {
     let mut out = Vec::new();
     for d in digests {
-        if dev.files.has(&d.parse::<Digest>().unwrap()).await.unwrap() {
-            out.push(d.clone());
+        if dev.files.has(d).await.unwrap() {
+            out.push(*d);
         }
     }
     out
@@ -121,7 +114,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
         return;
     }
     // The debian stack (python3, node): built once per machine, cached after.
-    let rootfs = rootfs_dir();
+    let rootfs = diego_cli::commands::rootfs::default_cache_dir();
     let built = std::process::Command::new(BIN)
         .args(["rootfs", "build", "debian", "--cache-dir"])
         .arg(&rootfs)
@@ -345,7 +338,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     let evil = evil_archive(&escape);
     let stored = dev.files.upload(evil.into()).await.unwrap();
     dev.apps.put("evil", &Default::default()).await.unwrap();
-    let answer = dev.apps.package("evil", &stored.digest.hex()).await.unwrap();
+    let answer = dev.apps.package("evil", &stored.digest).await.unwrap();
     let build = answer.build.unwrap();
     refused(&dev, "evil", &build.guid).await;
     assert!(!Path::new(&escape).exists(), "nothing was written at {escape}");
@@ -371,7 +364,7 @@ async fn apps_are_pushed_routed_scaled_restarted_synced_and_deleted() {
     dev.apps.put("huge", &spec).await.unwrap();
     let build = dev
         .apps
-        .package("huge", &stored.digest.hex())
+        .package("huge", &stored.digest)
         .await
         .unwrap()
         .build

@@ -2,18 +2,8 @@
 //! built once per machine into `DIEGO_ROOTFS_DIR` or `/var/lib/diego/rootfs` (a second build is
 //! cached), as root with debootstrap.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn debootstrap() -> bool {
-    [
-        "/usr/sbin/debootstrap",
-        "/sbin/debootstrap",
-        "/usr/bin/debootstrap",
-    ]
-    .iter()
-    .any(|p| Path::new(p).is_file())
-}
 
 fn build(cache: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_diego"))
@@ -26,25 +16,18 @@ fn build(cache: &Path) -> std::process::Output {
 
 #[test]
 fn the_debian_rootfs_has_the_buildpacks_runtimes_and_is_cached_after_the_first_build() {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .is_some_and(|u| u.split_whitespace().next() == Some("0"))
-    });
-    if !root || !debootstrap() {
-        eprintln!(
-            "skipped: building a rootfs needs root and debootstrap (root: {root}; scripts/install-packages installs debootstrap)"
-        );
+    // As root a missing debootstrap fails the test (scripts/test installs it), as every
+    // container test's tools do.
+    let test = "the_debian_rootfs_has_the_buildpacks_runtimes_and_is_cached_after_the_first_build";
+    if !diego_testkit::host::root_with(test, &["/usr/sbin/debootstrap"]) {
         return;
     }
     // One build per machine: the same cache `diego dev` uses, unless the environment names one.
-    let cache = std::env::var_os("DIEGO_ROOTFS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/diego/rootfs"));
+    let cache = diego_cli::commands::rootfs::default_cache_dir();
     let first = build(&cache);
     assert!(first.status.success(), "{first:?}");
     let tree = cache.join("debian");
-    for program in ["usr/bin/python3", "usr/bin/node", "bin/busybox"] {
+    for program in ["usr/bin/python3", "usr/bin/pip3", "usr/bin/node", "bin/busybox"] {
         assert!(
             tree.join(program).exists(),
             "{} has no /{program}",

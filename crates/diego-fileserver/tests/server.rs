@@ -21,6 +21,21 @@ async fn stop(running: RunningServer, stop: CancellationToken) {
     running.task.await.unwrap().unwrap();
 }
 
+/// Each of `want` is a line of the server's `/metrics`.
+async fn has_metrics(http: &reqwest::Client, url: &str, want: &[&str]) {
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for w in want {
+        assert!(metrics.lines().any(|l| l == *w), "{w:?} missing from\n{metrics}");
+    }
+}
+
 async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.unwrap();
@@ -71,27 +86,19 @@ async fn blobs_are_uploaded_once_downloaded_checked_and_outlive_a_restart() {
         .unwrap();
     assert_eq!(other.status().as_u16(), 200);
 
-    let metrics = http
-        .get(format!("{}/metrics", running.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
-        "fileserver_uploads_total 1",
-        "fileserver_uploads_existing_total 1",
-        "fileserver_upload_bytes_total 300000",
-        "fileserver_not_modified_total 1",
-        "fileserver_blobs 1",
-        "fileserver_blob_bytes 300000",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == want),
-            "{want:?} missing from\n{metrics}"
-        );
-    }
+    has_metrics(
+        &http,
+        &running.url,
+        &[
+            "fileserver_uploads_total 1",
+            "fileserver_uploads_existing_total 1",
+            "fileserver_upload_bytes_total 300000",
+            "fileserver_not_modified_total 1",
+            "fileserver_blobs 1",
+            "fileserver_blob_bytes 300000",
+        ],
+    )
+    .await;
 
     stop(running, token).await;
     let (running, token) = start(dir.path(), 1 << 20).await;
@@ -202,24 +209,16 @@ async fn collection_keeps_what_is_referred_to_and_what_is_young() {
     assert!(!c.has(&drop).await.unwrap());
 
     let http = reqwest::Client::new();
-    let metrics = http
-        .get(format!("{}/metrics", running.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
-        "fileserver_gc_deleted_total 1",
-        "fileserver_blobs 1",
-        "fileserver_blob_bytes 7",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == want),
-            "{want:?} missing from\n{metrics}"
-        );
-    }
+    has_metrics(
+        &http,
+        &running.url,
+        &[
+            "fileserver_gc_deleted_total 1",
+            "fileserver_blobs 1",
+            "fileserver_blob_bytes 7",
+        ],
+    )
+    .await;
     let bad = http
         .post(format!("{}/v1/gc", running.url))
         .json(&serde_json::json!({"keep": ["nope"]}))

@@ -119,6 +119,31 @@ fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `preloaded:NAME` root filesystems a cell's preloaded dir holds, as
+/// [`RootfsStore::resolve`] finds them — each directory `NAME` and tarball `NAME.tar` whose
+/// name is a valid preloaded name (so not `.NAME.partial`, a `diego rootfs build` in progress)
+/// — with the built-in busybox, in name order: what the cell advertises to the auction.
+pub fn preloaded_names(dir: &Path) -> Vec<String> {
+    let mut names = vec![BUSYBOX.to_string()];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let name = if entry.path().is_dir() {
+            file
+        } else {
+            match file.strip_suffix(".tar") {
+                Some(name) => name,
+                None => continue,
+            }
+        };
+        if validate_name(name).is_ok() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names
+}
+
 /// Resolves rootfs URLs to read-only base directories.
 #[derive(Debug, Clone)]
 pub struct RootfsStore {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use diego_client::BbsClient;
+use diego_model::{Action, Check, CheckDefinition, DesiredLrp, RunAction, CF_ROUTER};
 use serde_json::json;
 
 use super::procs::{self, until, Role};
@@ -95,26 +96,38 @@ impl Bench {
     /// The baseline: busybox httpd desired straight in the BBS, until routed.
     async fn lrp_create(&self, name: &str) -> anyhow::Result<u64> {
         let host = format!("{name}.diego.localhost");
-        let lrp = json!({
-            "process_guid": name, "domain": "bench", "rootfs": "preloaded:busybox", "instances": 1,
-            "memory_mb": 64, "disk_mb": 64, "ports": [8080],
-            "routes": {"cf-router": [{"hostnames": [host], "port": 8080}]},
-            "action": {"run": {"path": "sh", "args": ["-c", "echo baseline > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]}},
-            "check_definition": {"checks": [{"tcp_check": {"port": 8080}}]},
-        });
+        let lrp = DesiredLrp {
+            process_guid: name.into(),
+            domain: "bench".into(),
+            rootfs: "preloaded:busybox".into(),
+            instances: 1,
+            memory_mb: 64,
+            disk_mb: 64,
+            ports: vec![8080],
+            routes: [(
+                CF_ROUTER.to_string(),
+                json!([{"hostnames": [host], "port": 8080}]),
+            )]
+            .into(),
+            action: Some(Action::run(RunAction {
+                path: "sh".into(),
+                args: vec![
+                    "-c".into(),
+                    "echo baseline > /tmp/index.html && exec httpd -f -p 8080 -h /tmp".into(),
+                ],
+                ..Default::default()
+            })),
+            check_definition: Some(CheckDefinition {
+                checks: vec![Check::tcp(8080)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         let started = Instant::now();
-        let r = self
-            .http
-            .post(format!("{}/v1/desired_lrps", self.bbs.base_url()))
-            .json(&lrp)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!(
-                "desiring the baseline LRP: {}",
-                r.text().await.unwrap_or_default()
-            );
-        }
+        self.bbs
+            .desire_lrp(&lrp)
+            .await
+            .context("desiring the baseline LRP")?;
         self.routed(&host, "baseline").await?;
         Ok(started.elapsed().as_millis() as u64)
     }
@@ -179,11 +192,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     if let Some(l) = &lifecycle {
         args.extend(["--lifecycle-dir", l]);
     }
-    let http = reqwest::Client::builder()
+    let http = diego_runtime::http_client(None)
         .timeout(Duration::from_secs(10))
         .build()?;
     let mut dev = procs::spawn(&args, format!("http://{bbs}"))?;
     procs::wait_ready(&http, &mut dev, "/v1/ping").await?;
+    let apps_client = diego_apps::AppsClient::new(format!("http://{apps}"), None)?;
     let mut bench = Bench {
         bbs: BbsClient::with_http(dev.url.clone(), http.clone()),
         dev,
@@ -194,28 +208,17 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     };
     until("a cell and the apps service", Duration::from_secs(60), || async {
         let cells = bench.bbs.cells().await?.len();
-        let apps_up = bench
-            .http
-            .get(format!("{}/health", bench.apps_url))
-            .send()
-            .await?
-            .status()
-            .is_success();
-        Ok(cells == 1 && apps_up)
+        Ok(cells == 1 && apps_client.info().await.is_ok())
     })
     .await?;
-    let bundles: serde_json::Value = bench
-        .http
-        .get(format!("http://{files}/v1/lifecycle"))
-        .send()
-        .await?
-        .json()
+    let bundles = diego_fileserver::FileServerClient::new(format!("http://{files}"))?
+        .lifecycle()
         .await?;
-    if bundles.as_array().is_none_or(|b| b.is_empty()) {
+    if bundles.is_empty() {
         bail!("the file server has no lifecycle bundles: run scripts/build-lifecycle (or set DIEGO_LIFECYCLE_DIR)");
     }
     let outcome = measure(&bench, &say, trials, &site, &py).await;
-    cleanup(&bench).await;
+    cleanup(&bench, &apps_client).await;
     if let Ok(Some(status)) = bench.dev.child.try_wait() {
         bail!("diego dev exited with {status} during the benchmark");
     }
@@ -275,11 +278,9 @@ async fn measure(
 }
 
 /// Deletes what the benchmark made and waits for its containers to go, so none outlives it.
-async fn cleanup(bench: &Bench) {
-    if let Ok(apps) = diego_apps::AppsClient::new(&bench.apps_url, None) {
-        for v in apps.list().await.unwrap_or_default() {
-            let _ = apps.delete(&v.app.name).await;
-        }
+async fn cleanup(bench: &Bench, apps: &diego_apps::AppsClient) {
+    for v in apps.list().await.unwrap_or_default() {
+        let _ = apps.delete(&v.app.name).await;
     }
     for lrp in bench
         .bbs

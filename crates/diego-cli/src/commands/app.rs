@@ -288,7 +288,7 @@ async fn push(ctx: &Ctx, apps: &AppsClient, args: PushArgs) -> anyhow::Result<()
     if existing.is_none() {
         say(ctx, &format!("created app {name} ({})", view.app.guid));
     }
-    let answer = apps.package(&name, &digest.hex()).await?;
+    let answer = apps.package(&name, &digest).await?;
     match &answer.build {
         Some(build) if answer.staging => {
             say(ctx, &format!("staging {name}…"));

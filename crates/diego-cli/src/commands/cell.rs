@@ -177,29 +177,6 @@ async fn backend(
     Ok((backend, what))
 }
 
-/// The `preloaded:NAME` root filesystems `dir` (`--preloaded-dir`) holds, which the cell
-/// advertises so the auction places work asking for them here: each directory `NAME` and
-/// tarball `NAME.tar`, leaving out names starting with '.' (a `diego rootfs build` in
-/// progress keeps `.NAME.partial` there), with busybox, always there.
-pub fn preloaded_names(dir: &Path) -> Vec<String> {
-    let mut names = vec![diego_garden_runc::rootfs::BUSYBOX.to_string()];
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else { continue };
-        let is_dir = entry.path().is_dir();
-        let name = match file.strip_suffix(".tar") {
-            Some(name) if !is_dir => name,
-            _ if is_dir => file,
-            _ => continue,
-        };
-        if !name.is_empty() && !name.starts_with('.') && !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    names
-}
-
 /// Destroys every container the cell with these flags left in its depot (for `diego dev
 /// --reset`); how many there were. The cell must not be running.
 pub async fn destroy_leftovers(args: &CellArgs) -> anyhow::Result<usize> {
@@ -268,7 +245,7 @@ pub async fn start(
     }
     if args.garden.is_none() {
         if let Some(dir) = &args.preloaded_dir {
-            config.preloaded_rootfs = preloaded_names(dir);
+            config.preloaded_rootfs = diego_garden_runc::rootfs::preloaded_names(dir);
         }
     }
     config.download_cache_dir = Some(args.data_dir.join("cache"));
@@ -355,23 +332,5 @@ pub async fn dispatch(ctx: &crate::commands::Ctx, cmd: CellCommand) -> anyhow::R
         (None, None) => anyhow::bail!(
             "diego cell needs --data-dir DIR to run a cell (see `diego cell --help`), or a subcommand such as `diego cell drain CELL_ID`"
         ),
-    }
-}
-
-#[cfg(test)]
-mod preloaded_tests {
-    use super::*;
-
-    #[test]
-    fn the_preloaded_dir_advertises_its_trees_and_tarballs_but_not_dot_names() {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["debian", ".debian.partial", "busybox"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        for f in ["cflinuxfs4.tar", ".debian.lock", ".debian.log", "notes.txt"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
-        assert_eq!(preloaded_names(dir.path()), ["busybox", "cflinuxfs4", "debian"]);
-        assert_eq!(preloaded_names(&dir.path().join("absent")), ["busybox"]);
     }
 }

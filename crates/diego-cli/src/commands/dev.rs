@@ -304,19 +304,16 @@ async fn start_apps(
         c.sync_interval = std::time::Duration::from_secs(5);
         c
     };
-    let running = match service::start(config(addr), stop.clone()).await {
-        Err(e)
-            if listen.is_none()
-                && e.chain().any(|c| {
-                    c.downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
-                }) =>
-        {
-            eprintln!("apps: {addr} is in use; listening on a free port instead (--apps-listen sets it)");
-            service::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
-        }
-        other => other,
-    }
+    let in_use = |e: &anyhow::Error| {
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        })
+    };
+    let running = on_default_or_free(("apps", "--apps-listen"), addr, listen.is_none(), in_use, |a| {
+        service::start(config(a), stop.clone())
+    })
+    .await
     .with_context(|| format!("starting the apps service on {addr} (--apps-listen)"))?;
     let url = running.url.clone();
     let task = async move { running.task.await.context("apps task")? }.boxed();
@@ -327,6 +324,28 @@ async fn start_apps(
         stop,
         task,
     })
+}
+
+/// Starts a role (`what`, set by `flag`) on `addr`; when that is its default (`defaulted`) and
+/// taken by another process (`in_use` says so of the error), on a free loopback port instead,
+/// saying so. An address the user gave is never swapped for another.
+async fn on_default_or_free<T, E, Fut>(
+    (what, flag): (&str, &str),
+    addr: SocketAddr,
+    defaulted: bool,
+    in_use: impl Fn(&E) -> bool,
+    start: impl Fn(SocketAddr) -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match start(addr).await {
+        Err(e) if defaulted && in_use(&e) => {
+            eprintln!("{what}: {addr} is in use; listening on a free port instead ({flag} sets it)");
+            start(([127, 0, 0, 1], 0).into()).await
+        }
+        other => other,
+    }
 }
 
 /// The file server on `listen` (else 8892, or a free port when that is taken), its blobs in
@@ -352,17 +371,15 @@ async fn start_file_server(
         }
         c
     };
-    let running = match server::start(config(addr), stop.clone()).await {
-        Err(server::ServerError::Bind { source, .. })
-            if source.kind() == std::io::ErrorKind::AddrInUse && listen.is_none() =>
-        {
-            eprintln!(
-                "file server: {addr} is in use; listening on a free port instead (--file-server-listen sets it)"
-            );
-            server::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
-        }
-        other => other,
-    }
+    let in_use = |e: &server::ServerError| matches!(e, server::ServerError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse);
+    let running = on_default_or_free(
+        ("file server", "--file-server-listen"),
+        addr,
+        listen.is_none(),
+        in_use,
+        |a| server::start(config(a), stop.clone()),
+    )
+    .await
     .with_context(|| format!("starting the file server on {addr} (--file-server-listen)"))?;
     let url = running.url.clone();
     let task = async move { Ok(running.task.await.context("file server task")??) }.boxed();
@@ -444,16 +461,15 @@ async fn start_router(bbs_url: &str, logs_url: &str, dev: &DevArgs) -> anyhow::R
         c.access_hook = Some(shipping.hook.clone());
         c
     };
-    let started = router::start(config(listen), stop.clone()).await;
-    let running = match started {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && dev.router_listen.is_none() => {
-            eprintln!(
-                "router: {listen} is in use; listening on a free port instead (--router-listen sets it)"
-            );
-            router::start(config(([127, 0, 0, 1], 0).into()), stop.clone()).await
-        }
-        other => other,
-    }
+    let in_use = |e: &std::io::Error| e.kind() == std::io::ErrorKind::AddrInUse;
+    let running = on_default_or_free(
+        ("router", "--router-listen"),
+        listen,
+        dev.router_listen.is_none(),
+        in_use,
+        |a| router::start(config(a), stop.clone()),
+    )
+    .await
     .with_context(|| format!("starting the router on {listen} (admin {admin})"))?;
     let url = format!("http://{}", running.addr);
     let detail = format!("(admin http://{})", running.admin_addr);

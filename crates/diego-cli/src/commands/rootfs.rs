@@ -19,6 +19,14 @@ use anyhow::Context as _;
 /// Where rootfs trees are kept unless `--cache-dir` or `DIEGO_ROOTFS_DIR` says otherwise.
 pub const DEFAULT_ROOTFS_DIR: &str = "/var/lib/diego/rootfs";
 
+/// The cache dir `--cache-dir` (and `diego dev --rootfs-dir`) takes unless given one:
+/// `$DIEGO_ROOTFS_DIR`, else [`DEFAULT_ROOTFS_DIR`].
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("DIEGO_ROOTFS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS_DIR))
+}
+
 /// Debian's own mirror, reachable from this project's machines.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 

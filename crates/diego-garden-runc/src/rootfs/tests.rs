@@ -263,3 +263,16 @@ fn passwd_has_root_and_the_default_user() {
     );
     assert_eq!(group_file(), "root:x:0:\nvcap:x:2000:\n");
 }
+
+#[test]
+fn the_preloaded_dir_advertises_its_trees_and_tarballs_but_not_dot_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["debian", ".debian.partial", "busybox"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    for f in ["cflinuxfs4.tar", ".debian.lock", ".debian.log", "notes.txt"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    assert_eq!(preloaded_names(dir.path()), ["busybox", "cflinuxfs4", "debian"]);
+    assert_eq!(preloaded_names(&dir.path().join("absent")), ["busybox"]);
+}
